@@ -1,0 +1,28 @@
+"""FastAPI dependencies as Annotated aliases, so route signatures read as declarations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from orchestrator.runtime import ContainerRuntime
+from orchestrator.settings import Settings
+from orchestrator.trigger import TriggerService
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _trigger(request: Request) -> TriggerService:
+    return request.app.state.trigger
+
+
+def _runtime(request: Request) -> ContainerRuntime:
+    return request.app.state.runtime
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+TriggerDep = Annotated[TriggerService, Depends(_trigger)]
+RuntimeDep = Annotated[ContainerRuntime, Depends(_runtime)]

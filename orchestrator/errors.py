@@ -1,0 +1,71 @@
+"""Two error roots, as in kopf: temporary failures may be retried, permanent ones may not.
+
+Every error carries an HTTP status and a message a user can act on; the API maps them
+one-to-one, so no domain error ever surfaces as a 500. Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrchestratorError(Exception):
+    """Base of every error the orchestrator raises on purpose."""
+
+    status_code: int = 500
+    code: str = "internal"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class PermanentError(OrchestratorError):
+    """Retrying the same request will fail the same way."""
+
+
+class TemporaryError(OrchestratorError):
+    """A dependency is down or busy; the same request may succeed later."""
+
+    retryable = True
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 5.0, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
+class InvalidInput(PermanentError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class NotFound(PermanentError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(PermanentError):
+    status_code = 409
+    code = "conflict"
+
+
+class LimitExceeded(TemporaryError):
+    status_code = 429
+    code = "limit_exceeded"
+
+
+class DependencyUnavailable(TemporaryError):
+    """Docker, LiveKit or the tenant store cannot be reached right now."""
+
+    code = "dependency_unavailable"
+
+
+class ContainerFailed(TemporaryError):
+    """The agent container was created but did not reach a running state."""
+
+    status_code = 502
+    code = "container_failed"

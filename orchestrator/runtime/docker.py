@@ -1,0 +1,223 @@
+"""The Docker Engine implementation of ContainerRuntime (docker SDK, off the event loop).
+
+Every blocking call goes through `_call`, which runs it in a worker thread, retries transient
+daemon errors with tenacity and maps the rest to our errors. Idempotency by status code, as
+dockerspawner does: 404 on stop/remove means already gone, 409 on create means someone else won.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from datetime import datetime
+from typing import Any, Callable, TypeVar
+
+import anyio
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from ..errors import DependencyUnavailable
+from ..models import ContainerInfo, ContainerStatus, Health
+from ..naming import Label
+from . import ContainerSpec, NameTaken
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Daemon hiccups worth a retry: connection trouble and 5xx other than a name conflict."""
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return True
+    return isinstance(exc, APIError) and not isinstance(exc, NotFound) and (exc.status_code or 0) >= 500
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value).astimezone()
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value[:26].rstrip("Z") if "." in value else value.rstrip("Z"))
+        except ValueError:
+            return None
+    return None
+
+
+def _info_from_list(row: dict[str, Any]) -> ContainerInfo:
+    """A sparse list row (one API call for all containers) to ContainerInfo; health is in Status."""
+    status_text = row.get("Status", "")
+    match = _HEALTH_IN_STATUS.search(status_text)
+    health = Health.none
+    if match:
+        health = Health.starting if "starting" in match.group(1) else Health(match.group(1))
+    return ContainerInfo(
+        id=row["Id"],
+        name=row["Names"][0].lstrip("/"),
+        status=ContainerStatus(row.get("State", "created")),
+        health=health,
+        labels=row.get("Labels") or {},
+        created_at=_parse_time(row.get("Created")),
+    )
+
+
+def _info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
+    state = attrs.get("State", {})
+    health = (state.get("Health") or {}).get("Status", "none")
+    return ContainerInfo(
+        id=attrs["Id"],
+        name=attrs["Name"].lstrip("/"),
+        status=ContainerStatus(state.get("Status", "created")),
+        health=Health(health) if health in Health._value2member_map_ else Health.none,
+        labels=attrs.get("Config", {}).get("Labels") or {},
+        created_at=_parse_time(attrs.get("Created")),
+    )
+
+
+class DockerRuntime:
+    """ContainerRuntime on one Docker engine."""
+
+    def __init__(
+        self, *, base_url: str | None = None, pool_size: int = 32, timeout_s: float = 30.0, retries: int = 3
+    ) -> None:
+        self._base_url = base_url
+        self._pool_size = pool_size
+        self._timeout_s = timeout_s
+        self._retries = retries
+        self._client: docker.DockerClient | None = None
+        # docker-py's pool must be at least as large as the threads we let talk to it.
+        self._limiter = anyio.CapacityLimiter(pool_size)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            kwargs: dict[str, Any] = {"timeout": int(self._timeout_s), "max_pool_size": self._pool_size}
+            self._client = (
+                docker.DockerClient(base_url=self._base_url, **kwargs) if self._base_url else docker.from_env(**kwargs)
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        retrying = retry(
+            retry=retry_if_exception(_transient),
+            stop=stop_after_attempt(self._retries),
+            wait=wait_exponential(multiplier=0.1, max=2),
+            reraise=True,
+        )(fn)
+        try:
+            return await anyio.to_thread.run_sync(retrying, limiter=self._limiter)
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise DependencyUnavailable(f"Docker engine unreachable during {what}: {type(exc).__name__}") from None
+        except DockerException as exc:
+            if isinstance(exc, APIError) and _transient(exc):
+                raise DependencyUnavailable(f"Docker engine failed {what}: {exc.explanation}") from None
+            if isinstance(exc, APIError):
+                raise
+            # docker.from_env() raises a bare DockerException when the socket is missing.
+            raise DependencyUnavailable(f"Docker engine unavailable during {what}: {exc}") from None
+
+    async def ping(self) -> None:
+        await self._call("ping", self.client.ping)
+
+    async def get(self, name: str) -> ContainerInfo | None:
+        def inspect() -> ContainerInfo | None:
+            try:
+                return _info_from_inspect(self.client.api.inspect_container(name))
+            except NotFound:
+                return None
+
+        return await self._call("inspect", inspect)
+
+    async def list_managed(self, *, scope: str) -> list[ContainerInfo]:
+        """One list call, filtered by the daemon on our scope label (sparse: no N+1 inspects)."""
+        filters = {"label": [f"{Label.MANAGED}=true", f"{Label.SCOPE}={scope}"]}
+        rows = await self._call("list", lambda: self.client.api.containers(all=True, filters=filters))
+        return [_info_from_list(r) for r in rows]
+
+    async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
+        await self._call("create", functools.partial(self._create, spec))
+        try:
+            await self.start(spec.name)
+        except BaseException:
+            # No half-made container: a container that cannot start is removed, then we report.
+            with anyio.CancelScope(shield=True):
+                await self.remove(spec.name)
+            raise
+        info = await self.get(spec.name)
+        if info is None:
+            raise DependencyUnavailable(f"container {spec.name} vanished right after start")
+        return info
+
+    def _create(self, spec: ContainerSpec) -> None:
+        restart: dict[str, Any] = {"Name": spec.restart_policy}
+        if spec.restart_policy == "on-failure":
+            restart["MaximumRetryCount"] = spec.restart_max
+        host_config = self.client.api.create_host_config(
+            mem_limit=spec.memory,
+            nano_cpus=int(spec.cpus * 1e9),
+            pids_limit=spec.pids,
+            restart_policy=restart,
+            network_mode=spec.network,
+            init=True,
+        )
+        try:
+            self.client.api.create_container(
+                image=spec.image,
+                name=spec.name,
+                labels=spec.labels,
+                environment=spec.env,
+                host_config=host_config,
+                stop_timeout=spec.stop_timeout_s,
+                detach=True,
+            )
+        except ImageNotFound:
+            raise DependencyUnavailable(
+                f"agent image '{spec.image}' is not on this Docker engine; build it with scripts/build-images",
+                retry_after=60,
+            ) from None
+        except APIError as exc:
+            if exc.status_code == 409:
+                raise NameTaken(spec.name) from None
+            raise
+
+    async def start(self, name: str) -> None:
+        await self._call("start", lambda: self.client.api.start(name))
+
+    async def stop(self, name: str, *, timeout_s: int) -> None:
+        def stop() -> None:
+            try:
+                self.client.api.stop(name, timeout=timeout_s)
+            except NotFound:
+                pass
+
+        await self._call("stop", stop)
+
+    async def remove(self, name: str) -> None:
+        def remove() -> None:
+            try:
+                self.client.api.remove_container(name, force=True)
+            except NotFound:
+                pass
+            except APIError as exc:
+                # 409 "removal already in progress" means someone else is removing it: done.
+                if exc.status_code != 409:
+                    raise
+
+        await self._call("remove", remove)
+
+    async def logs_tail(self, name: str, *, lines: int = 20) -> str:
+        def tail() -> str:
+            try:
+                return self.client.api.logs(name, tail=lines).decode(errors="replace")
+            except NotFound:
+                return ""
+
+        return await self._call("logs", tail)

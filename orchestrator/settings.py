@@ -1,0 +1,79 @@
+"""One validated settings object, built once at start-up and passed down (never read at import)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TENANTS_FILE = Path(__file__).parent / "tenants" / "default_tenants.yaml"
+
+# Values people paste from templates; refusing them at start-up beats a confusing 401 later.
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "change_me", "replace-me", "todo", "xxx", "your-secret", "secret-here", "<secret>"})
+
+
+def is_placeholder(value: str) -> bool:
+    v = value.strip().lower()
+    return not v or v in PLACEHOLDER_SECRETS or (v.startswith("<") and v.endswith(">")) or v.startswith("your_") or v.startswith("your-")
+
+
+class Settings(BaseSettings):
+    """Every knob of a deployment. Env prefix `ORCH_`; an optional `.env`-style file via ORCH_ENV_FILE."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore", frozen=True)
+
+    # Which containers this deployment owns: it never touches another scope's.
+    scope: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+    # Tenants: the embedded default is a YAML file; Supabase comes as another store.
+    tenant_store: Literal["file"] = "file"
+    tenants_file: Path = DEFAULT_TENANTS_FILE
+
+    # The agent containers.
+    agent_image: str = "agent-orchestrator/agent:latest"
+    agent_network: str = "host"  # "host" lets agents reach a LiveKit server on the host's loopback
+    agent_memory: str = "512m"
+    agent_cpus: float = Field(default=1.0, gt=0)
+    agent_pids: int = Field(default=256, gt=0)
+    agent_restart_policy: Literal["no", "on-failure", "unless-stopped", "always"] = "on-failure"
+    agent_restart_max: int = Field(default=3, ge=0)
+    agent_stop_timeout_s: int = Field(default=10, ge=1)
+    container_start_timeout_s: float = Field(default=30.0, gt=0)
+
+    # Docker access.
+    docker_host: str | None = None  # default: DOCKER_HOST or the local socket
+    docker_pool_size: int = Field(default=32, ge=2)
+    docker_timeout_s: float = Field(default=30.0, gt=0)
+    docker_retries: int = Field(default=3, ge=1)
+
+    # Room lifecycle (seed 003): the grace period after the last human leaves.
+    grace_period_s: float = Field(default=60.0, ge=0)
+    room_empty_timeout_s: int = Field(default=300, ge=1)
+    user_token_ttl_s: int = Field(default=2 * 3600, ge=60)
+    agent_token_ttl_s: int = Field(default=6 * 3600, ge=60)
+
+    # HTTP server.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    admin_api_key: SecretStr | None = None
+
+    @field_validator("admin_api_key")
+    @classmethod
+    def _no_placeholder_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and is_placeholder(v.get_secret_value()):
+            raise ValueError("ORCH_ADMIN_API_KEY is a placeholder; set a real random key (e.g. `openssl rand -hex 32`)")
+        return v
+
+    @model_validator(mode="after")
+    def _timeouts_cover_grace(self) -> "Settings":
+        # LiveKit must not close a room before our grace period ends (design.md, facts).
+        if self.room_empty_timeout_s < self.grace_period_s:
+            raise ValueError("ORCH_ROOM_EMPTY_TIMEOUT_S must be at least ORCH_GRACE_PERIOD_S")
+        return self
+
+    @property
+    def room_departure_timeout_s(self) -> int:
+        """LiveKit's departure_timeout: at least the grace period, so LiveKit never kicks the agent first."""
+        return max(int(self.grace_period_s) + 1, 20)

@@ -1,0 +1,35 @@
+"""Where clients and agents come from: one protocol, interchangeable stores."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..errors import NotFound
+from ..models import Agent, Client
+from ..naming import closest
+
+
+class TenantStore(Protocol):
+    """Read-only view of tenants. Implementations raise NotFound/DependencyUnavailable, never return None."""
+
+    async def get_client(self, client_id: str) -> Client: ...
+
+    async def get_agent(self, client: Client, slug: str) -> Agent: ...
+
+    async def list_agent_slugs(self, client: Client) -> list[str]: ...
+
+    async def clients_for_livekit_key(self, api_key: str) -> list[Client]: ...
+
+
+def unknown_agent(client: Client, slug: str, known: list[str]) -> NotFound:
+    """The 404 for a valid but unknown slug, naming the closest slugs this client has."""
+    near = closest(slug, known)
+    hint = f"; did you mean {', '.join(near)}?" if near else f"; this client has: {', '.join(sorted(known)[:10]) or 'no agents'}"
+    return NotFound(
+        f"agent '{slug}' not found for client '{client.id}'{hint}",
+        details={"field": "agent_slug", "suggestions": near},
+    )
+
+
+def unknown_client(client_id: str) -> NotFound:
+    return NotFound(f"client '{client_id}' not found", details={"field": "client_id"})

@@ -1,0 +1,177 @@
+"""Reuse or launch: the one path from a trigger request to exactly one running container."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from .errors import Conflict, ContainerFailed
+from .livekit import LiveKitGateway, agent_token, user_token
+from .locks import KeyedLocks
+from .models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
+from .naming import (
+    Label,
+    container_labels,
+    container_name,
+    generated_room,
+    key_from_labels,
+    room_metadata,
+    spec_hash,
+    validate_room,
+)
+from .runtime import ContainerRuntime, ContainerSpec, NameTaken
+from .settings import Settings
+from .tenants import TenantStore
+
+log = logging.getLogger(__name__)
+
+_WAIT_STATES = {ContainerStatus.restarting, ContainerStatus.removing}
+_DEAD_STATES = {ContainerStatus.exited, ContainerStatus.dead, ContainerStatus.paused}
+_MAX_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    outcome: TriggerOutcome
+    client: Client
+    agent: Agent
+    room: str
+    mode: Mode
+    container: ContainerInfo
+    spec_stale: bool
+    user_token: str
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class TriggerService:
+    """Resolves tenant and agent, makes sure the room exists, then reuses or launches the container."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        tenants: TenantStore,
+        livekit: LiveKitGateway,
+        runtime: ContainerRuntime,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._settings = settings
+        self._tenants = tenants
+        self._livekit = livekit
+        self._runtime = runtime
+        self._clock = clock
+        self._locks = KeyedLocks()
+
+    async def trigger(
+        self, *, client_id: str, agent_slug: str, mode: Mode, user_id: str, room_name: str | None = None
+    ) -> TriggerResult:
+        """`agent_slug` must already be clean (naming.clean_slug); everything else is checked here."""
+        client = await self._tenants.get_client(client_id)
+        agent = await self._tenants.get_agent(client, agent_slug)
+        room = validate_room(room_name) if room_name else generated_room(agent.id, secrets.token_hex(4))
+        ctx = {"client_id": client.id, "agent_slug": agent.slug, "room": room}
+        s = self._settings
+        await self._livekit.ensure_room(
+            client.livekit,
+            room=room,
+            metadata=room_metadata(agent=agent, client_id=client.id),
+            empty_timeout_s=s.room_empty_timeout_s,
+            departure_timeout_s=s.room_departure_timeout_s,
+        )
+        key = ContainerKey(client_id=client.id, agent_slug=agent.slug, room=room)
+        async with self._locks.hold(key):
+            outcome, info = await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
+        image = agent.image or s.agent_image
+        stale = info.labels.get(Label.SPEC_HASH) != spec_hash(agent, image=image, mode=mode)
+        log.info(
+            "agent %s: %s container %s", outcome.value, agent.slug, info.name,
+            extra={**ctx, "container": info.name, "outcome": outcome.value, "spec_stale": stale},
+        )
+        token = user_token(client.livekit, identity=user_id, room=room, ttl_s=s.user_token_ttl_s)
+        return TriggerResult(
+            outcome=outcome, client=client, agent=agent, room=room, mode=mode,
+            container=info, spec_stale=stale, user_token=token,
+        )
+
+    async def _reuse_or_launch(
+        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode
+    ) -> tuple[TriggerOutcome, ContainerInfo]:
+        name = container_name(key)
+        for _ in range(_MAX_ROUNDS):
+            info = await self._runtime.get(name)
+            if info is None:
+                try:
+                    return TriggerOutcome.created, await self._runtime.create_and_start(
+                        self._spec(key, name=name, client=client, agent=agent, mode=mode)
+                    )
+                except NameTaken:
+                    continue  # another process won the name: next round reuses theirs
+            if key_from_labels(info.labels) != key:
+                raise Conflict(
+                    f"container name {name} is held by a container for another key; remove it or rename the room"
+                )
+            if info.status is ContainerStatus.running:
+                return TriggerOutcome.reused, info
+            if info.status is ContainerStatus.created:
+                # Created but never started (a crash between create and start): starting is idempotent.
+                await self._runtime.start(name)
+                return TriggerOutcome.reused, await self._wait_running(name)
+            if info.status in _WAIT_STATES:
+                try:
+                    return TriggerOutcome.reused, await self._wait_running(name)
+                except ContainerFailed:
+                    pass
+            tail = await self._runtime.logs_tail(name, lines=20)
+            log.warning(
+                "replacing %s container %s; its last log lines:\n%s", info.status.value, name, tail,
+                extra={"client_id": key.client_id, "agent_slug": key.agent_slug, "room": key.room, "container": name},
+            )
+            await self._runtime.remove(name)
+        raise ContainerFailed(f"could not settle container {name} after {_MAX_ROUNDS} attempts; retry shortly")
+
+    async def _wait_running(self, name: str) -> ContainerInfo:
+        """Poll the real state until running (or dead), bounded by the start timeout."""
+        deadline = asyncio.get_running_loop().time() + self._settings.container_start_timeout_s
+        delay = 0.05
+        while True:
+            info = await self._runtime.get(name)
+            if info is not None and info.status is ContainerStatus.running:
+                return info
+            if info is None or info.status in _DEAD_STATES or asyncio.get_running_loop().time() > deadline:
+                raise ContainerFailed(f"container {name} did not reach running (last state: {info and info.status.value})")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _spec(self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode) -> ContainerSpec:
+        s = self._settings
+        image = agent.image or s.agent_image
+        labels = container_labels(
+            key, agent=agent, mode=mode, scope=s.scope,
+            spec=spec_hash(agent, image=image, mode=mode), created_at=self._clock(),
+        )
+        env = {
+            "LIVEKIT_URL": client.livekit.url,
+            "LIVEKIT_ROOM": key.room,
+            # A room-scoped agent token; the tenant's API secret never enters the container.
+            "LIVEKIT_TOKEN": agent_token(
+                client.livekit, slug=agent.slug, name=agent.name, room=key.room, ttl_s=s.agent_token_ttl_s
+            ),
+            "AGENT_MODE": mode.value,
+            "AGENT_CONFIG": json.dumps(agent.public_config()),
+            "AGENT_GRACE_SECONDS": str(s.grace_period_s),
+        }
+        res = agent.resources
+        return ContainerSpec(
+            name=name, image=image, labels=labels, env=env,
+            memory=res.memory or s.agent_memory, cpus=res.cpus or s.agent_cpus, pids=res.pids or s.agent_pids,
+            network=s.agent_network, restart_policy=s.agent_restart_policy, restart_max=s.agent_restart_max,
+            stop_timeout_s=s.agent_stop_timeout_s,
+        )

@@ -1,0 +1,102 @@
+"""Shared fixtures: a real Docker engine, a real livekit-server, per-test scopes that clean up."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+import yaml
+
+from orchestrator.settings import Settings
+from tests.support.docker_helpers import TINY_IMAGE, dump_logs, remove_scope
+from tests.support.livekit_server import LiveKitServer, free_port
+
+CLIENT_ID = "df91fd06-816f-4273-a903-5a4861277040"
+OTHER_CLIENT_ID = "acme"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    client.ping()  # no engine is a failure, not a skip
+    client.images.get(TINY_IMAGE)  # built by scripts/build-images
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def scope(request: pytest.FixtureRequest, docker_client: docker.DockerClient) -> Iterator[str]:
+    """A fresh deployment scope per test; its containers are dumped on failure and always removed."""
+    name = f"test-{secrets.token_hex(4)}"
+    yield name
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(f"\n==== container logs for scope {name} ====\n{dump_logs(docker_client, name)}")
+    remove_scope(docker_client, name)
+
+
+@pytest.fixture(scope="session")
+def livekit_server() -> Iterator[LiveKitServer]:
+    server = LiveKitServer(api_key="testkey", api_secret=secrets.token_hex(32), port=free_port()).start()
+    yield server
+    server.stop()
+
+
+def write_tenants(path: Path, livekit: LiveKitServer) -> Path:
+    creds = {"url": livekit.url, "api_key": livekit.api_key, "api_secret": livekit.api_secret}
+    data = {
+        "clients": [
+            {
+                "id": CLIENT_ID, "name": "Autonomite", "livekit": creds,
+                "agents": [
+                    {"id": "agent-clarence", "slug": "clarence-coherence", "name": "Clarence Coherence",
+                     "instructions": "Be calm.", "greeting": "Hello, I'm Clarence."},
+                    {"id": "agent-farah", "slug": "farah", "name": "Farah", "greeting": "Hi, Farah here."},
+                    {"id": "agent-litebridge", "slug": "litebridge", "name": "Litebridge"},
+                ],
+            },
+            {"id": OTHER_CLIENT_ID, "name": "Acme", "livekit": creds,
+             "agents": [{"id": "agent-acme-farah", "slug": "farah", "name": "Acme Farah"}]},
+        ]
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def tenants_file(tmp_path: Path, livekit_server: LiveKitServer) -> Path:
+    return write_tenants(tmp_path / "tenants.yaml", livekit_server)
+
+
+@pytest.fixture
+def make_settings(scope: str, tenants_file: Path) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        base: dict[str, object] = {
+            "scope": scope, "tenants_file": tenants_file, "agent_image": TINY_IMAGE,
+            "agent_memory": "64m", "agent_cpus": 0.2, "agent_stop_timeout_s": 2,
+        }
+        return Settings(**{**base, **overrides})  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+async def api(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app on the real engine, called in-process (no port)."""
+    from api.app import create_app
+
+    app = create_app(make_settings())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orchestrator") as client:
+            yield client
