@@ -39,6 +39,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await livekit.aclose()
+        runtime.close()
 
     app = FastAPI(title="Agent container orchestrator", version=__version__, lifespan=lifespan)
     app.state.settings = settings

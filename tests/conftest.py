@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import docker
@@ -91,12 +92,18 @@ def make_settings(scope: str, tenants_file: Path) -> Callable[..., Settings]:
     return make
 
 
-@pytest.fixture
-async def api(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app on the real engine, called in-process (no port)."""
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app on the real engine, called in-process (no port), with its lifespan run."""
     from api.app import create_app
 
-    app = create_app(make_settings())
+    app = create_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orchestrator") as client:
             yield client
+
+
+@pytest.fixture
+async def api(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(make_settings()) as client:
+        yield client

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 from datetime import datetime
 from typing import Any, Callable, TypeVar
 
@@ -89,17 +90,22 @@ class DockerRuntime:
         self._timeout_s = timeout_s
         self._retries = retries
         self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
         # docker-py's pool must be at least as large as the threads we let talk to it.
         self._limiter = anyio.CapacityLimiter(pool_size)
 
     @property
     def client(self) -> docker.DockerClient:
-        if self._client is None:
-            kwargs: dict[str, Any] = {"timeout": int(self._timeout_s), "max_pool_size": self._pool_size}
-            self._client = (
-                docker.DockerClient(base_url=self._base_url, **kwargs) if self._base_url else docker.from_env(**kwargs)
-            )
-        return self._client
+        """Built lazily inside a worker thread: docker-py asks the daemon for its API version here."""
+        with self._client_lock:
+            if self._client is None:
+                kwargs: dict[str, Any] = {"timeout": int(self._timeout_s), "max_pool_size": self._pool_size}
+                self._client = (
+                    docker.DockerClient(base_url=self._base_url, **kwargs)
+                    if self._base_url
+                    else docker.from_env(**kwargs)
+                )
+            return self._client
 
     def close(self) -> None:
         if self._client is not None:
@@ -125,7 +131,7 @@ class DockerRuntime:
             raise DependencyUnavailable(f"Docker engine unavailable during {what}: {exc}") from None
 
     async def ping(self) -> None:
-        await self._call("ping", self.client.ping)
+        await self._call("ping", lambda: self.client.ping())
 
     async def get(self, name: str) -> ContainerInfo | None:
         def inspect() -> ContainerInfo | None:

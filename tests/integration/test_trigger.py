@@ -1,0 +1,224 @@
+"""trigger-agent against the real Docker engine and a real livekit-server: reuse or launch, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import httpx
+import jwt
+import pytest
+import yaml
+from livekit import api as lkapi
+
+from orchestrator.naming import Label
+from orchestrator.settings import Settings
+from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client, write_tenants
+from tests.support.docker_helpers import scoped
+from tests.support.livekit_server import LiveKitServer, free_port
+
+pytestmark = [pytest.mark.docker, pytest.mark.livekit]
+
+
+def body(room: str, **kw: object) -> dict[str, object]:
+    return {"agent_slug": "clarence_coherence", "mode": "voice", "room_name": room,
+            "user_id": "test-user-123", "client_id": CLIENT_ID, **kw}
+
+
+async def test_created_then_reused_with_exact_labels(
+    api: httpx.AsyncClient, docker_client: docker.DockerClient, scope: str, livekit_server: LiveKitServer
+) -> None:
+    first = await api.post("/api/v1/trigger-agent", json=body("test-room-1"))
+    assert first.status_code == 200, first.text
+    a = first.json()
+    assert a["status"] == "created"
+    assert a["agent"] == {"id": "agent-clarence", "slug": "clarence-coherence", "name": "Clarence Coherence"}
+    assert a["container_status"] == "running" and a["spec_stale"] is False
+    assert a["livekit_url"] == livekit_server.url
+
+    second = await api.post("/api/v1/trigger-agent", json=body("test-room-1", agent_slug="Clarence Coherence"))
+    b = second.json()
+    assert b["status"] == "reused"
+    assert (b["container_name"], b["container_id"]) == (a["container_name"], a["container_id"])
+
+    [container] = scoped(docker_client, scope)
+    assert container.name == a["container_name"]
+    labels = container.labels
+    assert {k: v for k, v in labels.items() if k != Label.CREATED_AT and k.startswith("agent-orchestrator.")} == {
+        Label.MANAGED: "true", Label.SCOPE: scope, Label.CLIENT_ID: CLIENT_ID,
+        Label.AGENT_SLUG: "clarence-coherence", Label.AGENT_ID: "agent-clarence", Label.ROOM: "test-room-1",
+        Label.MODE: "voice", Label.SPEC_HASH: labels[Label.SPEC_HASH],
+    }
+    assert len(labels[Label.SPEC_HASH]) == 16 and labels[Label.CREATED_AT].startswith("20")
+    # The tenant's API secret is in no label and nowhere in the container's environment.
+    inspect = json.dumps(container.attrs)
+    assert livekit_server.api_secret not in inspect
+    env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+    claims = jwt.decode(env["LIVEKIT_TOKEN"], livekit_server.api_secret, algorithms=["HS256"])
+    assert claims["sub"] == "agent-clarence-coherence" and claims["kind"] == "agent"
+    assert claims["video"]["room"] == "test-room-1" and claims["video"]["roomJoin"] is True
+    assert not claims["video"].get("roomAdmin") and not claims["video"].get("roomCreate")
+    hc = container.attrs["HostConfig"]
+    assert hc["Memory"] == 64 * 1024 * 1024 and hc["NanoCpus"] == 200_000_000 and hc["PidsLimit"] == 256
+    assert hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+
+
+async def test_exited_container_is_replaced(api: httpx.AsyncClient, docker_client: docker.DockerClient, scope: str) -> None:
+    first = (await api.post("/api/v1/trigger-agent", json=body("room-exit"))).json()
+    docker_client.containers.get(first["container_id"]).stop(timeout=5)
+    second = (await api.post("/api/v1/trigger-agent", json=body("room-exit"))).json()
+    assert second["status"] == "created"
+    assert second["container_name"] == first["container_name"] and second["container_id"] != first["container_id"]
+    assert [c.id for c in scoped(docker_client, scope)] == [second["container_id"]]
+
+
+async def test_created_but_never_started_container_is_started(
+    api: httpx.AsyncClient, docker_client: docker.DockerClient, scope: str
+) -> None:
+    """A crash between create and start leaves a 'created' container; the next trigger repairs it."""
+    first = (await api.post("/api/v1/trigger-agent", json=body("room-created"))).json()
+    old = docker_client.containers.get(first["container_id"])
+    old.remove(force=True)
+    half = docker_client.containers.create(
+        old.image.id, name=first["container_name"], labels=old.labels, detach=True
+    )
+    assert half.status == "created"
+    again = (await api.post("/api/v1/trigger-agent", json=body("room-created"))).json()
+    assert again["status"] == "reused" and again["container_id"] == half.id
+    assert docker_client.containers.get(half.id).status == "running"
+
+
+async def test_fifty_concurrent_identical_triggers_make_one_container(
+    api: httpx.AsyncClient, docker_client: docker.DockerClient, scope: str
+) -> None:
+    answers = await asyncio.gather(*(api.post("/api/v1/trigger-agent", json=body("room-burst")) for _ in range(50)))
+    assert {r.status_code for r in answers} == {200}
+    ids = {r.json()["container_id"] for r in answers}
+    assert len(ids) == 1
+    assert sorted(r.json()["status"] for r in answers).count("created") == 1
+    assert [c.id for c in scoped(docker_client, scope)] == list(ids)
+
+
+async def test_two_rooms_two_containers(api: httpx.AsyncClient, docker_client: docker.DockerClient, scope: str) -> None:
+    a = (await api.post("/api/v1/trigger-agent", json=body("test-room-1"))).json()
+    b = (await api.post("/api/v1/trigger-agent", json=body("test-room-2"))).json()
+    assert a["container_name"] != b["container_name"]
+    assert {c.labels[Label.ROOM] for c in scoped(docker_client, scope)} == {"test-room-1", "test-room-2"}
+
+
+async def test_two_clients_same_slug_same_room_are_separate(
+    api: httpx.AsyncClient, docker_client: docker.DockerClient, scope: str
+) -> None:
+    a = (await api.post("/api/v1/trigger-agent", json=body("shared", agent_slug="farah"))).json()
+    b = (await api.post("/api/v1/trigger-agent", json=body("shared", agent_slug="farah", client_id=OTHER_CLIENT_ID))).json()
+    assert a["agent"]["id"] == "agent-farah" and b["agent"]["id"] == "agent-acme-farah"
+    assert len({c.name for c in scoped(docker_client, scope)}) == 2
+
+
+async def test_generated_room_when_none_given(api: httpx.AsyncClient) -> None:
+    r = (await api.post("/api/v1/trigger-agent", json=body(None))).json()  # type: ignore[arg-type]
+    assert r["room_name"].startswith("agent-agent-clarence-") and len(r["room_name"].rsplit("-", 1)[1]) == 8
+
+
+BAD_BODIES = [
+    ({}, "agent_slug"),
+    ({**body("r"), "mode": "video"}, "mode"),
+    ({**body("r"), "agent_slug": "x" * 10_000}, "agent_slug"),
+    ({**body("r"), "agent_slug": "../x"}, "agent_slug"),
+    ({**body("r"), "agent_slug": "ünïcødé"}, "agent_slug"),
+    ({**body("r"), "agent_slug": ""}, "agent_slug"),
+    ({**body("r"), "agent_slug": "___"}, "agent_slug"),
+    ({**body("r"), "user_id": ""}, "user_id"),
+    ({**body("r"), "client_id": ""}, "client_id"),
+    ({**body("r"), "room_name": ""}, "room_name"),
+    ({**body("r"), "room_name": "../../etc"}, "room_name"),
+    ({**body("r"), "room_name": "x" * 500}, "room_name"),
+    ({**body("r"), "user_id": "a\nb"}, "user_id"),
+    ({**body("r"), "agent_slug": 42}, "agent_slug"),
+    ({**body("r"), "extra": 1}, "extra"),
+]
+
+
+@pytest.mark.parametrize(("payload", "field"), BAD_BODIES)
+async def test_bad_bodies_are_422_naming_the_field_and_create_nothing(
+    api: httpx.AsyncClient, docker_client: docker.DockerClient, scope: str, payload: dict[str, object], field: str
+) -> None:
+    resp = await api.post("/api/v1/trigger-agent", json=payload)
+    assert resp.status_code == 422, resp.text
+    assert field in {e["field"] for e in resp.json()["errors"]}
+    assert len(resp.text) < 2000  # never echoes a 10 kB input back
+    assert scoped(docker_client, scope) == []
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1,2]", "null", ""])
+async def test_malformed_json_is_422(api: httpx.AsyncClient, raw: str) -> None:
+    resp = await api.post("/api/v1/trigger-agent", content=raw, headers={"content-type": "application/json"})
+    assert resp.status_code == 422
+
+
+async def test_unknown_slug_is_404_with_closest(api: httpx.AsyncClient, docker_client: docker.DockerClient, scope: str) -> None:
+    resp = await api.post("/api/v1/trigger-agent", json=body("r", agent_slug="clarence_coherance"))
+    assert resp.status_code == 404
+    assert resp.json()["suggestions"] == ["clarence-coherence"]
+    assert "clarence-coherence" in resp.json()["detail"]
+    resp = await api.post("/api/v1/trigger-agent", json=body("r", client_id="nobody"))
+    assert resp.status_code == 404 and "client 'nobody'" in resp.json()["detail"]
+    assert scoped(docker_client, scope) == []
+
+
+async def test_room_has_metadata_and_timeouts_and_token_grants_only_that_room(
+    api: httpx.AsyncClient, livekit_server: LiveKitServer
+) -> None:
+    r = (await api.post("/api/v1/trigger-agent", json=body("room-meta"))).json()
+    async with lkapi.LiveKitAPI(livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret) as lk:
+        [room] = (await lk.room.list_rooms(lkapi.ListRoomsRequest(names=["room-meta"]))).rooms
+    assert json.loads(room.metadata) == {"agent_id": "agent-clarence", "agent_slug": "clarence-coherence", "client_id": CLIENT_ID}
+    assert room.empty_timeout >= 60 and room.departure_timeout >= 60
+    claims = lkapi.TokenVerifier(livekit_server.api_key, livekit_server.api_secret).verify(r["user_token"])
+    assert claims.identity == "test-user-123"
+    assert claims.video.room == "room-meta" and claims.video.room_join
+    assert not claims.video.room_admin and not claims.video.room_create and not claims.video.room_list
+
+
+async def test_changed_agent_config_reuses_and_reports_stale(
+    make_settings: Callable[..., Settings], tenants_file: Path, docker_client: docker.DockerClient, scope: str
+) -> None:
+    async def trigger(settings: Settings) -> dict[str, object]:
+        async with app_client(settings) as c:
+            return (await c.post("/api/v1/trigger-agent", json=body("room-stale"))).json()
+
+    first = await trigger(make_settings())
+    data = yaml.safe_load(tenants_file.read_text())
+    data["clients"][0]["agents"][0]["instructions"] = "Be brief now."
+    tenants_file.write_text(yaml.safe_dump(data))
+    second = await trigger(make_settings())
+    assert second["status"] == "reused" and second["container_id"] == first["container_id"]
+    assert first["spec_stale"] is False and second["spec_stale"] is True
+
+
+async def test_docker_unreachable_is_503_and_healthz_says_so(make_settings: Callable[..., Settings]) -> None:
+    async with app_client(make_settings(docker_host="unix:///nonexistent/docker.sock", docker_retries=1)) as c:
+        resp = await c.post("/api/v1/trigger-agent", json=body("room-nodocker"))
+        health = await c.get("/healthz")
+    assert resp.status_code == 503 and resp.headers["retry-after"]
+    assert "Docker" in resp.json()["detail"]
+    assert health.status_code == 503 and health.json()["status"] == "unavailable"
+
+
+async def test_livekit_unreachable_is_503_and_creates_nothing(
+    make_settings: Callable[..., Settings], tmp_path: Path, docker_client: docker.DockerClient, scope: str
+) -> None:
+    dead = LiveKitServer(api_key="k", api_secret="s" * 32, port=free_port())  # never started
+    async with app_client(make_settings(tenants_file=write_tenants(tmp_path / "t.yaml", dead))) as c:
+        resp = await c.post("/api/v1/trigger-agent", json=body("room-nolk"))
+    assert resp.status_code == 503 and "unreachable" in resp.json()["detail"]
+    assert dead.api_secret not in resp.text
+    assert scoped(docker_client, scope) == []
+
+
+async def test_healthz_ok(api: httpx.AsyncClient) -> None:
+    resp = await api.get("/healthz")
+    assert resp.status_code == 200 and resp.json() == {"status": "ok", "docker": "ok"}
