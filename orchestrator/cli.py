@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from datetime import datetime, timezone
 
 import typer
 
+from . import logs
 from .naming import Label
 from .settings import Settings
 
@@ -31,8 +31,8 @@ def serve(host: str = typer.Option(None, help="bind address (default ORCH_HOST)"
     from api.app import create_app
 
     settings = _settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
+    logs.configure(fmt=settings.log_format, level=settings.log_level)
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
 
 
 @app.command()

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     admin_api_key: SecretStr | None = None
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "INFO"
 
     @field_validator("admin_api_key")
     @classmethod
