@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from orchestrator import __version__
 from orchestrator.livekit import LiveKitGateway
+from orchestrator.metrics import Metrics
 from orchestrator.runtime import ContainerRuntime
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.settings import Settings
@@ -17,7 +18,7 @@ from orchestrator.tenants.file_store import FileTenantStore
 from orchestrator.trigger import TriggerService
 
 from . import errors
-from .routes import health, trigger
+from .routes import health, metrics, trigger
 
 
 def build_tenants(settings: Settings) -> TenantStore:
@@ -44,8 +45,10 @@ def create_app(
     app = FastAPI(title="Agent container orchestrator", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.runtime = runtime
+    app.state.metrics = Metrics()
     app.state.trigger = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(trigger.router)
+    app.include_router(metrics.router)
     return app

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from orchestrator.metrics import Metrics
 from orchestrator.runtime import ContainerRuntime
 from orchestrator.settings import Settings
 from orchestrator.trigger import TriggerService
@@ -23,6 +24,11 @@ def _runtime(request: Request) -> ContainerRuntime:
     return request.app.state.runtime
 
 
+def _metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 TriggerDep = Annotated[TriggerService, Depends(_trigger)]
 RuntimeDep = Annotated[ContainerRuntime, Depends(_runtime)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 
-from ..deps import TriggerDep
+from orchestrator.errors import OrchestratorError
+
+from ..deps import MetricsDep, TriggerDep
 from ..schemas import AgentOut, ErrorBody, TriggerAgentRequest, TriggerAgentResponse
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
@@ -13,12 +17,21 @@ _ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 422, 429, 502, 503)
 
 
 @router.post("/trigger-agent", response_model=TriggerAgentResponse, responses=_ERRORS)
-async def trigger_agent(body: TriggerAgentRequest, service: TriggerDep) -> TriggerAgentResponse:
+async def trigger_agent(body: TriggerAgentRequest, service: TriggerDep, metrics: MetricsDep) -> TriggerAgentResponse:
     """Reuse the agent's container for this room, or launch exactly one."""
-    r = await service.trigger(
-        client_id=body.client_id, agent_slug=body.agent_slug, mode=body.mode,
-        user_id=body.user_id, room_name=body.room_name,
-    )
+    started = time.perf_counter()
+    try:
+        r = await service.trigger(
+            client_id=body.client_id, agent_slug=body.agent_slug, mode=body.mode,
+            user_id=body.user_id, room_name=body.room_name,
+        )
+    except OrchestratorError as exc:
+        metrics.triggers.labels(outcome=exc.code).inc()
+        if exc.code == "dependency_unavailable":
+            metrics.dependency_errors.labels(dependency="docker" if "Docker" in exc.message else "livekit").inc()
+        raise
+    metrics.triggers.labels(outcome=r.outcome.value).inc()
+    metrics.trigger_seconds.labels(outcome=r.outcome.value).observe(time.perf_counter() - started)
     return TriggerAgentResponse(
         status=r.outcome.value, client_id=r.client.id,
         agent=AgentOut(id=r.agent.id, slug=r.agent.slug, name=r.agent.name),

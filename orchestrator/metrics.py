@@ -1,0 +1,32 @@
+"""Prometheus metrics, in a registry per app (so tests and two apps in one process never clash).
+
+Counters move where things happen (trigger route, reconciler, runtime errors); gauges of containers
+and rooms are computed at scrape time from what the runtime reports, never from a cache that can lie.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.triggers = Counter("orchestrator_triggers", "Trigger requests by outcome", ["outcome"], registry=r)
+        self.trigger_seconds = Histogram(
+            "orchestrator_trigger_seconds", "Trigger latency by outcome", ["outcome"], registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.containers = Gauge("orchestrator_containers", "Managed containers by state", ["state"], registry=r)
+        self.rooms = Gauge("orchestrator_rooms", "Rooms by lifecycle state", ["state"], registry=r)
+        self.reconcile_actions = Counter(
+            "orchestrator_reconcile_actions", "Reconciler actions by kind and result", ["action", "result"], registry=r
+        )
+        self.reconcile_seconds = Histogram("orchestrator_reconcile_seconds", "Duration of one reconcile pass", registry=r)
+        self.restarts = Counter("orchestrator_agent_restarts", "Crashed agents restarted by the orchestrator", registry=r)
+        self.dependency_errors = Counter(
+            "orchestrator_dependency_errors", "Errors talking to Docker or LiveKit", ["dependency"], registry=r
+        )
+        self.agent_cpu = Gauge("orchestrator_agent_cpu_ratio", "Agent container CPU use (1 = one core)", ["container", "client_id", "agent"], registry=r)
+        self.agent_memory = Gauge("orchestrator_agent_memory_bytes", "Agent container memory use", ["container", "client_id", "agent"], registry=r)
