@@ -9,8 +9,6 @@ import os
 import platform
 import secrets
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +22,7 @@ from orchestrator.naming import Label
 from tests.conftest import CLIENT_ID, write_tenants
 from tests.support.docker_helpers import TINY_IMAGE, remove_scope
 from tests.support.livekit_server import LiveKitServer, free_port
+from tests.support.serve import serve
 
 RESULTS = Path("bench-results")
 
@@ -40,27 +39,8 @@ def summary(values: list[float]) -> dict[str, float]:
 @contextmanager
 def orchestrator(*, scope: str, image: str, livekit: LiveKitServer) -> Iterator[str]:
     tenants = write_tenants(Path(tempfile.mkdtemp()) / "tenants.yaml", livekit)
-    port = free_port()
-    env = {**os.environ, "ORCH_SCOPE": scope, "ORCH_TENANTS_FILE": str(tenants), "ORCH_AGENT_IMAGE": image,
-           "ORCH_AGENT_MEMORY": "64m", "ORCH_AGENT_CPUS": "0.2"}
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("orchestrator did not start")
-            time.sleep(0.1)
+    with serve(scope=scope, tenants_file=tenants, image=image) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def body(room: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import typer
 
-from . import logs
+from .logs import configure as configure_logging
 from .naming import Label
 from .settings import Settings
 
@@ -31,7 +31,7 @@ def serve(host: str = typer.Option(None, help="bind address (default ORCH_HOST)"
     from api.app import create_app
 
     settings = _settings()
-    logs.configure(fmt=settings.log_format, level=settings.log_level)
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
 
 
@@ -60,6 +60,61 @@ def ps(as_json: bool = typer.Option(False, "--json", help="machine-readable outp
     typer.echo("  ".join(c.upper().ljust(widths[c]) for c in cols))
     for r in out:
         typer.echo("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+
+
+@app.command()
+def trigger(
+    agent_slug: str,
+    client_id: str = typer.Option(..., "--client", help="client id"),
+    room: str = typer.Option(None, help="room name (generated when omitted)"),
+    user_id: str = typer.Option("cli-user", "--user"),
+    mode: str = typer.Option("voice", help="voice or text"),
+    url: str = typer.Option("http://127.0.0.1:8000", envvar="ORCH_URL", help="the running orchestrator"),
+    api_key: str = typer.Option(None, envvar="ORCH_API_KEY", help="API key, when the server requires one"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Trigger an agent through a running orchestrator (same path, same locks as the frontend)."""
+    import httpx
+
+    body = {"agent_slug": agent_slug, "mode": mode, "room_name": room, "user_id": user_id, "client_id": client_id}
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        resp = httpx.post(f"{url}/api/v1/trigger-agent", json=body, headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach the orchestrator at {url}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    data = resp.json()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    elif resp.status_code == 200:
+        typer.echo(f"{data['status']}: {data['container_name']} in room {data['room_name']} ({data['livekit_url']})")
+    else:
+        typer.echo(f"error {resp.status_code}: {data.get('detail')}", err=True)
+    raise typer.Exit(0 if resp.status_code == 200 else 1)
+
+
+@app.command()
+def logs(
+    target: str = typer.Argument(..., help="a room name or a container name"),
+    tail: int = typer.Option(50, help="lines per container"),
+) -> None:
+    """Show the logs of the agent container(s) of a room, or of one container."""
+    from .runtime.docker import DockerRuntime
+
+    settings = _settings()
+    runtime = DockerRuntime(base_url=settings.docker_host)
+
+    async def collect() -> list[tuple[str, str]]:
+        managed = await runtime.list_managed(scope=settings.scope)
+        names = [c.name for c in managed if target in (c.name, c.labels.get(Label.ROOM))]
+        return [(n, await runtime.logs_tail(n, lines=tail)) for n in names]
+
+    found = asyncio.run(collect())
+    if not found:
+        typer.echo(f"no container of scope {settings.scope!r} has room or name {target!r}", err=True)
+        raise typer.Exit(1)
+    for name, text in found:
+        typer.echo(f"==> {name} <==\n{text}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,44 +12,16 @@ import pytest
 
 from tests.conftest import CLIENT_ID
 from tests.support.docker_helpers import TINY_IMAGE, scoped
-from tests.support.livekit_server import free_port
+from tests.support.serve import serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], *, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"orchestrator exited: {proc.stdout.read().decode() if proc.stdout else ''}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"orchestrator at {url} not healthy after {timeout_s}s")
-
-
 @pytest.fixture
 def two_orchestrators(scope: str, tenants_file: Path) -> Iterator[list[str]]:
-    env = {**os.environ, "ORCH_SCOPE": scope, "ORCH_TENANTS_FILE": str(tenants_file), "ORCH_AGENT_IMAGE": TINY_IMAGE,
-           "ORCH_AGENT_MEMORY": "64m", "ORCH_AGENT_CPUS": "0.2"}
-    procs, urls = [], []
-    for _ in range(2):
-        port = free_port()
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "serve", "--port", str(port)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        ))
-        urls.append(f"http://127.0.0.1:{port}")
-    try:
-        for url, proc in zip(urls, procs):
-            wait_healthy(url, proc)
-        yield urls
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with serve(scope=scope, tenants_file=tenants_file, image=TINY_IMAGE) as a, \
+         serve(scope=scope, tenants_file=tenants_file, image=TINY_IMAGE) as b:
+        yield [a, b]
 
 
 async def test_two_processes_racing_make_one_container(
