@@ -188,12 +188,14 @@ def plan(
         survivors[key] = keep
         actions.extend(_remove(c, key, f"duplicate of {keep.name} for the same key") for c in cs if c is not keep)
 
+    by_room: dict[RoomKey, list[tuple[ContainerKey, ContainerInfo]]] = defaultdict(list)
+    for k, c in survivors.items():
+        by_room[(k.client_id, k.room)].append((k, c))
     closed: set[RoomKey] = set()
-    for room_key in sorted({(k.client_id, k.room) for k in survivors}):
+    for room_key, members in sorted(by_room.items()):
         view, room = observed.rooms.get(room_key), rooms.get(room_key)
         if view is None or room is None:
             continue  # LiveKit not observable for this client: no room rule can be decided safely
-        members = [(k, c) for k, c in survivors.items() if (k.client_id, k.room) == room_key]
         if not view.exists:
             closed.add(room_key)
             actions.extend(_remove(c, k, "room finished or gone in LiveKit") for k, c in members)
