@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,15 +12,19 @@ from fastapi import FastAPI
 from orchestrator import __version__
 from orchestrator.livekit import LiveKitGateway
 from orchestrator.metrics import Metrics
+from orchestrator.models import ContainerKey
+from orchestrator.reconciler import Reconciler, utcnow
+from orchestrator.rooms import AgentLaunched, RoomRegistry
 from orchestrator.runtime import ContainerRuntime
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
 from orchestrator.tenants.file_store import FileTenantStore
 from orchestrator.trigger import TriggerService
+from orchestrator.webhooks import WebhookIntake
 
 from . import errors
-from .routes import health, metrics, trigger
+from .routes import admin, health, metrics, trigger, webhook
 
 
 def build_tenants(settings: Settings) -> TenantStore:
@@ -35,10 +41,36 @@ def create_app(
     )
     tenants = tenants or build_tenants(settings)
     livekit = LiveKitGateway()
+    registry = RoomRegistry()
+
+    def launched(key: ContainerKey) -> None:
+        registry.apply(key.client_id, key.room, AgentLaunched(), now=utcnow())
+
+    trigger_service = TriggerService(
+        settings=settings, tenants=tenants, livekit=livekit, runtime=runtime, on_launched=launched
+    )
+    reconciler = Reconciler(
+        settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=trigger_service, registry=registry
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = stop_events = None
+        if settings.reconcile_enabled:
+            # The first pass rebuilds room state from Docker labels + LiveKit (nothing else survives a restart).
+            task = asyncio.create_task(reconciler.run_forever(), name="reconciler")
+            if settings.docker_events_enabled:
+                loop = asyncio.get_running_loop()
+                stop_events = runtime.follow_events(
+                    scope=settings.scope, on_event=lambda action, name: loop.call_soon_threadsafe(reconciler.wake)
+                )
         yield
+        if stop_events is not None:
+            stop_events()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await livekit.aclose()
         runtime.close()
 
@@ -46,9 +78,14 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.metrics = Metrics()
-    app.state.trigger = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)
+    app.state.trigger = trigger_service
+    app.state.tenants = tenants
+    app.state.reconciler = reconciler
+    app.state.webhooks = WebhookIntake(registry=registry, on_change=reconciler.wake)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(trigger.router)
+    app.include_router(webhook.router)
+    app.include_router(admin.router)
     app.include_router(metrics.router)
     return app

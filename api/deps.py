@@ -7,9 +7,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from orchestrator.metrics import Metrics
+from orchestrator.reconciler import Reconciler
 from orchestrator.runtime import ContainerRuntime
 from orchestrator.settings import Settings
+from orchestrator.tenants import TenantStore
 from orchestrator.trigger import TriggerService
+from orchestrator.webhooks import WebhookIntake
 
 
 def _settings(request: Request) -> Settings:
@@ -32,3 +35,20 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 TriggerDep = Annotated[TriggerService, Depends(_trigger)]
 RuntimeDep = Annotated[ContainerRuntime, Depends(_runtime)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+
+
+def _reconciler(request: Request) -> Reconciler:
+    return request.app.state.reconciler
+
+
+def _intake(request: Request) -> WebhookIntake:
+    return request.app.state.webhooks
+
+
+def _tenants(request: Request) -> TenantStore:
+    return request.app.state.tenants
+
+
+ReconcilerDep = Annotated[Reconciler, Depends(_reconciler)]
+WebhookIntakeDep = Annotated[WebhookIntake, Depends(_intake)]
+TenantsDep = Annotated[TenantStore, Depends(_tenants)]

@@ -81,3 +81,4 @@ class ErrorBody(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     docker: str
+    reconciler: str = "not running"  # ok | stalled | not running (cron deployments)

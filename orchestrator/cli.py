@@ -117,5 +117,44 @@ def logs(
         typer.echo(f"==> {name} <==\n{text}")
 
 
+@app.command()
+def reconcile(
+    once: bool = typer.Option(False, "--once", help="run one pass and exit (cron mode)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan, change nothing"),
+) -> None:
+    """Keep Docker equal to what should exist. --once prints a JSON summary; exit 0 ok, 1 some
+    action failed (or part of LiveKit/tenants unobservable), 2 Docker could not be observed."""
+    from api.app import build_tenants
+
+    from .livekit import LiveKitGateway
+    from .reconciler import Reconciler
+    from .runtime.docker import DockerRuntime
+    from .trigger import TriggerService
+
+    settings = _settings()
+    configure_logging(fmt=settings.log_format, level="WARNING")
+
+    async def main() -> int:
+        runtime = DockerRuntime(
+            base_url=settings.docker_host, pool_size=settings.docker_pool_size,
+            timeout_s=settings.docker_timeout_s, retries=settings.docker_retries,
+        )
+        tenants = build_tenants(settings)
+        livekit = LiveKitGateway()
+        launcher = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)
+        rec = Reconciler(settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=launcher)
+        try:
+            if not once and not dry_run:
+                await rec.run_forever()  # without HTTP: no webhooks, observation only
+            report = await rec.run_once(dry_run=dry_run)
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+            return report.exit_code
+        finally:
+            await livekit.aclose()
+            runtime.close()
+
+    raise typer.Exit(asyncio.run(main()))
+
+
 if __name__ == "__main__":
     app()

@@ -43,6 +43,11 @@ class InvalidInput(PermanentError):
     code = "invalid_input"
 
 
+class Unauthorized(PermanentError):
+    status_code = 401
+    code = "unauthorized"
+
+
 class NotFound(PermanentError):
     status_code = 404
     code = "not_found"

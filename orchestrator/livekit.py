@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import datetime as dt
+import json
 import logging
+from dataclasses import dataclass
 
 import aiohttp
 from livekit import api
 
-from .errors import DependencyUnavailable, PermanentError
+from .errors import DependencyUnavailable, PermanentError, Unauthorized
 from .models import LiveKitCredentials
 from .naming import agent_identity
+from .planner import RoomView
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,26 @@ class LiveKitGateway:
         )
         return list(resp.participants)
 
+    async def update_room_metadata(self, creds: LiveKitCredentials, *, room: str, metadata: str) -> None:
+        req = api.UpdateRoomMetadataRequest(room=room, metadata=metadata)
+        await self._call(creds, "update_room_metadata", lambda lk: lk.room.update_room_metadata(req))
+
+    async def observe_rooms(self, creds: LiveKitCredentials, *, names: list[str]) -> dict[str, RoomView]:
+        """ListRooms for `names`, then ListParticipants of each existing one; humans vs agents by kind."""
+        if not names:
+            return {}
+        found = {r.name: r for r in await self.list_rooms(creds, names=names)}
+        views = {n: RoomView(exists=False) for n in names if n not in found}
+
+        async def one(room: api.Room) -> None:
+            people = await self.list_participants(creds, room=room.name)
+            agents = frozenset(p.identity for p in people if is_agent(p))
+            humans = frozenset(p.identity for p in people if not is_agent(p))
+            views[room.name] = RoomView(exists=True, humans=humans, agents=agents, metadata=room.metadata)
+
+        await asyncio.gather(*(one(r) for r in found.values()))
+        return views
+
     async def delete_room(self, creds: LiveKitCredentials, *, room: str) -> None:
         """Deleting a room that is already gone counts as done."""
         try:
@@ -112,3 +137,56 @@ class LiveKitGateway:
             raise DependencyUnavailable(
                 f"LiveKit at {creds.url} is unreachable ({type(exc).__name__}); retry shortly", retry_after=5
             ) from None
+
+
+def is_agent(participant: api.ParticipantInfo) -> bool:
+    """LiveKit's own participant kind decides; identities are never parsed."""
+    return participant.kind == api.ParticipantInfo.Kind.AGENT
+
+
+@dataclass(frozen=True)
+class WebhookNotice:
+    """A verified LiveKit webhook reduced to what the room state machine needs."""
+
+    id: str
+    event: str
+    room: str
+    identity: str
+    is_agent: bool
+    created_at: int
+    api_key: str
+
+
+def webhook_issuer(auth_token: str) -> str:
+    """The `iss` (API key) of a webhook JWT, read *unverified* only to pick which secret verifies it."""
+    try:
+        payload = auth_token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        iss = claims.get("iss") if isinstance(claims, dict) else None
+    except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
+        iss = None
+    if not isinstance(iss, str) or not iss:
+        raise Unauthorized("webhook Authorization is not a LiveKit-signed token")
+    return iss
+
+
+def verify_webhook(
+    body: str, auth_token: str, *, candidates: list[LiveKitCredentials]
+) -> tuple[WebhookNotice, LiveKitCredentials]:
+    """Verify signature, expiry and body hash with the secret of the key in `iss`; 401 on any doubt."""
+    for creds in candidates:
+        receiver = api.WebhookReceiver(api.TokenVerifier(creds.api_key, creds.api_secret.get_secret_value()))
+        try:
+            event = receiver.receive(body, auth_token)
+        except Exception:  # jwt errors, hash mismatch, bad JSON: all mean "not from this tenant's LiveKit"
+            continue
+        return WebhookNotice(
+            id=event.id,
+            event=event.event,
+            room=event.room.name,
+            identity=event.participant.identity,
+            is_agent=is_agent(event.participant),
+            created_at=int(event.created_at),
+            api_key=creds.api_key,
+        ), creds
+    raise Unauthorized("webhook signature does not verify with the secret of its API key")

@@ -102,6 +102,7 @@ class ContainerInfo(Frozen):
     health: Health = Health.none
     labels: dict[str, str] = {}
     created_at: datetime | None = None
+    exit_code: int | None = None  # set once exited: tells a crash (non-zero) from a clean exit
 
 
 class TriggerOutcome(str, enum.Enum):

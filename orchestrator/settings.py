@@ -54,6 +54,22 @@ class Settings(BaseSettings):
     user_token_ttl_s: int = Field(default=2 * 3600, ge=60)
     agent_token_ttl_s: int = Field(default=6 * 3600, ge=60)
 
+    # Reconciler (issue 4): the periodic pass is the safety net behind webhooks and Docker events.
+    reconcile_enabled: bool = True  # run the loop inside `serve`; cron deployments set it false
+    reconcile_interval_s: float = Field(default=30.0, gt=0)
+    agent_startup_timeout_s: float = Field(default=30.0, ge=0)  # 0 disables: agent must join within this
+    max_container_lifetime_s: float = Field(default=6 * 3600.0, gt=0)
+    restart_backoff_s: float = Field(default=2.0, ge=0)  # first retry immediate, then 2, 4, 8 ... s
+    restart_backoff_max_s: float = Field(default=60.0, ge=0)
+    restart_max_attempts: int = Field(default=5, ge=0)  # then give up and report
+    docker_events_enabled: bool = True  # follow die/oom/health_status for ~1 s reaction
+
+    # Limits (seed 003): over one, the trigger answers 429 with Retry-After.
+    max_agents_per_room: int = Field(default=4, ge=1)  # distinct agent slugs sharing a room
+    max_agents_per_client: int = Field(default=20, ge=1)
+    max_agents_total: int = Field(default=50, ge=1)
+    limit_retry_after_s: int = Field(default=10, ge=1)
+
     # HTTP server.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

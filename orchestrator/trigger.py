@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from .errors import Conflict, ContainerFailed
+from .errors import Conflict, ContainerFailed, LimitExceeded
 from .livekit import LiveKitGateway, agent_token, user_token
 from .locks import KeyedLocks
 from .models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
@@ -62,6 +62,7 @@ class TriggerService:
         livekit: LiveKitGateway,
         runtime: ContainerRuntime,
         clock: Callable[[], datetime] = utcnow,
+        on_launched: Callable[[ContainerKey], None] | None = None,
     ) -> None:
         self._settings = settings
         self._tenants = tenants
@@ -69,6 +70,8 @@ class TriggerService:
         self._runtime = runtime
         self._clock = clock
         self._locks = KeyedLocks()
+        self._on_launched = on_launched  # the room registry hears of every launch/reuse (STARTING)
+        self._admitting: set[ContainerKey] = set()  # creations in flight, counted against the limits
 
     async def trigger(
         self, *, client_id: str, agent_slug: str, mode: Mode, user_id: str, room_name: str | None = None
@@ -89,6 +92,8 @@ class TriggerService:
         key = ContainerKey(client_id=client.id, agent_slug=agent.slug, room=room)
         async with self._locks.hold(key):
             outcome, info = await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
+        if self._on_launched is not None:
+            self._on_launched(key)
         image = agent.image or s.agent_image
         stale = info.labels.get(Label.SPEC_HASH) != spec_hash(agent, image=image, mode=mode)
         log.info(
@@ -101,6 +106,42 @@ class TriggerService:
             container=info, spec_stale=stale, user_token=token,
         )
 
+    async def launch_for_key(self, key: ContainerKey, *, mode: Mode) -> tuple[TriggerOutcome, ContainerInfo]:
+        """The reconciler's restart path: same tenant lookup, room, lock and launch as a trigger."""
+        client = await self._tenants.get_client(key.client_id)
+        agent = await self._tenants.get_agent(client, key.agent_slug)
+        s = self._settings
+        await self._livekit.ensure_room(
+            client.livekit, room=key.room, metadata=room_metadata(agent=agent, client_id=client.id),
+            empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
+        )
+        async with self._locks.hold(key):
+            return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
+
+    async def _admit(self, key: ContainerKey) -> None:
+        """Limits (seed 003): per room (distinct slugs), per client, total; 429 + Retry-After when full.
+
+        Counted from the one labelled list plus creations in flight in this process, so concurrent
+        triggers here cannot overshoot; two orchestrator processes may overshoot by their in-flight count.
+        """
+        s = self._settings
+        live = {
+            k for c in await self._runtime.list_managed(scope=s.scope)
+            if c.status not in _DEAD_STATES and (k := key_from_labels(c.labels)) is not None
+        } | self._admitting
+        live.discard(key)
+        checks = [
+            (sum(k.client_id == key.client_id and k.room == key.room for k in live), s.max_agents_per_room,
+             f"room '{key.room}' already has {s.max_agents_per_room} agents (max_agents_per_room)"),
+            (sum(k.client_id == key.client_id for k in live), s.max_agents_per_client,
+             f"client '{key.client_id}' already runs {s.max_agents_per_client} agents (max_agents_per_client)"),
+            (len(live), s.max_agents_total, f"this deployment already runs {s.max_agents_total} agents (max_agents_total)"),
+        ]
+        for used, limit, message in checks:
+            if used >= limit:
+                raise LimitExceeded(message, retry_after=s.limit_retry_after_s, details={"rule": message})
+        self._admitting.add(key)
+
     async def _reuse_or_launch(
         self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode
     ) -> tuple[TriggerOutcome, ContainerInfo]:
@@ -108,12 +149,15 @@ class TriggerService:
         for _ in range(_MAX_ROUNDS):
             info = await self._runtime.get(name)
             if info is None:
+                await self._admit(key)
                 try:
                     return TriggerOutcome.created, await self._runtime.create_and_start(
                         self._spec(key, name=name, client=client, agent=agent, mode=mode)
                     )
                 except NameTaken:
                     continue  # another process won the name: next round reuses theirs
+                finally:
+                    self._admitting.discard(key)
             if key_from_labels(info.labels) != key:
                 raise Conflict(
                     f"container name {name} is held by a container for another key; remove it or rename the room"

@@ -86,6 +86,8 @@ def make_settings(scope: str, tenants_file: Path) -> Callable[..., Settings]:
         base: dict[str, object] = {
             "scope": scope, "tenants_file": tenants_file, "agent_image": TINY_IMAGE,
             "agent_memory": "64m", "agent_cpus": 0.2, "agent_stop_timeout_s": 2,
+            # The reconcile loop would tidy other tests' containers mid-test; lifecycle tests turn it on.
+            "reconcile_enabled": False,
         }
         return Settings(**{**base, **overrides})  # type: ignore[arg-type]
 

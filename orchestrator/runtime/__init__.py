@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from ..models import ContainerInfo, Frozen
@@ -47,5 +48,9 @@ class ContainerRuntime(Protocol):
     async def remove(self, name: str) -> None: ...
 
     async def logs_tail(self, name: str, *, lines: int = 20) -> str: ...
+
+    def follow_events(self, *, scope: str, on_event: Callable[[str, str], None]) -> Callable[[], None]:
+        """Report container deaths/health changes as they happen; returns a stop function."""
+        ...
 
     def close(self) -> None: ...

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+_EXIT_IN_STATUS = re.compile(r"^Exited \((-?\d+)\)")
 
 
 def _transient(exc: BaseException) -> bool:
@@ -63,6 +64,7 @@ def _info_from_list(row: dict[str, Any]) -> ContainerInfo:
         health=health,
         labels=row.get("Labels") or {},
         created_at=_parse_time(row.get("Created")),
+        exit_code=int(exit_match.group(1)) if (exit_match := _EXIT_IN_STATUS.match(status_text)) else None,
     )
 
 
@@ -76,6 +78,7 @@ def _info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
         health=Health(health) if health in Health._value2member_map_ else Health.none,
         labels=attrs.get("Config", {}).get("Labels") or {},
         created_at=_parse_time(attrs.get("Created")),
+        exit_code=state.get("ExitCode") if state.get("Status") in ("exited", "dead") else None,
     )
 
 
@@ -227,3 +230,41 @@ class DockerRuntime:
                 return ""
 
         return await self._call("logs", tail)
+
+    def follow_events(self, *, scope: str, on_event: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call `on_event(action, container_name)` for die/oom/health_status of this scope's containers.
+
+        Runs a daemon thread on its own Docker client (a stream holds its connection for ever);
+        reconnects after errors. Returns a function that stops it.
+        """
+        stopped = threading.Event()
+        current: list[Any] = []
+        filters = {"type": "container", "label": [f"{Label.MANAGED}=true", f"{Label.SCOPE}={scope}"]}
+
+        def follow() -> None:
+            while not stopped.is_set():
+                client = docker.DockerClient(base_url=self._base_url) if self._base_url else docker.from_env()
+                try:
+                    stream = client.api.events(decode=True, filters=filters)
+                    current[:] = [stream]
+                    for ev in stream:
+                        action = str(ev.get("Action") or ev.get("status") or "")
+                        if action.split(":")[0] in ("die", "oom", "health_status"):
+                            on_event(action, (ev.get("Actor") or {}).get("Attributes", {}).get("name", ""))
+                except Exception as exc:  # daemon restart, socket closed by stop(): reconnect unless stopping
+                    if not stopped.is_set():
+                        log.warning("docker event stream broke (%s); reconnecting", type(exc).__name__)
+                        stopped.wait(1.0)
+                finally:
+                    client.close()
+
+        def stop() -> None:
+            stopped.set()
+            for stream in current:
+                try:
+                    stream.close()
+                except Exception:
+                    pass
+
+        threading.Thread(target=follow, name=f"docker-events-{scope}", daemon=True).start()
+        return stop

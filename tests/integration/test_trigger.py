@@ -221,4 +221,4 @@ async def test_livekit_unreachable_is_503_and_creates_nothing(
 
 async def test_healthz_ok(api: httpx.AsyncClient) -> None:
     resp = await api.get("/healthz")
-    assert resp.status_code == 200 and resp.json() == {"status": "ok", "docker": "ok"}
+    assert resp.status_code == 200 and resp.json() == {"status": "ok", "docker": "ok", "reconciler": "not running"}

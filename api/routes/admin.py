@@ -1,0 +1,88 @@
+"""/api/v1/admin/...: rooms, stats, force-close, reconcile now, managed containers.
+
+One APIRouter so an auth dependency can be attached at router level (another issue adds it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from orchestrator.errors import NotFound
+from orchestrator.models import ContainerStatus
+from orchestrator.naming import Label, validate_room
+
+from ..deps import ReconcilerDep, RuntimeDep, SettingsDep
+
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+
+
+@router.get("/rooms")
+async def list_rooms(reconciler: ReconcilerDep) -> dict[str, Any]:
+    """Rooms that hold an agent of ours: state, humans, agents, grace remaining."""
+    return {"rooms": reconciler.room_rows()}
+
+
+@router.get("/stats")
+async def stats(reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep) -> dict[str, Any]:
+    containers = await runtime.list_managed(scope=settings.scope)
+    states: dict[str, int] = {}
+    for row in reconciler.room_rows():
+        states[row["state"]] = states.get(row["state"], 0) + 1
+    last = reconciler.last_report
+    return {
+        "scope": settings.scope,
+        "rooms": {"total": sum(states.values()), **states},
+        "containers": {"total": len(containers), "running": sum(c.status is ContainerStatus.running for c in containers)},
+        "limits": {
+            "max_agents_per_room": settings.max_agents_per_room,
+            "max_agents_per_client": settings.max_agents_per_client,
+            "max_agents_total": settings.max_agents_total,
+        },
+        "reconciler": {
+            "passes": reconciler.passes,
+            "heartbeat": reconciler.heartbeat.isoformat() if reconciler.heartbeat else None,
+            "restarts_pending": len(reconciler.restarts),
+            "last_pass": last.to_dict() if last else None,
+        },
+    }
+
+
+@router.post("/rooms/{client_id}/{room}/close")
+async def force_close(
+    client_id: str, room: str, reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Close a room now: its agent containers are stopped and the LiveKit room is deleted."""
+    validate_room(room)
+    ours = [
+        c for c in await runtime.list_managed(scope=settings.scope)
+        if c.labels.get(Label.CLIENT_ID) == client_id and c.labels.get(Label.ROOM) == room
+    ]
+    if not ours:
+        # Only rooms holding one of our agents are ours to delete.
+        raise NotFound(f"no agent container of this deployment in room '{room}' of client '{client_id}'")
+    reconciler.close_room(client_id, room)
+    report = await reconciler.run_once()
+    return {"closed": {"client_id": client_id, "room": room}, "pass": report.to_dict()}
+
+
+@router.post("/reconcile")
+async def reconcile_now(reconciler: ReconcilerDep, dry_run: bool = Query(False)) -> dict[str, Any]:
+    """Run one reconcile pass now and return its actions (or only the plan with dry_run=true)."""
+    return (await reconciler.run_once(dry_run=dry_run)).to_dict()
+
+
+@router.get("/containers")
+async def containers(runtime: RuntimeDep, settings: SettingsDep) -> dict[str, Any]:
+    rows = await runtime.list_managed(scope=settings.scope)
+    return {
+        "containers": [
+            {
+                "name": c.name, "id": c.id[:12], "status": c.status.value, "health": c.health.value,
+                "exit_code": c.exit_code, "client_id": c.labels.get(Label.CLIENT_ID), "agent": c.labels.get(Label.AGENT_SLUG),
+                "room": c.labels.get(Label.ROOM), "created_at": c.labels.get(Label.CREATED_AT),
+            }
+            for c in sorted(rows, key=lambda c: c.name)
+        ]
+    }

@@ -1,0 +1,338 @@
+"""Observe → plan → execute: one pass (`run_once`, also the cron mode) and the loop around it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from .errors import NotFound, OrchestratorError
+from .livekit import LiveKitGateway
+from .models import ContainerKey, ContainerStatus, Mode
+from .naming import agent_identity, key_from_labels
+from .planner import (
+    Action,
+    DeleteRoom,
+    GiveUp,
+    Observed,
+    RemoveContainer,
+    RestartAgent,
+    RestartRecord,
+    RoomKey,
+    RoomView,
+    SetRoomMetadata,
+    created,
+    next_deadline,
+    plan,
+)
+from .rooms import CloseRequested, RoomRegistry, RoomState, grace_from_metadata, grace_remaining
+from .rooms import Observed as RoomObserved
+from .runtime import ContainerRuntime
+from .settings import Settings
+from .tenants import TenantStore
+
+log = logging.getLogger(__name__)
+_LIVE = {ContainerStatus.running, ContainerStatus.restarting, ContainerStatus.created, ContainerStatus.paused}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Launcher(Protocol):
+    """What a restart needs from the trigger path (TriggerService implements it)."""
+
+    async def launch_for_key(self, key: ContainerKey, *, mode: Mode) -> Any: ...
+
+
+class ObservationFailed(Exception):
+    """Docker itself could not be listed: nothing can be planned (cron exit code 2)."""
+
+
+@dataclass
+class ActionResult:
+    action: Action
+    ok: bool
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.action.to_dict(), "ok": self.ok, **({"error": self.error} if self.error else {})}
+
+
+@dataclass
+class PassReport:
+    """What one pass saw and did; the JSON summary of cron mode and of the admin endpoint."""
+
+    started_at: datetime
+    dry_run: bool
+    duration_s: float = 0.0
+    containers: int = 0
+    rooms: int = 0
+    warnings: list[str] = field(default_factory=list)
+    results: list[ActionResult] = field(default_factory=list)
+    observe_error: str | None = None
+
+    @property
+    def failed(self) -> int:
+        return sum(not r.ok for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        """0 ok; 1 some action failed or part of LiveKit/tenants was not observable; 2 Docker not observable."""
+        if self.observe_error:
+            return 2
+        return 1 if self.failed or self.warnings else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at.isoformat(),
+            "dry_run": self.dry_run,
+            "duration_s": round(self.duration_s, 3),
+            "observed": {"containers": self.containers, "rooms": self.rooms},
+            "actions": [r.to_dict() for r in self.results],
+            "failed": self.failed,
+            "warnings": self.warnings,
+            "observe_error": self.observe_error,
+            "exit_code": self.exit_code,
+        }
+
+
+class Reconciler:
+    """Keeps Docker equal to what should exist. One pass at a time; passes are cheap to repeat."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        runtime: ContainerRuntime,
+        tenants: TenantStore,
+        livekit: LiveKitGateway,
+        launcher: Launcher,
+        registry: RoomRegistry | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or RoomRegistry()
+        self.restarts: dict[ContainerKey, RestartRecord] = {}
+        self.heartbeat: datetime | None = None  # end of the last loop iteration; /healthz reads it
+        self.last_report: PassReport | None = None
+        self.passes = 0
+        self._runtime = runtime
+        self._tenants = tenants
+        self._livekit = livekit
+        self._launcher = launcher
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    # ---- observe --------------------------------------------------------------------------
+
+    async def observe(self) -> tuple[Observed, list[str]]:
+        """One labelled list call, then per client: tenant lookup and LiveKit ListRooms/ListParticipants."""
+        at = self._clock()
+        try:
+            containers = await self._runtime.list_managed(scope=self.settings.scope)
+        except OrchestratorError as exc:
+            raise ObservationFailed(exc.message) from None
+        rooms_by_client: dict[str, set[str]] = {}
+        for c in containers:
+            if (key := key_from_labels(c.labels)) is not None:
+                rooms_by_client.setdefault(key.client_id, set()).add(key.room)
+        warnings: list[str] = []
+        views: dict[RoomKey, RoomView] = {}
+        agents: dict[str, frozenset[str]] = {}
+        unknown: set[str] = set()
+
+        async def one(client_id: str, names: set[str]) -> None:
+            try:
+                client = await self._tenants.get_client(client_id)
+                agents[client_id] = frozenset(await self._tenants.list_agent_slugs(client))
+            except NotFound:
+                unknown.add(client_id)
+                return
+            except OrchestratorError as exc:
+                warnings.append(f"tenant store: {exc.message}")
+                return
+            try:
+                found = await self._livekit.observe_rooms(client.livekit, names=sorted(names))
+            except OrchestratorError as exc:
+                warnings.append(f"LiveKit for client {client_id}: {exc.message}")
+                return
+            views.update({(client_id, name): v for name, v in found.items()})
+
+        await asyncio.gather(*(one(cid, names) for cid, names in rooms_by_client.items()))
+        return (
+            Observed(at=at, containers=tuple(containers), rooms=views, agents_by_client=agents, unknown_clients=frozenset(unknown)),
+            warnings,
+        )
+
+    def _sync_registry(self, observed: Observed) -> None:
+        """Merge the observation into the registry; an event newer than the observation wins."""
+        live: dict[RoomKey, list[datetime]] = {}
+        for c in observed.containers:
+            if (key := key_from_labels(c.labels)) is not None and c.status in _LIVE:
+                live.setdefault((key.client_id, key.room), []).append(created(c) or observed.at)
+        for (client_id, name), view in observed.rooms.items():
+            room = self.registry.get(client_id, name)
+            if room.updated_at is not None and room.updated_at > observed.at:
+                continue
+            event = RoomObserved(
+                exists=view.exists, humans=view.humans, agents=view.agents,
+                has_containers=(client_id, name) in live,
+                launched_at=min(live[(client_id, name)]) if (client_id, name) in live else None,
+                grace_started_at=grace_from_metadata(view.metadata),
+            )
+            self.registry.apply(client_id, name, event, now=observed.at)
+        owned = {(key.client_id, key.room) for c in observed.containers if (key := key_from_labels(c.labels))}
+        for room_key, room in list(self.registry.rooms.items()):
+            # Rooms without a container of ours are not ours to track (webhooks cover the whole project).
+            if room_key not in owned and (room.updated_at is None or room.updated_at <= observed.at):
+                self.registry.forget(*room_key)
+
+    # ---- one pass -------------------------------------------------------------------------
+
+    async def run_once(self, *, dry_run: bool = False) -> PassReport:
+        async with self._lock:
+            started = time.monotonic()
+            report = PassReport(started_at=self._clock(), dry_run=dry_run)
+            try:
+                observed, report.warnings = await self.observe()
+            except ObservationFailed as exc:
+                report.observe_error = str(exc)
+                log.error("reconcile: could not observe Docker: %s", exc)
+                self.last_report = report
+                return report
+            self._sync_registry(observed)
+            now = self._clock()
+            actions = plan(observed, self.registry.rooms, self.settings, now, restarts=self.restarts)
+            report.containers, report.rooms = len(observed.containers), len(observed.rooms)
+            if dry_run:
+                report.results = [ActionResult(a, ok=True) for a in actions]
+            else:
+                report.results = list(await asyncio.gather(*(self._execute(a) for a in actions)))
+                self._after(observed, report.results, now)
+            report.duration_s = time.monotonic() - started
+            self.passes += 1
+            self.last_report = report
+            if actions:
+                log.info(
+                    "reconcile: %d actions (%d failed) in %.2fs", len(actions), report.failed, report.duration_s,
+                    extra={"actions": [r.to_dict() for r in report.results]},
+                )
+            return report
+
+    def _after(self, observed: Observed, results: list[ActionResult], now: datetime) -> None:
+        """Book-keeping after executing: restart attempts, closed rooms forgotten."""
+        for r in results:
+            a = r.action
+            if isinstance(a, RestartAgent) and a.key is not None:
+                # A failed restart counts too: otherwise a broken image would be retried without backoff.
+                self.restarts[a.key] = RestartRecord(attempts=a.attempt, last_at=now)
+            if isinstance(a, DeleteRoom) and r.ok:
+                self.registry.forget(a.client_id, a.room)
+        keys = {k for c in observed.containers if (k := key_from_labels(c.labels))}
+        for key in list(self.restarts):
+            room = self.registry.rooms.get((key.client_id, key.room))
+            if key not in keys or (room is not None and agent_identity(key.agent_slug) in room.agents):
+                if not any(isinstance(r.action, RestartAgent) and r.action.key == key for r in results):
+                    del self.restarts[key]  # the agent is back (or gone for good): a fresh budget next time
+
+    # ---- execute --------------------------------------------------------------------------
+
+    async def _execute(self, action: Action) -> ActionResult:
+        """Idempotent: NotFound counts as done; one failure never stops the other actions."""
+        try:
+            await self._apply(action)
+        except NotFound:
+            return ActionResult(action, ok=True)
+        except Exception as exc:  # reported in the pass summary, not raised: the pass goes on
+            message = exc.message if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
+            log.warning("reconcile action %s failed: %s", action.kind, message, extra=action.to_dict())
+            return ActionResult(action, ok=False, error=message)
+        return ActionResult(action, ok=True)
+
+    async def _apply(self, action: Action) -> None:
+        s = self.settings
+        match action:
+            case RemoveContainer(name=name):
+                await self._log_tail(name, action)
+                await self._runtime.stop(name, timeout_s=s.agent_stop_timeout_s)
+                await self._runtime.remove(name)
+            case RestartAgent(name=name, key=key, mode=mode) if key is not None:
+                await self._log_tail(name, action)
+                await self._runtime.remove(name)
+                await self._launcher.launch_for_key(key, mode=Mode(mode))
+            case GiveUp(name=name):
+                tail = await self._runtime.logs_tail(name, lines=20)
+                log.error("giving up on %s: %s; last log lines:\n%s", name, action.reason, tail, extra=action.to_dict())
+                await self._runtime.remove(name)
+            case DeleteRoom(client_id=client_id, room=room):
+                client = await self._tenants.get_client(client_id)
+                await self._livekit.delete_room(client.livekit, room=room)
+            case SetRoomMetadata(client_id=client_id, room=room, metadata=metadata):
+                client = await self._tenants.get_client(client_id)
+                await self._livekit.update_room_metadata(client.livekit, room=room, metadata=metadata)
+            case _:
+                raise TypeError(f"no executor for {action!r}")
+
+    async def _log_tail(self, name: str, action: Action) -> None:
+        tail = await self._runtime.logs_tail(name, lines=20)
+        log.info("%s %s (%s); last log lines:\n%s", action.kind, name, action.reason, tail, extra=action.to_dict())
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask for a pass now (a webhook changed a room, Docker reported a death)."""
+        self._wake.set()
+
+    def seconds_to_next(self) -> float:
+        interval = self.settings.reconcile_interval_s
+        due_at = next_deadline(self.registry.rooms, self.restarts, self.settings)
+        if due_at is None:
+            return interval
+        return max(0.05, min(interval, (due_at - self._clock()).total_seconds() + 0.05))
+
+    async def run_forever(self) -> None:
+        """Pass, then sleep until the interval, the next clock deadline or a wake-up, whichever is first."""
+        while True:
+            try:
+                await self.run_once()
+            except Exception:  # the loop must outlive any one bad pass
+                log.exception("reconcile pass crashed")
+            self.heartbeat = self._clock()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.seconds_to_next())
+                await asyncio.sleep(0.05)  # coalesce a burst of events into one pass
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    def stalled(self, *, now: datetime | None = None) -> bool:
+        """True when the loop has not completed an iteration in three intervals (+10 s for a slow pass)."""
+        if self.heartbeat is None:
+            return False
+        limit = 3 * self.settings.reconcile_interval_s + 10
+        return ((now or self._clock()) - self.heartbeat).total_seconds() > limit
+
+    def room_rows(self) -> list[dict[str, Any]]:
+        """The admin view of rooms (state, humans, agents, grace remaining)."""
+        now = self._clock()
+        rows = []
+        for (client_id, name), room in sorted(self.registry.rooms.items()):
+            rows.append({
+                "client_id": client_id, "room": name, "state": room.state.value,
+                "humans": sorted(room.humans), "agents": sorted(room.agents),
+                "since": room.since.isoformat() if room.since else None,
+                "grace_remaining_s": grace_remaining(room, now=now, grace_s=self.settings.grace_period_s),
+            })
+        return rows
+
+    def close_room(self, client_id: str, room: str, *, reason: str = "closed by an operator") -> None:
+        self.registry.apply(client_id, room, CloseRequested(reason=reason), now=self._clock())
+
+
+__all__ = ["ObservationFailed", "PassReport", "Reconciler", "RoomState"]

@@ -1,0 +1,58 @@
+"""LiveKit webhooks into room events: deduplicated by event id, applied for every tenant on that key."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
+
+from .livekit import WebhookNotice
+from .rooms import Event, ParticipantJoined, ParticipantLeft, RoomFinished, RoomRegistry
+
+log = logging.getLogger(__name__)
+
+
+def room_event(notice: WebhookNotice) -> Event | None:
+    """The state-machine event a webhook means, or None for events that do not change a room."""
+    match notice.event:
+        case "participant_joined":
+            return ParticipantJoined(identity=notice.identity, is_agent=notice.is_agent)
+        case "participant_left" | "participant_connection_aborted":
+            return ParticipantLeft(identity=notice.identity, is_agent=notice.is_agent)
+        case "room_finished":
+            return RoomFinished()
+    return None  # room_started, track_*, egress_*: nothing to do until a participant shows up
+
+
+class WebhookIntake:
+    """Remembers recent event ids (LiveKit retries deliveries) and feeds the registry."""
+
+    def __init__(self, *, registry: RoomRegistry, on_change: Callable[[], None], remember: int = 10_000) -> None:
+        self._registry = registry
+        self._on_change = on_change
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember
+
+    def accept(self, notice: WebhookNotice, *, client_ids: list[str], now: datetime) -> bool:
+        """Apply once; returns False for a duplicate delivery."""
+        if notice.id:
+            if notice.id in self._seen:
+                return False
+            self._seen[notice.id] = None
+            if len(self._seen) > self._remember:
+                self._seen.popitem(last=False)
+        event = room_event(notice)
+        if event is None or not notice.room:
+            return True
+        changed = False
+        for client_id in client_ids:
+            before, after = self._registry.apply(client_id, notice.room, event, now=now)
+            changed |= (before.state, before.since) != (after.state, after.since)
+            log.info(
+                "webhook %s %s: %s → %s", notice.event, notice.identity or "-", before.state.value, after.state.value,
+                extra={"client_id": client_id, "room": notice.room, "event_id": notice.id},
+            )
+        if changed:
+            self._on_change()
+        return True

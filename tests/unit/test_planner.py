@@ -1,0 +1,184 @@
+"""Table tests for plan(): every reconciler rule, with plain data and no Docker."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from orchestrator.models import ContainerInfo, ContainerKey, ContainerStatus, Health
+from orchestrator.naming import Label, container_name
+from orchestrator.planner import (
+    DeleteRoom,
+    GiveUp,
+    Observed,
+    RemoveContainer,
+    RestartAgent,
+    RestartRecord,
+    RoomView,
+    SetRoomMetadata,
+    backoff_s,
+    next_deadline,
+    plan,
+)
+from orchestrator.rooms import Room, RoomState, metadata_with_grace
+from orchestrator.settings import Settings
+
+NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+SCOPE = "prod"
+S = Settings(scope=SCOPE, grace_period_s=60, agent_startup_timeout_s=30, max_container_lifetime_s=3600,
+             restart_backoff_s=2, restart_backoff_max_s=60, restart_max_attempts=3)
+KEY = ContainerKey(client_id="c1", agent_slug="farah", room="r1")
+RK = ("c1", "r1")
+HUMANS = frozenset({"alice"})
+AGENT = frozenset({"agent-farah"})
+
+
+def box(key: ContainerKey = KEY, *, name: str | None = None, status: ContainerStatus = ContainerStatus.running,
+        exit_code: int | None = None, health: Health = Health.none, scope: str = SCOPE, age_s: float = 120,
+        drop: str | None = None) -> ContainerInfo:
+    labels = {
+        Label.MANAGED: "true", Label.SCOPE: scope, Label.CLIENT_ID: key.client_id, Label.AGENT_SLUG: key.agent_slug,
+        Label.ROOM: key.room, Label.MODE: "voice", Label.CREATED_AT: (NOW - timedelta(seconds=age_s)).isoformat(),
+    }
+    if drop:
+        labels.pop(drop)
+    return ContainerInfo(id=f"id-{name or container_name(key)}", name=name or container_name(key), status=status,
+                         health=health, labels=labels, exit_code=exit_code)
+
+
+def room(state: RoomState, *, humans: frozenset[str] = frozenset(), agents: frozenset[str] = frozenset(),
+         since_s: float | None = None, key: tuple[str, str] = RK) -> dict[tuple[str, str], Room]:
+    since = NOW - timedelta(seconds=since_s) if since_s is not None else None
+    return {key: Room(client_id=key[0], name=key[1], state=state, humans=humans, agents=agents, since=since)}
+
+
+def seen(*containers: ContainerInfo, view: RoomView | None = RoomView(exists=True, humans=HUMANS, agents=AGENT),
+         agents: dict[str, frozenset[str]] | None = None, unknown: frozenset[str] = frozenset()) -> Observed:
+    return Observed(at=NOW, containers=containers, rooms={RK: view} if view else {},
+                    agents_by_client=agents if agents is not None else {"c1": frozenset({"farah", "clarence"})},
+                    unknown_clients=unknown)
+
+
+ACTIVE = room(RoomState.ACTIVE, humans=HUMANS, agents=AGENT)
+GRACE_VIEW = RoomView(exists=True, agents=AGENT, metadata=metadata_with_grace("{}", NOW - timedelta(seconds=61)) or "")
+DUP = box(name="agent_c1_farah_r1_old", age_s=500)
+
+CASES = [
+    ("healthy active room: nothing to do", seen(box()), ACTIVE, {}, []),
+    ("outside scope: untouched even when exited, duplicated or unknown",
+     seen(box(scope="other", status=ContainerStatus.exited, exit_code=1), box(scope="other", name="x"),
+          box(ContainerKey(client_id="ghost", agent_slug="farah", room="r1"), scope="other"), unknown=frozenset({"ghost"})),
+     ACTIVE, {}, []),
+    ("unmanaged-label container of our scope: untouched",
+     seen(box(drop=Label.MANAGED)), ACTIVE, {}, []),
+    ("labels incomplete → removed", seen(box(drop=Label.ROOM)), ACTIVE, {}, [("RemoveContainer", container_name(KEY))]),
+    ("unknown tenant → removed",
+     seen(box(ContainerKey(client_id="ghost", agent_slug="farah", room="r1")), unknown=frozenset({"ghost"})), {}, {},
+     [("RemoveContainer", container_name(ContainerKey(client_id="ghost", agent_slug="farah", room="r1")))]),
+    ("unknown agent → removed", seen(box(ContainerKey(client_id="c1", agent_slug="deleted", room="r1"))), ACTIVE, {},
+     [("RemoveContainer", container_name(ContainerKey(client_id="c1", agent_slug="deleted", room="r1")))]),
+    ("tenant store down → tenant rule skipped", seen(box(), agents={}), ACTIVE, {}, []),
+    ("duplicates for one key → keep the canonical running one, stop the rest",
+     seen(box(), DUP), ACTIVE, {}, [("RemoveContainer", "agent_c1_farah_r1_old")]),
+    ("duplicates: a running one beats the canonical exited one",
+     seen(box(status=ContainerStatus.exited, exit_code=1), DUP), ACTIVE, {}, [("RemoveContainer", container_name(KEY))]),
+    ("grace expired → containers removed and LiveKit room deleted",
+     seen(box(), view=GRACE_VIEW), room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=61), {},
+     [("RemoveContainer", container_name(KEY)), ("DeleteRoom", "r1")]),
+    ("grace running → kept, start persisted in room metadata",
+     seen(box(), view=RoomView(exists=True, agents=AGENT, metadata="{}")),
+     room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=59), {}, [("SetRoomMetadata", "r1")]),
+    ("grace already persisted → nothing",
+     seen(box(), view=RoomView(exists=True, agents=AGENT, metadata=metadata_with_grace("{}", NOW - timedelta(seconds=59)) or "")),
+     room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=59), {}, []),
+    ("human back → persisted grace cleared",
+     seen(box(), view=RoomView(exists=True, humans=HUMANS, agents=AGENT, metadata=GRACE_VIEW.metadata)), ACTIVE, {},
+     [("SetRoomMetadata", "r1")]),
+    ("room finished/gone in LiveKit → removed, nothing to delete",
+     seen(box(), view=RoomView(exists=False)), room(RoomState.CLOSING, since_s=1), {}, [("RemoveContainer", container_name(KEY))]),
+    ("operator close → removed and room deleted",
+     seen(box()), {RK: Room(client_id="c1", name="r1", state=RoomState.CLOSING, since=NOW, reason="ops")}, {},
+     [("RemoveContainer", container_name(KEY)), ("DeleteRoom", "r1")]),
+    ("LiveKit not observable → no room rule, no crash decision",
+     seen(box(status=ContainerStatus.exited, exit_code=137), view=None), ACTIVE, {}, []),
+    ("past max lifetime → removed", seen(box(age_s=3601)), ACTIVE, {}, [("RemoveContainer", container_name(KEY))]),
+    ("exited cleanly → removed", seen(box(status=ContainerStatus.exited, exit_code=0)), ACTIVE, {},
+     [("RemoveContainer", container_name(KEY))]),
+    ("crashed with nobody there → removed",
+     seen(box(status=ContainerStatus.exited, exit_code=1), view=RoomView(exists=True)), room(RoomState.GRACE_PERIOD, since_s=1),
+     {}, [("RemoveContainer", container_name(KEY)), ("SetRoomMetadata", "r1")]),
+    ("crashed with humans → restart, attempt 1, no wait",
+     seen(box(status=ContainerStatus.exited, exit_code=137), view=RoomView(exists=True, humans=HUMANS)),
+     room(RoomState.STARTING, humans=HUMANS, since_s=1), {}, [("RestartAgent", container_name(KEY))]),
+    ("crashed again inside the backoff → wait",
+     seen(box(status=ContainerStatus.exited, exit_code=1), view=RoomView(exists=True, humans=HUMANS)),
+     room(RoomState.STARTING, humans=HUMANS, since_s=1), {KEY: RestartRecord(attempts=2, last_at=NOW - timedelta(seconds=3))}, []),
+    ("crashed again after the backoff → restart attempt 3",
+     seen(box(status=ContainerStatus.exited, exit_code=1), view=RoomView(exists=True, humans=HUMANS)),
+     room(RoomState.STARTING, humans=HUMANS, since_s=1), {KEY: RestartRecord(attempts=2, last_at=NOW - timedelta(seconds=4))},
+     [("RestartAgent", container_name(KEY))]),
+    ("cap reached → give up and report",
+     seen(box(status=ContainerStatus.exited, exit_code=1), view=RoomView(exists=True, humans=HUMANS)),
+     room(RoomState.STARTING, humans=HUMANS, since_s=1), {KEY: RestartRecord(attempts=3, last_at=NOW - timedelta(hours=1))},
+     [("GiveUp", container_name(KEY))]),
+    ("unhealthy with humans → restart", seen(box(health=Health.unhealthy)), ACTIVE, {}, [("RestartAgent", container_name(KEY))]),
+    ("unhealthy with nobody → removed",
+     seen(box(health=Health.unhealthy), view=RoomView(exists=True, agents=AGENT)),
+     room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=1), {}, [("RemoveContainer", container_name(KEY)), ("SetRoomMetadata", "r1")]),
+    ("agent never joined, human waiting → restart",
+     seen(box(age_s=31), view=RoomView(exists=True, humans=HUMANS)), room(RoomState.STARTING, humans=HUMANS, since_s=31), {},
+     [("RestartAgent", container_name(KEY))]),
+    ("agent never joined, nobody waiting → removed",
+     seen(box(age_s=31), view=RoomView(exists=True)), room(RoomState.STARTING, since_s=31), {}, [("RemoveContainer", container_name(KEY))]),
+    ("agent still within startup timeout → wait",
+     seen(box(age_s=29), view=RoomView(exists=True, humans=HUMANS)), room(RoomState.STARTING, humans=HUMANS, since_s=29), {}, []),
+    ("created but never started → removed", seen(box(status=ContainerStatus.created, age_s=31)), ACTIVE, {},
+     [("RemoveContainer", container_name(KEY))]),
+    ("being removed → left alone", seen(box(status=ContainerStatus.removing)), ACTIVE, {}, []),
+]
+
+
+@pytest.mark.parametrize(("name", "observed", "rooms", "restarts", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_plan(name: str, observed: Observed, rooms: dict, restarts: dict, expected: list[tuple[str, str]]) -> None:
+    actions = plan(observed, rooms, S, NOW, restarts=restarts)
+    got = [(a.kind, getattr(a, "name", "") or getattr(a, "room", "")) for a in actions]
+    assert sorted(got) == sorted(expected)
+
+
+def test_outside_scope_never_named() -> None:
+    """Whatever the state, no action ever names another scope's container."""
+    foreign = [box(scope="other", name=f"f{i}", status=s, exit_code=1) for i, s in enumerate(ContainerStatus)]
+    for rooms in (ACTIVE, room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=3600), room(RoomState.CLOSING, since_s=1)):
+        actions = plan(seen(*foreign, box()), rooms, S, NOW)
+        assert not any(getattr(a, "name", "").startswith("f") for a in actions)
+
+
+def test_restart_carries_mode_and_attempt() -> None:
+    c = box(status=ContainerStatus.exited, exit_code=137)
+    (a,) = plan(seen(c, view=RoomView(exists=True, humans=HUMANS)), room(RoomState.STARTING, humans=HUMANS, since_s=1), S, NOW,
+                restarts={KEY: RestartRecord(attempts=1, last_at=NOW - timedelta(seconds=10))})
+    assert isinstance(a, RestartAgent) and a.key == KEY and a.mode == "voice" and a.attempt == 2
+    assert a.to_dict()["kind"] == "RestartAgent"
+
+
+def test_grace_delete_is_once_per_room_with_two_agents() -> None:
+    other = ContainerKey(client_id="c1", agent_slug="clarence", room="r1")
+    actions = plan(seen(box(), box(other), view=GRACE_VIEW), room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=61), S, NOW)
+    assert sum(isinstance(a, DeleteRoom) for a in actions) == 1
+    assert sorted(a.name for a in actions if isinstance(a, RemoveContainer)) == sorted([container_name(KEY), container_name(other)])
+
+
+def test_backoff_doubles_and_caps() -> None:
+    assert [backoff_s(n, settings=S) for n in range(8)] == [0, 2, 4, 8, 16, 32, 60, 60]
+
+
+def test_next_deadline_is_the_earliest_clock() -> None:
+    rooms = {**room(RoomState.GRACE_PERIOD, since_s=50), **room(RoomState.STARTING, since_s=25, key=("c1", "r2"))}
+    assert next_deadline(rooms, {}, S) == NOW + timedelta(seconds=5)
+    assert next_deadline({}, {KEY: RestartRecord(attempts=1, last_at=NOW)}, S) == NOW + timedelta(seconds=2)
+    assert next_deadline({}, {KEY: RestartRecord(attempts=3, last_at=NOW)}, S) is None  # given up: no wake-up
+
+
+def test_unused_imports_are_real() -> None:
+    assert GiveUp and SetRoomMetadata

@@ -1,0 +1,130 @@
+"""Table tests for the pure room state machine."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from orchestrator.rooms import (
+    AgentLaunched,
+    CloseRequested,
+    Due,
+    Observed,
+    ParticipantJoined,
+    ParticipantLeft,
+    Room,
+    RoomFinished,
+    RoomState,
+    apply,
+    deadline,
+    due,
+    grace_from_metadata,
+    grace_remaining,
+    metadata_with_grace,
+)
+
+T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+T1 = T0 + timedelta(seconds=10)
+E, S, A, G, C = RoomState.EMPTY, RoomState.STARTING, RoomState.ACTIVE, RoomState.GRACE_PERIOD, RoomState.CLOSING
+H = ParticipantJoined("alice", is_agent=False)
+HL = ParticipantLeft("alice", is_agent=False)
+AJ = ParticipantJoined("agent-farah", is_agent=True)
+AL = ParticipantLeft("agent-farah", is_agent=True)
+
+
+def room(state: RoomState, *, humans: set[str] = set(), agents: set[str] = set(), since: datetime | None = T0) -> Room:
+    return Room(client_id="c", name="r", state=state, humans=frozenset(humans), agents=frozenset(agents),
+                since=since if state in (S, G, C) else None)
+
+
+CASES = [
+    # (name, room before, event, state after, since after)
+    ("launch starts the startup clock", room(E), AgentLaunched(), S, T1),
+    ("agent joins, human already there → active", room(S, humans={"alice"}), AJ, A, None),
+    ("agent joins first, no human yet → grace clock runs", room(S), AJ, G, T1),
+    ("human joins while agent starting → still starting, clock kept", room(S), H, S, T0),
+    ("human joins a room with an agent → active", room(G, agents={"agent-farah"}), H, A, None),
+    ("last human leaves → grace starts now", room(A, humans={"alice"}, agents={"agent-farah"}), HL, G, T1),
+    ("one of two humans leaves → still active",
+     room(A, humans={"alice", "bob"}, agents={"agent-farah"}), HL, A, None),
+    ("rejoin within grace cancels it", room(G, agents={"agent-farah"}), H, A, None),
+    ("a new trigger during grace restarts the grace clock", room(G, agents={"agent-farah"}), AgentLaunched(), G, T1),
+    ("agent crash with humans → waiting for an agent again",
+     room(A, humans={"alice"}, agents={"agent-farah"}), AL, S, T1),
+    ("agent leaves during grace → grace clock kept", room(G, agents={"agent-farah"}), AL, G, T0),
+    ("room finished → closing", room(A, humans={"alice"}, agents={"agent-farah"}), RoomFinished(), C, T1),
+    ("operator close → closing", room(G), CloseRequested("ops"), C, T1),
+    ("closing is terminal for participants", room(C), H, C, T0),
+    ("a new trigger revives a closing room", room(C), AgentLaunched(), S, T1),
+    ("identities are not parsed: a human called agent-x is a human",
+     room(G, agents={"agent-farah"}), ParticipantJoined("agent-x", is_agent=False), A, None),
+]
+
+
+@pytest.mark.parametrize(("name", "before", "event", "state", "since"), CASES, ids=[c[0] for c in CASES])
+def test_transitions(name: str, before: Room, event: object, state: RoomState, since: datetime | None) -> None:
+    after = apply(before, event, now=T1)  # type: ignore[arg-type]
+    assert (after.state, after.since) == (state, since)
+
+
+OBSERVED = [
+    # (name, registry before, observation, state after, since after)
+    ("rebuilt after restart: human + agent → active", room(E),
+     Observed(exists=True, humans=frozenset({"alice"}), agents=frozenset({"agent-farah"})), A, None),
+    ("rebuilt: agent alone, grace unknown → grace from observation (never earlier)", room(E),
+     Observed(exists=True, agents=frozenset({"agent-farah"})), G, T1),
+    ("rebuilt: agent alone, grace persisted in metadata → that start", room(E),
+     Observed(exists=True, agents=frozenset({"agent-farah"}), grace_started_at=T0), G, T0),
+    ("persisted grace in the future is clamped to now", room(E),
+     Observed(exists=True, agents=frozenset({"agent-farah"}), grace_started_at=T1 + timedelta(hours=1)), G, T1),
+    ("rebuilt: container but nobody joined → starting since the container's creation", room(E),
+     Observed(exists=True, launched_at=T0), S, T0),
+    ("running grace is not restarted by an observation", room(G, agents={"agent-farah"}),
+     Observed(exists=True, agents=frozenset({"agent-farah"}), grace_started_at=T1), G, T0),
+    ("missed participant_left: observation starts grace", room(A, humans={"alice"}, agents={"agent-farah"}),
+     Observed(exists=True, agents=frozenset({"agent-farah"})), G, T1),
+    ("missed rejoin: observation cancels grace", room(G, agents={"agent-farah"}),
+     Observed(exists=True, humans=frozenset({"alice"}), agents=frozenset({"agent-farah"})), A, None),
+    ("room gone from LiveKit → closing", room(A, humans={"alice"}, agents={"agent-farah"}),
+     Observed(exists=False), C, T1),
+]
+
+
+@pytest.mark.parametrize(("name", "before", "obs", "state", "since"), OBSERVED, ids=[c[0] for c in OBSERVED])
+def test_observation(name: str, before: Room, obs: Observed, state: RoomState, since: datetime | None) -> None:
+    after = apply(before, obs, now=T1)
+    assert (after.state, after.since) == (state, since)
+
+
+DUE = [
+    ("grace not yet over", room(G), 59.9, None),
+    ("grace over exactly at 60 s", room(G), 60.0, Due.GRACE_EXPIRED),
+    ("active never due", room(A, humans={"a"}, agents={"b"}), 3600, None),
+    ("startup within timeout", room(S), 29, None),
+    ("startup timed out", room(S), 30, Due.STARTUP_TIMEOUT),
+]
+
+
+@pytest.mark.parametrize(("name", "r", "after_s", "expected"), DUE, ids=[c[0] for c in DUE])
+def test_due(name: str, r: Room, after_s: float, expected: Due | None) -> None:
+    assert due(r, now=T0 + timedelta(seconds=after_s), grace_s=60, startup_timeout_s=30) is expected
+
+
+def test_startup_timeout_zero_disables() -> None:
+    assert due(room(S), now=T0 + timedelta(days=1), grace_s=60, startup_timeout_s=0) is None
+
+
+def test_deadline_and_remaining() -> None:
+    assert deadline(room(G), grace_s=60, startup_timeout_s=30) == T0 + timedelta(seconds=60)
+    assert deadline(room(S), grace_s=60, startup_timeout_s=30) == T0 + timedelta(seconds=30)
+    assert grace_remaining(room(G), now=T1, grace_s=60) == 50
+    assert grace_remaining(room(A), now=T1, grace_s=60) is None
+
+
+def test_grace_metadata_round_trip() -> None:
+    md = metadata_with_grace('{"agent_slug": "farah"}', T0)
+    assert md is not None and grace_from_metadata(md) == T0 and '"agent_slug": "farah"' in md
+    assert grace_from_metadata(metadata_with_grace(md, None) or "") is None
+    assert metadata_with_grace("not json", T0) is None  # someone else's metadata is left alone
+    assert grace_from_metadata("") is None and grace_from_metadata("[1]") is None
