@@ -50,8 +50,9 @@ class World:
         import httpx
 
         return SupabaseTenantStore(
-            url=f"http://{PLATFORM_HOST}", service_key=SecretStr(self.platform.key()), master_keys=self.keys,
-            transport=httpx.MockTransport(self.handler), **{"retry": False, "timeout_s": 2.0, **options},
+            url=f"http://{PLATFORM_HOST}", service_key=SecretStr(self.platform.key()),
+            transport=httpx.MockTransport(self.handler),
+            **{"master_keys": self.keys, "retry": False, "timeout_s": 2.0, **options},
         )
 
 
