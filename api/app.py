@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from orchestrator import __version__
+from orchestrator.apikeys import KeyRing
 from orchestrator.livekit import LiveKitGateway
 from orchestrator.runtime import ContainerRuntime
 from orchestrator.runtime.docker import DockerRuntime
@@ -17,11 +19,28 @@ from orchestrator.tenants.file_store import FileTenantStore
 from orchestrator.trigger import TriggerService
 
 from . import errors
-from .routes import health, trigger
+from .routes import health, spawn, tenants_admin, trigger
+
+log = logging.getLogger(__name__)
 
 
 def build_tenants(settings: Settings) -> TenantStore:
+    if settings.tenant_store == "supabase":
+        from orchestrator.tenants.supabase_store import store_from_settings
+
+        return store_from_settings(settings)
     return FileTenantStore(settings.tenants_file)
+
+
+def build_keyring(settings: Settings) -> KeyRing:
+    ring = KeyRing.load(path=settings.api_keys_file, admin_key=settings.admin_api_key)
+    if not ring.enabled:
+        log.warning(
+            "NO API KEYS CONFIGURED: authentication is DISABLED (embedded local default). Anyone who can reach "
+            "this port can trigger agents. Set ORCH_API_KEYS_FILE or ORCH_ADMIN_API_KEY before exposing it; "
+            "`orchestrator serve` refuses non-loopback addresses until you do."
+        )
+    return ring
 
 
 def create_app(
@@ -39,12 +58,19 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await livekit.aclose()
+        aclose = getattr(tenants, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
     app = FastAPI(title="Agent container orchestrator", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.runtime = runtime
+    app.state.tenants = tenants
+    app.state.api_keys = build_keyring(settings)
     app.state.trigger = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(trigger.router)
+    app.include_router(spawn.router)
+    app.include_router(tenants_admin.router)
     return app

@@ -43,6 +43,20 @@ class InvalidInput(PermanentError):
     code = "invalid_input"
 
 
+class Unauthorized(PermanentError):
+    """No API key, or one that is not configured."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(PermanentError):
+    """A valid key that may not do this (another client's agents, or an admin-only endpoint)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(PermanentError):
     status_code = 404
     code = "not_found"

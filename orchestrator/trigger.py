@@ -101,6 +101,19 @@ class TriggerService:
             container=info, spec_stale=stale, user_token=token,
         )
 
+    async def spawn(self, *, client_id: str, agent_id: str, mode: Mode, user_id: str) -> TriggerResult:
+        """Seed 001's Test Agent: find the agent by id, then trigger it in a fresh `agent-<id>-<8 hex>` room.
+
+        The room carries the agent id in its metadata (room_metadata), so a seed-000 style spawner
+        finds the agent either way.
+        """
+        client = await self._tenants.get_client(client_id)
+        agent = await self._tenants.get_agent_by_id(client, agent_id)
+        return await self.trigger(
+            client_id=client.id, agent_slug=agent.slug, mode=mode, user_id=user_id,
+            room_name=validate_room(generated_room(agent.id, secrets.token_hex(4))),
+        )
+
     async def _reuse_or_launch(
         self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode
     ) -> tuple[TriggerOutcome, ContainerInfo]:

@@ -253,3 +253,18 @@ class PlatformWriter:
     async def set_data_key(self, client_id: str, wrapped: str) -> None:
         query = self._store._platform().table("clients").update({"data_key": wrapped}).eq("id", client_id)
         await self._store._rows(f"client {client_id}", query)
+
+
+def store_from_settings(settings: Any, *, transport: httpx.AsyncBaseTransport | None = None) -> SupabaseTenantStore:
+    """The store as configured by ORCH_SUPABASE_* and ORCH_MASTER_KEY* (Settings validated they are all there)."""
+    from ..credentials import parse_master_key
+
+    keys = MasterKeys(
+        keys={kid: parse_master_key(v.get_secret_value()) for kid, v in settings.master_keys.items()},
+        current=settings.master_key_id,
+    )
+    return SupabaseTenantStore(
+        url=settings.supabase_url, service_key=settings.supabase_service_key, master_keys=keys,
+        timeout_s=settings.supabase_timeout_s, retry=settings.supabase_retry,
+        ttl_s=settings.tenant_cache_ttl_s, max_stale_s=settings.tenant_cache_max_stale_s, transport=transport,
+    )
