@@ -131,6 +131,12 @@ class TriggerService:
                 raise Conflict(
                     f"container name {name} is held by a container for another key; remove it or rename the room"
                 )
+            if info.labels.get(Label.SCOPE) != self._settings.scope:
+                # Another deployment on this engine owns it: never reuse, restart or remove its containers.
+                raise Conflict(
+                    f"container name {name} belongs to another deployment (scope "
+                    f"'{info.labels.get(Label.SCOPE, '')}'); use another room name or that deployment"
+                )
             if info.status is ContainerStatus.running:
                 return TriggerOutcome.reused, info
             if info.status is ContainerStatus.created:
