@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from orchestrator import __version__
+from orchestrator.apikeys import KeyRing
 from orchestrator.livekit import LiveKitGateway
 from orchestrator.metrics import Metrics
 from orchestrator.models import ContainerKey
@@ -24,11 +26,28 @@ from orchestrator.trigger import TriggerService
 from orchestrator.webhooks import WebhookIntake
 
 from . import errors
-from .routes import admin, health, metrics, trigger, webhook
+from .routes import admin, health, metrics, spawn, tenants_admin, trigger, webhook
+
+log = logging.getLogger(__name__)
 
 
 def build_tenants(settings: Settings) -> TenantStore:
+    if settings.tenant_store == "supabase":
+        from orchestrator.tenants.supabase_store import store_from_settings
+
+        return store_from_settings(settings)
     return FileTenantStore(settings.tenants_file)
+
+
+def build_keyring(settings: Settings) -> KeyRing:
+    ring = KeyRing.load(path=settings.api_keys_file, admin_key=settings.admin_api_key)
+    if not ring.enabled:
+        log.warning(
+            "NO API KEYS CONFIGURED: authentication is DISABLED (embedded local default). Anyone who can reach "
+            "this port can trigger agents. Set ORCH_API_KEYS_FILE or ORCH_ADMIN_API_KEY before exposing it; "
+            "`orchestrator serve` refuses non-loopback addresses until you do."
+        )
+    return ring
 
 
 def create_app(
@@ -73,6 +92,9 @@ def create_app(
                 await task
         await livekit.aclose()
         runtime.close()
+        aclose = getattr(tenants, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
     app = FastAPI(title="Agent container orchestrator", version=__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -80,6 +102,7 @@ def create_app(
     app.state.metrics = Metrics()
     app.state.trigger = trigger_service
     app.state.tenants = tenants
+    app.state.api_keys = build_keyring(settings)
     app.state.reconciler = reconciler
     app.state.webhooks = WebhookIntake(registry=registry, on_change=reconciler.wake)
     errors.install(app)
@@ -88,4 +111,6 @@ def create_app(
     app.include_router(webhook.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
+    app.include_router(spawn.router)
+    app.include_router(tenants_admin.router)
     return app

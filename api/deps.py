@@ -14,6 +14,8 @@ from orchestrator.tenants import TenantStore
 from orchestrator.trigger import TriggerService
 from orchestrator.webhooks import WebhookIntake
 
+from .auth import Principal, require_admin, require_api_key
+
 
 def _settings(request: Request) -> Settings:
     return request.app.state.settings
@@ -52,3 +54,6 @@ def _tenants(request: Request) -> TenantStore:
 ReconcilerDep = Annotated[Reconciler, Depends(_reconciler)]
 WebhookIntakeDep = Annotated[WebhookIntake, Depends(_intake)]
 TenantsDep = Annotated[TenantStore, Depends(_tenants)]
+# Authentication (api/auth.py): a route that declares one of these needs an API key.
+PrincipalDep = Annotated[Principal, Depends(require_api_key)]
+AdminDep = Annotated[Principal, Depends(require_admin)]

@@ -32,6 +32,8 @@ async def _domain(_: Request, exc: OrchestratorError) -> JSONResponse:
     if "field" in exc.details:
         body["errors"] = [{"field": exc.details["field"], "message": exc.message}]
     headers = {"Retry-After": str(int(exc.retry_after))} if isinstance(exc, TemporaryError) else None
+    if exc.status_code == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="orchestrator"'}
     if exc.status_code >= 500:
         log.warning("request failed: %s", exc.message, extra={"code": exc.code})
     return JSONResponse(status_code=exc.status_code, content=body, headers=headers)

@@ -71,6 +71,47 @@ class TriggerAgentResponse(BaseModel):
     user_token: str
 
 
+class SpawnAgentRequest(BaseModel):
+    """Seed 001's "Test Agent" button posts `{}`; everything is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="required with an admin key; a client key implies its own client",
+    )
+    user_id: str | None = Field(default=None, min_length=1, max_length=128, description="token identity; default: a random `user-<hex>`")
+    mode: Mode = Mode.voice
+
+    @field_validator("user_id", "client_id")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        if v is not None and (not _PRINTABLE.match(v) or v != v.strip()):
+            raise ValueError("must be printable text without control characters or surrounding spaces")
+        return v
+
+
+class SpawnAgentResponse(BaseModel):
+    """What the dashboard needs to join the room (seed 001), plus which container serves it."""
+
+    status: Literal["created", "reused"]
+    room_name: str
+    token: str
+    livekit_url: str
+    agent: AgentOut
+    client_id: str
+    container_name: str
+
+
+class InvalidateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    client_id: str | None = Field(default=None, min_length=1, max_length=128, description="omit to invalidate every client")
+
+
+class InvalidateResponse(BaseModel):
+    expired: int
+
+
 class ErrorBody(BaseModel):
     detail: str
     code: str

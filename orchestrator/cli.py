@@ -9,10 +9,13 @@ from datetime import datetime, timezone
 import typer
 
 from .logs import configure as configure_logging
+from .cli_tenants import keys_app, tenants_app
 from .naming import Label
 from .settings import Settings
 
 app = typer.Typer(help="Runs LiveKit agents as one Docker container per (client, agent, room).", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
 
 
 def _settings() -> Settings:
@@ -28,11 +31,28 @@ def serve(host: str = typer.Option(None, help="bind address (default ORCH_HOST)"
     """Run the HTTP API (trigger-agent, health, docs at /docs)."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import build_keyring, create_app
 
     settings = _settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
+    bind = host or settings.host
+    if not build_keyring(settings).enabled and not is_loopback(bind):
+        typer.echo(f"refusing to bind {bind}: no API keys are configured, so auth is disabled. Configure "
+                   "ORCH_API_KEYS_FILE or ORCH_ADMIN_API_KEY, or bind 127.0.0.1.", err=True)
+        raise typer.Exit(2)
+    uvicorn.run(create_app(settings), host=bind, port=port or settings.port, log_config=None)
+
+
+def is_loopback(host: str) -> bool:
+    """Only loopback may serve without keys; `0.0.0.0`, `::` and names other than localhost may not."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command()

@@ -44,8 +44,17 @@ class InvalidInput(PermanentError):
 
 
 class Unauthorized(PermanentError):
+    """No API key, or one that is not configured."""
+
     status_code = 401
     code = "unauthorized"
+
+
+class Forbidden(PermanentError):
+    """A valid key that may not do this (another client's agents, or an admin-only endpoint)."""
+
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(PermanentError):

@@ -27,9 +27,21 @@ class Settings(BaseSettings):
     # Which containers this deployment owns: it never touches another scope's.
     scope: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
 
-    # Tenants: the embedded default is a YAML file; Supabase comes as another store.
-    tenant_store: Literal["file"] = "file"
+    # Tenants: the embedded default is a YAML file; "supabase" reads the platform project's `clients`.
+    tenant_store: Literal["file", "supabase"] = "file"
     tenants_file: Path = DEFAULT_TENANTS_FILE
+    supabase_url: str | None = Field(default=None, pattern=r"^https?://")  # the platform project
+    supabase_service_key: SecretStr | None = None
+    supabase_timeout_s: float = Field(default=5.0, gt=0)  # per HTTP request; supabase-py's own GET retries come on top
+    supabase_retry: bool = True  # supabase-py retries GETs on 503/520/network errors (up to 3, 1-4 s apart)
+    tenant_cache_ttl_s: float = Field(default=60.0, ge=0)
+    tenant_cache_max_stale_s: float = Field(default=3600.0, ge=0)  # how long an outage may be bridged by the cache
+    # Credentials at rest: master keys by id (JSON object of base64 32-byte keys) and the id new rows use.
+    master_keys: dict[str, SecretStr] = {}
+    master_key_id: str | None = None
+
+    # API keys: a YAML file of sha256 hashes (never the keys); no key configured at all = auth disabled.
+    api_keys_file: Path | None = None
 
     # The agent containers.
     agent_image: str = "agent-orchestrator/agent:latest"
@@ -83,6 +95,17 @@ class Settings(BaseSettings):
         if v is not None and is_placeholder(v.get_secret_value()):
             raise ValueError("ORCH_ADMIN_API_KEY is a placeholder; set a real random key (e.g. `openssl rand -hex 32`)")
         return v
+
+    @model_validator(mode="after")
+    def _supabase_complete(self) -> "Settings":
+        if self.tenant_store == "supabase":
+            missing = [n for n, v in (("ORCH_SUPABASE_URL", self.supabase_url), ("ORCH_SUPABASE_SERVICE_KEY", self.supabase_service_key),
+                                      ("ORCH_MASTER_KEYS", self.master_keys), ("ORCH_MASTER_KEY_ID", self.master_key_id)) if not v]
+            if missing:
+                raise ValueError(f"ORCH_TENANT_STORE=supabase needs {', '.join(missing)}")
+        if self.master_key_id is not None and self.master_key_id not in self.master_keys:
+            raise ValueError("ORCH_MASTER_KEY_ID must name one of the ids in ORCH_MASTER_KEYS")
+        return self
 
     @model_validator(mode="after")
     def _timeouts_cover_grace(self) -> "Settings":

@@ -142,6 +142,19 @@ class TriggerService:
                 raise LimitExceeded(message, retry_after=s.limit_retry_after_s, details={"rule": message})
         self._admitting.add(key)
 
+    async def spawn(self, *, client_id: str, agent_id: str, mode: Mode, user_id: str) -> TriggerResult:
+        """Seed 001's Test Agent: find the agent by id, then trigger it in a fresh `agent-<id>-<8 hex>` room.
+
+        The room carries the agent id in its metadata (room_metadata), so a seed-000 style spawner
+        finds the agent either way.
+        """
+        client = await self._tenants.get_client(client_id)
+        agent = await self._tenants.get_agent_by_id(client, agent_id)
+        return await self.trigger(
+            client_id=client.id, agent_slug=agent.slug, mode=mode, user_id=user_id,
+            room_name=validate_room(generated_room(agent.id, secrets.token_hex(4))),
+        )
+
     async def _reuse_or_launch(
         self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode
     ) -> tuple[TriggerOutcome, ContainerInfo]:
@@ -161,6 +174,12 @@ class TriggerService:
             if key_from_labels(info.labels) != key:
                 raise Conflict(
                     f"container name {name} is held by a container for another key; remove it or rename the room"
+                )
+            if info.labels.get(Label.SCOPE) != self._settings.scope:
+                # Another deployment on this engine owns it: never reuse, restart or remove its containers.
+                raise Conflict(
+                    f"container name {name} belongs to another deployment (scope "
+                    f"'{info.labels.get(Label.SCOPE, '')}'); use another room name or that deployment"
                 )
             if info.status is ContainerStatus.running:
                 return TriggerOutcome.reused, info

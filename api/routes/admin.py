@@ -1,21 +1,22 @@
 """/api/v1/admin/...: rooms, stats, force-close, reconcile now, managed containers.
 
-One APIRouter so an auth dependency can be attached at router level (another issue adds it).
+Every route here needs an admin key (router-level dependency).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from orchestrator.errors import NotFound
 from orchestrator.models import ContainerStatus
 from orchestrator.naming import Label, validate_room
 
+from ..auth import require_admin
 from ..deps import ReconcilerDep, RuntimeDep, SettingsDep
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
 @router.get("/rooms")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.models import ContainerStatus
 
+from ..auth import require_admin
 from ..deps import MetricsDep, RuntimeDep, SettingsDep
 
-router = APIRouter(tags=["operations"])
+# Admin key needed (Prometheus sends it as a bearer token): per-client figures are not for every caller.
+router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)])
 
 
 @router.get("/metrics", response_class=Response)

@@ -8,17 +8,20 @@ from fastapi import APIRouter
 
 from orchestrator.errors import OrchestratorError
 
-from ..deps import MetricsDep, TriggerDep
+from ..deps import MetricsDep, PrincipalDep, TriggerDep
 from ..schemas import AgentOut, ErrorBody, TriggerAgentRequest, TriggerAgentResponse
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 
-_ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 422, 429, 502, 503)}
+_ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 429, 502, 503)}
 
 
 @router.post("/trigger-agent", response_model=TriggerAgentResponse, responses=_ERRORS)
-async def trigger_agent(body: TriggerAgentRequest, service: TriggerDep, metrics: MetricsDep) -> TriggerAgentResponse:
+async def trigger_agent(
+    body: TriggerAgentRequest, service: TriggerDep, metrics: MetricsDep, principal: PrincipalDep
+) -> TriggerAgentResponse:
     """Reuse the agent's container for this room, or launch exactly one."""
+    principal.require_client(body.client_id)
     started = time.perf_counter()
     try:
         r = await service.trigger(

@@ -16,9 +16,17 @@ class TenantStore(Protocol):
 
     async def get_agent(self, client: Client, slug: str) -> Agent: ...
 
+    async def get_agent_by_id(self, client: Client, agent_id: str) -> Agent:
+        """Seed 000/001: agents are also addressed by id (room metadata, `agent-<id>-<suffix>` rooms)."""
+        ...
+
     async def list_agent_slugs(self, client: Client) -> list[str]: ...
 
     async def clients_for_livekit_key(self, api_key: str) -> list[Client]: ...
+
+    async def invalidate(self, client_id: str | None = None) -> int:
+        """Forget cached tenant data (one client's or all); returns how many entries were expired."""
+        ...
 
 
 def unknown_agent(client: Client, slug: str, known: list[str]) -> NotFound:
@@ -29,6 +37,10 @@ def unknown_agent(client: Client, slug: str, known: list[str]) -> NotFound:
         f"agent '{slug}' not found for client '{client.id}'{hint}",
         details={"field": "agent_slug", "suggestions": near},
     )
+
+
+def unknown_agent_id(client: Client, agent_id: str) -> NotFound:
+    return NotFound(f"agent id '{agent_id}' not found for client '{client.id}'", details={"field": "agent_id"})
 
 
 def unknown_client(client_id: str) -> NotFound:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..models import Agent, Client, LiveKitCredentials
 from ..naming import clean_slug
 from ..settings import is_placeholder
-from . import unknown_agent, unknown_client
+from . import unknown_agent, unknown_agent_id, unknown_client
 
 
 class _AgentEntry(Agent):
@@ -64,8 +64,17 @@ class FileTenantStore:
             raise unknown_agent(client, slug, list(agents))
         return agents[slug]
 
+    async def get_agent_by_id(self, client: Client, agent_id: str) -> Agent:
+        for agent in self._agents.get(client.id, {}).values():
+            if agent.id == agent_id:
+                return agent
+        raise unknown_agent_id(client, agent_id)
+
     async def list_agent_slugs(self, client: Client) -> list[str]:
         return sorted(self._agents.get(client.id, {}))
 
     async def clients_for_livekit_key(self, api_key: str) -> list[Client]:
         return [c for c in self._clients.values() if c.livekit.api_key == api_key]
+
+    async def invalidate(self, client_id: str | None = None) -> int:
+        return 0  # loaded once at start-up; nothing is cached apart from the file itself

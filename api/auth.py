@@ -1,0 +1,65 @@
+"""API-key authentication and per-client authorisation as FastAPI dependencies (attach per route or per router)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from orchestrator.apikeys import KeyRing
+from orchestrator.errors import Forbidden, Unauthorized
+
+log = logging.getLogger(__name__)
+
+# Either header works: `Authorization: Bearer <key>` (curl, dashboards) or `X-API-Key: <key>`.
+_bearer = HTTPBearer(auto_error=False, description="an orchestrator API key")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an orchestrator API key")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an admin (may do everything) or one client (may act only for itself)."""
+
+    name: str
+    client_id: str | None  # None: admin, or auth disabled on the local embedded default
+
+    @property
+    def is_admin(self) -> bool:
+        return self.client_id is None
+
+    def require_client(self, client_id: str) -> None:
+        if not self.is_admin and client_id != self.client_id:
+            raise Forbidden(f"this API key may only act for client '{self.client_id}'", details={"field": "client_id"})
+
+
+AUTH_DISABLED = Principal(name="auth-disabled", client_id=None)
+
+
+def _keyring(request: Request) -> KeyRing:
+    return request.app.state.api_keys
+
+
+async def require_api_key(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_header)],
+) -> Principal:
+    ring = _keyring(request)
+    if not ring.enabled:
+        return AUTH_DISABLED
+    presented = header or (bearer.credentials if bearer else None)
+    if not presented:
+        raise Unauthorized("an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
+    entry = ring.verify(presented)
+    if entry is None:
+        raise Unauthorized("the API key is not valid")
+    return Principal(name=entry.name, client_id=entry.client_id)
+
+
+async def require_admin(principal: Annotated[Principal, Depends(require_api_key)]) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("this endpoint needs an admin API key")
+    return principal

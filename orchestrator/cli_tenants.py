@@ -1,0 +1,168 @@
+"""`orchestrator tenants ...` and `orchestrator keys ...`: credentials, master-key rotation, cache, API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any
+
+import httpx
+import typer
+
+from .apikeys import entry_yaml, generate
+from .credentials import CredentialError, rewrap_data_key, wrapped_key_id
+from .settings import Settings
+
+tenants_app = typer.Typer(help="Clients in the platform Supabase: credentials, master-key rotation, cache.", no_args_is_help=True)
+keys_app = typer.Typer(help="Orchestrator API keys (stored hashed).", no_args_is_help=True)
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except Exception as exc:
+        typer.echo(f"invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
+def _supabase_settings() -> Settings:
+    settings = _settings()
+    if settings.tenant_store != "supabase":
+        typer.echo("this command needs ORCH_TENANT_STORE=supabase (and ORCH_SUPABASE_*, ORCH_MASTER_KEY*)", err=True)
+        raise typer.Exit(2)
+    return settings
+
+
+def read_secret(label: str) -> str:
+    """From a prompt with echo off, or one line of stdin when piped; never from argv (shell history, ps)."""
+    if sys.stdin.isatty():
+        value = typer.prompt(label, hide_input=True)
+    else:
+        value = sys.stdin.readline().rstrip("\r\n")
+    if not value.strip():
+        typer.echo(f"{label}: empty", err=True)
+        raise typer.Exit(2)
+    return value
+
+
+def _store(settings: Settings) -> Any:
+    from .tenants.supabase_store import store_from_settings
+
+    return store_from_settings(settings)
+
+
+async def set_credentials(store: Any, *, client_id: str, plain: dict[str, Any], secrets: dict[str, str]) -> str:
+    """Seal and write one client's credentials; returns 'created' or 'updated'. Plaintext only in memory."""
+    from .tenants.records import client_changes
+    from .tenants.supabase_store import PlatformWriter
+
+    writer = PlatformWriter(store)
+    existing = await writer.existing_data_key(client_id)
+    row = client_changes(store._master_keys, client_id=client_id, existing_data_key=existing, secrets=secrets, plain=plain)
+    await writer.upsert(row, exists=existing is not None)
+    return "updated" if existing else "created"
+
+
+async def rewrap_all(store: Any) -> tuple[int, int]:
+    """Re-wrap every client's data key under the current master key; returns (rewrapped, already current)."""
+    from .tenants.supabase_store import PlatformWriter
+
+    writer = PlatformWriter(store)
+    keys = store._master_keys
+    done = current = 0
+    for client_id, wrapped in await writer.data_keys():
+        if wrapped_key_id(wrapped) == keys.current:
+            current += 1
+            continue
+        await writer.set_data_key(client_id, rewrap_data_key(keys, client_id=client_id, wrapped=wrapped))
+        done += 1
+    await store.invalidate()
+    return done, current
+
+
+@tenants_app.command("set-credentials")
+def set_credentials_cmd(
+    client_id: str = typer.Argument(..., help="the client's id in the platform `clients` table"),
+    name: str = typer.Option(None, help="display name (required for a new client)"),
+    livekit_url: str = typer.Option(None, help="e.g. wss://tenant.livekit.cloud (required for a new client)"),
+    livekit_api_key: str = typer.Option(None, help="the LiveKit API key (not secret; the secret is read from stdin/prompt)"),
+    supabase_url: str = typer.Option(None, help="the client's own Supabase; omit to use the platform project"),
+    platform_project: bool = typer.Option(False, "--platform-project", help="switch the client to the platform project"),
+) -> None:
+    """Add or rotate a client's credentials. Secrets are read from a hidden prompt or stdin, one per line:
+    the LiveKit API secret, then (with --supabase-url) the client's Supabase service key."""
+    settings = _supabase_settings()
+    plain: dict[str, Any] = {k: v for k, v in {"name": name, "livekit_url": livekit_url, "livekit_api_key": livekit_api_key}.items() if v}
+    secrets = {"livekit_api_secret": read_secret("LiveKit API secret")}
+    if supabase_url:
+        plain["supabase_url"] = supabase_url
+        secrets["supabase_service_key"] = read_secret("client Supabase service key")
+    elif platform_project:
+        plain["supabase_url"] = plain["supabase_service_key"] = None
+
+    async def run() -> str:
+        store = _store(settings)
+        try:
+            return await set_credentials(store, client_id=client_id, plain=plain, secrets=secrets)
+        finally:
+            await store.aclose()
+
+    try:
+        outcome = asyncio.run(run())
+    except (CredentialError, ValueError) as exc:
+        typer.echo(f"cannot write credentials: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # OrchestratorError and friends: message only, never a secret
+        typer.echo(f"cannot write credentials: {getattr(exc, 'message', type(exc).__name__)}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"client {client_id}: credentials {outcome} (sealed under master key {settings.master_key_id})")
+
+
+@tenants_app.command("rewrap")
+def rewrap_cmd() -> None:
+    """After adding a new master key as ORCH_MASTER_KEY_ID (old one still in ORCH_MASTER_KEYS): move every client to it."""
+    settings = _supabase_settings()
+
+    async def run() -> tuple[int, int]:
+        store = _store(settings)
+        try:
+            return await rewrap_all(store)
+        finally:
+            await store.aclose()
+
+    done, current = asyncio.run(run())
+    typer.echo(f"re-wrapped {done} client data keys under {settings.master_key_id}; {current} were already current")
+
+
+@tenants_app.command("invalidate")
+def invalidate_cmd(
+    client_id: str = typer.Option(None, help="only this client (default: every client)"),
+    url: str = typer.Option(None, help="the running orchestrator (default http://ORCH_HOST:ORCH_PORT)"),
+    api_key_env: str = typer.Option("ORCH_CLI_API_KEY", help="environment variable holding an admin API key"),
+) -> None:
+    """Tell a running orchestrator to forget its cached clients/agents (POST /api/v1/admin/tenants/invalidate)."""
+    settings = _settings()
+    base = url or f"http://{settings.host}:{settings.port}"
+    headers = {"Authorization": f"Bearer {os.environ[api_key_env]}"} if os.environ.get(api_key_env) else {}
+    try:
+        r = httpx.post(f"{base}/api/v1/admin/tenants/invalidate", json={"client_id": client_id}, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach {base}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if r.status_code != 200:
+        typer.echo(f"{r.status_code}: {r.json().get('detail', r.text) if r.headers.get('content-type', '').startswith('application/json') else r.text}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"expired {r.json()['expired']} cached entries")
+
+
+@keys_app.command("new")
+def keys_new(
+    name: str = typer.Option(..., help="who the key is for, e.g. autonomite-dashboard"),
+    client_id: str = typer.Option(None, help="bind the key to one client; omit for an admin key"),
+) -> None:
+    """Generate an API key: the key goes to stderr once; the hashed entry for ORCH_API_KEYS_FILE to stdout."""
+    key = generate()
+    typer.echo(f"API key (shown once, store it now): {key}", err=True)
+    typer.echo(entry_yaml(name=name, key=key, client_id=client_id), nl=False)

@@ -1,0 +1,270 @@
+"""The Supabase tenant store: clients from the platform project, agents from each client's project.
+
+The one adapter for supabase-py. It uses supabase-py's *async* client on purpose: the
+orchestrator is an asyncio service, so lookups never block the event loop and need no thread
+pool. One `httpx.AsyncClient` with explicit timeouts is shared by every project's client (the
+platform's and each client's own), and tests inject its transport. Retries are supabase-py's
+own (GET/HEAD on 503/520/network errors, bounded); nothing is stacked on top, and the outage
+cache (cache.py) bridges what those retries cannot.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from postgrest.exceptions import APIError
+from pydantic import SecretStr, ValidationError
+from supabase import AsyncClient, AsyncClientOptions
+
+from ..credentials import CredentialError, MasterKeys, open_sealed, unwrap_data_key
+from ..errors import Conflict, DependencyUnavailable, NotFound
+from ..models import Agent, Client, LiveKitCredentials, Resources
+from ..naming import normalise_slug
+from . import unknown_agent, unknown_agent_id, unknown_client
+from .cache import OutageCache
+
+log = logging.getLogger(__name__)
+
+CLIENT_COLUMNS = "id,name,active,livekit_url,livekit_api_key,livekit_api_secret,supabase_url,supabase_service_key,data_key"
+CONFIG_COLUMNS = "instructions,voice,greeting,model,image,memory,cpus,pids"
+# One round trip: the agent with its configuration embedded through the agent_id foreign key.
+AGENT_SELECT = f"id,slug,name,agent_configurations({CONFIG_COLUMNS})"
+MAX_SLUGS = 1000
+
+
+@dataclass(frozen=True)
+class _Tenant:
+    """A client plus the project its agents live in (its own, or the platform's)."""
+
+    client: Client
+    project_url: str
+    project_key: SecretStr
+
+
+class SupabaseTenantStore:
+    """TenantStore over supabase-py; every failure is NotFound (404) or DependencyUnavailable (503)."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        service_key: SecretStr,
+        master_keys: MasterKeys,
+        timeout_s: float = 5.0,
+        retry: bool = True,
+        ttl_s: float = 60.0,
+        max_stale_s: float = 3600.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = url.rstrip("/")
+        self._key = service_key
+        self._master_keys = master_keys
+        self._timeout_s = timeout_s
+        self._retry = retry
+        # Explicit timeouts (connect/read/write/pool) instead of httpx's or supabase-py's defaults.
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), transport=transport, follow_redirects=False)
+        self._projects: dict[tuple[str, str], AsyncClient] = {}
+        self._clients: OutageCache[_Tenant] = OutageCache(ttl_s=ttl_s, max_stale_s=max_stale_s, what="platform Supabase", clock=clock)
+        self._agents: OutageCache[Agent] = OutageCache(ttl_s=ttl_s, max_stale_s=max_stale_s, what="client Supabase", clock=clock)
+        self._by_key: OutageCache[tuple[str, ...]] = OutageCache(ttl_s=ttl_s, max_stale_s=max_stale_s, what="platform Supabase", clock=clock)
+
+    # -- TenantStore -------------------------------------------------------------------------
+
+    async def get_client(self, client_id: str) -> Client:
+        return (await self._tenant(client_id)).client
+
+    async def get_agent(self, client: Client, slug: str) -> Agent:
+        tenant = await self._tenant(client.id)
+        return await self._agents.get(
+            (client.id, "slug", slug), lambda: self._fetch_agent(tenant, "slug", slug), label=f"agent '{slug}' of client {client.id}"
+        )
+
+    async def get_agent_by_id(self, client: Client, agent_id: str) -> Agent:
+        try:
+            canonical = str(uuid.UUID(agent_id))
+        except ValueError:
+            # agents.id is a uuid column: PostgREST would answer 400, which is the caller's mistake.
+            raise unknown_agent_id(client, agent_id) from None
+        tenant = await self._tenant(client.id)
+        return await self._agents.get(
+            (client.id, "id", canonical), lambda: self._fetch_agent(tenant, "id", canonical), label=f"agent {canonical} of client {client.id}"
+        )
+
+    async def list_agent_slugs(self, client: Client) -> list[str]:
+        tenant = await self._tenant(client.id)
+        query = self._project(tenant).table("agents").select("slug").eq("client_id", client.id).order("slug").limit(MAX_SLUGS)
+        return [r["slug"] for r in await self._rows(f"agents of client {client.id}", query)]
+
+    async def clients_for_livekit_key(self, api_key: str) -> list[Client]:
+        ids = await self._by_key.get(api_key, lambda: self._fetch_ids_for_key(api_key), label="clients of a LiveKit key")
+        return [await self.get_client(i) for i in ids]
+
+    async def invalidate(self, client_id: str | None = None) -> int:
+        if client_id is None:
+            return self._clients.invalidate() + self._agents.invalidate() + self._by_key.invalidate()
+        return (
+            self._clients.invalidate(lambda k: k == client_id)
+            + self._agents.invalidate(lambda k: isinstance(k, tuple) and k[0] == client_id)
+            + self._by_key.invalidate()
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- platform project --------------------------------------------------------------------
+
+    async def _tenant(self, client_id: str) -> _Tenant:
+        return await self._clients.get(client_id, lambda: self._fetch_tenant(client_id), label=f"client {client_id}")
+
+    async def _fetch_tenant(self, client_id: str) -> _Tenant:
+        query = self._platform().table("clients").select(CLIENT_COLUMNS).eq("id", client_id).limit(1)
+        rows = await self._rows(f"client {client_id}", query)
+        if not rows:
+            raise unknown_client(client_id)
+        row = rows[0]
+        if not row.get("active", True):
+            raise NotFound(f"client '{client_id}' is deactivated", details={"field": "client_id"})
+        return self._tenant_from_row(row)
+
+    async def _fetch_ids_for_key(self, api_key: str) -> tuple[str, ...]:
+        query = self._platform().table("clients").select("id,active").eq("livekit_api_key", api_key).limit(100)
+        return tuple(r["id"] for r in await self._rows("clients of a LiveKit key", query) if r.get("active", True))
+
+    def _tenant_from_row(self, row: dict[str, Any]) -> _Tenant:
+        cid = str(row["id"])
+        try:
+            data_key = unwrap_data_key(self._master_keys, client_id=cid, wrapped=row["data_key"])
+            secret = open_sealed(data_key, client_id=cid, column="livekit_api_secret", token=row["livekit_api_secret"])
+            own_url, own_key = row.get("supabase_url"), row.get("supabase_service_key")
+            project_key = (
+                SecretStr(open_sealed(data_key, client_id=cid, column="supabase_service_key", token=own_key))
+                if own_url and own_key else self._key
+            )
+            client = Client(
+                id=cid, name=row["name"],
+                livekit=LiveKitCredentials(url=row["livekit_url"], api_key=row["livekit_api_key"], api_secret=SecretStr(secret)),
+            )
+        except CredentialError as exc:
+            raise DependencyUnavailable(f"credentials of client {cid} cannot be decrypted: {exc}", retry_after=60) from None
+        except (KeyError, TypeError, ValidationError) as exc:
+            raise DependencyUnavailable(f"client {cid}'s row in the platform project is malformed ({type(exc).__name__})") from None
+        return _Tenant(client=client, project_url=(own_url or self._url).rstrip("/"), project_key=project_key)
+
+    # -- client projects ---------------------------------------------------------------------
+
+    async def _fetch_agent(self, tenant: _Tenant, column: str, value: str) -> Agent:
+        cid = tenant.client.id
+        query = self._project(tenant).table("agents").select(AGENT_SELECT).eq("client_id", cid).eq(column, value).limit(1)
+        rows = await self._rows(f"agent {value} of client {cid}", query)
+        if not rows:
+            if column == "slug":
+                raise unknown_agent(tenant.client, value, await self.list_agent_slugs(tenant.client))
+            raise unknown_agent_id(tenant.client, value)
+        return agent_from_row(rows[0], client_id=cid)
+
+    # -- supabase-py -------------------------------------------------------------------------
+
+    def _platform(self) -> AsyncClient:
+        return self._supabase(self._url, self._key)
+
+    def _project(self, tenant: _Tenant) -> AsyncClient:
+        return self._supabase(tenant.project_url, tenant.project_key)
+
+    def _supabase(self, url: str, key: SecretStr) -> AsyncClient:
+        cache_key = (url, key.get_secret_value())
+        if cache_key not in self._projects:
+            options = AsyncClientOptions(httpx_client=self._http, postgrest_client_retry=self._retry)
+            self._projects[cache_key] = AsyncClient(url, key.get_secret_value(), options)
+        return self._projects[cache_key]
+
+    async def _rows(self, what: str, query: Any) -> list[dict[str, Any]]:
+        """Run one PostgREST query; map every transport or API failure to a 503 naming what failed."""
+        try:
+            response = await query.execute()
+        except httpx.TimeoutException:
+            raise DependencyUnavailable(f"Supabase did not answer for {what} within {self._timeout_s:g} s") from None
+        except httpx.HTTPError as exc:
+            raise DependencyUnavailable(f"Supabase unreachable for {what}: {type(exc).__name__}: {exc}") from None
+        except APIError as exc:
+            raise DependencyUnavailable(f"Supabase refused the query for {what}: {exc.code or ''} {exc.message or ''}".strip()) from None
+        return list(response.data or [])
+
+
+def agent_from_row(row: dict[str, Any], *, client_id: str) -> Agent:
+    """An `agents` row with its embedded configuration (object, one-element list, or null) as an Agent."""
+    cfg = row.get("agent_configurations") or {}
+    if isinstance(cfg, list):
+        cfg = cfg[0] if cfg else {}
+    slug = str(row.get("slug", ""))
+    if normalise_slug(slug) != slug:
+        raise Conflict(
+            f"agent {row.get('id')} of client {client_id} has the non-canonical slug '{slug}' in its project; "
+            f"rename it to '{normalise_slug(slug)}'"
+        )
+    try:
+        return Agent(
+            id=str(row["id"]), slug=slug, name=row["name"],
+            instructions=cfg.get("instructions") or "", voice=cfg.get("voice") or "alloy",
+            greeting=cfg.get("greeting") or "", model=cfg.get("model") or "", image=cfg.get("image") or None,
+            resources=Resources(
+                memory=cfg.get("memory"),
+                cpus=float(cfg["cpus"]) if cfg.get("cpus") is not None else None,
+                pids=cfg.get("pids"),
+            ),
+        )
+    except (KeyError, TypeError, ValueError, ValidationError) as exc:
+        raise DependencyUnavailable(f"agent {row.get('id')} of client {client_id} is malformed in its project ({type(exc).__name__})") from None
+
+
+class PlatformWriter:
+    """The admin side of the platform `clients` table (CLI): upsert sealed rows, re-wrap data keys.
+
+    Same adapter and SDK as the store; writes are not retried by supabase-py (POST/PATCH).
+    """
+
+    def __init__(self, store: SupabaseTenantStore) -> None:
+        self._store = store
+
+    async def existing_data_key(self, client_id: str) -> str | None:
+        query = self._store._platform().table("clients").select("id,data_key").eq("id", client_id).limit(1)
+        rows = await self._store._rows(f"client {client_id}", query)
+        return rows[0]["data_key"] if rows else None
+
+    async def upsert(self, row: dict[str, Any], *, exists: bool) -> None:
+        table = self._store._platform().table("clients")
+        if exists:
+            query = table.update({k: v for k, v in row.items() if k != "id"}).eq("id", row["id"])
+        else:
+            query = table.upsert(row, on_conflict="id")
+        await self._store._rows(f"client {row['id']}", query)
+        await self._store.invalidate(row["id"])
+
+    async def data_keys(self) -> list[tuple[str, str]]:
+        query = self._store._platform().table("clients").select("id,data_key").order("id").limit(10000)
+        return [(r["id"], r["data_key"]) for r in await self._store._rows("all clients", query)]
+
+    async def set_data_key(self, client_id: str, wrapped: str) -> None:
+        query = self._store._platform().table("clients").update({"data_key": wrapped}).eq("id", client_id)
+        await self._store._rows(f"client {client_id}", query)
+
+
+def store_from_settings(settings: Any, *, transport: httpx.AsyncBaseTransport | None = None) -> SupabaseTenantStore:
+    """The store as configured by ORCH_SUPABASE_* and ORCH_MASTER_KEY* (Settings validated they are all there)."""
+    from ..credentials import parse_master_key
+
+    keys = MasterKeys(
+        keys={kid: parse_master_key(v.get_secret_value()) for kid, v in settings.master_keys.items()},
+        current=settings.master_key_id,
+    )
+    return SupabaseTenantStore(
+        url=settings.supabase_url, service_key=settings.supabase_service_key, master_keys=keys,
+        timeout_s=settings.supabase_timeout_s, retry=settings.supabase_retry,
+        ttl_s=settings.tenant_cache_ttl_s, max_stale_s=settings.tenant_cache_max_stale_s, transport=transport,
+    )
