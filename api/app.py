@@ -13,20 +13,23 @@ from fastapi import FastAPI
 from orchestrator import __version__
 from orchestrator.apikeys import KeyRing
 from orchestrator.livekit import LiveKitGateway
+from orchestrator.events import EventFeed
 from orchestrator.metrics import Metrics
 from orchestrator.models import ContainerKey
 from orchestrator.reconciler import Reconciler, utcnow
 from orchestrator.rooms import AgentLaunched, RoomRegistry
 from orchestrator.runtime import ContainerRuntime
 from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.sampler import UsageSampler
 from orchestrator.settings import Settings
+from orchestrator.telemetry import Telemetry
 from orchestrator.tenants import TenantStore
 from orchestrator.tenants.file_store import FileTenantStore
 from orchestrator.trigger import TriggerService
 from orchestrator.webhooks import WebhookIntake
 
 from . import errors
-from .routes import admin, health, metrics, spawn, tenants_admin, trigger, webhook
+from .routes import admin, dashboard, events, health, metrics, spawn, tenants_admin, trigger, webhook
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,13 @@ def create_app(
     tenants = tenants or build_tenants(settings)
     livekit = LiveKitGateway()
     registry = RoomRegistry()
+    metrics_ = Metrics()
+    telemetry = Telemetry(metrics=metrics_, feed=EventFeed(size=settings.event_buffer_size))
+    sampler = UsageSampler(
+        runtime=runtime, scope=settings.scope, interval_s=settings.usage_sample_interval_s,
+        concurrency=settings.usage_sample_concurrency,
+        on_error=lambda dependency: metrics_.dependency_errors.labels(dependency=dependency).inc(),
+    )
 
     def launched(key: ContainerKey) -> None:
         registry.apply(key.client_id, key.room, AgentLaunched(), now=utcnow())
@@ -69,27 +79,35 @@ def create_app(
         settings=settings, tenants=tenants, livekit=livekit, runtime=runtime, on_launched=launched
     )
     reconciler = Reconciler(
-        settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=trigger_service, registry=registry
+        settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=trigger_service, registry=registry,
+        on_pass=telemetry.reconcile_pass,
     )
+
+    def on_docker_event(action: str, name: str) -> None:
+        reconciler.wake()
+        telemetry.container_event(action, name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = stop_events = None
+        task = stop_events = sampling = None
+        if settings.usage_sampling_enabled:
+            sampling = asyncio.create_task(sampler.run_forever(), name="usage-sampler")
         if settings.reconcile_enabled:
             # The first pass rebuilds room state from Docker labels + LiveKit (nothing else survives a restart).
             task = asyncio.create_task(reconciler.run_forever(), name="reconciler")
             if settings.docker_events_enabled:
                 loop = asyncio.get_running_loop()
                 stop_events = runtime.follow_events(
-                    scope=settings.scope, on_event=lambda action, name: loop.call_soon_threadsafe(reconciler.wake)
+                    scope=settings.scope, on_event=lambda action, name: loop.call_soon_threadsafe(on_docker_event, action, name)
                 )
         yield
         if stop_events is not None:
             stop_events()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for running in (task, sampling):
+            if running is not None:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
         await livekit.aclose()
         runtime.close()
         aclose = getattr(tenants, "aclose", None)
@@ -99,12 +117,20 @@ def create_app(
     app = FastAPI(title="Agent container orchestrator", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.runtime = runtime
-    app.state.metrics = Metrics()
+    app.state.metrics = metrics_
+    app.state.telemetry = telemetry
+    app.state.feed = telemetry.feed
+    app.state.sampler = sampler
+    metrics_.agent_limit.labels(limit="total").set(settings.max_agents_total)
+    metrics_.agent_limit.labels(limit="per_client").set(settings.max_agents_per_client)
     app.state.trigger = trigger_service
     app.state.tenants = tenants
     app.state.api_keys = build_keyring(settings)
     app.state.reconciler = reconciler
-    app.state.webhooks = WebhookIntake(registry=registry, on_change=reconciler.wake)
+    app.state.webhooks = WebhookIntake(
+        registry=registry, on_change=reconciler.wake,
+        on_event=lambda notice, client_id, before, after: telemetry.room_event(notice.event, notice.identity, client_id, before, after),
+    )
     errors.install(app)
     app.include_router(health.router)
     app.include_router(trigger.router)
@@ -113,4 +139,7 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(spawn.router)
     app.include_router(tenants_admin.router)
+    app.include_router(events.router)
+    app.include_router(dashboard.router)
+    dashboard.mount_static(app)
     return app

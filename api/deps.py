@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from orchestrator.events import EventFeed
 from orchestrator.metrics import Metrics
+from orchestrator.sampler import UsageSampler
 from orchestrator.reconciler import Reconciler
 from orchestrator.runtime import ContainerRuntime
 from orchestrator.settings import Settings
@@ -57,3 +59,15 @@ TenantsDep = Annotated[TenantStore, Depends(_tenants)]
 # Authentication (api/auth.py): a route that declares one of these needs an API key.
 PrincipalDep = Annotated[Principal, Depends(require_api_key)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def _feed(request: Request) -> EventFeed:
+    return request.app.state.feed
+
+
+def _sampler(request: Request) -> UsageSampler:
+    return request.app.state.sampler
+
+
+FeedDep = Annotated[EventFeed, Depends(_feed)]
+SamplerDep = Annotated[UsageSampler, Depends(_sampler)]

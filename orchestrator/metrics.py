@@ -30,3 +30,16 @@ class Metrics:
         )
         self.agent_cpu = Gauge("orchestrator_agent_cpu_ratio", "Agent container CPU use (1 = one core)", ["container", "client_id", "agent"], registry=r)
         self.agent_memory = Gauge("orchestrator_agent_memory_bytes", "Agent container memory use", ["container", "client_id", "agent"], registry=r)
+        # Added with the operator surface (issue 7): what the alert rules in deploy/alerts.yml need.
+        self.reconcile_removals = Counter(
+            "orchestrator_reconcile_removals", "Containers removed by the reconciler, by why", ["reason"], registry=r
+        )
+        self.restart_give_ups = Counter("orchestrator_agent_restart_give_ups", "Crashed agents given up on after the restart cap", registry=r)
+        self.container_deaths = Counter("orchestrator_container_deaths", "Docker die/oom events of managed containers", ["event"], registry=r)
+        self.rooms_grace_overdue = Gauge(
+            "orchestrator_rooms_grace_overdue", "Rooms still in grace although their grace period has ended", registry=r
+        )
+        self.agent_limit = Gauge("orchestrator_agent_limit", "Configured agent limits", ["limit"], registry=r)
+        self.usage_sample_age = Gauge(
+            "orchestrator_usage_sample_age_seconds", "Age of the newest CPU/memory sample (background sampler)", registry=r
+        )

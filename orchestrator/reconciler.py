@@ -114,8 +114,10 @@ class Reconciler:
         launcher: Launcher,
         registry: RoomRegistry | None = None,
         clock: Callable[[], datetime] = utcnow,
+        on_pass: Callable[["PassReport"], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_pass = on_pass  # metrics and the lifecycle feed hear every finished pass (dry runs too)
         self.registry = registry or RoomRegistry()
         self.restarts: dict[ContainerKey, RestartRecord] = {}
         self.heartbeat: datetime | None = None  # end of the last loop iteration; /healthz reads it
@@ -205,6 +207,7 @@ class Reconciler:
                 report.observe_error = str(exc)
                 log.error("reconcile: could not observe Docker: %s", exc)
                 self.last_report = report
+                self._report(report)
                 return report
             self._sync_registry(observed)
             now = self._clock()
@@ -223,7 +226,16 @@ class Reconciler:
                     "reconcile: %d actions (%d failed) in %.2fs", len(actions), report.failed, report.duration_s,
                     extra={"actions": [r.to_dict() for r in report.results]},
                 )
+            self._report(report)
             return report
+
+    def _report(self, report: PassReport) -> None:
+        if self._on_pass is None:
+            return
+        try:
+            self._on_pass(report)
+        except Exception:  # telemetry must never break a pass
+            log.exception("reconcile pass observer failed")
 
     def _after(self, observed: Observed, results: list[ActionResult], now: datetime) -> None:
         """Book-keeping after executing: restart attempts, closed rooms forgotten."""

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     max_agents_total: int = Field(default=50, ge=1)
     limit_retry_after_s: int = Field(default=10, ge=1)
 
+    # Operator surface (issue 7): per-agent CPU/memory sampled in the background, never inside a scrape.
+    usage_sampling_enabled: bool = True
+    usage_sample_interval_s: float = Field(default=15.0, gt=0)
+    usage_sample_concurrency: int = Field(default=4, ge=1)  # one-shot stats calls in flight at once
+    event_buffer_size: int = Field(default=500, ge=10)  # lifecycle events kept for the dashboard / SSE
+
     # HTTP server.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

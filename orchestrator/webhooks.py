@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from .livekit import WebhookNotice
-from .rooms import Event, ParticipantJoined, ParticipantLeft, RoomFinished, RoomRegistry
+from .rooms import Event, ParticipantJoined, ParticipantLeft, Room, RoomFinished, RoomRegistry
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,13 @@ def room_event(notice: WebhookNotice) -> Event | None:
 class WebhookIntake:
     """Remembers recent event ids (LiveKit retries deliveries) and feeds the registry."""
 
-    def __init__(self, *, registry: RoomRegistry, on_change: Callable[[], None], remember: int = 10_000) -> None:
+    def __init__(
+        self, *, registry: RoomRegistry, on_change: Callable[[], None], remember: int = 10_000,
+        on_event: Callable[[WebhookNotice, str, Room, Room], None] | None = None,
+    ) -> None:
         self._registry = registry
         self._on_change = on_change
+        self._on_event = on_event  # (notice, client_id, before, after): the lifecycle feed hears every room event
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
 
@@ -49,6 +53,8 @@ class WebhookIntake:
         for client_id in client_ids:
             before, after = self._registry.apply(client_id, notice.room, event, now=now)
             changed |= (before.state, before.since) != (after.state, after.since)
+            if self._on_event is not None:
+                self._on_event(notice, client_id, before, after)
             log.info(
                 "webhook %s %s: %s → %s", notice.event, notice.identity or "-", before.state.value, after.state.value,
                 extra={"client_id": client_id, "room": notice.room, "event_id": notice.id},

@@ -5,6 +5,7 @@ Every route here needs an admin key (router-level dependency).
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -14,7 +15,7 @@ from orchestrator.models import ContainerStatus
 from orchestrator.naming import Label, validate_room
 
 from ..auth import require_admin
-from ..deps import ReconcilerDep, RuntimeDep, SettingsDep
+from ..deps import ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -75,14 +76,19 @@ async def reconcile_now(reconciler: ReconcilerDep, dry_run: bool = Query(False))
 
 
 @router.get("/containers")
-async def containers(runtime: RuntimeDep, settings: SettingsDep) -> dict[str, Any]:
+async def containers(runtime: RuntimeDep, settings: SettingsDep, sampler: SamplerDep) -> dict[str, Any]:
     rows = await runtime.list_managed(scope=settings.scope)
+    now = datetime.now(timezone.utc)
+    usage = sampler.latest  # the background sampler's last one-shot stats: no Docker call per container here
     return {
         "containers": [
             {
                 "name": c.name, "id": c.id[:12], "status": c.status.value, "health": c.health.value,
                 "exit_code": c.exit_code, "client_id": c.labels.get(Label.CLIENT_ID), "agent": c.labels.get(Label.AGENT_SLUG),
                 "room": c.labels.get(Label.ROOM), "created_at": c.labels.get(Label.CREATED_AT),
+                "age_s": int((now - c.created_at).total_seconds()) if c.created_at else None,
+                "cpu_ratio": round(u.cpu_ratio, 4) if (u := usage.get(c.name)) and u.cpu_ratio is not None else None,
+                "memory_bytes": u.memory_bytes if u else None,
             }
             for c in sorted(rows, key=lambda c: c.name)
         ]

@@ -1,24 +1,31 @@
-"""GET /metrics: Prometheus text format; container gauges are refreshed from Docker at scrape time."""
+"""GET /metrics: Prometheus text format. Gauges are refreshed at scrape time from cheap in-memory views
+(containers from one labelled Docker list, rooms from the room registry, CPU/memory from the background
+sampler's latest samples): a scrape never makes a Docker call per container."""
 
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.models import ContainerStatus
+from orchestrator.rooms import grace_remaining
+from orchestrator.telemetry import room_state_counts
 
 from ..auth import require_admin
-from ..deps import MetricsDep, RuntimeDep, SettingsDep
+from ..deps import MetricsDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
 
 # Admin key needed (Prometheus sends it as a bearer token): per-client figures are not for every caller.
 router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)])
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics_endpoint(metrics: MetricsDep, runtime: RuntimeDep, settings: SettingsDep) -> Response:
+async def metrics_endpoint(
+    metrics: MetricsDep, runtime: RuntimeDep, settings: SettingsDep, reconciler: ReconcilerDep, sampler: SamplerDep
+) -> Response:
     try:
         states = Counter(c.status.value for c in await runtime.list_managed(scope=settings.scope))
     except OrchestratorError:
@@ -26,4 +33,21 @@ async def metrics_endpoint(metrics: MetricsDep, runtime: RuntimeDep, settings: S
     else:
         for state in ContainerStatus:
             metrics.containers.labels(state=state.value).set(states.get(state.value, 0))
+    now = datetime.now(timezone.utc)
+    rooms = list(reconciler.registry.rooms.values())
+    for state, count in room_state_counts(rooms).items():
+        metrics.rooms.labels(state=state).set(count)
+    metrics.rooms_grace_overdue.set(
+        sum(grace_remaining(r, now=now, grace_s=settings.grace_period_s) == 0 for r in rooms)
+    )
+    metrics.agent_cpu.clear()  # containers gone since the last sample must not linger as flat lines
+    metrics.agent_memory.clear()
+    for u in sampler.latest.values():
+        labels = {"container": u.container, "client_id": u.client_id, "agent": u.agent}
+        if u.cpu_ratio is not None:
+            metrics.agent_cpu.labels(**labels).set(round(u.cpu_ratio, 4))
+        if u.memory_bytes is not None:
+            metrics.agent_memory.labels(**labels).set(u.memory_bytes)
+    if sampler.last_pass_at is not None:
+        metrics.usage_sample_age.set((now - sampler.last_pass_at).total_seconds())
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from orchestrator.errors import OrchestratorError
 
-from ..deps import MetricsDep, PrincipalDep, TriggerDep
+from ..deps import FeedDep, MetricsDep, PrincipalDep, TriggerDep
 from ..schemas import AgentOut, ErrorBody, TriggerAgentRequest, TriggerAgentResponse
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
@@ -18,7 +18,7 @@ _ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 429,
 
 @router.post("/trigger-agent", response_model=TriggerAgentResponse, responses=_ERRORS)
 async def trigger_agent(
-    body: TriggerAgentRequest, service: TriggerDep, metrics: MetricsDep, principal: PrincipalDep
+    body: TriggerAgentRequest, service: TriggerDep, metrics: MetricsDep, principal: PrincipalDep, feed: FeedDep
 ) -> TriggerAgentResponse:
     """Reuse the agent's container for this room, or launch exactly one."""
     principal.require_client(body.client_id)
@@ -30,11 +30,21 @@ async def trigger_agent(
         )
     except OrchestratorError as exc:
         metrics.triggers.labels(outcome=exc.code).inc()
+        feed.publish(
+            "trigger", f"trigger {body.agent_slug} in {body.room_name or '(new room)'} failed: {exc.code}",
+            outcome=exc.code, client_id=body.client_id, agent=body.agent_slug, room=body.room_name, error=exc.message,
+        )
         if exc.code == "dependency_unavailable":
             metrics.dependency_errors.labels(dependency="docker" if "Docker" in exc.message else "livekit").inc()
         raise
     metrics.triggers.labels(outcome=r.outcome.value).inc()
-    metrics.trigger_seconds.labels(outcome=r.outcome.value).observe(time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    metrics.trigger_seconds.labels(outcome=r.outcome.value).observe(elapsed)
+    feed.publish(
+        "trigger", f"trigger {r.agent.slug} in {r.room}: {r.outcome.value} {r.container.name}",
+        outcome=r.outcome.value, client_id=r.client.id, agent=r.agent.slug, room=r.room, container=r.container.name,
+        latency_ms=round(elapsed * 1000, 1),
+    )
     return TriggerAgentResponse(
         status=r.outcome.value, client_id=r.client.id,
         agent=AgentOut(id=r.agent.id, slug=r.agent.slug, name=r.agent.name),

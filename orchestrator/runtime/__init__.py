@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..models import ContainerInfo, Frozen
 
@@ -48,6 +48,10 @@ class ContainerRuntime(Protocol):
     async def remove(self, name: str) -> None: ...
 
     async def logs_tail(self, name: str, *, lines: int = 20) -> str: ...
+
+    async def stats(self, name: str) -> dict[str, Any] | None:
+        """One immediate resource-usage sample (Docker's stats JSON); None when the container is gone."""
+        ...
 
     def follow_events(self, *, scope: str, on_event: Callable[[str, str], None]) -> Callable[[], None]:
         """Report container deaths/health changes as they happen; returns a stop function."""

@@ -13,7 +13,8 @@ from orchestrator.apikeys import entry_yaml, generate
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID
 
-OPEN = {("get", "/healthz"), ("post", "/api/v1/livekit/webhook")}
+# /dashboard is a static page without data: everything it shows comes from the admin endpoints below.
+OPEN = {("get", "/healthz"), ("post", "/api/v1/livekit/webhook"), ("get", "/dashboard")}
 # One representative, valid request per protected endpoint; a new route without a row here fails the coverage test.
 PROTECTED = {
     ("post", "/api/v1/trigger-agent"): {"agent_slug": "farah", "user_id": "u1", "client_id": CLIENT_ID, "room_name": "auth-room"},
@@ -25,6 +26,8 @@ PROTECTED = {
     ("post", "/api/v1/admin/rooms/{client_id}/{room}/close"): None,
     ("post", "/api/v1/admin/reconcile"): None,
     ("get", "/metrics"): None,
+    ("get", "/api/v1/admin/events"): None,
+    ("get", "/api/v1/admin/events/stream"): None,
 }
 ADMIN_ONLY = {k for k in PROTECTED if k[1].startswith("/api/v1/admin/") or k[1] == "/metrics"}
 
