@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     # Operator surface (issue 7): per-agent CPU/memory sampled in the background, never inside a scrape.
     usage_sampling_enabled: bool = True
     usage_sample_interval_s: float = Field(default=15.0, gt=0)
-    usage_sample_concurrency: int = Field(default=4, ge=1)  # one-shot stats calls in flight at once
+    # Engine 20.10 answers a one-shot stats call on its collector's next 1 s tick: a pass takes ~N/concurrency s.
+    usage_sample_concurrency: int = Field(default=8, ge=1)  # stats calls in flight at once (of docker_pool_size)
     event_buffer_size: int = Field(default=500, ge=10)  # lifecycle events kept for the dashboard / SSE
 
     # HTTP server.

@@ -1,0 +1,77 @@
+"""What a reconcile pass adds to the metrics and the feed (pure objects, a fresh registry per test)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from orchestrator.events import EventFeed
+from orchestrator.metrics import Metrics
+from orchestrator.models import ContainerKey
+from orchestrator.planner import DeleteRoom, GiveUp, RemoveContainer, RestartAgent, SetRoomMetadata
+from orchestrator.reconciler import ActionResult, PassReport
+from orchestrator.telemetry import Telemetry, removal_category
+
+KEY = ContainerKey(client_id="c1", agent_slug="farah", room="r1")
+
+
+@pytest.mark.parametrize(("reason", "category"), [
+    ("labels incomplete (no client/agent/room)", "orphan"),
+    ("unknown client 'x'", "orphan"),
+    ("unknown agent 'retired' for client 'c1'", "orphan"),
+    ("duplicate of agent_c1_farah_r1 for the same key", "duplicate"),
+    ("room finished or gone in LiveKit", "room_gone"),
+    ("older than the maximum lifetime (21600 s)", "lifetime"),
+    ("exited (code 137)", "exited"),
+    ("unhealthy", "unhealthy"),
+    ("created but never started", "never_started"),
+    ("grace period expired", "closed"),
+    ("closed by an operator", "closed"),
+])
+def test_removal_category(reason: str, category: str) -> None:
+    assert removal_category(reason) == category
+
+
+def value(m: Metrics, name: str, **labels: str) -> float:
+    return m.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_pass_report_moves_counters_and_feeds_events() -> None:
+    m, feed = Metrics(), EventFeed()
+    report = PassReport(started_at=datetime.now(timezone.utc), dry_run=False, duration_s=0.25,
+                        warnings=["LiveKit for client c1: unreachable"])
+    report.results = [
+        ActionResult(RemoveContainer(reason="unknown client 'x'", name="a", client_id="x", room="r"), ok=True),
+        ActionResult(RestartAgent(reason="exited (code 1)", name="b", key=KEY), ok=True),
+        ActionResult(RestartAgent(reason="exited (code 1)", name="c", key=KEY), ok=False, error="Docker engine unreachable"),
+        ActionResult(GiveUp(reason="gave up", name="d", key=KEY, attempts=5), ok=True),
+        ActionResult(DeleteRoom(reason="grace period expired", client_id="c1", room="r1"), ok=False, error="boom"),
+        ActionResult(SetRoomMetadata(reason="grace", client_id="c1", room="r1", metadata="{}"), ok=True),
+    ]
+    Telemetry(metrics=m, feed=feed).reconcile_pass(report)
+    assert value(m, "orchestrator_reconcile_seconds_count") == 1
+    assert value(m, "orchestrator_reconcile_actions_total", action="RemoveContainer", result="ok") == 1
+    assert value(m, "orchestrator_reconcile_actions_total", action="RestartAgent", result="failed") == 1
+    assert value(m, "orchestrator_reconcile_removals_total", reason="orphan") == 1
+    assert value(m, "orchestrator_agent_restarts_total") == 1  # only the restart that worked
+    assert value(m, "orchestrator_agent_restart_give_ups_total") == 1
+    assert value(m, "orchestrator_dependency_errors_total", dependency="docker") == 1
+    assert value(m, "orchestrator_dependency_errors_total", dependency="livekit") == 2  # the warning + DeleteRoom
+    events = feed.recent()
+    assert len(events) == 5  # grace-metadata book-keeping is not announced
+    assert events[1].to_dict()["client_id"] == "c1" and events[1].to_dict()["container"] == "b"
+    assert events[2].to_dict()["ok"] is False and events[2].to_dict()["error"] == "Docker engine unreachable"
+
+
+def test_dry_run_and_unobservable_docker() -> None:
+    m, feed = Metrics(), EventFeed()
+    t = Telemetry(metrics=m, feed=feed)
+    dry = PassReport(started_at=datetime.now(timezone.utc), dry_run=True, duration_s=0.1)
+    dry.results = [ActionResult(RemoveContainer(reason="unhealthy", name="a"), ok=True)]
+    t.reconcile_pass(dry)
+    assert value(m, "orchestrator_reconcile_seconds_count") == 0
+    assert value(m, "orchestrator_reconcile_actions_total", action="RemoveContainer", result="ok") == 0
+    t.reconcile_pass(PassReport(started_at=datetime.now(timezone.utc), dry_run=False, observe_error="socket gone"))
+    assert value(m, "orchestrator_dependency_errors_total", dependency="docker") == 1
+    assert feed.recent()[-1].to_dict()["ok"] is False
