@@ -167,7 +167,8 @@ function addEvent(ev) {
   const failed = ev.ok === false || (ev.kind === "trigger" && ev.error);
   const item = el("li", { "data-seq": ev.seq, "data-kind": ev.kind, class: failed ? "failed" : "" },
     el("span", { class: "muted" }, new Date(ev.at).toLocaleTimeString() + " "),
-    el("span", { class: "kind" }, ev.kind), " ", ev.message);
+    el("span", { class: "kind" }, ev.kind),
+    el("span", { class: "client", title: ev.client_id || "" }, ev.client_id ? ev.client_id.slice(0, 8) : ""), " ", ev.message);
   const list = $("#events");
   list.prepend(item);
   while (list.children.length > 200) list.lastChild.remove();
