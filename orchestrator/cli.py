@@ -56,30 +56,120 @@ def is_loopback(host: str) -> bool:
 
 
 @app.command()
-def ps(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """List this deployment's agent containers (like `docker ps`, with client, agent and room)."""
+def ps(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    url: str = typer.Option("http://127.0.0.1:8000", envvar="ORCH_URL", help="the running orchestrator (for room state)"),
+    api_key: str = typer.Option(None, envvar="ORCH_API_KEY", help="admin API key, when the server requires one"),
+    docker_only: bool = typer.Option(False, "--docker-only", help="do not ask the orchestrator API"),
+) -> None:
+    """List this deployment's agent containers, like `docker ps` with client, agent, room state, humans, health, age.
+
+    Room state, humans, CPU and memory come from the orchestrator API (ORCH_URL) when it answers; otherwise
+    the list comes from Docker alone (labels) and says so on stderr.
+    """
+    from .ps_view import API_COLUMNS, DOCKER_COLUMNS, table
+
+    rows, note = (None, "not asked (--docker-only)") if docker_only else _from_api(url, api_key)
+    if rows is None:
+        if not docker_only:
+            typer.echo(f"orchestrator API at {url}: {note}; showing Docker's view only", err=True)
+        rows, columns = _from_docker(), DOCKER_COLUMNS
+    else:
+        columns = API_COLUMNS
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        typer.echo(table(rows, columns))
+
+
+def _api_get(url: str, api_key: str | None, path: str) -> dict:  # type: ignore[type-arg]
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    resp = httpx.get(f"{url}{path}", headers=headers, timeout=5)
+    if resp.status_code in (401, 403):
+        raise PermissionError(resp.json().get("detail", resp.text))
+    resp.raise_for_status()
+    return resp.json()
+
+
+def _from_api(url: str, api_key: str | None) -> tuple[list[dict] | None, str]:  # type: ignore[type-arg]
+    import httpx
+
+    from .ps_view import join_rooms
+
+    try:
+        containers = _api_get(url, api_key, "/api/v1/admin/containers")["containers"]
+        rooms = _api_get(url, api_key, "/api/v1/admin/rooms")["rooms"]
+    except PermissionError as exc:
+        return None, f"refused ({exc}); set ORCH_API_KEY to an admin key"
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        return None, f"not reachable ({type(exc).__name__})"
+    return join_rooms(containers, rooms), "ok"
+
+
+def _from_docker() -> list[dict]:  # type: ignore[type-arg]
     from .runtime.docker import DockerRuntime
 
     settings = _settings()
-    rows = asyncio.run(DockerRuntime(base_url=settings.docker_host).list_managed(scope=settings.scope))
+    runtime = DockerRuntime(base_url=settings.docker_host)
+    try:
+        found = asyncio.run(runtime.list_managed(scope=settings.scope))
+    finally:
+        runtime.close()
     now = datetime.now(timezone.utc)
-    out = [
+    return [
         {
             "name": c.name, "status": c.status.value, "health": c.health.value,
             "client_id": c.labels.get(Label.CLIENT_ID, ""), "agent": c.labels.get(Label.AGENT_SLUG, ""),
             "room": c.labels.get(Label.ROOM, ""),
             "age_s": int((now - c.created_at).total_seconds()) if c.created_at else None,
         }
-        for c in sorted(rows, key=lambda c: c.name)
+        for c in sorted(found, key=lambda c: c.name)
     ]
+
+
+@app.command()
+def close(
+    room: str = typer.Argument(..., help="the room name"),
+    client_id: str = typer.Option(None, "--client", help="client id (needed when several clients have a room of that name)"),
+    url: str = typer.Option("http://127.0.0.1:8000", envvar="ORCH_URL", help="the running orchestrator"),
+    api_key: str = typer.Option(None, envvar="ORCH_API_KEY", help="admin API key, when the server requires one"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Force-close a room now: its agent containers are stopped and the LiveKit room is deleted."""
+    import httpx
+
+    from .ps_view import rooms_named
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        if client_id is None:
+            rooms = _api_get(url, api_key, "/api/v1/admin/rooms")["rooms"]
+            containers = _api_get(url, api_key, "/api/v1/admin/containers")["containers"]
+            owners = rooms_named(rooms, containers, room)
+            if len(owners) != 1:
+                why = "no client has" if not owners else f"several clients have ({', '.join(owners)}); pass --client for"
+                typer.echo(f"{why} a room named {room!r} with an agent of this deployment", err=True)
+                raise typer.Exit(1)
+            client_id = owners[0]
+        resp = httpx.post(f"{url}/api/v1/admin/rooms/{client_id}/{room}/close", headers=headers, timeout=60)
+    except PermissionError as exc:
+        typer.echo(f"refused: {exc}; set ORCH_API_KEY to an admin key", err=True)
+        raise typer.Exit(1) from None
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach the orchestrator at {url}: {type(exc).__name__}", err=True)
+        raise typer.Exit(2) from None
+    data = resp.json()
     if as_json:
-        typer.echo(json.dumps(out, indent=2))
-        return
-    cols = ["name", "status", "health", "client_id", "agent", "room", "age_s"]
-    widths = {c: max([len(c)] + [len(str(r[c])) for r in out]) for c in cols}
-    typer.echo("  ".join(c.upper().ljust(widths[c]) for c in cols))
-    for r in out:
-        typer.echo("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+        typer.echo(json.dumps(data, indent=2))
+    elif resp.status_code == 200:
+        actions = data["pass"]["actions"]
+        done = [f"{a['kind']} {a.get('name') or a.get('room')}" + ("" if a["ok"] else f" (failed: {a.get('error')})") for a in actions]
+        typer.echo(f"closed room {room} of client {client_id}: " + ("; ".join(done) or "nothing left to do"))
+    else:
+        typer.echo(f"error {resp.status_code}: {data.get('detail')}", err=True)
+    raise typer.Exit(0 if resp.status_code == 200 else 1)
 
 
 @app.command()

@@ -43,6 +43,15 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def log_fields(action: Action) -> dict[str, Any]:
+    """An action as log context: `name` is reserved by LogRecord (logging raises KeyError), so it becomes `container`."""
+    fields = action.to_dict()
+    if "name" in fields:
+        fields["container"] = fields.pop("name")
+    fields.pop("key", None)  # client/agent/room are already there or in `container`; no nested dicts in log lines
+    return fields
+
+
 class Launcher(Protocol):
     """What a restart needs from the trigger path (TriggerService implements it)."""
 
@@ -263,7 +272,7 @@ class Reconciler:
             return ActionResult(action, ok=True)
         except Exception as exc:  # reported in the pass summary, not raised: the pass goes on
             message = exc.message if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
-            log.warning("reconcile action %s failed: %s", action.kind, message, extra=action.to_dict())
+            log.warning("reconcile action %s failed: %s", action.kind, message, extra=log_fields(action))
             return ActionResult(action, ok=False, error=message)
         return ActionResult(action, ok=True)
 
@@ -280,7 +289,7 @@ class Reconciler:
                 await self._launcher.launch_for_key(key, mode=Mode(mode))
             case GiveUp(name=name):
                 tail = await self._runtime.logs_tail(name, lines=20)
-                log.error("giving up on %s: %s; last log lines:\n%s", name, action.reason, tail, extra=action.to_dict())
+                log.error("giving up on %s: %s; last log lines:\n%s", name, action.reason, tail, extra=log_fields(action))
                 await self._runtime.remove(name)
             case DeleteRoom(client_id=client_id, room=room):
                 client = await self._tenants.get_client(client_id)
@@ -293,7 +302,7 @@ class Reconciler:
 
     async def _log_tail(self, name: str, action: Action) -> None:
         tail = await self._runtime.logs_tail(name, lines=20)
-        log.info("%s %s (%s); last log lines:\n%s", action.kind, name, action.reason, tail, extra=action.to_dict())
+        log.info("%s %s (%s); last log lines:\n%s", action.kind, name, action.reason, tail, extra=log_fields(action))
 
     # ---- the loop -------------------------------------------------------------------------
 
