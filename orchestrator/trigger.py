@@ -82,16 +82,8 @@ class TriggerService:
         room = validate_room(room_name) if room_name else generated_room(agent.id, secrets.token_hex(4))
         ctx = {"client_id": client.id, "agent_slug": agent.slug, "room": room}
         s = self._settings
-        await self._livekit.ensure_room(
-            client.livekit,
-            room=room,
-            metadata=room_metadata(agent=agent, client_id=client.id),
-            empty_timeout_s=s.room_empty_timeout_s,
-            departure_timeout_s=s.room_departure_timeout_s,
-        )
         key = ContainerKey(client_id=client.id, agent_slug=agent.slug, room=room)
-        async with self._locks.hold(key):
-            outcome, info = await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
+        outcome, info = await self._settle(key, client=client, agent=agent, mode=mode)
         if self._on_launched is not None:
             self._on_launched(key)
         image = agent.image or s.agent_image
@@ -110,6 +102,12 @@ class TriggerService:
         """The reconciler's restart path: same tenant lookup, room, lock and launch as a trigger."""
         client = await self._tenants.get_client(key.client_id)
         agent = await self._tenants.get_agent(client, key.agent_slug)
+        return await self._settle(key, client=client, agent=agent, mode=mode)
+
+    async def _settle(
+        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode
+    ) -> tuple[TriggerOutcome, ContainerInfo]:
+        """The room first (with timeouts covering the grace period), then the container under the key's lock."""
         s = self._settings
         await self._livekit.ensure_room(
             client.livekit, room=key.room, metadata=room_metadata(agent=agent, client_id=client.id),
