@@ -28,6 +28,9 @@ class LifecycleEvent:
         return {"seq": self.seq, "at": self.at.isoformat(), "kind": self.kind, "message": self.message, **self.fields}
 
 
+_CLOSED: Any = object()  # put in every subscriber's queue by close()
+
+
 class EventFeed:
     """Ring buffer plus live subscribers; `seq` increases by one per event, so a reconnect can resume."""
 
@@ -36,6 +39,7 @@ class EventFeed:
         self._seq = itertools.count(1)
         self._subscribers: set[asyncio.Queue[LifecycleEvent]] = set()
         self._queue_size = subscriber_queue
+        self._closed = False
 
     def publish(self, kind: str, message: str, **fields: Any) -> LifecycleEvent:
         event = LifecycleEvent(
@@ -48,6 +52,14 @@ class EventFeed:
                 queue.get_nowait()  # drop this subscriber's oldest: a stalled browser must not grow memory
             queue.put_nowait(event)
         return event
+
+    def close(self) -> None:
+        """End every live subscription (server shutdown): open streams must not hold a graceful stop hostage."""
+        self._closed = True
+        for queue in self._subscribers:
+            while queue.full():
+                queue.get_nowait()
+            queue.put_nowait(_CLOSED)
 
     def recent(self, *, after: int = 0, limit: int | None = None) -> list[LifecycleEvent]:
         events = [e for e in self._buffer if e.seq > after]
@@ -63,6 +75,8 @@ class EventFeed:
         Yields None after `idle_s` without an event (SSE sends a keep-alive comment then).
         """
         queue: asyncio.Queue[LifecycleEvent] = asyncio.Queue(maxsize=self._queue_size)
+        if self._closed:
+            return
         self._subscribers.add(queue)  # subscribe before replaying so nothing falls between the two
         try:
             last = after
@@ -75,6 +89,8 @@ class EventFeed:
                 except asyncio.TimeoutError:
                     yield None
                     continue
+                if event is _CLOSED:
+                    return
                 if event.seq > last:
                     last = event.seq
                     yield event

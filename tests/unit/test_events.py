@@ -51,3 +51,19 @@ async def test_idle_yields_keepalive_and_slow_subscriber_drops_oldest() -> None:
     assert seqs == [8, 9, 10]  # only the newest three were kept for it
     await stream.aclose()
     assert feed.subscribers == 0
+
+
+async def test_close_ends_live_streams_and_refuses_new_ones() -> None:
+    feed = EventFeed()
+    stream = feed.follow(idle_s=30)
+    pending = asyncio.ensure_future(anext(stream))
+    while feed.subscribers == 0:
+        await asyncio.sleep(0)
+    feed.close()
+    try:
+        await asyncio.wait_for(pending, 1)
+        raise AssertionError("the stream should have ended")
+    except StopAsyncIteration:
+        pass
+    assert feed.subscribers == 0
+    assert [e async for e in feed.follow()] == []
