@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -125,8 +126,12 @@ def test_docker_compose_file_is_valid_and_scoped(tmp_path: Path) -> None:
     out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
                          env={**base, "ORCH_SCOPE": "tenant-a"}, capture_output=True, text=True, check=True).stdout
     services = yaml.safe_load(out)["services"]
-    assert set(services) == {"orchestrator", "reconciler"}
-    for svc in services.values():
+    assert set(services) == {"orchestrator", "reconciler", "livekit"}  # livekit: only with --profile livekit
+    assert re.fullmatch(r"livekit/livekit-server:v\d+\.\d+\.\d+", services["livekit"]["image"])  # pinned
+    assert services["livekit"]["profiles"] == ["livekit"]
+    hook = yaml.safe_load((ROOT / "deploy" / "livekit.yaml").read_text())["webhook"]
+    assert hook["urls"] == ["http://127.0.0.1:8000/api/v1/livekit/webhook"]
+    for svc in (services["orchestrator"], services["reconciler"]):
         assert svc["environment"]["ORCH_SCOPE"] == "tenant-a"
         assert "/var/run/docker.sock:/var/run/docker.sock:rw" in svc["volumes"]
     missing = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
