@@ -176,3 +176,14 @@ async def test_sampler_bounds_concurrent_stats_calls(scope: str, docker_client: 
     assert set(sampler.latest) == {c.name for c in made}
     assert all(u.memory_bytes and u.cpu_ratio is not None for u in sampler.latest.values())
     print(f"\n2 sampling passes over 6 containers with concurrency 2: {took:.2f}s")
+
+
+async def test_spawn_counts_like_a_trigger(make_settings: Callable[..., Settings]) -> None:
+    async with app_client(make_settings(usage_sampling_enabled=False)) as api:
+        r = await api.post("/api/v1/agents/agent-farah/spawn", json={"client_id": CLIENT_ID})
+        assert r.status_code == 200, r.text
+        assert (await api.post("/api/v1/agents/agent-nope/spawn", json={"client_id": CLIENT_ID})).status_code == 404
+        assert await value(api, "orchestrator_triggers_total", outcome="created") == 1
+        assert await value(api, "orchestrator_triggers_total", outcome="not_found") == 1
+        events = [e for e in (await api.get("/api/v1/admin/events")).json()["events"] if e["kind"] == "trigger"]
+        assert [(e["outcome"], e.get("room")) for e in events] == [("created", r.json()["room_name"]), ("not_found", None)]
