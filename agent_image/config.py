@@ -162,7 +162,7 @@ def parse_env(env: Mapping[str, str]) -> AgentEnv:
         agent=agent,
         grace_s=_seconds(env, "AGENT_GRACE_SECONDS", 60.0),
         failsafe_margin_s=_seconds(env, "AGENT_FAILSAFE_MARGIN_SECONDS", 30.0),
-        connect_timeout_s=_seconds(env, "AGENT_CONNECT_TIMEOUT_SECONDS", 10.0, minimum=0.5),
+        connect_timeout_s=_seconds(env, "AGENT_CONNECT_TIMEOUT_SECONDS", 15.0, minimum=0.5),
         unhealthy_after_s=_seconds(env, "AGENT_UNHEALTHY_AFTER_SECONDS", 15.0),
         health_file=env.get("AGENT_HEALTH_FILE", "").strip() or "/tmp/agent-health.json",
         llm_key_env=key_env,

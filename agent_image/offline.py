@@ -18,6 +18,8 @@ from .replies import CHAT_TOPIC, greeting, offline_reply
 
 log = logging.getLogger("agent_image.offline")
 
+SENDER_WAIT_S = 2.0
+
 
 def kind_of(participant: rtc.RemoteParticipant) -> Kind:
     return Kind.from_name(rtc.ParticipantKind.Name(participant.kind))
@@ -82,24 +84,34 @@ class OfflineBehaviour:
                     await source.capture_frame(frame)
             await source.capture_frame(quiet)  # capture_frame paces us at real time
 
-    def _sender_is_human(self, identity: str | None) -> bool:
-        participant = self._room.remote_participants.get(identity or "") if self._room else None
-        return participant is not None and is_human(kind_of(participant))
+    async def _sender_kind(self, identity: str) -> Kind | None:
+        """A text stream can arrive before the sender's participant_connected event: wait for it, briefly."""
+        deadline = asyncio.get_running_loop().time() + SENDER_WAIT_S
+        while True:
+            participant = self._room.remote_participants.get(identity) if self._room else None
+            if participant is not None:
+                return kind_of(participant)
+            if asyncio.get_running_loop().time() > deadline:
+                return None
+            await asyncio.sleep(0.05)
 
     def _on_text_stream(self, reader: rtc.TextStreamReader, sender: str) -> None:
-        if not self._sender_is_human(sender):
-            return  # never answer another agent: two agents would talk to each other forever
         self._spawn(self._answer_stream(reader, sender))
 
     async def _answer_stream(self, reader: rtc.TextStreamReader, sender: str) -> None:
         text = await reader.read_all()
+        kind = await self._sender_kind(sender)
+        if kind is None or not is_human(kind):
+            # Never answer another agent: two agents would talk to each other forever.
+            log.info("ignoring chat from %s (kind %s: not a human)", sender, kind.value if kind else "unknown")
+            return
         log.info("chat from %s (%d chars); answering", sender, len(text))
         await self._send(offline_reply(self._env.agent, text), to=sender)
 
     def _on_data(self, packet: rtc.DataPacket) -> None:
         if packet.topic != CHAT_TOPIC or packet.participant is None:
             return
-        if not self._sender_is_human(packet.participant.identity):
+        if not is_human(kind_of(packet.participant)):
             return
         text = packet.data.decode("utf-8", errors="replace")
         log.info("data message from %s (%d bytes); answering", packet.participant.identity, len(packet.data))

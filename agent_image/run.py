@@ -18,6 +18,7 @@ from .offline import OfflineBehaviour, kind_of
 log = logging.getLogger("agent_image")
 
 TICK_S = 1.0
+ATTEMPT_TIMEOUT_S = 5.0  # one signal connection attempt
 LEAVE_TIMEOUT_S = 3.0  # well inside Docker's stop timeout, so we leave before SIGKILL
 
 
@@ -116,10 +117,10 @@ class Supervisor:
             env.agent.identity, env.agent.name, env.room, env.mode.value, behaviour.name,
             "" if env.uses_llm else f" (no {env.llm_key_env} set: built-in offline mode)",
         )
-        timeout = env.connect_timeout_s * 2 + 1  # the SDK may retry once; this bounds it all
-        connect = asyncio.ensure_future(
-            self.room.connect(env.livekit_url, env.token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=env.connect_timeout_s))
-        )
+        # The SDK retries a failed signal connection itself (3 times); our deadline bounds all of it.
+        timeout = env.connect_timeout_s
+        options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=min(ATTEMPT_TIMEOUT_S, timeout))
+        connect = asyncio.ensure_future(self.room.connect(env.livekit_url, env.token, options))
         stopped = asyncio.ensure_future(self._stop.wait())
         done, _ = await asyncio.wait({connect, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
