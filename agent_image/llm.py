@@ -12,7 +12,7 @@ from typing import Callable
 
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, room_io
-from livekit.agents.voice.events import CloseEvent
+from livekit.agents.voice.events import CloseEvent, ErrorEvent
 from livekit.plugins import openai
 
 from .config import AgentEnv, Mode
@@ -49,10 +49,21 @@ class LLMBehaviour:
         session = AgentSession(llm=_models(env))
         self._session = session
 
+        @session.on("error")
+        def _failed(ev: ErrorEvent) -> None:
+            # livekit-agents 1.8.9 may fail inside its own close after such an error and then never
+            # emit "close": treat an unrecoverable model error as the end, and let Docker retry.
+            if not getattr(ev.error, "recoverable", True) and self._on_fatal is not None:
+                self._on_fatal(Exit.CRASH, f"unrecoverable LLM error ({type(ev.error).__name__})")
+
         @session.on("close")
         def _closed(ev: CloseEvent) -> None:
-            if ev.error is not None and self._on_fatal is not None:
-                self._on_fatal(Exit.CRASH, f"LLM session closed with an error: {type(ev.error).__name__}")
+            # An agent whose model is gone cannot talk: end non-zero so Docker's on-failure policy retries.
+            if self._on_fatal is not None:
+                if ev.error is not None:
+                    self._on_fatal(Exit.CRASH, f"the LLM session closed with an error ({type(ev.error).__name__})")
+                else:
+                    self._on_fatal(Exit.OK, f"the LLM session closed ({ev.reason.value})")
 
         await session.start(
             agent=Agent(instructions=env.agent.instructions or f"You are {env.agent.name}, a helpful voice assistant."),

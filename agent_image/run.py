@@ -143,12 +143,10 @@ class Supervisor:
             "joined the room %r as %s (%s); %d human(s), %d other agent(s) present",
             env.room, self.room.local_participant.identity, env.agent.name, count.humans, count.agents,
         )
-        try:
-            await behaviour.start(self.room)
-        except Exception:
-            log.exception("the %s behaviour failed to start", behaviour.name)
-            await self._leave(behaviour=behaviour)
-            return Exit.CRASH
+        # Started alongside the loop below, not awaited before it: an LLM session can take long to
+        # start (or hang on its provider), and SIGTERM, the heartbeat and the failsafe must still work.
+        starting = asyncio.ensure_future(behaviour.start(self.room))
+        starting.add_done_callback(self._started)
         failsafe = Failsafe(after_s=env.failsafe_after_s, now=time.monotonic())
         while not self._stop.is_set():
             now = time.monotonic()
@@ -166,11 +164,21 @@ class Supervisor:
                 await asyncio.wait_for(self._stop.wait(), timeout=TICK_S)
             except asyncio.TimeoutError:
                 pass
+        if not starting.done():
+            starting.cancel()
         code = self._exit if self._exit is not None else Exit.CRASH
         log.info("leaving the room: %s", self._why)
         await self._leave(behaviour=behaviour)
         log.info("left the room; exit %d (%s)", int(code), code.name)
         return code
+
+    def _started(self, task: "asyncio.Future[None]") -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("the agent behaviour failed to start: %s: %s", type(exc).__name__, exc, exc_info=exc)
+            self.finish(Exit.CRASH, "the agent behaviour failed to start")
 
     async def _leave(self, *, behaviour: Behaviour | None) -> None:
         self._state = "leaving"

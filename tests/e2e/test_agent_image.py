@@ -287,3 +287,25 @@ async def test_agent_kicked_by_duplicate_identity_exits_cleanly(
 
 async def _contains(c: docker.models.containers.Container, needle: str) -> bool:
     return needle in await logs(c)
+
+
+async def test_with_an_llm_key_it_runs_a_livekit_agents_session_up_to_the_provider(
+    creds: LiveKitCredentials, docker_client: docker.DockerClient, scope: str, agent_image: str
+) -> None:
+    """No cloud here: the provider URL is a closed loopback port, so the session fails at that boundary.
+
+    What this shows: the key switches the behaviour to livekit-agents, the agent still joins under its
+    identity, and a dead model ends the container non-zero (Docker's on-failure policy retries it).
+    """
+    room = fresh_room(scope, "llm")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    env = agent_env(creds, room=room, OPENAI_API_KEY="sk-test-not-a-real-key", OPENAI_BASE_URL=f"http://127.0.0.1:{closed}/v1")
+    c = run_agent(docker_client, scope, name="llm", env=env)
+    assert (await agent_listed(creds, room, "agent-farah")).kind == AGENT_KIND
+    assert await wait_exit(c, timeout=60) == 1
+    text = await logs(c)
+    assert "mode=voice behaviour=llm (openai realtime, key from OPENAI_API_KEY)" in text
+    assert "unrecoverable LLM error" in text
+    assert "sk-test-not-a-real-key" not in text
