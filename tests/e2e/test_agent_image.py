@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
+import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import docker
 import pytest
 from livekit import api
 
-from orchestrator.livekit import LiveKitGateway, agent_token, user_token
+from orchestrator.livekit import LiveKitGateway, agent_token
 from orchestrator.models import LiveKitCredentials, Mode
 from orchestrator.naming import Label
 from orchestrator.runtime.docker import DockerRuntime
@@ -21,13 +23,12 @@ from orchestrator.tenants.file_store import FileTenantStore
 from orchestrator.trigger import TriggerResult, TriggerService
 from tests.conftest import CLIENT_ID
 from tests.support.agent_room import CHAT_TOPIC, Participant, eventually, loudest_sample
-from tests.support.livekit_server import LiveKitServer
+from tests.support.livekit_server import LiveKitServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 
 AGENT_IMAGE = "agent-orchestrator/agent:latest"
 AGENT_KIND = api.ParticipantInfo.Kind.AGENT
-STANDARD_KIND = api.ParticipantInfo.Kind.STANDARD
 
 
 @pytest.fixture(scope="session")
@@ -309,3 +310,33 @@ async def test_with_an_llm_key_it_runs_a_livekit_agents_session_up_to_the_provid
     assert "mode=voice behaviour=llm (openai realtime, key from OPENAI_API_KEY)" in text
     assert "unrecoverable LLM error" in text
     assert "sk-test-not-a-real-key" not in text
+
+
+async def test_health_follows_the_connection(
+    docker_client: docker.DockerClient, scope: str, agent_image: str
+) -> None:
+    """Healthy once joined; when LiveKit dies without a goodbye, unhealthy after the threshold, then exit 4."""
+    server = LiveKitServer(api_key="hkey", api_secret=secrets.token_hex(32), port=free_port()).start()
+    try:
+        own = LiveKitCredentials(url=server.url, api_key=server.api_key, api_secret=server.api_secret)
+        room = fresh_room(scope, "health")
+        c = run_agent(docker_client, scope, name="health", env=agent_env(own, room=room, AGENT_UNHEALTHY_AFTER_SECONDS="2"))
+
+        async def health() -> str:
+            await asyncio.to_thread(c.reload)
+            return c.attrs["State"].get("Health", {}).get("Status", "")
+
+        assert await health() in ("starting", "")  # not healthy before the first check after joining
+        await eventually(lambda: _equals(health, "healthy"), timeout=20, what="healthy", interval=0.3)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGKILL)  # a crash: no leave message, the agent must notice by itself
+        server.proc.wait(timeout=10)
+        await eventually(lambda: _equals(health, "unhealthy"), timeout=30, what="unhealthy after losing LiveKit", interval=0.3)
+        assert await wait_exit(c, timeout=120) == 4
+        assert "connection to LiveKit lost; reconnecting" in await logs(c)
+    finally:
+        server.stop()
+
+
+async def _equals(probe: Callable[[], Awaitable[str]], want: str) -> bool:
+    return await probe() == want
