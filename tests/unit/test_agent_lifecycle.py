@@ -119,3 +119,15 @@ def test_replies() -> None:
     reply = offline_reply(farah, "  what   time\nis it " + "x" * 500)
     assert reply.startswith("Farah (offline mode, no LLM configured) heard: what time is it")
     assert len(reply) < 300
+
+
+def test_heartbeat_file_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from agent_image.health import read, write
+
+    path = str(tmp_path / "health.json")
+    assert read(path) is None
+    beat = Beat(state="reconnecting", at=10.0, disconnected_since=9.0, unhealthy_after_s=5)
+    write(path, beat)
+    assert read(path) == beat
+    (tmp_path / "health.json").write_text("{half")
+    assert read(path) is None  # a torn or foreign file is "no heartbeat", not a crash
