@@ -78,6 +78,7 @@ def main() -> int:
     creds = LiveKitCredentials(url=server.url, api_key=server.api_key, api_secret=server.api_secret)
     joined_s: list[float] = []
     listed_s: list[float] = []
+    mem_mb: list[float] = []
     try:
         for i in range(args.runs):
             room = f"{scope}-{i}"
@@ -105,7 +106,10 @@ def main() -> int:
                     return 1
                 joined_s.append(t_joined - t0)
                 listed_s.append(seen_listed[0] - t0)
-                print(f"run {i}: joined {joined_s[-1]:.2f}s  listed {listed_s[-1]:.2f}s")
+                stats = c.stats(stream=False)  # one sample right after joining (takes ~1 s)
+                mem = stats["memory_stats"].get("usage", 0) - stats["memory_stats"].get("stats", {}).get("cache", 0)
+                mem_mb.append(mem / 1e6)
+                print(f"run {i}: joined {joined_s[-1]:.2f}s  listed {listed_s[-1]:.2f}s  memory {mem_mb[-1]:.0f} MB")
             finally:
                 c.remove(force=True)
     finally:
@@ -113,6 +117,7 @@ def main() -> int:
     for label, values in (("start→joined", joined_s), ("start→listed", listed_s)):
         print(f"{label:15} median {statistics.median(values):.2f}s  p90 {pct(values, 0.9):.2f}s  "
               f"min {min(values):.2f}s  max {max(values):.2f}s  (n={len(values)}, mode {args.mode})")
+    print(f"memory          median {statistics.median(mem_mb):.0f} MB right after joining")
     return 0
 
 
