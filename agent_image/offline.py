@@ -18,7 +18,8 @@ from .replies import CHAT_TOPIC, greeting, offline_reply
 
 log = logging.getLogger("agent_image.offline")
 
-SENDER_WAIT_S = 2.0
+# LiveKit may announce a sender (participant_connected) seconds after its first message arrives.
+SENDER_WAIT_S = 10.0
 
 
 def kind_of(participant: rtc.RemoteParticipant) -> Kind:
