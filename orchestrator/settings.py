@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     agent_restart_max: int = Field(default=3, ge=0)
     agent_stop_timeout_s: int = Field(default=10, ge=1)
     container_start_timeout_s: float = Field(default=30.0, gt=0)
+    # Given to agent containers as OPENAI_API_KEY: with it they run a livekit-agents session, without
+    # it the built-in offline mode. Env only (never a label, never logged).
+    agent_llm_api_key: SecretStr | None = None
 
     # Docker access.
     docker_host: str | None = None  # default: DOCKER_HOST or the local socket

@@ -229,6 +229,8 @@ class TriggerService:
             "AGENT_CONFIG": json.dumps(agent.public_config()),
             "AGENT_GRACE_SECONDS": str(s.grace_period_s),
         }
+        if s.agent_llm_api_key is not None:
+            env["OPENAI_API_KEY"] = s.agent_llm_api_key.get_secret_value()
         res = agent.resources
         return ContainerSpec(
             name=name, image=image, labels=labels, env=env,
