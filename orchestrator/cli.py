@@ -29,17 +29,18 @@ def _settings() -> Settings:
 @app.command()
 def serve(host: str = typer.Option(None, help="bind address (default ORCH_HOST)"), port: int = typer.Option(None)) -> None:
     """Run the HTTP API (trigger-agent, health, docs at /docs)."""
-    from api.app import build_keyring, create_app
+    from api.app import create_app
     from api.serving import run
 
     settings = _settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     bind = host or settings.host
-    if not build_keyring(settings).enabled and not is_loopback(bind):
+    application = create_app(settings)
+    if not application.state.api_keys.enabled and not is_loopback(bind):
         typer.echo(f"refusing to bind {bind}: no API keys are configured, so auth is disabled. Configure "
                    "ORCH_API_KEYS_FILE or ORCH_ADMIN_API_KEY, or bind 127.0.0.1.", err=True)
         raise typer.Exit(2)
-    run(create_app(settings), host=bind, port=port or settings.port)
+    run(application, host=bind, port=port or settings.port)
 
 
 def is_loopback(host: str) -> bool:

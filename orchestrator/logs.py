@@ -12,7 +12,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Literal
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+# Record attributes that are not context; uvicorn adds `color_message`, a duplicate of the message.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName", "color_message"}
 
 
 def _context(record: logging.LogRecord) -> dict[str, object]:
