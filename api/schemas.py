@@ -9,9 +9,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.errors import InvalidInput
 from orchestrator.models import Mode
-from orchestrator.naming import clean_slug, validate_room
+from orchestrator.naming import AGENT_IDENTITY_PREFIX, clean_slug, validate_room
 
 _PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+
+
+def _printable_text(v: str) -> str:
+    if not _PRINTABLE.match(v) or v != v.strip():
+        raise ValueError("must be printable text without control characters or surrounding spaces")
+    return v
+
+
+def _human_identity(v: str) -> str:
+    # A user joining as `agent-<slug>` would make LiveKit kick the agent (same identity).
+    if v.startswith(AGENT_IDENTITY_PREFIX):
+        raise ValueError(f"must not start with '{AGENT_IDENTITY_PREFIX}': that prefix is reserved for agents")
+    return v
 
 
 class TriggerAgentRequest(BaseModel):
@@ -46,9 +59,12 @@ class TriggerAgentRequest(BaseModel):
     @field_validator("user_id", "client_id")
     @classmethod
     def _printable(cls, v: str) -> str:
-        if not _PRINTABLE.match(v) or v != v.strip():
-            raise ValueError("must be printable text without control characters or surrounding spaces")
-        return v
+        return _printable_text(v)
+
+    @field_validator("user_id")
+    @classmethod
+    def _not_an_agent(cls, v: str) -> str:
+        return _human_identity(v)
 
 
 class AgentOut(BaseModel):
@@ -86,9 +102,12 @@ class SpawnAgentRequest(BaseModel):
     @field_validator("user_id", "client_id")
     @classmethod
     def _printable(cls, v: str | None) -> str | None:
-        if v is not None and (not _PRINTABLE.match(v) or v != v.strip()):
-            raise ValueError("must be printable text without control characters or surrounding spaces")
-        return v
+        return None if v is None else _printable_text(v)
+
+    @field_validator("user_id")
+    @classmethod
+    def _not_an_agent(cls, v: str | None) -> str | None:
+        return None if v is None else _human_identity(v)
 
 
 class SpawnAgentResponse(BaseModel):

@@ -127,9 +127,12 @@ def key_from_labels(labels: Mapping[str, str]) -> ContainerKey | None:
         return None
 
 
+AGENT_IDENTITY_PREFIX = "agent-"
+
+
 def agent_identity(slug: str) -> str:
     """The fixed LiveKit identity of an agent in a room: LiveKit itself kicks a duplicate."""
-    return f"agent-{slug}"
+    return f"{AGENT_IDENTITY_PREFIX}{slug}"
 
 
 def room_metadata(*, agent: Agent, client_id: str) -> str:

@@ -137,6 +137,7 @@ BAD_BODIES = [
     ({**body("r"), "room_name": "../../etc"}, "room_name"),
     ({**body("r"), "room_name": "x" * 500}, "room_name"),
     ({**body("r"), "user_id": "a\nb"}, "user_id"),
+    ({**body("r"), "user_id": "agent-clarence-coherence"}, "user_id"),  # would kick the agent
     ({**body("r"), "agent_slug": 42}, "agent_slug"),
     ({**body("r"), "extra": 1}, "extra"),
 ]
