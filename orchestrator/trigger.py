@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 _WAIT_STATES = {ContainerStatus.restarting, ContainerStatus.removing}
 _DEAD_STATES = {ContainerStatus.exited, ContainerStatus.dead, ContainerStatus.paused}
-_MAX_ROUNDS = 5
+_MAX_ROUNDS = 8
+_NAME_RACE_BACKOFF_S = 0.02  # doubles per round: up to ~2.5 s in all for a slow winner's create
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class TriggerService:
         self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         name = container_name(key)
+        backoff = _NAME_RACE_BACKOFF_S
         for _ in range(_MAX_ROUNDS):
             info = await self._runtime.get(name)
             if info is None:
@@ -166,7 +168,11 @@ class TriggerService:
                         self._spec(key, name=name, client=client, agent=agent, mode=mode)
                     )
                 except NameTaken:
-                    continue  # another process won the name: next round reuses theirs
+                    # Another process won the name. Docker reserves a name before the container can be
+                    # inspected, so give the winner's create a moment to become visible, then reuse it.
+                    await asyncio.sleep(backoff)
+                    backoff *= 2
+                    continue
                 finally:
                     self._admitting.discard(key)
             if key_from_labels(info.labels) != key:
