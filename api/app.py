@@ -16,7 +16,8 @@ from orchestrator.livekit import LiveKitGateway
 from orchestrator.events import EventFeed
 from orchestrator.metrics import Metrics
 from orchestrator.models import ContainerKey
-from orchestrator.reconciler import Reconciler, utcnow
+from orchestrator.clock import utcnow
+from orchestrator.reconciler import Reconciler
 from orchestrator.rooms import AgentLaunched, RoomRegistry
 from orchestrator.runtime import ContainerRuntime
 from orchestrator.runtime.docker import DockerRuntime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import json
 from datetime import datetime, timezone
 
@@ -142,7 +143,6 @@ def close(
 
     from .ps_view import rooms_named
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         if client_id is None:
             rooms = _api_get(url, api_key, "/api/v1/admin/rooms")["rooms"]
@@ -153,23 +153,19 @@ def close(
                 typer.echo(f"{why} a room named {room!r} with an agent of this deployment", err=True)
                 raise typer.Exit(1)
             client_id = owners[0]
-        resp = httpx.post(f"{url}/api/v1/admin/rooms/{client_id}/{room}/close", headers=headers, timeout=60)
     except PermissionError as exc:
         typer.echo(f"refused: {exc}; set ORCH_API_KEY to an admin key", err=True)
         raise typer.Exit(1) from None
     except httpx.HTTPError as exc:
         typer.echo(f"cannot reach the orchestrator at {url}: {type(exc).__name__}", err=True)
         raise typer.Exit(2) from None
-    data = resp.json()
-    if as_json:
-        typer.echo(json.dumps(data, indent=2))
-    elif resp.status_code == 200:
-        actions = data["pass"]["actions"]
-        done = [f"{a['kind']} {a.get('name') or a.get('room')}" + ("" if a["ok"] else f" (failed: {a.get('error')})") for a in actions]
-        typer.echo(f"closed room {room} of client {client_id}: " + ("; ".join(done) or "nothing left to do"))
-    else:
-        typer.echo(f"error {resp.status_code}: {data.get('detail')}", err=True)
-    raise typer.Exit(0 if resp.status_code == 200 else 1)
+
+    def human(data: dict) -> str:  # type: ignore[type-arg]
+        done = [f"{a['kind']} {a.get('name') or a.get('room')}" + ("" if a["ok"] else f" (failed: {a.get('error')})")
+                for a in data["pass"]["actions"]]
+        return f"closed room {room} of client {client_id}: " + ("; ".join(done) or "nothing left to do")
+
+    _post_and_report(url, f"/api/v1/admin/rooms/{client_id}/{room}/close", None, api_key=api_key, as_json=as_json, human=human)
 
 
 @app.command()
@@ -184,20 +180,30 @@ def trigger(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Trigger an agent through a running orchestrator (same path, same locks as the frontend)."""
+    body = {"agent_slug": agent_slug, "mode": mode, "room_name": room, "user_id": user_id, "client_id": client_id}
+    _post_and_report(
+        url, "/api/v1/trigger-agent", body, api_key=api_key, as_json=as_json,
+        human=lambda d: f"{d['status']}: {d['container_name']} in room {d['room_name']} ({d['livekit_url']})",
+    )
+
+
+def _post_and_report(
+    url: str, path: str, body: dict | None, *, api_key: str | None, as_json: bool, human: Callable[[dict], str]  # type: ignore[type-arg]
+) -> None:
+    """POST to the running orchestrator, print the answer (JSON or one human line), exit 0/1/2."""
     import httpx
 
-    body = {"agent_slug": agent_slug, "mode": mode, "room_name": room, "user_id": user_id, "client_id": client_id}
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        resp = httpx.post(f"{url}/api/v1/trigger-agent", json=body, headers=headers, timeout=60)
+        resp = httpx.post(f"{url}{path}", json=body, headers=headers, timeout=60)
     except httpx.HTTPError as exc:
-        typer.echo(f"cannot reach the orchestrator at {url}: {exc}", err=True)
+        typer.echo(f"cannot reach the orchestrator at {url}: {type(exc).__name__}", err=True)
         raise typer.Exit(2) from None
     data = resp.json()
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     elif resp.status_code == 200:
-        typer.echo(f"{data['status']}: {data['container_name']} in room {data['room_name']} ({data['livekit_url']})")
+        typer.echo(human(data))
     else:
         typer.echo(f"error {resp.status_code}: {data.get('detail')}", err=True)
     raise typer.Exit(0 if resp.status_code == 200 else 1)

@@ -7,9 +7,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Protocol
 
+from .clock import utcnow
 from .errors import NotFound, OrchestratorError
 from .livekit import LiveKitGateway
 from .models import ContainerKey, ContainerStatus, Mode
@@ -37,10 +38,6 @@ from .tenants import TenantStore
 
 log = logging.getLogger(__name__)
 _LIVE = {ContainerStatus.running, ContainerStatus.restarting, ContainerStatus.created, ContainerStatus.paused}
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def log_fields(action: Action) -> dict[str, Any]:

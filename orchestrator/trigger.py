@@ -7,9 +7,10 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 
+from .clock import utcnow
 from .errors import Conflict, ContainerFailed, LimitExceeded
 from .livekit import LiveKitGateway, agent_token, user_token
 from .locks import KeyedLocks
@@ -46,10 +47,6 @@ class TriggerResult:
     container: ContainerInfo
     spec_stale: bool
     user_token: str
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class TriggerService:

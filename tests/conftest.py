@@ -109,3 +109,20 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 async def api(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client(make_settings()) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def orch_port() -> int:
+    """The loopback port a module's served orchestrator will listen on (known before LiveKit starts)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def hooked_livekit(orch_port: int) -> Iterator[LiveKitServer]:
+    """A livekit-server of the module's own whose webhooks point at that orchestrator port."""
+    server = LiveKitServer(
+        api_key="hookkey", api_secret=secrets.token_hex(32), port=free_port(),
+        webhook_urls=[f"http://127.0.0.1:{orch_port}/api/v1/livekit/webhook"],
+    ).start()
+    yield server
+    server.stop()

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from orchestrator.errors import Unauthorized
 from orchestrator.livekit import verify_webhook, webhook_issuer
-from orchestrator.reconciler import utcnow
+from orchestrator.clock import utcnow
 
 from ..deps import TenantsDep, WebhookIntakeDep
 from ..schemas import ErrorBody

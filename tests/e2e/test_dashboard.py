@@ -12,7 +12,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import docker
@@ -26,7 +26,7 @@ from orchestrator.models import LiveKitCredentials
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, write_tenants
 from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.livekit_server import LiveKitServer, free_port
+from tests.support.livekit_server import LiveKitServer
 from tests.support.orchestrator_server import OrchestratorServer, start_orchestrator
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
@@ -41,21 +41,6 @@ CHROMIUM_FLAGS = [
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
 ]
 GRACE_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def orch_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def hooked_livekit(orch_port: int) -> Iterator[LiveKitServer]:
-    server = LiveKitServer(
-        api_key="dashkey", api_secret=secrets.token_hex(32), port=free_port(),
-        webhook_urls=[f"http://127.0.0.1:{orch_port}/api/v1/livekit/webhook"],
-    ).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

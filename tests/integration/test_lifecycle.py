@@ -8,7 +8,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,27 +24,11 @@ from orchestrator.models import Agent, Mode
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, write_tenants
 from tests.support.docker_helpers import TINY_IMAGE, remove_scope
-from tests.support.livekit_server import LiveKitServer, free_port
+from tests.support.livekit_server import LiveKitServer
 from tests.support.orchestrator_server import OrchestratorServer, start_orchestrator
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 GRACE_S = 4.0
-
-
-@pytest.fixture(scope="module")
-def orch_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def hooked_livekit(orch_port: int) -> Iterator[LiveKitServer]:
-    """Our own livekit-server whose webhooks point at the orchestrator's loopback port."""
-    server = LiveKitServer(
-        api_key="hookkey", api_secret=secrets.token_hex(32), port=free_port(),
-        webhook_urls=[f"http://127.0.0.1:{orch_port}/api/v1/livekit/webhook"],
-    ).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
