@@ -1,8 +1,4 @@
-"""Two deployments (scopes) on one Docker engine: neither sees, reuses nor stops the other's containers.
-
-TODO(reconciler branch): the reconcile half — run both deployments' reconcilers (run_once) on the
-same engine and assert each only stops/removes its own scope's containers.
-"""
+"""Two deployments (scopes) on one Docker engine: neither sees, reuses nor stops the other's containers."""
 
 from __future__ import annotations
 
@@ -11,21 +7,26 @@ from collections.abc import Callable
 
 import docker
 import httpx
+from livekit import api as lkapi
 
 from orchestrator.naming import Label
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.settings import Settings
-from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID
-from tests.support.docker_helpers import remove_scope
+from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client
+from tests.support.docker_helpers import remove_scope, scoped
+from tests.support.livekit_server import LiveKitServer
 
 
 async def _trigger(settings: Settings, body: dict[str, str]) -> httpx.Response:
-    from api.app import create_app
+    async with app_client(settings) as client:
+        return await client.post("/api/v1/trigger-agent", json=body)
 
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as client:
-            return await client.post("/api/v1/trigger-agent", json=body)
+
+async def _reconcile(settings: Settings) -> dict[str, object]:
+    async with app_client(settings) as client:
+        resp = await client.post("/api/v1/admin/reconcile")
+        assert resp.status_code == 200, resp.text
+        return resp.json()
 
 
 async def test_two_scopes_on_one_engine_stay_apart(make_settings: Callable[..., Settings], scope: str, docker_client: docker.DockerClient) -> None:
@@ -52,5 +53,32 @@ async def test_two_scopes_on_one_engine_stay_apart(make_settings: Callable[..., 
         after = docker_client.containers.get(ra.json()["container_name"])
         assert (after.id, after.status, after.attrs["RestartCount"]) == (before.id, "running", before.attrs["RestartCount"])
         assert len(await runtime.list_managed(scope=other_scope)) == 1
+    finally:
+        remove_scope(docker_client, other_scope)
+
+
+async def test_each_deployments_reconciler_removes_only_its_own(
+    make_settings: Callable[..., Settings], scope: str, docker_client: docker.DockerClient, livekit_server: LiveKitServer
+) -> None:
+    """Both deployments' containers become removable (their LiveKit room is deleted); each pass touches its own only."""
+    other_scope = f"test-{secrets.token_hex(4)}"
+    room = f"doomed-{secrets.token_hex(3)}"
+    a, b = make_settings(), make_settings(scope=other_scope)
+    try:
+        ra = await _trigger(a, {"agent_slug": "farah", "user_id": "u", "client_id": CLIENT_ID, "room_name": room})
+        rb = await _trigger(b, {"agent_slug": "litebridge", "user_id": "u", "client_id": CLIENT_ID, "room_name": room})
+        assert ra.status_code == rb.status_code == 200, (ra.text, rb.text)
+        async with lkapi.LiveKitAPI(livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret) as lk:
+            await lk.room.delete_room(lkapi.DeleteRoomRequest(room=room))
+
+        report_a = await _reconcile(a)
+        names_a = {act.get("name") for act in report_a["actions"]}  # type: ignore[union-attr]
+        assert ra.json()["container_name"] in names_a and rb.json()["container_name"] not in names_a
+        assert scoped(docker_client, scope) == []
+        assert [c.name for c in scoped(docker_client, other_scope)] == [rb.json()["container_name"]]
+
+        report_b = await _reconcile(b)
+        assert {act.get("name") for act in report_b["actions"]} >= {rb.json()["container_name"]}  # type: ignore[union-attr]
+        assert scoped(docker_client, other_scope) == []
     finally:
         remove_scope(docker_client, other_scope)
