@@ -70,9 +70,14 @@ class Action:
 
 @dataclass(frozen=True)
 class RemoveContainer(Action):
-    """Stop gracefully, then remove; the last log lines are kept in our log first."""
+    """Stop gracefully, then remove; the last log lines are kept in our log first.
+
+    The executor acts on `container_id`, not the name: a trigger may have replaced the container
+    under the same name since the observation, and that new one must survive this pass.
+    """
 
     name: str = ""
+    container_id: str = ""
     client_id: str = ""
     room: str = ""
 
@@ -82,6 +87,7 @@ class RestartAgent(Action):
     """Replace a crashed/unhealthy/absent agent while humans wait (attempt counts toward the cap)."""
 
     name: str = ""
+    container_id: str = ""
     key: ContainerKey | None = None
     mode: str = "voice"
     attempt: int = 1
@@ -174,7 +180,7 @@ def plan(
             continue
         key = key_from_labels(c.labels)
         if key is None:
-            actions.append(RemoveContainer(reason="labels incomplete (no client/agent/room)", name=c.name))
+            actions.append(RemoveContainer(reason="labels incomplete (no client/agent/room)", name=c.name, container_id=c.id))
         elif key.client_id in observed.unknown_clients:
             actions.append(_remove(c, key, f"unknown client '{key.client_id}'"))
         elif key.client_id in observed.agents_by_client and key.agent_slug not in observed.agents_by_client[key.client_id]:
@@ -255,7 +261,7 @@ def plan(
 
 
 def _remove(c: ContainerInfo, key: ContainerKey, reason: str) -> RemoveContainer:
-    return RemoveContainer(reason=reason, name=c.name, client_id=key.client_id, room=key.room)
+    return RemoveContainer(reason=reason, name=c.name, container_id=c.id, client_id=key.client_id, room=key.room)
 
 
 def _restart(
@@ -273,7 +279,7 @@ def _restart(
     if record and now < record.last_at + timedelta(seconds=backoff_s(attempts, settings=settings)):
         return []  # backing off; the loop wakes at next_deadline
     mode = c.labels.get(Label.MODE, "voice")
-    return [RestartAgent(reason=reason, name=c.name, key=key, mode=mode, attempt=attempts + 1)]
+    return [RestartAgent(reason=reason, name=c.name, container_id=c.id, key=key, mode=mode, attempt=attempts + 1)]
 
 
 def _grace_metadata(room: Room, view: RoomView) -> list[Action]:

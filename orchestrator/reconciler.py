@@ -276,13 +276,13 @@ class Reconciler:
     async def _apply(self, action: Action) -> None:
         s = self.settings
         match action:
-            case RemoveContainer(name=name):
-                await self._log_tail(name, action)
-                await self._runtime.stop(name, timeout_s=s.agent_stop_timeout_s)
-                await self._runtime.remove(name)
-            case RestartAgent(name=name, key=key, mode=mode) if key is not None:
-                await self._log_tail(name, action)
-                await self._runtime.remove(name)
+            case RemoveContainer(name=name, container_id=cid):
+                await self._log_tail(cid or name, action)
+                await self._runtime.stop(cid or name, timeout_s=s.agent_stop_timeout_s)
+                await self._runtime.remove(cid or name)
+            case RestartAgent(name=name, container_id=cid, key=key, mode=mode) if key is not None:
+                await self._log_tail(cid or name, action)
+                await self._runtime.remove(cid or name)
                 await self._launcher.launch_for_key(key, mode=Mode(mode))
             case GiveUp(name=name):
                 tail = await self._runtime.logs_tail(name, lines=20)

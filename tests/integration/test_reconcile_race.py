@@ -1,0 +1,61 @@
+"""A trigger that replaces a container while a reconcile pass is removing the old one keeps its new container."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import docker
+import httpx
+import pytest
+
+from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.settings import Settings
+from tests.conftest import CLIENT_ID
+from tests.support.docker_helpers import scoped
+
+pytestmark = [pytest.mark.docker, pytest.mark.livekit]
+
+
+class RacingRuntime(DockerRuntime):
+    """Runs `interleave` once, at the executor's first step (it reads the doomed container's last log lines)."""
+
+    interleave: Callable[[], Awaitable[None]] | None = None
+
+    async def logs_tail(self, name: str, *, lines: int = 20) -> str:
+        step, self.interleave = self.interleave, None
+        if step is not None:
+            await step()
+        return await super().logs_tail(name, lines=lines)
+
+
+async def test_reconciler_never_removes_the_container_a_trigger_just_made(
+    make_settings: Callable[..., Settings], docker_client: docker.DockerClient, scope: str
+) -> None:
+    from api.app import create_app
+
+    runtime = RacingRuntime()
+    app = create_app(make_settings(), runtime=runtime)
+    body = {"agent_slug": "farah", "room_name": "race-reconcile", "user_id": "u", "client_id": CLIENT_ID}
+
+    @asynccontextmanager
+    async def client():  # type: ignore[no-untyped-def]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as c:
+            yield c
+
+    async with app.router.lifespan_context(app), client() as c:
+        old = (await c.post("/api/v1/trigger-agent", json=body)).json()
+        docker_client.containers.get(old["container_id"]).stop(timeout=2)  # exited: the next pass removes it
+        replaced: dict[str, str] = {}
+
+        async def trigger_meanwhile() -> None:
+            replaced.update((await c.post("/api/v1/trigger-agent", json=body)).json())
+
+        runtime.interleave = trigger_meanwhile
+        report = (await c.post("/api/v1/admin/reconcile")).json()
+
+    assert replaced["status"] == "created" and replaced["container_id"] != old["container_id"]
+    removal = [a for a in report["actions"] if a.get("name") == old["container_name"]]
+    assert removal and all(a["ok"] for a in removal), report
+    survivors = scoped(docker_client, scope)
+    assert [(c.id, c.status) for c in survivors] == [(replaced["container_id"], "running")]
