@@ -155,6 +155,16 @@ class WebhookNotice:
     is_agent: bool
     created_at: int
     api_key: str
+    room_client_id: str | None = None  # from the room metadata we wrote at creation, when LiveKit sends it
+
+
+def client_from_metadata(metadata: str) -> str | None:
+    """The `client_id` our room metadata carries (naming.room_metadata); None for rooms we did not create."""
+    try:
+        value = json.loads(metadata).get("client_id") if metadata else None
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def webhook_issuer(auth_token: str) -> str:
@@ -188,5 +198,6 @@ def verify_webhook(
             is_agent=is_agent(event.participant),
             created_at=int(event.created_at),
             api_key=creds.api_key,
+            room_client_id=client_from_metadata(event.room.metadata),
         ), creds
     raise Unauthorized("webhook signature does not verify with the secret of its API key")

@@ -127,6 +127,10 @@ async def active_room(srv: OrchestratorServer, creds: LiveKitCredentials, people
     await join(creds.url, agent_token(creds, slug="farah", name="Farah", room=room, ttl_s=600), people)
     human = await join(creds.url, out["user_token"], people)
     await until("room active", state_is(srv.base_url, room, "active"), timeout_s=10)
+    # Both test tenants share one LiveKit key: the room metadata names the owner, so only it gets an entry.
+    async with httpx.AsyncClient() as c:
+        owners = [r["client_id"] for r in (await c.get(f"{srv.base_url}/api/v1/admin/rooms")).json()["rooms"] if r["room"] == room]
+    assert owners == [CLIENT_ID]
     return room, out, human
 
 
