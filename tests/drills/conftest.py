@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import docker
 
 from orchestrator.naming import Label
-from tests.support.docker_helpers import scoped
 
 
-def by_room(client: docker.DockerClient, scope: str) -> dict[str, list[docker.models.containers.Container]]:
-    rooms: dict[str, list[docker.models.containers.Container]] = {}
-    for c in scoped(client, scope):
-        rooms.setdefault(c.labels.get(Label.ROOM, "<no room label>"), []).append(c)
+@dataclass(frozen=True)
+class Row:
+    """One container from a sparse list call (no per-container inspect to race with removals)."""
+
+    id: str
+    name: str
+    status: str
+    labels: dict[str, str]
+
+
+def by_room(client: docker.DockerClient, scope: str) -> dict[str, list[Row]]:
+    rooms: dict[str, list[Row]] = {}
+    for r in client.api.containers(all=True, filters={"label": f"{Label.SCOPE}={scope}"}):
+        row = Row(id=r["Id"], name=r["Names"][0].lstrip("/"), status=r["State"], labels=r.get("Labels") or {})
+        rooms.setdefault(row.labels.get(Label.ROOM, "<no room label>"), []).append(row)
     return rooms
 
 
-def assert_tidy(client: docker.DockerClient, scope: str, *, rooms: set[str]) -> dict[str, docker.models.containers.Container]:
+def assert_tidy(client: docker.DockerClient, scope: str, *, rooms: set[str]) -> dict[str, Row]:
     """No duplicate (one container per room and slug), no orphan (no container outside `rooms`, none stuck in
     `created`), nothing lost (every room in `rooms` has its running container). Returns room → container."""
     found = by_room(client, scope)

@@ -12,7 +12,7 @@ import pytest
 from orchestrator.naming import Label
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client
-from tests.drills.conftest import assert_tidy
+from tests.drills.conftest import assert_tidy, by_room
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(60)]
 
@@ -64,6 +64,5 @@ async def test_burst_over_client_limit_gets_429_and_never_runs_more(
         assert late.status_code == 200, late.text
     created = await asyncio.to_thread(creations, docker_client, scope, t0, time.time())
     assert sorted(created) == sorted([*admitted, "lim-other", "lim-late"]), f"Docker created: {sorted(created)}"
-    mine = [c for c in docker_client.containers.list(all=True, filters={"label": f"{Label.SCOPE}={scope}"})
-            if c.labels.get(Label.CLIENT_ID) == CLIENT_ID]
+    mine = [c for cs in by_room(docker_client, scope).values() for c in cs if c.labels.get(Label.CLIENT_ID) == CLIENT_ID]
     assert len(mine) == LIMIT and all(c.status == "running" for c in mine), [(c.name, c.status) for c in mine]

@@ -49,7 +49,8 @@ async def test_daemon_restart_gives_503_then_recovers_without_restarting_us(
     make_settings: Callable[..., Settings], engine: PrivateDockerd
 ) -> None:
     settings = make_settings(docker_host=engine.url, docker_retries=2, reconcile_enabled=True,
-                             reconcile_interval_s=60, agent_startup_timeout_s=0, usage_sampling_enabled=False)
+                             reconcile_interval_s=60, agent_startup_timeout_s=0, usage_sampling_enabled=False,
+                             max_agents_per_client=500, max_agents_total=500)  # the 429 path has its own drill
     dc = engine.client()
     results: list[tuple[str, str, int, dict[str, str], str]] = []  # phase at send, room, status, headers, detail
     phase = "up"

@@ -1,8 +1,9 @@
 """A throwaway Docker daemon of the test's own (socket, data root, exec root), to stop and start at will.
 
 The shared engine runs other people's tests: restarting it would stop their containers. A second
-dockerd, started the way scripts/provision starts the first (a plain background process), gives a
-drill a daemon it can take down without touching anyone else's.
+dockerd, started the way scripts/provision starts the first (a plain background process), in a network
+namespace of its own, gives a drill a daemon it can take down without touching anyone else's.
+Its containers use `network_mode=host`, i.e. that namespace: fine for the tiny image, which talks to no one.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class PrivateDockerd:
         return docker.DockerClient(base_url=self.url, timeout=30)
 
     def start(self, *, timeout_s: float = 30) -> "PrivateDockerd":
-        cmd = ["dockerd", "--host", self.url, "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
+        # Its own network namespace: a dockerd started with `--bridge none` deletes the host's `docker0`
+        # (the shared engine's default bridge) at start-up; in a fresh namespace there is none to delete.
+        cmd = ["unshare", "--net", "dockerd", "--host", self.url, "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
                "--pidfile", f"/run/{self.name}.pid", "--bridge", "none", "--iptables=false", "--ip-masq=false"]
         if self.live_restore:
             cmd.append("--live-restore")
