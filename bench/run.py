@@ -1,4 +1,8 @@
-"""Trigger latency and throughput vs a bare `docker run -d` of the same image, measured in one run."""
+"""The bench: trigger latency, joined latency, bursts and reconcile cost, each next to a baseline from the same run.
+
+Bounded: a hard deadline (--deadline, SIGALRM) aborts whatever runs, and every container any section
+created is removed in `finally`, on success, failure or timeout alike.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +11,30 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
 import httpx
 
+from orchestrator.models import LiveKitCredentials
 from orchestrator.naming import Label
+from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, write_tenants
-from tests.support.docker_helpers import TINY_IMAGE, remove_scope
+from tests.support.docker_helpers import TINY_IMAGE, scoped
 from tests.support.livekit_server import LiveKitServer, free_port
-from tests.support.serve import serve
+from tests.support.serve import serve, serve_process
+
+from . import joined, scale
+from .stats import summary
 
 RESULTS = Path("bench-results")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median_ms": round(statistics.median(values) * 1000, 1), "p90_ms": round(pct(values, 0.9) * 1000, 1), "n": len(values)}
-
-
-@contextmanager
-def orchestrator(*, scope: str, image: str, livekit: LiveKitServer) -> Iterator[str]:
-    tenants = write_tenants(Path(tempfile.mkdtemp()) / "tenants.yaml", livekit)
-    with serve(scope=scope, tenants_file=tenants, image=image) as url:
-        yield url
 
 
 def body(room: str) -> dict[str, str]:
@@ -68,9 +62,10 @@ async def burst(url: str, n: int, tag: str) -> dict[str, object]:
                                   return_exceptions=True)
         wall = time.perf_counter() - t0
     ok = [r for r in rs if isinstance(r, httpx.Response) and r.status_code == 200]
+    kinds = Counter(str(r.status_code) if isinstance(r, httpx.Response) else type(r).__name__ for r in rs if r not in ok)
     names = [r.json()["container_name"] for r in ok]
     return {"n": n, "wall_s": round(wall, 2), "containers_per_s": round(len(ok) / wall, 1),
-            "errors": n - len(ok), "duplicates": len(names) - len(set(names))}
+            "errors": n - len(ok), "error_kinds": dict(kinds), "duplicates": len(names) - len(set(names))}
 
 
 async def reuse_throughput(url: str, *, room: str, total: int, concurrency: int) -> float:
@@ -86,64 +81,170 @@ async def reuse_throughput(url: str, *, room: str, total: int, concurrency: int)
         return total / (time.perf_counter() - t0)
 
 
+def remove_scope(client: docker.DockerClient, scope: str) -> int:
+    """Force-remove every container of `scope`, 8 at a time (500 one by one would take a minute)."""
+    def one(c: docker.models.containers.Container) -> None:
+        try:
+            c.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    found = scoped(client, scope)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, found))
+    return len(found)
+
+
+class Deadline(Exception):
+    """The bench ran past --deadline: abort, clean up, and say so."""
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise Deadline("bench deadline reached")
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU")
+    mem_gb = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    engine = docker.from_env().version()
+    return (f"{os.cpu_count()} cores ({model}), {mem_gb:.0f} GiB, {platform.platform()}, "
+            f"Docker Engine {engine.get('Version')} (API {engine.get('ApiVersion')})")
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
-    client = docker.from_env()
-    scope = f"bench-{secrets.token_hex(3)}"
+    client = docker.from_env(max_pool_size=16)
+    tag = secrets.token_hex(3)
+    scope, scope_join, scope_rc = f"bench-{tag}", f"bench-{tag}-join", f"bench-{tag}-rc"
     livekit = LiveKitServer(api_key="benchkey", api_secret=secrets.token_hex(32), port=free_port()).start()
-    out: dict[str, object] = {"machine": f"{platform.node()} {os.cpu_count()} cores, {platform.platform()}",
-                              "image": args.image, "runs": args.runs}
+    creds = LiveKitCredentials(url=livekit.url, api_key=livekit.api_key, api_secret=livekit.api_secret)
+    tenants = write_tenants(Path(tempfile.mkdtemp()) / "tenants.yaml", livekit)
+    out: dict[str, object] = {"machine": machine(), "image": args.image, "agent_image": args.agent_image, "runs": args.runs,
+                              "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sections_s": {}}
+    timings: dict[str, float] = out["sections_s"]  # type: ignore[assignment]
+    t_start = time.monotonic()
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(args.deadline)
     try:
-        with orchestrator(scope=scope, image=args.image, livekit=livekit) as url, httpx.Client(timeout=60) as c:
-            timed_post(c, url, "warmup")
-            bare_docker_run(client, image=args.image, scope=scope, i=-1)
-            # Interleaved, so both see the same daemon load and the same number of running containers.
-            bare, create, answers = [], [], []
-            for i in range(args.runs):
-                bare.append(bare_docker_run(client, image=args.image, scope=scope, i=i))
-                t, a = timed_post(c, url, f"create-{i}")
-                create.append(t)
-                answers.append(a)
-            reuse = [timed_post(c, url, "create-0")[0] for _ in range(args.runs * 5)]
-            rps = asyncio.run(reuse_throughput(url, room="create-0", total=args.runs * 10, concurrency=10))
-            remove_scope(client, scope)
-            bursts = []
-            for n in args.bursts:
-                bursts.append(asyncio.run(burst(url, n, str(n))))
+        if "trigger" in args.sections:
+            t = time.monotonic()
+            # Limits far above the largest burst: bursts measure duplicates and errors, not the 429 path (a drill does).
+            limits = {"ORCH_MAX_AGENTS_PER_CLIENT": "1000", "ORCH_MAX_AGENTS_TOTAL": "1000"}
+            with serve(scope=scope, tenants_file=tenants, image=args.image, **limits) as url, httpx.Client(timeout=60) as c:
+                timed_post(c, url, "warmup")
+                bare_docker_run(client, image=args.image, scope=scope, i=-1)
+                # Interleaved, so both see the same daemon load and the same number of running containers.
+                bare, create, answers = [], [], []
+                for i in range(args.runs):
+                    bare.append(bare_docker_run(client, image=args.image, scope=scope, i=i))
+                    tt, a = timed_post(c, url, f"create-{i}")
+                    create.append(tt)
+                    answers.append(a)
+                reuse = [timed_post(c, url, "create-0")[0] for _ in range(args.runs * 5)]
+                rps = asyncio.run(reuse_throughput(url, room="create-0", total=args.runs * 10, concurrency=10))
                 remove_scope(client, scope)
-        out["bare_docker_run"] = summary(bare)
-        out["trigger_create"] = {**summary(create), "ratio_to_bare": round(statistics.median(create) / statistics.median(bare), 2),
-                                 "errors": sum(1 for a in answers if "error" in a)}
-        out["trigger_reuse"] = {**summary(reuse), "throughput_rps_c10": round(rps, 1)}
-        out["bursts"] = bursts
+                bursts = []
+                for n in args.bursts:
+                    bursts.append(asyncio.run(burst(url, n, str(n))))
+                    remove_scope(client, scope)
+            out["bare_docker_run"] = summary(bare)
+            out["trigger_create"] = {**summary(create), "ratio_to_bare": round(statistics.median(create) / statistics.median(bare), 2),
+                                     "errors": sum(1 for a in answers if "error" in a)}
+            out["trigger_reuse"] = {**summary(reuse), "throughput_rps_c10": round(rps, 1)}
+            out["bursts"] = bursts
+            timings["trigger"] = round(time.monotonic() - t, 1)
+        if "joined" in args.sections:
+            t = time.monotonic()
+            client.images.get(args.agent_image)  # built by scripts/build-images; missing = a failure, not a skip
+            with serve(scope=scope_join, tenants_file=tenants, image=args.agent_image,
+                       ORCH_AGENT_MEMORY="512m", ORCH_AGENT_CPUS="1.0") as url:
+                out["joined"] = asyncio.run(joined.measure(
+                    url=url, client=client, image=args.agent_image, scope=scope_join, creds=creds,
+                    runs=args.join_runs, body=body("unused")))
+            timings["joined"] = round(time.monotonic() - t, 1)
+        if "reconcile" in args.sections:
+            t = time.monotonic()
+            env = {"ORCH_AGENT_STARTUP_TIMEOUT_S": "0", "ORCH_RECONCILE_INTERVAL_S": "3600",
+                   "ORCH_USAGE_SAMPLING_ENABLED": "false"}
+            settings = Settings(scope=scope_rc, tenants_file=tenants, agent_image=args.image, agent_startup_timeout_s=0,
+                                reconcile_enabled=False)
+            with serve_process(scope=scope_rc, tenants_file=tenants, image=args.image, **env) as served:
+                httpx.post(f"{served.url}/api/v1/admin/reconcile", timeout=30).raise_for_status()
+                out["reconcile"] = asyncio.run(scale.measure(
+                    client=client, settings=settings, client_id=CLIENT_ID, image=args.image, sizes=args.sizes,
+                    passes=args.passes, server_url=served.url, server_pid=served.proc.pid))
+                t_rm = time.monotonic()
+                removed = remove_scope(client, scope_rc)
+                out["reconcile"]["removed"] = {"containers": removed, "seconds": round(time.monotonic() - t_rm, 1)}  # type: ignore[index]
+            timings["reconcile"] = round(time.monotonic() - t, 1)
+    except Deadline:
+        out["aborted"] = f"deadline of {args.deadline} s reached; figures above are partial"
     finally:
-        remove_scope(client, scope)
+        signal.alarm(0)
+        for s in (scope, scope_join, scope_rc):
+            remove_scope(client, s)
         livekit.stop()
+    timings["total"] = round(time.monotonic() - t_start, 1)
     return out
 
 
 def markdown(r: dict[str, object]) -> str:
-    b, c, u = r["bare_docker_run"], r["trigger_create"], r["trigger_reuse"]  # type: ignore[index]
-    lines = [f"Machine: {r['machine']}; image `{r['image']}`; {r['runs']} runs per figure.", "",
-             "| figure | median | p90 | baseline median | ratio |", "|---|---|---|---|---|",
-             f"| bare `docker run -d` (SDK) | {b['median_ms']} ms | {b['p90_ms']} ms | — | 1.00 |",
-             f"| trigger → container running (new) | {c['median_ms']} ms | {c['p90_ms']} ms | {b['median_ms']} ms | {c['ratio_to_bare']} |",
-             f"| trigger on existing container (reuse) | {u['median_ms']} ms | {u['p90_ms']} ms | — | {u['throughput_rps_c10']} req/s at concurrency 10 |",
-             "", "| burst (distinct rooms) | wall | containers/s | errors | duplicates |", "|---|---|---|---|---|"]
-    lines += [f"| {x['n']} | {x['wall_s']} s | {x['containers_per_s']} | {x['errors']} | {x['duplicates']} |" for x in r["bursts"]]  # type: ignore[union-attr]
+    lines = [f"Machine: {r['machine']}.", f"Tiny image `{r['image']}`, agent image `{r['agent_image']}`; "
+             f"section times (s): {r['sections_s']}.", ""]
+    if r.get("aborted"):
+        lines += [f"**{r['aborted']}**", ""]
+    if "trigger_create" in r:
+        b, c, u = r["bare_docker_run"], r["trigger_create"], r["trigger_reuse"]  # type: ignore[index]
+        lines += [f"{r['runs']} runs per figure, interleaved with the baseline.", "",
+                  "| figure | median | p90 | baseline median | ratio |", "|---|---|---|---|---|",
+                  f"| bare `docker run -d` (SDK), tiny image | {b['median_ms']} ms | {b['p90_ms']} ms | — | 1.00 |",
+                  f"| trigger → container running (new) | {c['median_ms']} ms | {c['p90_ms']} ms | {b['median_ms']} ms | {c['ratio_to_bare']} |",
+                  f"| trigger on existing container (reuse) | {u['median_ms']} ms | {u['p90_ms']} ms | — | {u['throughput_rps_c10']} req/s at concurrency 10 |"]
+    if "joined" in r:
+        jb, jt = r["joined"]["bare_docker_run_to_listed"], r["joined"]["trigger_to_listed"]  # type: ignore[index]
+        lines += [f"| bare `docker run -d` → agent listed by LiveKit, agent image | {jb['median_ms']} ms | {jb['p90_ms']} ms | — | 1.00 (of which `docker run`: {jb['of_which_docker_run']['median_ms']} ms) |",
+                  f"| trigger → agent listed by LiveKit (ListParticipants) | {jt['median_ms']} ms | {jt['p90_ms']} ms | {jb['median_ms']} ms | {jt['ratio_to_bare']} (of which the trigger's answer: {jt['of_which_trigger_answer']['median_ms']} ms; n={jt['n']}) |"]
+    if "bursts" in r:
+        lines += ["", "| burst (distinct rooms) | wall | containers/s | errors | duplicates |", "|---|---|---|---|---|"]
+        lines += [f"| {x['n']} | {x['wall_s']} s | {x['containers_per_s']} | {x['errors']} | {x['duplicates']} |" for x in r["bursts"]]  # type: ignore[union-attr]
+    if "reconcile" in r:
+        rc = r["reconcile"]  # type: ignore[index]
+        lines += ["", "| managed containers | one pass (median) | max | per container | Docker API calls per pass | LiveKit calls per pass | actions | server's own pass | server RSS | setup: created at |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for p in rc["passes"]:
+            calls = ", ".join(f"{k} ×{v}" for k, v in p["docker_calls_per_pass"].items())
+            lk = ", ".join(f"{k} ×{v}" for k, v in p["livekit_calls_per_pass"].items())
+            lines.append(f"| {p['n']} | {p['pass_median_ms']} ms | {p['pass_max_ms']} ms | {p['ms_per_container']} ms | "
+                         f"{p['docker_calls_total']} ({calls}) | {lk} | {p['actions']} | {p['server_pass_ms']} ms | "
+                         f"{p['server_rss_mb']} MB | {p['containers_per_s']} containers/s |")
+        g = rc.get("growth", {})
+        lines += ["", f"Orchestrator RSS: {rc['rss_idle_mb']} MB idle, {rc['rss_with_max_mb']} MB with {rc['passes'][-1]['n']} managed containers. "
+                  f"Pass time grew {g.get('time_ratio')}× for {g.get('n_ratio')}× the containers. "
+                  f"Removing them took {rc.get('removed', {}).get('seconds')} s."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--runs", type=int, default=20, help="trigger/bare runs (reuse: 5x, throughput: 10x this)")
+    p.add_argument("--join-runs", type=int, default=10, help="trigger → joined runs with the real agent image")
     p.add_argument("--image", default=TINY_IMAGE)
+    p.add_argument("--agent-image", default="agent-orchestrator/agent:latest")
     p.add_argument("--bursts", type=int, nargs="*", default=[10, 50, 100])
+    p.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 500], help="managed containers per reconcile step")
+    p.add_argument("--passes", type=int, default=5, help="timed reconcile passes per size")
+    p.add_argument("--sections", nargs="*", default=["trigger", "joined", "reconcile"],
+                   choices=["trigger", "joined", "reconcile"])
+    p.add_argument("--deadline", type=int, default=540, help="hard limit in seconds for the whole bench")
+    p.add_argument("--out", default="latest", help="file stem under bench-results/")
     args = p.parse_args(argv)
     result = run(args)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2))
-    (RESULTS / "latest.md").write_text(markdown(result) + "\n")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.out}.md").write_text(markdown(result) + "\n")
     print(markdown(result))
+    if result.get("aborted"):
+        raise SystemExit(3)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Callable
 
 from .clock import utcnow
-from .errors import Conflict, ContainerFailed, LimitExceeded
+from .errors import Conflict, ContainerFailed, DependencyUnavailable, LimitExceeded
 from .livekit import LiveKitGateway, agent_token, user_token
 from .locks import KeyedLocks
 from .models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
@@ -186,7 +186,18 @@ class TriggerService:
                 return TriggerOutcome.reused, info
             if info.status is ContainerStatus.created:
                 # Created but never started (a crash between create and start): starting is idempotent.
-                await self._runtime.start(name)
+                try:
+                    await self._runtime.start(name)
+                except DependencyUnavailable as exc:
+                    # A container created as the daemon went down can be unstartable for good after its
+                    # restart ("failed to start shim ... file exists"): replace it. If the daemon is still
+                    # down, the remove fails too and the caller gets the same 503.
+                    log.warning(
+                        "created container %s does not start (%s); replacing it", name, exc.message,
+                        extra={"client_id": key.client_id, "agent_slug": key.agent_slug, "room": key.room, "container": name},
+                    )
+                    await self._runtime.remove(name)
+                    continue
                 return TriggerOutcome.reused, await self._wait_running(name)
             if info.status in _WAIT_STATES:
                 try:

@@ -253,8 +253,11 @@ class DockerRuntime:
 
         def follow() -> None:
             while not stopped.is_set():
-                client = docker.DockerClient(base_url=self._base_url) if self._base_url else docker.from_env()
+                client = None
                 try:
+                    # Inside the try: while the daemon is down (restart, upgrade) building the client itself
+                    # fails, and an escaped exception would end this thread for good.
+                    client = docker.DockerClient(base_url=self._base_url) if self._base_url else docker.from_env()
                     stream = client.api.events(decode=True, filters=filters)
                     current[:] = [stream]
                     for ev in stream:
@@ -266,7 +269,8 @@ class DockerRuntime:
                         log.warning("docker event stream broke (%s); reconnecting", type(exc).__name__)
                         stopped.wait(1.0)
                 finally:
-                    client.close()
+                    if client is not None:
+                        client.close()
 
         def stop() -> None:
             stopped.set()

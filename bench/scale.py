@@ -1,0 +1,149 @@
+"""One reconcile pass over 10, 100, 500 managed tiny containers: time, Docker/LiveKit calls, and the server's RSS.
+
+Docker calls are counted at the HTTP level (a response hook on docker-py's requests session), so
+every request the runtime makes is seen, whichever method made it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+
+from orchestrator.livekit import LiveKitGateway
+from orchestrator.models import Agent, Client, ContainerKey, Mode
+from orchestrator.naming import container_labels, container_name, room_metadata, spec_hash
+from orchestrator.reconciler import Reconciler
+from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.settings import Settings
+from orchestrator.tenants.file_store import FileTenantStore
+from orchestrator.trigger import TriggerService
+
+_API_VERSION = re.compile(r"^/v[\d.]+")
+
+
+class CountingLiveKit(LiveKitGateway):
+    """The real gateway, counting each room-service call by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+
+    async def _call(self, creds, what, fn):  # type: ignore[no-untyped-def]
+        self.calls[what] += 1
+        return await super()._call(creds, what, fn)
+
+
+class DockerCallCounter:
+    """Counts every HTTP request docker-py sends, as 'METHOD /path' without the API version."""
+
+    def __init__(self, runtime: DockerRuntime) -> None:
+        self.calls: Counter[str] = Counter()
+        runtime.client.api.hooks["response"].append(self._hook)
+
+    def _hook(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        path = _API_VERSION.sub("", httpx.URL(response.request.url).path)
+        self.calls[f"{response.request.method} {re.sub(r'/containers/[^/]+/', '/containers/{id}/', path)}"] += 1
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def create_managed(client: docker.DockerClient, *, keys: list[ContainerKey], agent: Agent, image: str, scope: str,
+                   concurrency: int = 8) -> float:
+    """Start one tiny container per key with the labels the orchestrator gives; returns seconds taken.
+
+    `sleep` instead of the image's one-second loop, so 500 idle containers do not fork 500 times a second.
+    """
+    spec = spec_hash(agent, image=image, mode=Mode.voice)
+
+    def one(key: ContainerKey) -> None:
+        labels = container_labels(key, agent=agent, mode=Mode.voice, scope=scope, spec=spec, created_at=datetime.now(timezone.utc))
+        host = client.api.create_host_config(mem_limit="16m", nano_cpus=50_000_000, pids_limit=8, network_mode="host")
+        cid = client.api.create_container(image, command=["sleep", "1800"], name=container_name(key), labels=labels,
+                                          host_config=host, detach=True)["Id"]
+        client.api.start(cid)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, keys))
+    return time.perf_counter() - t0
+
+
+async def ensure_rooms(gateway: LiveKitGateway, client: Client, agent: Agent, keys: list[ContainerKey], settings: Settings) -> None:
+    sem = asyncio.Semaphore(20)
+
+    async def one(key: ContainerKey) -> None:
+        async with sem:
+            await gateway.ensure_room(client.livekit, room=key.room, metadata=room_metadata(agent=agent, client_id=client.id),
+                                      empty_timeout_s=settings.room_empty_timeout_s,
+                                      departure_timeout_s=settings.room_departure_timeout_s)
+
+    await asyncio.gather(*(one(k) for k in keys))
+
+
+async def measure(*, client: docker.DockerClient, settings: Settings, client_id: str, image: str, sizes: list[int],
+                  passes: int, server_url: str, server_pid: int) -> dict[str, object]:
+    """Grow the managed set to each size; per size: create time, `passes` timed passes, calls per pass, RSS."""
+    runtime = DockerRuntime(pool_size=settings.docker_pool_size)
+    counter = await asyncio.to_thread(DockerCallCounter, runtime)
+    livekit = CountingLiveKit()
+    tenants = FileTenantStore(settings.tenants_file)
+    tenant = await tenants.get_client(client_id)
+    agent = await tenants.get_agent(tenant, "farah")
+    launcher = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)
+    reconciler = Reconciler(settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=launcher)
+    rows: list[dict[str, object]] = []
+    out: dict[str, object] = {"rss_idle_mb": rss_mb(server_pid)}
+    try:
+        have = 0
+        for n in sorted(sizes):
+            keys = [ContainerKey(client_id=client_id, agent_slug="farah", room=f"rc-{i}") for i in range(have, n)]
+            await ensure_rooms(livekit, tenant, agent, keys, settings)
+            create_s = await asyncio.to_thread(create_managed, client, keys=keys, agent=agent, image=image, scope=settings.scope)
+            have = n
+            times, docker_calls, lk_calls, actions, seen = [], [], [], [], []
+            for _ in range(passes):
+                counter.calls.clear()
+                livekit.calls.clear()
+                report = await reconciler.run_once()
+                times.append(report.duration_s)
+                docker_calls.append(dict(counter.calls))
+                lk_calls.append(dict(livekit.calls))
+                actions.append(len(report.results))
+                seen.append(report.containers)
+            async with httpx.AsyncClient(timeout=120) as http:
+                served = (await http.post(f"{server_url}/api/v1/admin/reconcile")).json()
+            rows.append({
+                "n": n, "observed": seen[-1], "created_in_s": round(create_s, 1),
+                "containers_per_s": round(len(keys) / create_s, 1) if keys else None,
+                "pass_median_ms": round(statistics.median(times) * 1000, 1), "pass_max_ms": round(max(times) * 1000, 1),
+                "ms_per_container": round(statistics.median(times) * 1000 / n, 3),
+                "docker_calls_per_pass": docker_calls[-1], "docker_calls_total": sum(docker_calls[-1].values()),
+                "livekit_calls_per_pass": lk_calls[-1], "actions": max(actions),
+                "server_pass_ms": round(served["duration_s"] * 1000, 1), "server_rss_mb": rss_mb(server_pid),
+            })
+        first, last = rows[0], rows[-1]
+        out["growth"] = {
+            "n_ratio": round(int(last["n"]) / int(first["n"]), 1),  # type: ignore[call-overload]
+            "time_ratio": round(float(last["pass_median_ms"]) / float(first["pass_median_ms"]), 1),  # type: ignore[arg-type]
+        }
+    finally:
+        await livekit.aclose()
+        runtime.close()
+    out["passes"] = rows
+    out["rss_with_max_mb"] = rows[-1]["server_rss_mb"] if rows else None
+    return out
