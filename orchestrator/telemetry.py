@@ -103,6 +103,9 @@ class Telemetry:
         )
 
     def container_event(self, action: str, name: str) -> None:
+        if action == "reconnected":
+            self.feed.publish("container", "docker event stream reconnected: catching up with one pass", event=action)
+            return
         if action.startswith("die") or action == "oom":
             self.metrics.container_deaths.labels(event="oom" if action == "oom" else "die").inc()
         self.feed.publish("container", f"{action} {name}", container=name, event=action)

@@ -252,6 +252,7 @@ class DockerRuntime:
         filters = {"type": "container", "label": [f"{Label.MANAGED}=true", f"{Label.SCOPE}={scope}"]}
 
         def follow() -> None:
+            missed = False
             while not stopped.is_set():
                 client = None
                 try:
@@ -260,11 +261,17 @@ class DockerRuntime:
                     client = docker.DockerClient(base_url=self._base_url) if self._base_url else docker.from_env()
                     stream = client.api.events(decode=True, filters=filters)
                     current[:] = [stream]
+                    if missed:
+                        # Deaths while the stream was down were never reported: ask for one catch-up pass.
+                        on_event("reconnected", "")
+                        missed = False
                     for ev in stream:
                         action = str(ev.get("Action") or ev.get("status") or "")
                         if action.split(":")[0] in ("die", "oom", "health_status"):
                             on_event(action, (ev.get("Actor") or {}).get("Attributes", {}).get("name", ""))
+                    missed = True  # the daemon ended the stream (shutting down)
                 except Exception as exc:  # daemon restart, socket closed by stop(): reconnect unless stopping
+                    missed = True
                     if not stopped.is_set():
                         log.warning("docker event stream broke (%s); reconnecting", type(exc).__name__)
                         stopped.wait(1.0)

@@ -99,6 +99,12 @@ async def test_daemon_restart_gives_503_then_recovers_without_restarting_us(
 
         # Recovery without restarting us: health, a clean reconcile pass, and the refused callers' retries work.
         assert (await api.get("/healthz")).status_code == 200
+        # The event follower reconnected and asked for a catch-up pass (deaths during the outage were never sent).
+        async def caught_up() -> bool:
+            events = (await api.get("/api/v1/admin/events", params={"limit": 1000})).json()["events"]
+            return any(e.get("event") == "reconnected" for e in events)
+
+        await eventually(caught_up, timeout=15, what="the Docker event follower to reconnect and ask for a catch-up pass")
         report = (await api.post("/api/v1/admin/reconcile")).json()
         assert report["observe_error"] is None and report["failed"] == 0, report
         refused = sorted({room for _, room, st, _, _ in results if st != 200})
