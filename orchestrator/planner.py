@@ -95,9 +95,10 @@ class RestartAgent(Action):
 
 @dataclass(frozen=True)
 class GiveUp(Action):
-    """The restart cap is reached: remove the container and report loudly."""
+    """The restart cap is reached: remove the container (by id, as RemoveContainer) and report loudly."""
 
     name: str = ""
+    container_id: str = ""
     key: ContainerKey | None = None
     attempts: int = 0
 
@@ -275,7 +276,7 @@ def _restart(
     record = restarts.get(key)
     attempts = record.attempts if record else 0
     if attempts >= settings.restart_max_attempts:
-        return [GiveUp(reason=f"{reason}; gave up after {attempts} restarts", name=c.name, key=key, attempts=attempts)]
+        return [GiveUp(reason=f"{reason}; gave up after {attempts} restarts", name=c.name, container_id=c.id, key=key, attempts=attempts)]
     if record and now < record.last_at + timedelta(seconds=backoff_s(attempts, settings=settings)):
         return []  # backing off; the loop wakes at next_deadline
     mode = c.labels.get(Label.MODE, "voice")

@@ -284,10 +284,10 @@ class Reconciler:
                 await self._log_tail(cid or name, action)
                 await self._runtime.remove(cid or name)
                 await self._launcher.launch_for_key(key, mode=Mode(mode))
-            case GiveUp(name=name):
-                tail = await self._runtime.logs_tail(name, lines=20)
+            case GiveUp(name=name, container_id=cid):
+                tail = await self._runtime.logs_tail(cid or name, lines=20)
                 log.error("giving up on %s: %s; last log lines:\n%s", name, action.reason, tail, extra=log_fields(action))
-                await self._runtime.remove(name)
+                await self._runtime.remove(cid or name)
             case DeleteRoom(client_id=client_id, room=room):
                 client = await self._tenants.get_client(client_id)
                 await self._livekit.delete_room(client.livekit, room=room)
