@@ -17,15 +17,11 @@ from pathlib import Path
 
 import docker
 import pytest
-from livekit import rtc
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from orchestrator.apikeys import entry_yaml, generate
-from orchestrator.livekit import agent_token
-from orchestrator.models import LiveKitCredentials
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, write_tenants
-from tests.support.docker_helpers import TINY_IMAGE
 from tests.support.livekit_server import LiveKitServer
 from tests.support.orchestrator_server import OrchestratorServer, start_orchestrator
 
@@ -41,6 +37,7 @@ CHROMIUM_FLAGS = [
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
 ]
 GRACE_S = 30.0
+AGENT_IMAGE = "agent-orchestrator/agent:latest"  # the real agent: the Test Agent call meets it in the room
 
 
 @pytest.fixture
@@ -48,8 +45,8 @@ async def orchestrator(scope: str, tmp_path: Path, hooked_livekit: LiveKitServer
     admin = generate()
     (tmp_path / "keys.yaml").write_text("keys:\n" + entry_yaml(name="dashboard-test", key=admin, client_id=None))
     settings = Settings(
-        scope=scope, tenants_file=write_tenants(tmp_path / "tenants.yaml", hooked_livekit), agent_image=TINY_IMAGE,
-        agent_memory="64m", agent_cpus=0.2, agent_stop_timeout_s=2, port=orch_port, grace_period_s=GRACE_S,
+        scope=scope, tenants_file=write_tenants(tmp_path / "tenants.yaml", hooked_livekit), agent_image=AGENT_IMAGE,
+        agent_memory="256m", agent_cpus=0.5, agent_stop_timeout_s=2, port=orch_port, grace_period_s=GRACE_S,
         agent_startup_timeout_s=0, api_keys_file=tmp_path / "keys.yaml", usage_sample_interval_s=1,
     )
     srv = await start_orchestrator(settings)
@@ -118,41 +115,35 @@ async def test_dashboard_test_agent_grace_countdown_and_close(
     joined_s = time.monotonic() - started
     row = page.locator(f'#rooms tr[data-room="{room}"][data-client="{CLIENT_ID}"]')
     await expect(row).to_be_visible(timeout=10_000)
-    # The tiny test image does not speak LiveKit: a participant of kind agent stands in for the agent.
-    creds = LiveKitCredentials(url=hooked_livekit.url, api_key=hooked_livekit.api_key, api_secret=hooked_livekit.api_secret)  # type: ignore[arg-type]
-    stand_in = rtc.Room()
-    await stand_in.connect(creds.url, agent_token(creds, slug="farah", name="Farah", room=room, ttl_s=600))
-    try:
-        await expect(row).to_have_attribute("data-state", "active", timeout=15_000)
-        await expect(row.locator(".humans")).to_contain_text("dashboard-")
-        await expect(row.locator(".agents")).to_contain_text("agent-farah")
-        await expect(page.locator("#call-participants")).to_contain_text("agent-farah")
-        container = page.locator("#containers tr[data-container]", has_text=room)
-        await expect(container).to_have_count(1)
-        await expect(container.locator(".mem")).to_contain_text("MiB", timeout=10_000)  # from the background sampler
-        await expect(page.locator("#events li[data-kind=trigger]")).to_contain_text(room)
-        await expect(page.locator("#events li[data-kind=room]").first).to_be_visible()
-        await shot(page, "02-room-active-in-call.png")
+    # The real agent image joins as agent-farah; the browser sees it in its call.
+    await expect(row).to_have_attribute("data-state", "active", timeout=15_000)
+    await expect(row.locator(".humans")).to_contain_text("dashboard-")
+    await expect(row.locator(".agents")).to_contain_text("agent-farah")
+    await expect(page.locator("#call-participants")).to_contain_text("agent-farah")
+    container = page.locator("#containers tr[data-container]", has_text=room)
+    await expect(container).to_have_count(1)
+    await expect(container.locator(".mem")).to_contain_text("MiB", timeout=10_000)  # from the background sampler
+    await expect(page.locator("#events li[data-kind=trigger]")).to_contain_text(room)
+    await expect(page.locator("#events li[data-kind=room]").first).to_be_visible()
+    await shot(page, "02-room-active-in-call.png")
 
-        # The browser (the only human) leaves: grace period, and the countdown runs down on the page.
-        await page.click("#leave-btn")
-        await expect(row).to_have_attribute("data-state", "grace_period", timeout=15_000)
-        first = grace_seconds(await row.locator(".grace").inner_text())
-        assert 0 < first <= GRACE_S
-        deadline = time.monotonic() + 5
-        while grace_seconds(await row.locator(".grace").inner_text()) >= first:
-            assert time.monotonic() < deadline, "the grace countdown did not move"
-            await asyncio.sleep(0.2)
-        await shot(page, "03-room-grace-countdown.png")
+    # The browser (the only human) leaves: grace period, and the countdown runs down on the page.
+    await page.click("#leave-btn")
+    await expect(row).to_have_attribute("data-state", "grace_period", timeout=15_000)
+    first = grace_seconds(await row.locator(".grace").inner_text())
+    assert 0 < first <= GRACE_S
+    deadline = time.monotonic() + 5
+    while grace_seconds(await row.locator(".grace").inner_text()) >= first:
+        assert time.monotonic() < deadline, "the grace countdown did not move"
+        await asyncio.sleep(0.2)
+    await shot(page, "03-room-grace-countdown.png")
 
-        # Force-close from the page (confirm dialog accepted): the row goes, and so does the container.
-        page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))
-        await row.locator("button.close").click()
-        await expect(row).to_have_count(0, timeout=15_000)
-        names = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"agent-orchestrator.room={room}"})]
-        assert names == []
-        await expect(page.locator("#events li[data-kind=reconcile]", has_text="closed by an operator").first).to_be_visible()
-        await shot(page, "04-room-closed.png")
-    finally:
-        await stand_in.disconnect()
+    # Force-close from the page (confirm dialog accepted): the row goes, and so does the container.
+    page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))
+    await row.locator("button.close").click()
+    await expect(row).to_have_count(0, timeout=15_000)
+    names = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"agent-orchestrator.room={room}"})]
+    assert names == []
+    await expect(page.locator("#events li[data-kind=reconcile]", has_text="closed by an operator").first).to_be_visible()
+    await shot(page, "04-room-closed.png")
     print(f"\nTest Agent click → in call from the browser: {joined_s:.2f}s")
