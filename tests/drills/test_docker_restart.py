@@ -52,7 +52,7 @@ async def test_daemon_restart_gives_503_then_recovers_without_restarting_us(
                              reconcile_interval_s=60, agent_startup_timeout_s=0, usage_sampling_enabled=False,
                              max_agents_per_client=500, max_agents_total=500)  # the 429 path has its own drill
     dc = engine.client()
-    results: list[tuple[str, str, int, dict[str, str], str]] = []  # phase at send, room, status, headers, detail
+    results: list[tuple[str, str, int, dict[str, str], str]] = []  # phase (at send and answer), room, status, headers, detail
     phase = "up"
     async with app_client(settings) as api:
         a = await api.post("/api/v1/trigger-agent", json=body("dd-a"))
@@ -63,7 +63,9 @@ async def test_daemon_restart_gives_503_then_recovers_without_restarting_us(
             while phase != "done" and i < 400:
                 room, sent_in = f"dd-{i}", phase
                 r = await api.post("/api/v1/trigger-agent", json=body(room))
-                results.append((sent_in, room, r.status_code, dict(r.headers), r.text))
+                # A request whose Docker retries outlast the outage may rightly succeed: only one sent and
+                # answered while the daemon was down counts as "down"; one spanning the restart is "edge".
+                results.append((sent_in if phase == sent_in else "edge", room, r.status_code, dict(r.headers), r.text))
                 i += 1
                 await asyncio.sleep(0.05)
 
