@@ -6,6 +6,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -95,11 +96,13 @@ def make_settings(scope: str, tenants_file: Path) -> Callable[..., Settings]:
 
 
 @asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app on the real engine, called in-process (no port), with its lifespan run."""
+async def app_client(settings: Settings, **adapters: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app on the real engine, called in-process (no port), with its lifespan run.
+
+    `adapters` go to create_app (a tenant store or runtime of the test's own)."""
     from api.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, **adapters)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orchestrator") as client:
             yield client

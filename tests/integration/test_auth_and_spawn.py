@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.apikeys import entry_yaml, generate
 from orchestrator.settings import Settings
-from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID
+from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client
 
 # /dashboard is a static page without data: everything it shows comes from the admin endpoints below.
 OPEN = {("get", "/healthz"), ("post", "/api/v1/livekit/webhook"), ("get", "/dashboard")}
@@ -44,25 +44,15 @@ def keys(tmp_path: Path) -> dict[str, str]:
     return made
 
 
-async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    from api.app import create_app
-
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orchestrator") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
-
-
 @pytest.fixture
 async def secured(make_settings: Callable[..., Settings], tmp_path: Path, keys: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in _client(make_settings(api_keys_file=tmp_path / "keys.yaml")):
+    async with app_client(make_settings(api_keys_file=tmp_path / "keys.yaml")) as c:
         yield c
 
 
 @pytest.fixture
 async def open_api(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in _client(make_settings()):
+    async with app_client(make_settings()) as c:
         yield c
 
 
@@ -70,8 +60,10 @@ def _url(path: str) -> str:
     return path.replace("{agent_id}", "agent-farah").replace("{client_id}", CLIENT_ID).replace("{room}", "auth-room")
 
 
-async def test_every_route_is_either_open_or_covered(secured: httpx.AsyncClient) -> None:
-    schema = secured.app.openapi()  # type: ignore[attr-defined]
+def test_every_route_is_either_open_or_covered(make_settings: Callable[..., Settings], tmp_path: Path, keys: dict[str, str]) -> None:
+    from api.app import create_app
+
+    schema = create_app(make_settings(api_keys_file=tmp_path / "keys.yaml")).openapi()
     routes = {(m, p) for p, ops in schema["paths"].items() for m in ops}
     assert routes - OPEN == set(PROTECTED), "add the new route to PROTECTED (and give it an auth dependency)"
 

@@ -16,7 +16,7 @@ import pytest
 from orchestrator.models import Agent, ContainerKey, Mode
 from orchestrator.naming import Label, container_labels
 from orchestrator.settings import Settings
-from tests.conftest import CLIENT_ID
+from tests.conftest import CLIENT_ID, app_client
 from tests.support.docker_helpers import TINY_IMAGE
 
 pytestmark = [pytest.mark.docker]
@@ -65,10 +65,7 @@ def test_cron_mode_exit_2_without_docker(scope: str, tenants_file: Path) -> None
 
 
 async def test_limits_answer_429_with_retry_after(make_settings: Callable[..., Settings]) -> None:
-    from api.app import create_app
-
-    app = create_app(make_settings(max_agents_per_room=2, max_agents_per_client=3, reconcile_enabled=False, limit_retry_after_s=7))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as c:
+    async with app_client(make_settings(max_agents_per_room=2, max_agents_per_client=3, reconcile_enabled=False, limit_retry_after_s=7)) as c:
         async def trig(slug: str, room: str) -> httpx.Response:
             return await c.post("/api/v1/trigger-agent", json={"agent_slug": slug, "room_name": room, "user_id": "u", "client_id": CLIENT_ID})
 
@@ -85,6 +82,7 @@ async def test_limits_answer_429_with_retry_after(make_settings: Callable[..., S
 async def test_admin_api(make_settings: Callable[..., Settings], docker_client: docker.DockerClient, scope: str) -> None:
     from api.app import create_app
 
+    # This test reaches into the app (the reconciler's heartbeat), so it builds the app itself.
     app = create_app(make_settings(reconcile_enabled=False, agent_startup_timeout_s=0))
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as c:
         r = await c.post("/api/v1/trigger-agent", json={"agent_slug": "farah", "room_name": "adm-1", "user_id": "u", "client_id": CLIENT_ID})

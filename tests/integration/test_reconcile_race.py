@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import docker
-import httpx
 import pytest
 
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.settings import Settings
-from tests.conftest import CLIENT_ID
+from tests.conftest import CLIENT_ID, app_client
 from tests.support.docker_helpers import scoped
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
@@ -32,18 +30,9 @@ class RacingRuntime(DockerRuntime):
 async def test_reconciler_never_removes_the_container_a_trigger_just_made(
     make_settings: Callable[..., Settings], docker_client: docker.DockerClient, scope: str
 ) -> None:
-    from api.app import create_app
-
     runtime = RacingRuntime()
-    app = create_app(make_settings(), runtime=runtime)
     body = {"agent_slug": "farah", "room_name": "race-reconcile", "user_id": "u", "client_id": CLIENT_ID}
-
-    @asynccontextmanager
-    async def client():  # type: ignore[no-untyped-def]
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as c:
-            yield c
-
-    async with app.router.lifespan_context(app), client() as c:
+    async with app_client(make_settings(), runtime=runtime) as c:
         old = (await c.post("/api/v1/trigger-agent", json=body)).json()
         docker_client.containers.get(old["container_id"]).stop(timeout=2)  # exited: the next pass removes it
         replaced: dict[str, str] = {}

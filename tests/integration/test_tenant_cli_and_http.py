@@ -20,6 +20,7 @@ from orchestrator import cli_tenants
 from orchestrator.cli import app as cli_app
 from orchestrator.credentials import MasterKeys
 from orchestrator.settings import Settings
+from tests.conftest import app_client
 from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
 from tests.support.supabase_world import AUTONOMITE, PLATFORM_HOST, World
 
@@ -85,26 +86,18 @@ def test_master_key_rotation_via_cli_keeps_every_client_readable(world: World, m
 
 
 async def test_http_trigger_on_cold_cache_outage_is_503_with_reason(world: World, make_settings: Callable[..., Settings]) -> None:
-    from api.app import create_app
-
-    app = create_app(make_settings(), tenants=world.store())
     world.handler.down.add(PLATFORM_HOST)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as client:
-            r = await client.post("/api/v1/trigger-agent", json={"agent_slug": "clarence_coherence", "user_id": "u", "client_id": AUTONOMITE})
+    async with app_client(make_settings(), tenants=world.store()) as client:
+        r = await client.post("/api/v1/trigger-agent", json={"agent_slug": "clarence_coherence", "user_id": "u", "client_id": AUTONOMITE})
     assert r.status_code == 503 and r.headers["retry-after"].isdigit()
     assert r.json()["code"] == "dependency_unavailable" and "no cached copy" in r.json()["detail"]
 
 
 async def test_http_invalidate_reaches_the_supabase_store(world: World, make_settings: Callable[..., Settings]) -> None:
-    from api.app import create_app
-
     store = world.store()
     await store.get_client(AUTONOMITE)
-    app = create_app(make_settings(), tenants=store)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as client:
-            r = await client.post("/api/v1/admin/tenants/invalidate", json={"client_id": AUTONOMITE})
+    async with app_client(make_settings(), tenants=store) as client:
+        r = await client.post("/api/v1/admin/tenants/invalidate", json={"client_id": AUTONOMITE})
     assert r.json() == {"expired": 1}
 
 
