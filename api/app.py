@@ -25,7 +25,7 @@ from orchestrator.sampler import UsageSampler
 from orchestrator.settings import Settings
 from orchestrator.telemetry import Telemetry
 from orchestrator.tenants import TenantStore
-from orchestrator.tenants.file_store import FileTenantStore
+from orchestrator.tenants.factory import tenant_store
 from orchestrator.trigger import TriggerService
 from orchestrator.webhooks import WebhookIntake
 
@@ -33,14 +33,6 @@ from . import errors
 from .routes import admin, dashboard, events, health, metrics, spawn, tenants_admin, trigger, webhook
 
 log = logging.getLogger(__name__)
-
-
-def build_tenants(settings: Settings) -> TenantStore:
-    if settings.tenant_store == "supabase":
-        from orchestrator.tenants.supabase_store import store_from_settings
-
-        return store_from_settings(settings)
-    return FileTenantStore(settings.tenants_file)
 
 
 def build_keyring(settings: Settings) -> KeyRing:
@@ -58,11 +50,8 @@ def create_app(
     settings: Settings, *, runtime: ContainerRuntime | None = None, tenants: TenantStore | None = None
 ) -> FastAPI:
     """Wire adapters once per app; tests pass their own runtime or tenant store."""
-    runtime = runtime or DockerRuntime(
-        base_url=settings.docker_host, pool_size=settings.docker_pool_size,
-        timeout_s=settings.docker_timeout_s, retries=settings.docker_retries,
-    )
-    tenants = tenants or build_tenants(settings)
+    runtime = runtime or DockerRuntime.from_settings(settings)
+    tenants = tenants or tenant_store(settings)
     livekit = LiveKitGateway()
     registry = RoomRegistry()
     metrics_ = Metrics()

@@ -113,7 +113,7 @@ def _from_docker() -> list[dict]:  # type: ignore[type-arg]
     from .runtime.docker import DockerRuntime
 
     settings = _settings()
-    runtime = DockerRuntime(base_url=settings.docker_host)
+    runtime = DockerRuntime.from_settings(settings)
     try:
         found = asyncio.run(runtime.list_managed(scope=settings.scope))
     finally:
@@ -218,7 +218,7 @@ def logs(
     from .runtime.docker import DockerRuntime
 
     settings = _settings()
-    runtime = DockerRuntime(base_url=settings.docker_host)
+    runtime = DockerRuntime.from_settings(settings)
 
     async def collect() -> list[tuple[str, str]]:
         managed = await runtime.list_managed(scope=settings.scope)
@@ -240,22 +240,18 @@ def reconcile(
 ) -> None:
     """Keep Docker equal to what should exist. --once prints a JSON summary; exit 0 ok, 1 some
     action failed (or part of LiveKit/tenants unobservable), 2 Docker could not be observed."""
-    from api.app import build_tenants
-
     from .livekit import LiveKitGateway
     from .reconciler import Reconciler
     from .runtime.docker import DockerRuntime
+    from .tenants.factory import tenant_store
     from .trigger import TriggerService
 
     settings = _settings()
     configure_logging(fmt=settings.log_format, level="WARNING")
 
     async def main() -> int:
-        runtime = DockerRuntime(
-            base_url=settings.docker_host, pool_size=settings.docker_pool_size,
-            timeout_s=settings.docker_timeout_s, retries=settings.docker_retries,
-        )
-        tenants = build_tenants(settings)
+        runtime = DockerRuntime.from_settings(settings)
+        tenants = tenant_store(settings)
         livekit = LiveKitGateway()
         launcher = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)
         rec = Reconciler(settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=launcher)

@@ -23,6 +23,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from ..errors import DependencyUnavailable
 from ..models import ContainerInfo, ContainerStatus, Health
 from ..naming import Label
+from ..settings import Settings
 from . import ContainerSpec, NameTaken
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,13 @@ class DockerRuntime:
         self._client_lock = threading.Lock()
         # docker-py's pool must be at least as large as the threads we let talk to it.
         self._limiter = anyio.CapacityLimiter(pool_size)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "DockerRuntime":
+        return cls(
+            base_url=settings.docker_host, pool_size=settings.docker_pool_size,
+            timeout_s=settings.docker_timeout_s, retries=settings.docker_retries,
+        )
 
     @property
     def client(self) -> docker.DockerClient:
