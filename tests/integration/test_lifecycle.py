@@ -23,6 +23,7 @@ from orchestrator.naming import Label, container_labels, container_name
 from orchestrator.models import Agent, Mode
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, write_tenants
+from tests.support.agent_room import eventually
 from tests.support.docker_helpers import TINY_IMAGE, remove_scope
 from tests.support.livekit_server import LiveKitServer
 from tests.support.orchestrator_server import OrchestratorServer, start_orchestrator
@@ -72,17 +73,6 @@ async def participants() -> AsyncIterator[list[rtc.Room]]:
         await r.disconnect()
 
 
-async def until(what: str, check: Callable[[], Awaitable[Any]], *, timeout_s: float, every_s: float = 0.05) -> Any:
-    """Poll a real condition with a bounded deadline; returns the first truthy value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for: {what}")
-        await asyncio.sleep(every_s)
-
 
 async def join(url: str, token: str, rooms: list[rtc.Room]) -> rtc.Room:
     room = rtc.Room()
@@ -126,7 +116,7 @@ async def active_room(srv: OrchestratorServer, creds: LiveKitCredentials, people
     out = await trigger(srv.base_url, room)
     await join(creds.url, agent_token(creds, slug="farah", name="Farah", room=room, ttl_s=600), people)
     human = await join(creds.url, out["user_token"], people)
-    await until("room active", state_is(srv.base_url, room, "active"), timeout_s=10)
+    await eventually(state_is(srv.base_url, room, "active"), timeout=10, what="room active", interval=0.05)
     # Both test tenants share one LiveKit key: the room metadata names the owner, so only it gets an entry.
     async with httpx.AsyncClient() as c:
         owners = [r["client_id"] for r in (await c.get(f"{srv.base_url}/api/v1/admin/rooms")).json()["rooms"] if r["room"] == room]
@@ -142,11 +132,11 @@ async def test_leave_stops_after_grace_not_before(hook_settings, orchestrators, 
 
     left_at = time.monotonic()
     await human.disconnect()
-    await until("grace period", state_is(srv.base_url, room, "grace_period"), timeout_s=5)
+    await eventually(state_is(srv.base_url, room, "grace_period"), timeout=5, what="grace period", interval=0.05)
     while time.monotonic() < left_at + GRACE_S - 0.3:  # all through the grace the agent stays
         assert status_of(docker_client, name) == "running", "container stopped before the grace period ended"
         await asyncio.sleep(0.1)
-    await until("container removed", lambda: asyncio.to_thread(lambda: status_of(docker_client, name) is None), timeout_s=GRACE_S + 5)
+    await eventually(lambda: asyncio.to_thread(lambda: status_of(docker_client, name) is None), timeout=GRACE_S + 5, what="container removed", interval=0.05)
     closed_after = time.monotonic() - left_at
     print(f"\nclosed {closed_after:.2f}s after the human left (grace {GRACE_S}s)")
     assert closed_after >= GRACE_S
@@ -161,9 +151,9 @@ async def test_rejoin_within_grace_keeps_agent(hook_settings, orchestrators, par
     room, out, human = await active_room(srv, creds, participants)
     left_at = time.monotonic()
     await human.disconnect()
-    await until("grace period", state_is(srv.base_url, room, "grace_period"), timeout_s=5)
+    await eventually(state_is(srv.base_url, room, "grace_period"), timeout=5, what="grace period", interval=0.05)
     await join(creds.url, user_token(creds, identity="alice", room=room, ttl_s=600), participants)
-    await until("active again", state_is(srv.base_url, room, "active"), timeout_s=5)
+    await eventually(state_is(srv.base_url, room, "active"), timeout=5, what="active again", interval=0.05)
     while time.monotonic() < left_at + GRACE_S + 2:  # well past the cancelled deadline
         assert status_of(docker_client, out["container_name"]) == "running"
         await asyncio.sleep(0.2)
@@ -185,7 +175,7 @@ async def test_killed_agent_with_human_is_replaced_within_seconds(hook_settings,
             return False
         return c.id != old_id and c.status == "running"
 
-    await until("a new container", lambda: asyncio.to_thread(replaced), timeout_s=10)
+    await eventually(lambda: asyncio.to_thread(replaced), timeout=10, what="a new container", interval=0.05)
     print(f"\nreplacement running {time.monotonic() - killed_at:.2f}s after docker kill")
     assert time.monotonic() - killed_at < 5
 
@@ -208,7 +198,7 @@ async def test_duplicates_and_foreign_scope(hook_settings, orchestrators, creds,
     try:
         foreign = docker_client.containers.run(TINY_IMAGE, name=f"foreign-{scope}", labels=labelled(other_scope),
                                                detach=True, command=["sh", "-c", "exit 3"])
-        await until("foreign exited", lambda: asyncio.to_thread(lambda: status_of(docker_client, foreign.name) == "exited"), timeout_s=10)
+        await eventually(lambda: asyncio.to_thread(lambda: status_of(docker_client, foreign.name) == "exited"), timeout=10, what="foreign exited", interval=0.05)
         async with httpx.AsyncClient(timeout=30) as c:
             report = (await c.post(f"{srv.base_url}/api/v1/admin/reconcile")).json()
         assert [(a["kind"], a["name"]) for a in report["actions"]] == [("RemoveContainer", dup.name)], report
@@ -258,23 +248,23 @@ async def test_restart_mid_grace_neither_loses_nor_closes_early(hook_settings, o
     name = out["container_name"]
     left_at = time.monotonic()
     await human.disconnect()
-    before = await until("grace period", state_is(srv.base_url, room, "grace_period"), timeout_s=5)
+    before = await eventually(state_is(srv.base_url, room, "grace_period"), timeout=5, what="grace period", interval=0.05)
 
     async def persisted() -> bool:  # the grace start reached LiveKit's room metadata
         async with api.LiveKitAPI(creds.url.replace("ws", "http"), creds.api_key, creds.api_secret.get_secret_value()) as lk:
             rooms = (await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))).rooms
         return bool(rooms) and "orchestrator_grace_started_at" in rooms[0].metadata
 
-    await until("grace start persisted", persisted, timeout_s=3)
+    await eventually(persisted, timeout=3, what="grace start persisted", interval=0.05)
     await srv.stop()
     orchestrators.remove(srv)
     await asyncio.sleep(1.0)  # the orchestrator is down for a while: the human does not come back
     srv2 = await start_orchestrator(settings)
     orchestrators.append(srv2)
-    after = await until("room rebuilt in grace", state_is(srv2.base_url, room, "grace_period"), timeout_s=5)
+    after = await eventually(state_is(srv2.base_url, room, "grace_period"), timeout=5, what="room rebuilt in grace", interval=0.05)
     assert after["since"] == before["since"], "the rebuilt grace must start when the first one did"
     while time.monotonic() < left_at + grace - 0.3:
         assert status_of(docker_client, name) == "running", "closed early after the restart"
         await asyncio.sleep(0.1)
-    await until("closed after the grace", lambda: asyncio.to_thread(lambda: status_of(docker_client, name) is None), timeout_s=grace + 5)
+    await eventually(lambda: asyncio.to_thread(lambda: status_of(docker_client, name) is None), timeout=grace + 5, what="closed after the grace", interval=0.05)
     print(f"\nclosed {time.monotonic() - left_at:.2f}s after the human left, across a restart (grace {grace}s)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import docker
@@ -22,6 +22,7 @@ from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.sampler import UsageSampler
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
+from tests.support.agent_room import eventually
 from tests.support.docker_helpers import TINY_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
@@ -39,15 +40,6 @@ async def value(api: httpx.AsyncClient, name: str, **labels: str) -> float:
             return s.value
     return 0.0
 
-
-async def until(what: str, check: Callable[[], Awaitable[Any]], *, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if result := await check():
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def trigger(api: httpx.AsyncClient, room: str, slug: str = "farah") -> dict[str, Any]:
@@ -100,7 +92,7 @@ async def test_crash_with_human_present_counts_a_restart(
         async def exited() -> bool:
             return (await asyncio.to_thread(lambda: docker_client.containers.get(out["container_name"]).status)) == "exited"
 
-        await until("container exited", exited, timeout_s=10)
+        await eventually(exited, timeout=10, what="container exited", interval=0.05)
         assert await value(api, "orchestrator_agent_restarts_total") == 0
         report = (await api.post("/api/v1/admin/reconcile")).json()
         assert [(a["kind"], a["ok"]) for a in report["actions"]] == [("RestartAgent", True)], report
@@ -122,7 +114,7 @@ async def test_agent_cpu_and_memory_come_from_the_background_sampler(
                      for c in names for n in ("orchestrator_agent_cpu_ratio", "orchestrator_agent_memory_bytes"))
             return got if ok else None
 
-        got = await until("cpu and memory of every agent", all_sampled, timeout_s=15)
+        got = await eventually(all_sampled, timeout=15, what="cpu and memory of every agent", interval=0.05)
         for s in got:
             assert s.labels["client_id"] == CLIENT_ID and s.labels["agent"] == "farah"
             assert s.value >= 0
@@ -136,7 +128,7 @@ async def test_agent_cpu_and_memory_come_from_the_background_sampler(
         async def gone() -> bool:
             return not any(s.labels.get("container") == names[0] for s in await samples(api))
 
-        await until("series of the removed container gone", gone, timeout_s=10)
+        await eventually(gone, timeout=10, what="series of the removed container gone", interval=0.05)
 
 
 class CountingRuntime(DockerRuntime):
