@@ -110,6 +110,7 @@ def _from_api(url: str, api_key: str | None) -> tuple[list[dict] | None, str]:  
 
 
 def _from_docker() -> list[dict]:  # type: ignore[type-arg]
+    from .ps_view import container_row
     from .runtime.docker import DockerRuntime
 
     settings = _settings()
@@ -119,15 +120,7 @@ def _from_docker() -> list[dict]:  # type: ignore[type-arg]
     finally:
         runtime.close()
     now = datetime.now(timezone.utc)
-    return [
-        {
-            "name": c.name, "status": c.status.value, "health": c.health.value,
-            "client_id": c.labels.get(Label.CLIENT_ID, ""), "agent": c.labels.get(Label.AGENT_SLUG, ""),
-            "room": c.labels.get(Label.ROOM, ""),
-            "age_s": int((now - c.created_at).total_seconds()) if c.created_at else None,
-        }
-        for c in sorted(found, key=lambda c: c.name)
-    ]
+    return [container_row(c, now=now) for c in sorted(found, key=lambda c: c.name)]
 
 
 @app.command()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+
+from .models import ContainerInfo
+from .naming import Label
 
 DOCKER_COLUMNS = ["name", "status", "health", "client_id", "agent", "room", "age"]
 API_COLUMNS = ["name", "status", "health", "client_id", "agent", "room", "room_state", "humans", "age", "cpu", "memory"]
@@ -16,6 +20,16 @@ def age(seconds: int | None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def container_row(c: ContainerInfo, *, now: datetime) -> dict[str, Any]:
+    """One managed container as the admin API and `ps` show it: state plus the key from its labels."""
+    return {
+        "name": c.name, "id": c.id[:12], "status": c.status.value, "health": c.health.value,
+        "exit_code": c.exit_code, "client_id": c.labels.get(Label.CLIENT_ID), "agent": c.labels.get(Label.AGENT_SLUG),
+        "room": c.labels.get(Label.ROOM), "created_at": c.labels.get(Label.CREATED_AT),
+        "age_s": int((now - c.created_at).total_seconds()) if c.created_at else None,
+    }
 
 
 def join_rooms(containers: list[dict[str, Any]], rooms: list[dict[str, Any]]) -> list[dict[str, Any]]:

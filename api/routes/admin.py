@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query
 from orchestrator.errors import NotFound
 from orchestrator.models import ContainerStatus
 from orchestrator.naming import Label, validate_room
+from orchestrator.ps_view import container_row
 
 from ..auth import require_admin
 from ..deps import ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
@@ -83,10 +84,7 @@ async def containers(runtime: RuntimeDep, settings: SettingsDep, sampler: Sample
     return {
         "containers": [
             {
-                "name": c.name, "id": c.id[:12], "status": c.status.value, "health": c.health.value,
-                "exit_code": c.exit_code, "client_id": c.labels.get(Label.CLIENT_ID), "agent": c.labels.get(Label.AGENT_SLUG),
-                "room": c.labels.get(Label.ROOM), "created_at": c.labels.get(Label.CREATED_AT),
-                "age_s": int((now - c.created_at).total_seconds()) if c.created_at else None,
+                **container_row(c, now=now),
                 "cpu_ratio": round(u.cpu_ratio, 4) if (u := usage.get(c.name)) and u.cpu_ratio is not None else None,
                 "memory_bytes": u.memory_bytes if u else None,
             }
