@@ -103,6 +103,8 @@ class ContainerInfo(Frozen):
     labels: dict[str, str] = {}
     created_at: datetime | None = None
     exit_code: int | None = None  # set once exited: tells a crash (non-zero) from a clean exit
+    node: str | None = None  # where it runs (a swarm node, a Kubernetes node); None on a single engine
+    reason: str | None = None  # the engine's own word for a state (e.g. "CrashLoopBackOff", "no suitable node")
 
 
 class TriggerOutcome(str, enum.Enum):

@@ -1,15 +1,21 @@
-"""The container runtime seam: a protocol the engine codes against; Docker now, Swarm later."""
+"""The container runtime seam: one protocol the engine codes against; Docker, Swarm and Kubernetes implement it.
+
+Names: callers pass the *logical* container name (`naming.container_name(key)`) to `get`; an engine
+whose object names have other rules (a swarm service, a Kubernetes pod) maps it to its own name with a
+pure, collision-free function and reports that engine name in `ContainerInfo.name`. `stop`/`remove`
+accept an id or a name. Labels are the truth: the key of a container is read from its labels.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal, Protocol
 
 from ..models import ContainerInfo, Frozen
 
 
 class ContainerSpec(Frozen):
-    """Everything needed to start one agent container; runtime-neutral (maps onto a Swarm service too)."""
+    """Everything needed to start one agent container; runtime-neutral (maps onto a Swarm service or a Pod)."""
 
     name: str
     image: str
@@ -25,17 +31,35 @@ class ContainerSpec(Frozen):
 
 
 class NameTaken(Exception):
-    """The name is already used: another trigger or process won the race (Docker's 409)."""
+    """The name is already used: another trigger or process won the race (Docker's 409, Kubernetes' AlreadyExists)."""
+
+
+class WatchEvent(Frozen):
+    """One change seen by `ContainerRuntime.watch`.
+
+    `relist` carries the complete current list of this scope's containers (at start and after every
+    reconnect: it replaces whatever the reader held); `upsert` one container's new state; `delete` one
+    container gone (`info` is its last known state, at least `id` and `name`).
+    """
+
+    kind: Literal["relist", "upsert", "delete"]
+    info: ContainerInfo | None = None
+    items: tuple[ContainerInfo, ...] = ()
+    resource_version: str | None = None  # the engine's ordering token where it has one (Kubernetes)
 
 
 class ContainerRuntime(Protocol):
     """Idempotent container operations. Missing containers are None/no-ops, not errors."""
 
+    engine: str  # "docker" | "swarm" | "kubernetes": shown by ps, the admin API and metrics
+
     async def ping(self) -> None: ...
 
     async def get(self, name: str) -> ContainerInfo | None: ...
 
-    async def list_managed(self, *, scope: str) -> list[ContainerInfo]: ...
+    async def list_managed(self, *, scope: str) -> list[ContainerInfo]:
+        """One list call per object kind, filtered by the engine on our managed+scope labels."""
+        ...
 
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
         """Raises NameTaken when a container of that name exists; never leaves a created-but-dead one."""
@@ -50,7 +74,16 @@ class ContainerRuntime(Protocol):
     async def logs_tail(self, name: str, *, lines: int = 20) -> str: ...
 
     async def stats(self, name: str) -> dict[str, Any] | None:
-        """One immediate resource-usage sample (Docker's stats JSON); None when the container is gone."""
+        """One immediate resource-usage sample (Docker's stats JSON); None when gone or not supported."""
+        ...
+
+    def watch(self, *, scope: str) -> AsyncIterator[WatchEvent]:
+        """This scope's containers as a stream: a `relist` first, then `upsert`/`delete` as they happen.
+
+        Reconnects by itself after errors (with backoff) and yields a fresh `relist` after every
+        reconnect, so a reader that applies events in order is never wrong for longer than the outage.
+        Ends only when the consumer stops iterating (or `close`).
+        """
         ...
 
     def follow_events(self, *, scope: str, on_event: Callable[[str, str], None]) -> Callable[[], None]:

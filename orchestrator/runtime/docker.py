@@ -86,6 +86,8 @@ def _info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
 class DockerRuntime:
     """ContainerRuntime on one Docker engine."""
 
+    engine = "docker"
+
     def __init__(
         self, *, base_url: str | None = None, pool_size: int = 32, timeout_s: float = 30.0, retries: int = 3
     ) -> None:
