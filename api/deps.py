@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from orchestrator.errors import DependencyError
 from orchestrator.events import EventFeed
 from orchestrator.metrics import Metrics
 from orchestrator.sampler import UsageSampler
@@ -71,3 +72,9 @@ def _sampler(request: Request) -> UsageSampler:
 
 FeedDep = Annotated[EventFeed, Depends(_feed)]
 SamplerDep = Annotated[UsageSampler, Depends(_sampler)]
+
+
+def count_dependency(metrics: Metrics, exc: Exception) -> None:
+    """A failed request that a dependency caused counts against that dependency (the adapter says which)."""
+    if isinstance(exc, DependencyError):
+        metrics.dependency_errors.labels(dependency=exc.dependency).inc()

@@ -9,11 +9,12 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from livekit import api
 
-from .errors import DependencyUnavailable, PermanentError, Unauthorized
+from .errors import DependencyRejected, DependencyUnavailable, Unauthorized
 from .models import LiveKitCredentials
 from .naming import agent_identity
 from .planner import RoomView
@@ -21,11 +22,13 @@ from .planner import RoomView
 log = logging.getLogger(__name__)
 
 
-class LiveKitRejected(PermanentError):
+class LiveKitRejected(DependencyRejected):
     """LiveKit answered, but refused: usually the client's key/secret are wrong."""
 
-    status_code = 502
     code = "livekit_rejected"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, dependency="livekit", **kwargs)
 
 
 def user_token(creds: LiveKitCredentials, *, identity: str, room: str, ttl_s: int, name: str | None = None) -> str:
@@ -125,17 +128,21 @@ class LiveKitGateway:
         try:
             return await fn(lk)
         except api.TwirpError as exc:
-            if exc.status >= 500:
-                raise DependencyUnavailable(f"LiveKit at {creds.url} failed {what}: {exc.message}") from None
+            if exc.status >= 500 or exc.status in (408, 429):
+                raise DependencyUnavailable(
+                    f"LiveKit at {creds.url} failed {what}: {exc.message}", dependency="livekit",
+                    details={"code": exc.code, "upstream_status": exc.status},
+                ) from None
             raise LiveKitRejected(
                 f"LiveKit at {creds.url} refused {what} ({exc.code}): check the client's LiveKit API key and secret"
                 if exc.status in (401, 403)
                 else f"LiveKit at {creds.url} refused {what} ({exc.code}): {exc.message}",
-                details={"code": exc.code},
+                details={"code": exc.code, "upstream_status": exc.status},
             ) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise DependencyUnavailable(
-                f"LiveKit at {creds.url} is unreachable ({type(exc).__name__}); retry shortly", retry_after=5
+                f"LiveKit at {creds.url} is unreachable ({type(exc).__name__}); retry shortly", retry_after=5,
+                dependency="livekit",
             ) from None
 
 

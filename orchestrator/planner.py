@@ -6,6 +6,7 @@ It only ever names containers that carry this deployment's scope label.
 
 from __future__ import annotations
 
+import enum
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -64,8 +65,24 @@ class Action:
         return type(self).__name__
 
     def to_dict(self) -> dict[str, Any]:
-        body = {k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in asdict(self).items()}
+        body = {
+            k: v.model_dump() if hasattr(v, "model_dump") else v.value if isinstance(v, enum.Enum) else v
+            for k, v in asdict(self).items()
+        }
         return {"kind": self.kind, **body}
+
+
+class Removal(str, enum.Enum):
+    """Why a container goes, as a small stable set (metrics labels, alerts); `reason` is the human sentence."""
+
+    orphan = "orphan"  # labels incomplete, unknown client or agent
+    duplicate = "duplicate"
+    room_gone = "room_gone"
+    lifetime = "lifetime"
+    exited = "exited"
+    unhealthy = "unhealthy"
+    never_started = "never_started"
+    closed = "closed"  # the room's end: grace expired, startup timeout with no human, operator close
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,7 @@ class RemoveContainer(Action):
     under the same name since the observation, and that new one must survive this pass.
     """
 
+    category: Removal = Removal.closed
     name: str = ""
     container_id: str = ""
     client_id: str = ""
@@ -181,11 +199,13 @@ def plan(
             continue
         key = key_from_labels(c.labels)
         if key is None:
-            actions.append(RemoveContainer(reason="labels incomplete (no client/agent/room)", name=c.name, container_id=c.id))
+            actions.append(RemoveContainer(
+                reason="labels incomplete (no client/agent/room)", category=Removal.orphan, name=c.name, container_id=c.id
+            ))
         elif key.client_id in observed.unknown_clients:
-            actions.append(_remove(c, key, f"unknown client '{key.client_id}'"))
+            actions.append(_remove(c, key, f"unknown client '{key.client_id}'", Removal.orphan))
         elif key.client_id in observed.agents_by_client and key.agent_slug not in observed.agents_by_client[key.client_id]:
-            actions.append(_remove(c, key, f"unknown agent '{key.agent_slug}' for client '{key.client_id}'"))
+            actions.append(_remove(c, key, f"unknown agent '{key.agent_slug}' for client '{key.client_id}'", Removal.orphan))
         else:
             by_key[key].append(c)
 
@@ -193,7 +213,7 @@ def plan(
     for key, cs in by_key.items():
         keep = _keeper(key, cs)
         survivors[key] = keep
-        actions.extend(_remove(c, key, f"duplicate of {keep.name} for the same key") for c in cs if c is not keep)
+        actions.extend(_remove(c, key, f"duplicate of {keep.name} for the same key", Removal.duplicate) for c in cs if c is not keep)
 
     by_room: dict[RoomKey, list[tuple[ContainerKey, ContainerInfo]]] = defaultdict(list)
     for k, c in survivors.items():
@@ -205,7 +225,7 @@ def plan(
             continue  # LiveKit not observable for this client: no room rule can be decided safely
         if not view.exists:
             closed.add(room_key)
-            actions.extend(_remove(c, k, "room finished or gone in LiveKit") for k, c in members)
+            actions.extend(_remove(c, k, "room finished or gone in LiveKit", Removal.room_gone) for k, c in members)
         elif room.state is RoomState.CLOSING or due(
             room, now=now, grace_s=settings.grace_period_s, startup_timeout_s=settings.agent_startup_timeout_s
         ) is Due.GRACE_EXPIRED:
@@ -215,7 +235,7 @@ def plan(
                 else f"grace period ({settings.grace_period_s:g} s) expired with no human"
             )
             closed.add(room_key)
-            actions.extend(_remove(c, k, why) for k, c in members)
+            actions.extend(_remove(c, k, why, Removal.closed) for k, c in members)
             actions.append(DeleteRoom(reason=why, client_id=room_key[0], room=room_key[1]))
         else:
             actions.extend(_grace_metadata(room, view))
@@ -229,19 +249,19 @@ def plan(
         born = created(c)
         age = (now - born).total_seconds() if born else 0.0
         if age > settings.max_container_lifetime_s:
-            actions.append(_remove(c, key, f"older than the maximum lifetime ({settings.max_container_lifetime_s:g} s)"))
+            actions.append(_remove(c, key, f"older than the maximum lifetime ({settings.max_container_lifetime_s:g} s)", Removal.lifetime))
         elif c.status in _GONE:
             crashed = c.exit_code != 0
             if crashed and humans:
                 actions.extend(_restart(c, key, f"crashed (exit {c.exit_code}) with humans in the room", restarts, settings, now))
             elif humans is not None or not crashed:
-                actions.append(_remove(c, key, f"exited (code {c.exit_code})"))
+                actions.append(_remove(c, key, f"exited (code {c.exit_code})", Removal.exited))
             # crashed and humans unknown: wait for a pass that can see LiveKit
         elif c.status is ContainerStatus.running and c.health is Health.unhealthy:
             if humans:
                 actions.extend(_restart(c, key, "unhealthy with humans in the room", restarts, settings, now))
             elif humans is not None:
-                actions.append(_remove(c, key, "unhealthy"))
+                actions.append(_remove(c, key, "unhealthy", Removal.unhealthy))
         elif (
             c.status is ContainerStatus.running
             and room is not None
@@ -255,14 +275,16 @@ def plan(
             if humans:
                 actions.extend(_restart(c, key, why, restarts, settings, now))
             else:
-                actions.append(_remove(c, key, why))
+                actions.append(_remove(c, key, why, Removal.closed))
         elif c.status is ContainerStatus.created and age > max(settings.agent_startup_timeout_s, settings.container_start_timeout_s):
-            actions.append(_remove(c, key, "created but never started"))
+            actions.append(_remove(c, key, "created but never started", Removal.never_started))
     return actions
 
 
-def _remove(c: ContainerInfo, key: ContainerKey, reason: str) -> RemoveContainer:
-    return RemoveContainer(reason=reason, name=c.name, container_id=c.id, client_id=key.client_id, room=key.room)
+def _remove(c: ContainerInfo, key: ContainerKey, reason: str, category: Removal) -> RemoveContainer:
+    return RemoveContainer(
+        reason=reason, category=category, name=c.name, container_id=c.id, client_id=key.client_id, room=key.room
+    )
 
 
 def _restart(

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .clock import utcnow
-from .errors import NotFound, OrchestratorError
+from .errors import DependencyError, NotFound, OrchestratorError
 from .livekit import LiveKitGateway
 from .models import ContainerKey, ContainerStatus, Mode
 from .naming import agent_identity, key_from_labels
@@ -49,6 +49,11 @@ def log_fields(action: Action) -> dict[str, Any]:
     return fields
 
 
+def _dependency(exc: Exception, default: str | None) -> str | None:
+    """Which dependency an error names (typed at the adapter), or `default` when it names none."""
+    return exc.dependency if isinstance(exc, DependencyError) and exc.dependency != "unknown" else default
+
+
 class Launcher(Protocol):
     """What a restart needs from the trigger path (TriggerService implements it)."""
 
@@ -64,6 +69,7 @@ class ActionResult:
     action: Action
     ok: bool
     error: str | None = None
+    dependency: str | None = None  # which dependency failed it (from the adapter's typed error)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.action.to_dict(), "ok": self.ok, **({"error": self.error} if self.error else {})}
@@ -79,6 +85,7 @@ class PassReport:
     containers: int = 0
     rooms: int = 0
     warnings: list[str] = field(default_factory=list)
+    unobservable: list[str] = field(default_factory=list)  # the dependency behind each warning, in order
     results: list[ActionResult] = field(default_factory=list)
     observe_error: str | None = None
 
@@ -139,7 +146,7 @@ class Reconciler:
 
     # ---- observe --------------------------------------------------------------------------
 
-    async def observe(self) -> tuple[Observed, list[str]]:
+    async def observe(self) -> tuple[Observed, list[tuple[str, str]]]:
         """One labelled list call, then per client: tenant lookup and LiveKit ListRooms/ListParticipants."""
         at = self._clock()
         try:
@@ -150,7 +157,7 @@ class Reconciler:
         for c in containers:
             if (key := key_from_labels(c.labels)) is not None:
                 rooms_by_client.setdefault(key.client_id, set()).add(key.room)
-        warnings: list[str] = []
+        warnings: list[tuple[str, str]] = []  # (dependency, message)
         views: dict[RoomKey, RoomView] = {}
         agents: dict[str, frozenset[str]] = {}
         unknown: set[str] = set()
@@ -163,12 +170,12 @@ class Reconciler:
                 unknown.add(client_id)
                 return
             except OrchestratorError as exc:
-                warnings.append(f"tenant store: {exc.message}")
+                warnings.append((_dependency(exc, "tenants"), f"tenant store: {exc.message}"))
                 return
             try:
                 found = await self._livekit.observe_rooms(client.livekit, names=sorted(names))
             except OrchestratorError as exc:
-                warnings.append(f"LiveKit for client {client_id}: {exc.message}")
+                warnings.append((_dependency(exc, "livekit"), f"LiveKit for client {client_id}: {exc.message}"))
                 return
             views.update({(client_id, name): v for name, v in found.items()})
 
@@ -208,7 +215,9 @@ class Reconciler:
             started = time.monotonic()
             report = PassReport(started_at=self._clock(), dry_run=dry_run)
             try:
-                observed, report.warnings = await self.observe()
+                observed, found = await self.observe()
+                report.unobservable = [dependency for dependency, _ in found]
+                report.warnings = [message for _, message in found]
             except ObservationFailed as exc:
                 report.observe_error = str(exc)
                 log.error("reconcile: could not observe Docker: %s", exc)
@@ -270,7 +279,7 @@ class Reconciler:
         except Exception as exc:  # reported in the pass summary, not raised: the pass goes on
             message = exc.message if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
             log.warning("reconcile action %s failed: %s", action.kind, message, extra=log_fields(action))
-            return ActionResult(action, ok=False, error=message)
+            return ActionResult(action, ok=False, error=message, dependency=_dependency(exc, None))
         return ActionResult(action, ok=True)
 
     async def _apply(self, action: Action) -> None:

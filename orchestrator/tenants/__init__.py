@@ -28,6 +28,10 @@ class TenantStore(Protocol):
         """Forget cached tenant data (one client's or all); returns how many entries were expired."""
         ...
 
+    async def aclose(self) -> None:
+        """Release connections (the engine calls it once at stop)."""
+        ...
+
 
 def unknown_agent(client: Client, slug: str, known: list[str]) -> NotFound:
     """The 404 for a valid but unknown slug, naming the closest slugs this client has."""

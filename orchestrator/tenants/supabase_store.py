@@ -23,7 +23,7 @@ from pydantic import SecretStr, ValidationError
 from supabase import AsyncClient, AsyncClientOptions
 
 from ..credentials import CredentialError, MasterKeys, open_sealed, unwrap_data_key
-from ..errors import Conflict, DependencyUnavailable, NotFound
+from ..errors import Conflict, DependencyUnavailable, NotFound, dependency_error
 from ..models import Agent, Client, LiveKitCredentials, Resources
 from ..naming import normalise_slug
 from . import unknown_agent, unknown_agent_id, unknown_client
@@ -152,9 +152,9 @@ class SupabaseTenantStore:
                 livekit=LiveKitCredentials(url=row["livekit_url"], api_key=row["livekit_api_key"], api_secret=SecretStr(secret)),
             )
         except CredentialError as exc:
-            raise DependencyUnavailable(f"credentials of client {cid} cannot be decrypted: {exc}", retry_after=60) from None
+            raise DependencyUnavailable(f"credentials of client {cid} cannot be decrypted: {exc}", retry_after=60, dependency="tenants") from None
         except (KeyError, TypeError, ValidationError) as exc:
-            raise DependencyUnavailable(f"client {cid}'s row in the platform project is malformed ({type(exc).__name__})") from None
+            raise DependencyUnavailable(f"client {cid}'s row in the platform project is malformed ({type(exc).__name__})", dependency="tenants") from None
         return _Tenant(client=client, project_url=(own_url or self._url).rstrip("/"), project_key=project_key)
 
     # -- client projects ---------------------------------------------------------------------
@@ -189,12 +189,30 @@ class SupabaseTenantStore:
         try:
             response = await query.execute()
         except httpx.TimeoutException:
-            raise DependencyUnavailable(f"Supabase did not answer for {what} within {self._timeout_s:g} s") from None
+            raise DependencyUnavailable(f"Supabase did not answer for {what} within {self._timeout_s:g} s", dependency="tenants") from None
         except httpx.HTTPError as exc:
-            raise DependencyUnavailable(f"Supabase unreachable for {what}: {type(exc).__name__}: {exc}") from None
+            raise DependencyUnavailable(f"Supabase unreachable for {what}: {type(exc).__name__}: {exc}", dependency="tenants") from None
         except APIError as exc:
-            raise DependencyUnavailable(f"Supabase refused the query for {what}: {exc.code or ''} {exc.message or ''}".strip()) from None
+            raise dependency_error(
+                "tenants", f"Supabase refused the query for {what}: {exc.code or ''} {exc.message or ''}".strip(),
+                status=postgrest_status(exc.code),
+            ) from None
         return list(response.data or [])
+
+
+def postgrest_status(code: str | None) -> int | None:
+    """The HTTP status behind a PostgREST error code (the SDK keeps the code and drops the status)."""
+    if not code:
+        return None
+    if code.isdigit() and len(code) == 3:
+        return int(code)  # no PostgREST body (a proxy page): the SDK puts the HTTP status here
+    if code.startswith("PGRST0"):
+        return 503  # PostgREST cannot reach its database
+    if code.startswith("PGRST3"):
+        return 401  # JWT errors
+    if code[:2] in ("08", "40", "53", "57", "58"):
+        return 503  # SQLSTATE: connection, rollback (deadlock), resources, operator intervention, system
+    return 400  # request, schema and other SQL errors: the same query fails the same way
 
 
 def agent_from_row(row: dict[str, Any], *, client_id: str) -> Agent:
@@ -220,7 +238,7 @@ def agent_from_row(row: dict[str, Any], *, client_id: str) -> Agent:
             ),
         )
     except (KeyError, TypeError, ValueError, ValidationError) as exc:
-        raise DependencyUnavailable(f"agent {row.get('id')} of client {client_id} is malformed in its project ({type(exc).__name__})") from None
+        raise DependencyUnavailable(f"agent {row.get('id')} of client {client_id} is malformed in its project ({type(exc).__name__})", dependency="tenants") from None
 
 
 class PlatformWriter:
