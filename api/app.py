@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI
 
 from orchestrator import __version__
 from orchestrator.apikeys import KeyRing
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.events import EventFeed
-from orchestrator.metrics import Metrics
-from orchestrator.models import ContainerKey
 from orchestrator.clock import utcnow
-from orchestrator.reconciler import Reconciler
-from orchestrator.rooms import AgentLaunched, RoomRegistry
+from orchestrator.engine import Engine
+from orchestrator.room_service import RoomService
 from orchestrator.runtime import ContainerRuntime
-from orchestrator.runtime.docker import DockerRuntime
-from orchestrator.sampler import UsageSampler
 from orchestrator.settings import Settings
-from orchestrator.telemetry import Telemetry
 from orchestrator.tenants import TenantStore
-from orchestrator.tenants.factory import tenant_store
-from orchestrator.trigger import TriggerService
-from orchestrator.webhooks import WebhookIntake
 
 from . import errors
 from .routes import admin, dashboard, events, health, metrics, spawn, tenants_admin, trigger, webhook
@@ -47,80 +36,37 @@ def build_keyring(settings: Settings) -> KeyRing:
 
 
 def create_app(
-    settings: Settings, *, runtime: ContainerRuntime | None = None, tenants: TenantStore | None = None
+    settings: Settings,
+    *,
+    runtime: ContainerRuntime | None = None,
+    tenants: TenantStore | None = None,
+    livekit: RoomService | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
-    """Wire adapters once per app; tests pass their own runtime or tenant store."""
-    runtime = runtime or DockerRuntime.from_settings(settings)
-    tenants = tenants or tenant_store(settings)
-    livekit = LiveKitGateway()
-    registry = RoomRegistry()
-    metrics_ = Metrics()
-    telemetry = Telemetry(metrics=metrics_, feed=EventFeed(size=settings.event_buffer_size))
-    sampler = UsageSampler(
-        runtime=runtime, scope=settings.scope, interval_s=settings.usage_sample_interval_s,
-        concurrency=settings.usage_sample_concurrency,
-        on_error=lambda dependency: metrics_.dependency_errors.labels(dependency=dependency).inc(),
-    )
-
-    def launched(key: ContainerKey) -> None:
-        registry.apply(key.client_id, key.room, AgentLaunched(), now=utcnow())
-
-    trigger_service = TriggerService(
-        settings=settings, tenants=tenants, livekit=livekit, runtime=runtime, on_launched=launched
-    )
-    reconciler = Reconciler(
-        settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=trigger_service, registry=registry,
-        on_pass=telemetry.reconcile_pass,
-    )
-
-    def on_docker_event(action: str, name: str) -> None:
-        reconciler.wake()
-        telemetry.container_event(action, name)
+    """The HTTP face of one Engine; the engine starts and stops with the app. Tests pass their own adapters."""
+    engine = Engine(settings, runtime=runtime, tenants=tenants, livekit=livekit, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = stop_events = sampling = None
-        if settings.usage_sampling_enabled:
-            sampling = asyncio.create_task(sampler.run_forever(), name="usage-sampler")
-        if settings.reconcile_enabled:
-            # The first pass rebuilds room state from Docker labels + LiveKit (nothing else survives a restart).
-            task = asyncio.create_task(reconciler.run_forever(), name="reconciler")
-            if settings.docker_events_enabled:
-                loop = asyncio.get_running_loop()
-                stop_events = runtime.follow_events(
-                    scope=settings.scope, on_event=lambda action, name: loop.call_soon_threadsafe(on_docker_event, action, name)
-                )
-        yield
-        if stop_events is not None:
-            stop_events()
-        for running in (task, sampling):
-            if running is not None:
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
-        await livekit.aclose()
-        runtime.close()
-        aclose = getattr(tenants, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        try:
+            await engine.start()
+            yield
+        finally:
+            await engine.stop()
 
     app = FastAPI(title="Agent container orchestrator", version=__version__, lifespan=lifespan)
+    app.state.engine = engine
     app.state.settings = settings
-    app.state.runtime = runtime
-    app.state.metrics = metrics_
-    app.state.telemetry = telemetry
-    app.state.feed = telemetry.feed
-    app.state.sampler = sampler
-    metrics_.agent_limit.labels(limit="total").set(settings.max_agents_total)
-    metrics_.agent_limit.labels(limit="per_client").set(settings.max_agents_per_client)
-    app.state.trigger = trigger_service
-    app.state.tenants = tenants
+    app.state.runtime = engine.runtime
+    app.state.metrics = engine.metrics
+    app.state.telemetry = engine.telemetry
+    app.state.feed = engine.telemetry.feed
+    app.state.sampler = engine.sampler
+    app.state.trigger = engine.trigger
+    app.state.tenants = engine.tenants
     app.state.api_keys = build_keyring(settings)
-    app.state.reconciler = reconciler
-    app.state.webhooks = WebhookIntake(
-        registry=registry, on_change=reconciler.wake,
-        on_event=lambda notice, client_id, before, after: telemetry.room_event(notice.event, notice.identity, client_id, before, after),
-    )
+    app.state.reconciler = engine.reconciler
+    app.state.webhooks = engine.webhooks
     errors.install(app)
     app.include_router(health.router)
     app.include_router(trigger.router)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,6 +20,10 @@ from orchestrator.trigger import TriggerService
 from orchestrator.webhooks import WebhookIntake
 
 from .auth import Principal, require_admin, require_api_key
+
+
+def _clock(request: Request) -> Callable[[], datetime]:
+    return request.app.state.engine.clock
 
 
 def _settings(request: Request) -> Settings:
@@ -37,6 +43,7 @@ def _metrics(request: Request) -> Metrics:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
+ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]  # the engine's one clock
 TriggerDep = Annotated[TriggerService, Depends(_trigger)]
 RuntimeDep = Annotated[ContainerRuntime, Depends(_runtime)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]

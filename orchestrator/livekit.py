@@ -8,16 +8,16 @@ import binascii
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from livekit import api
 
 from .errors import DependencyRejected, DependencyUnavailable, Unauthorized
-from .models import LiveKitCredentials
+from .models import LiveKitCredentials, WebhookNotice
 from .naming import agent_identity
-from .planner import RoomView
+from .room_metadata import owner
+from .rooms import RoomSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def agent_token(creds: LiveKitCredentials, *, slug: str, name: str, room: str, t
 
 
 class LiveKitGateway:
-    """Room-service calls for many tenants, sharing one HTTP session; errors mapped to ours."""
+    """room_service.RoomService over livekit-api for many tenants, sharing one HTTP session; errors mapped to ours."""
 
     def __init__(self, *, timeout_s: float = 5.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -75,6 +75,12 @@ class LiveKitGateway:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+    def user_token(self, creds: LiveKitCredentials, *, identity: str, room: str, ttl_s: int) -> str:
+        return user_token(creds, identity=identity, room=room, ttl_s=ttl_s)
+
+    def agent_token(self, creds: LiveKitCredentials, *, slug: str, name: str, room: str, ttl_s: int) -> str:
+        return agent_token(creds, slug=slug, name=name, room=room, ttl_s=ttl_s)
 
     async def ensure_room(
         self, creds: LiveKitCredentials, *, room: str, metadata: str, empty_timeout_s: int, departure_timeout_s: int
@@ -99,18 +105,18 @@ class LiveKitGateway:
         req = api.UpdateRoomMetadataRequest(room=room, metadata=metadata)
         await self._call(creds, "update_room_metadata", lambda lk: lk.room.update_room_metadata(req))
 
-    async def observe_rooms(self, creds: LiveKitCredentials, *, names: list[str]) -> dict[str, RoomView]:
+    async def observe_rooms(self, creds: LiveKitCredentials, *, names: list[str]) -> dict[str, RoomSnapshot]:
         """ListRooms for `names`, then ListParticipants of each existing one; humans vs agents by kind."""
         if not names:
             return {}
         found = {r.name: r for r in await self.list_rooms(creds, names=names)}
-        views = {n: RoomView(exists=False) for n in names if n not in found}
+        views = {n: RoomSnapshot(exists=False) for n in names if n not in found}
 
         async def one(room: api.Room) -> None:
             people = await self.list_participants(creds, room=room.name)
             agents = frozenset(p.identity for p in people if is_agent(p))
             humans = frozenset(p.identity for p in people if not is_agent(p))
-            views[room.name] = RoomView(exists=True, humans=humans, agents=agents, metadata=room.metadata)
+            views[room.name] = RoomSnapshot(exists=True, humans=humans, agents=agents, metadata=room.metadata)
 
         await asyncio.gather(*(one(r) for r in found.values()))
         return views
@@ -151,29 +157,6 @@ def is_agent(participant: api.ParticipantInfo) -> bool:
     return participant.kind == api.ParticipantInfo.Kind.AGENT
 
 
-@dataclass(frozen=True)
-class WebhookNotice:
-    """A verified LiveKit webhook reduced to what the room state machine needs."""
-
-    id: str
-    event: str
-    room: str
-    identity: str
-    is_agent: bool
-    created_at: int
-    api_key: str
-    room_client_id: str | None = None  # from the room metadata we wrote at creation, when LiveKit sends it
-
-
-def client_from_metadata(metadata: str) -> str | None:
-    """The `client_id` our room metadata carries (naming.room_metadata); None for rooms we did not create."""
-    try:
-        value = json.loads(metadata).get("client_id") if metadata else None
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
-
-
 def webhook_issuer(auth_token: str) -> str:
     """The `iss` (API key) of a webhook JWT, read *unverified* only to pick which secret verifies it."""
     try:
@@ -205,6 +188,6 @@ def verify_webhook(
             is_agent=is_agent(event.participant),
             created_at=int(event.created_at),
             api_key=creds.api_key,
-            room_client_id=client_from_metadata(event.room.metadata),
+            room_client_id=owner(event.room.metadata),
         ), creds
     raise Unauthorized("webhook signature does not verify with the secret of its API key")

@@ -135,10 +135,6 @@ def agent_identity(slug: str) -> str:
     return f"{AGENT_IDENTITY_PREFIX}{slug}"
 
 
-def room_metadata(*, agent: Agent, client_id: str) -> str:
-    return json.dumps({"agent_id": agent.id, "agent_slug": agent.slug, "client_id": client_id}, sort_keys=True)
-
-
 def closest(wanted: str, candidates: list[str], *, n: int = 3) -> list[str]:
     """Known slugs nearest to an unknown one, for the 404's 'did you mean'."""
     return difflib.get_close_matches(wanted, candidates, n=n, cutoff=0.5)

@@ -15,25 +15,15 @@ from typing import Any
 
 from .models import ContainerInfo, ContainerKey, ContainerStatus, Health
 from .naming import Label, agent_identity, container_name, key_from_labels
-from .rooms import Due, Room, RoomState, deadline, due, grace_from_metadata, metadata_with_grace
+from . import room_metadata
+from .rooms import Due, Room, RoomSnapshot, RoomState, deadline, due
 from .settings import Settings
 
 RoomKey = tuple[str, str]  # (client id, room name)
-_GONE = {ContainerStatus.exited, ContainerStatus.dead}
 
 
 @dataclass(frozen=True)
-class RoomView:
-    """LiveKit's view of one room at observation time."""
-
-    exists: bool
-    humans: frozenset[str] = frozenset()
-    agents: frozenset[str] = frozenset()
-    metadata: str = ""
-
-
-@dataclass(frozen=True)
-class Observed:
+class Observation:
     """One observation: this scope's containers (one list call) plus LiveKit and the tenant store.
 
     A room missing from `rooms` was not observable (its LiveKit did not answer): room rules skip it.
@@ -42,7 +32,7 @@ class Observed:
 
     at: datetime
     containers: tuple[ContainerInfo, ...]
-    rooms: Mapping[RoomKey, RoomView] = field(default_factory=dict)
+    rooms: Mapping[RoomKey, RoomSnapshot] = field(default_factory=dict)
     agents_by_client: Mapping[str, frozenset[str]] = field(default_factory=dict)
     unknown_clients: frozenset[str] = frozenset()
 
@@ -180,7 +170,7 @@ def _keeper(key: ContainerKey, cs: list[ContainerInfo]) -> ContainerInfo:
 
 
 def plan(
-    observed: Observed,
+    observed: Observation,
     rooms: Mapping[RoomKey, Room],
     settings: Settings,
     now: datetime,
@@ -250,12 +240,14 @@ def plan(
         age = (now - born).total_seconds() if born else 0.0
         if age > settings.max_container_lifetime_s:
             actions.append(_remove(c, key, f"older than the maximum lifetime ({settings.max_container_lifetime_s:g} s)", Removal.lifetime))
-        elif c.status in _GONE:
+        elif c.status.gone:  # exited, dead, or paused by someone (a frozen agent serves nobody)
             crashed = c.exit_code != 0
+            how = f"crashed (exit {c.exit_code})" if c.exit_code is not None else c.status.value
             if crashed and humans:
-                actions.extend(_restart(c, key, f"crashed (exit {c.exit_code}) with humans in the room", restarts, settings, now))
+                actions.extend(_restart(c, key, f"{how} with humans in the room", restarts, settings, now))
             elif humans is not None or not crashed:
-                actions.append(_remove(c, key, f"exited (code {c.exit_code})", Removal.exited))
+                gone = f"exited (code {c.exit_code})" if c.exit_code is not None else c.status.value
+                actions.append(_remove(c, key, gone, Removal.exited))
             # crashed and humans unknown: wait for a pass that can see LiveKit
         elif c.status is ContainerStatus.running and c.health is Health.unhealthy:
             if humans:
@@ -305,13 +297,13 @@ def _restart(
     return [RestartAgent(reason=reason, name=c.name, container_id=c.id, key=key, mode=mode, attempt=attempts + 1)]
 
 
-def _grace_metadata(room: Room, view: RoomView) -> list[Action]:
+def _grace_metadata(room: Room, view: RoomSnapshot) -> list[Action]:
     """Keep the persisted grace start equal to ours: set while in grace, cleared otherwise."""
-    persisted = grace_from_metadata(view.metadata)
+    persisted = room_metadata.grace_started(view.metadata)
     wanted = room.since if room.state is RoomState.GRACE_PERIOD else None
     if persisted == wanted:
         return []
-    metadata = metadata_with_grace(view.metadata, wanted)
+    metadata = room_metadata.with_grace(view.metadata, wanted)
     if metadata is None:
         return []  # not our JSON: fall back to "grace restarts at observation" after a restart
     what = "persist grace start" if wanted else "clear grace start (a human is back)"

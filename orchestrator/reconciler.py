@@ -12,32 +12,29 @@ from typing import Any, Protocol
 
 from .clock import utcnow
 from .errors import DependencyError, NotFound, OrchestratorError
-from .livekit import LiveKitGateway
-from .models import ContainerKey, ContainerStatus, Mode
+from .models import ContainerKey, Mode
 from .naming import agent_identity, key_from_labels
 from .planner import (
     Action,
     DeleteRoom,
     GiveUp,
-    Observed,
+    Observation,
     RemoveContainer,
     RestartAgent,
     RestartRecord,
     RoomKey,
-    RoomView,
     SetRoomMetadata,
     created,
     next_deadline,
     plan,
 )
-from .rooms import CloseRequested, RoomRegistry, RoomState, grace_from_metadata, grace_remaining
-from .rooms import Observed as RoomObserved
+from .room_service import RoomService
+from .rooms import CloseRequested, RoomObserved, RoomRegistry, RoomSnapshot, RoomState, grace_remaining
 from .runtime import ContainerRuntime
 from .settings import Settings
 from .tenants import TenantStore
 
 log = logging.getLogger(__name__)
-_LIVE = {ContainerStatus.running, ContainerStatus.restarting, ContainerStatus.created, ContainerStatus.paused}
 
 
 def log_fields(action: Action) -> dict[str, Any]:
@@ -123,7 +120,7 @@ class Reconciler:
         settings: Settings,
         runtime: ContainerRuntime,
         tenants: TenantStore,
-        livekit: LiveKitGateway,
+        livekit: RoomService,
         launcher: Launcher,
         registry: RoomRegistry | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -146,7 +143,7 @@ class Reconciler:
 
     # ---- observe --------------------------------------------------------------------------
 
-    async def observe(self) -> tuple[Observed, list[tuple[str, str]]]:
+    async def observe(self) -> tuple[Observation, list[tuple[str, str]]]:
         """One labelled list call, then per client: tenant lookup and LiveKit ListRooms/ListParticipants."""
         at = self._clock()
         try:
@@ -158,7 +155,7 @@ class Reconciler:
             if (key := key_from_labels(c.labels)) is not None:
                 rooms_by_client.setdefault(key.client_id, set()).add(key.room)
         warnings: list[tuple[str, str]] = []  # (dependency, message)
-        views: dict[RoomKey, RoomView] = {}
+        views: dict[RoomKey, RoomSnapshot] = {}
         agents: dict[str, frozenset[str]] = {}
         unknown: set[str] = set()
 
@@ -181,25 +178,23 @@ class Reconciler:
 
         await asyncio.gather(*(one(cid, names) for cid, names in rooms_by_client.items()))
         return (
-            Observed(at=at, containers=tuple(containers), rooms=views, agents_by_client=agents, unknown_clients=frozenset(unknown)),
+            Observation(at=at, containers=tuple(containers), rooms=views, agents_by_client=agents, unknown_clients=frozenset(unknown)),
             warnings,
         )
 
-    def _sync_registry(self, observed: Observed) -> None:
+    def _sync_registry(self, observed: Observation) -> None:
         """Merge the observation into the registry; an event newer than the observation wins."""
         live: dict[RoomKey, list[datetime]] = {}
         for c in observed.containers:
-            if (key := key_from_labels(c.labels)) is not None and c.status in _LIVE:
+            if (key := key_from_labels(c.labels)) is not None and not c.status.gone:
                 live.setdefault((key.client_id, key.room), []).append(created(c) or observed.at)
         for (client_id, name), view in observed.rooms.items():
             room = self.registry.get(client_id, name)
             if room.updated_at is not None and room.updated_at > observed.at:
                 continue
             event = RoomObserved(
-                exists=view.exists, humans=view.humans, agents=view.agents,
-                has_containers=(client_id, name) in live,
+                view, has_containers=(client_id, name) in live,
                 launched_at=min(live[(client_id, name)]) if (client_id, name) in live else None,
-                grace_started_at=grace_from_metadata(view.metadata),
             )
             self.registry.apply(client_id, name, event, now=observed.at)
         owned = {(key.client_id, key.room) for c in observed.containers if (key := key_from_labels(c.labels))}
@@ -252,7 +247,7 @@ class Reconciler:
         except Exception:  # telemetry must never break a pass
             log.exception("reconcile pass observer failed")
 
-    def _after(self, observed: Observed, results: list[ActionResult], now: datetime) -> None:
+    def _after(self, observed: Observation, results: list[ActionResult], now: datetime) -> None:
         """Book-keeping after executing: restart attempts, closed rooms forgotten."""
         for r in results:
             a = r.action

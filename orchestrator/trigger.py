@@ -12,7 +12,6 @@ from typing import Callable
 
 from .clock import utcnow
 from .errors import Conflict, ContainerFailed, DependencyUnavailable, LimitExceeded
-from .livekit import LiveKitGateway, agent_token, user_token
 from .locks import KeyedLocks
 from .models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
 from .naming import (
@@ -21,18 +20,17 @@ from .naming import (
     container_name,
     generated_room,
     key_from_labels,
-    room_metadata,
     spec_hash,
     validate_room,
 )
+from . import room_metadata
+from .room_service import RoomService
 from .runtime import ContainerRuntime, ContainerSpec, NameTaken
 from .settings import Settings
 from .tenants import TenantStore
 
 log = logging.getLogger(__name__)
 
-_WAIT_STATES = {ContainerStatus.restarting, ContainerStatus.removing}
-_DEAD_STATES = {ContainerStatus.exited, ContainerStatus.dead, ContainerStatus.paused}
 _MAX_ROUNDS = 8
 _NAME_RACE_BACKOFF_S = 0.02  # doubles per round: up to ~2.5 s in all for a slow winner's create
 
@@ -57,7 +55,7 @@ class TriggerService:
         *,
         settings: Settings,
         tenants: TenantStore,
-        livekit: LiveKitGateway,
+        livekit: RoomService,
         runtime: ContainerRuntime,
         clock: Callable[[], datetime] = utcnow,
         on_launched: Callable[[ContainerKey], None] | None = None,
@@ -90,7 +88,7 @@ class TriggerService:
             "agent %s: %s container %s", outcome.value, agent.slug, info.name,
             extra={**ctx, "container": info.name, "outcome": outcome.value, "spec_stale": stale},
         )
-        token = user_token(client.livekit, identity=user_id, room=room, ttl_s=s.user_token_ttl_s)
+        token = self._livekit.user_token(client.livekit, identity=user_id, room=room, ttl_s=s.user_token_ttl_s)
         return TriggerResult(
             outcome=outcome, client=client, agent=agent, room=room, mode=mode,
             container=info, spec_stale=stale, user_token=token,
@@ -108,7 +106,7 @@ class TriggerService:
         """The room first (with timeouts covering the grace period), then the container under the key's lock."""
         s = self._settings
         await self._livekit.ensure_room(
-            client.livekit, room=key.room, metadata=room_metadata(agent=agent, client_id=client.id),
+            client.livekit, room=key.room, metadata=room_metadata.for_new_room(agent=agent, client_id=client.id),
             empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
         )
         async with self._locks.hold(key):
@@ -123,7 +121,7 @@ class TriggerService:
         s = self._settings
         live = {
             k for c in await self._runtime.list_managed(scope=s.scope)
-            if c.status not in _DEAD_STATES and (k := key_from_labels(c.labels)) is not None
+            if not c.status.gone and (k := key_from_labels(c.labels)) is not None
         } | self._admitting
         live.discard(key)
         checks = [
@@ -182,7 +180,7 @@ class TriggerService:
                     f"container name {name} belongs to another deployment (scope "
                     f"'{info.labels.get(Label.SCOPE, '')}'); use another room name or that deployment"
                 )
-            if info.status is ContainerStatus.running:
+            if info.status.reusable:
                 return TriggerOutcome.reused, info
             if info.status is ContainerStatus.created:
                 # Created but never started (a crash between create and start): starting is idempotent.
@@ -199,7 +197,7 @@ class TriggerService:
                     await self._runtime.remove(name)
                     continue
                 return TriggerOutcome.reused, await self._wait_running(name)
-            if info.status in _WAIT_STATES:
+            if info.status.waiting:
                 try:
                     return TriggerOutcome.reused, await self._wait_running(name)
                 except ContainerFailed:
@@ -218,9 +216,9 @@ class TriggerService:
         delay = 0.05
         while True:
             info = await self._runtime.get(name)
-            if info is not None and info.status is ContainerStatus.running:
+            if info is not None and info.status.reusable:
                 return info
-            if info is None or info.status in _DEAD_STATES or asyncio.get_running_loop().time() > deadline:
+            if info is None or info.status.gone or asyncio.get_running_loop().time() > deadline:
                 raise ContainerFailed(f"container {name} did not reach running (last state: {info and info.status.value})")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -236,7 +234,7 @@ class TriggerService:
             "LIVEKIT_URL": client.livekit.url,
             "LIVEKIT_ROOM": key.room,
             # A room-scoped agent token; the tenant's API secret never enters the container.
-            "LIVEKIT_TOKEN": agent_token(
+            "LIVEKIT_TOKEN": self._livekit.agent_token(
                 client.livekit, slug=agent.slug, name=agent.name, room=key.room, ttl_s=s.agent_token_ttl_s
             ),
             "AGENT_MODE": mode.value,
