@@ -12,21 +12,20 @@ import statistics
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
 
+from orchestrator import room_metadata
+from orchestrator.clock import utcnow
+from orchestrator.engine import Engine
 from orchestrator.livekit import LiveKitGateway
 from orchestrator.models import Agent, Client, ContainerKey, Mode
-from orchestrator.naming import container_labels, container_name, room_metadata, spec_hash
-from orchestrator.reconciler import Reconciler
+from orchestrator.naming import container_labels, container_name, spec_hash
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.settings import Settings
-from orchestrator.tenants.file_store import FileTenantStore
-from orchestrator.trigger import TriggerService
 
 _API_VERSION = re.compile(r"^/v[\d.]+")
 
@@ -71,7 +70,7 @@ def create_managed(client: docker.DockerClient, *, keys: list[ContainerKey], age
     spec = spec_hash(agent, image=image, mode=Mode.voice)
 
     def one(key: ContainerKey) -> None:
-        labels = container_labels(key, agent=agent, mode=Mode.voice, scope=scope, spec=spec, created_at=datetime.now(timezone.utc))
+        labels = container_labels(key, agent=agent, mode=Mode.voice, scope=scope, spec=spec, created_at=utcnow())
         host = client.api.create_host_config(mem_limit="16m", nano_cpus=50_000_000, pids_limit=8, network_mode="host")
         cid = client.api.create_container(image, command=["sleep", "1800"], name=container_name(key), labels=labels,
                                           host_config=host, detach=True)["Id"]
@@ -88,7 +87,7 @@ async def ensure_rooms(gateway: LiveKitGateway, client: Client, agent: Agent, ke
 
     async def one(key: ContainerKey) -> None:
         async with sem:
-            await gateway.ensure_room(client.livekit, room=key.room, metadata=room_metadata(agent=agent, client_id=client.id),
+            await gateway.ensure_room(client.livekit, room=key.room, metadata=room_metadata.for_new_room(agent=agent, client_id=client.id),
                                       empty_timeout_s=settings.room_empty_timeout_s,
                                       departure_timeout_s=settings.room_departure_timeout_s)
 
@@ -101,14 +100,12 @@ async def measure(*, client: docker.DockerClient, settings: Settings, client_id:
     runtime = DockerRuntime(pool_size=settings.docker_pool_size)
     counter = await asyncio.to_thread(DockerCallCounter, runtime)
     livekit = CountingLiveKit()
-    tenants = FileTenantStore(settings.tenants_file)
-    tenant = await tenants.get_client(client_id)
-    agent = await tenants.get_agent(tenant, "farah")
-    launcher = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)
-    reconciler = Reconciler(settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=launcher)
     rows: list[dict[str, object]] = []
     out: dict[str, object] = {"rss_idle_mb": rss_mb(server_pid)}
-    try:
+    async with Engine.running(settings, loops=False, runtime=runtime, livekit=livekit) as engine:
+        reconciler = engine.reconciler
+        tenant = await engine.tenants.get_client(client_id)
+        agent = await engine.tenants.get_agent(tenant, "farah")
         have = 0
         for n in sorted(sizes):
             keys = [ContainerKey(client_id=client_id, agent_slug="farah", room=f"rc-{i}") for i in range(have, n)]
@@ -141,9 +138,6 @@ async def measure(*, client: docker.DockerClient, settings: Settings, client_id:
             "n_ratio": round(int(last["n"]) / int(first["n"]), 1),  # type: ignore[call-overload]
             "time_ratio": round(float(last["pass_median_ms"]) / float(first["pass_median_ms"]), 1),  # type: ignore[arg-type]
         }
-    finally:
-        await livekit.aclose()
-        runtime.close()
     out["passes"] = rows
     out["rss_with_max_mb"] = rows[-1]["server_rss_mb"] if rows else None
     return out
