@@ -45,7 +45,9 @@ class WatchEvent(Frozen):
     kind: Literal["relist", "upsert", "delete"]
     info: ContainerInfo | None = None
     items: tuple[ContainerInfo, ...] = ()
-    resource_version: str | None = None  # the engine's ordering token where it has one (Kubernetes)
+    resource_version: str | None = None  # the engine's own opaque token where it has one (Kubernetes)
+    seq: int | None = None  # a number that grows with the engine's time (Docker's timeNano, an etcd revision):
+    # lets a reader drop an event older than what it already holds for that container
 
 
 class ContainerRuntime(Protocol):
