@@ -141,4 +141,4 @@ class ErrorBody(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     docker: str
-    reconciler: str = "not running"  # ok | stalled | not running (cron deployments)
+    reconciler: str = "not running"  # ok | starting (first pass under way) | stalled | not running (cron deployments)

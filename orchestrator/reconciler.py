@@ -131,6 +131,7 @@ class Reconciler:
         self.registry = registry or RoomRegistry()
         self.restarts: dict[ContainerKey, RestartRecord] = {}
         self.heartbeat: datetime | None = None  # end of the last loop iteration; /healthz reads it
+        self.started_at: datetime | None = None  # when the loop began: a first pass that never ends is a stall too
         self.last_report: PassReport | None = None
         self.passes = 0
         self._runtime = runtime
@@ -320,6 +321,7 @@ class Reconciler:
 
     async def run_forever(self) -> None:
         """Pass, then sleep until the interval, the next clock deadline or a wake-up, whichever is first."""
+        self.started_at = self._clock()
         while True:
             try:
                 await self.run_once()
@@ -334,11 +336,15 @@ class Reconciler:
             self._wake.clear()
 
     def stalled(self, *, now: datetime | None = None) -> bool:
-        """True when the loop has not completed an iteration in three intervals (+10 s for a slow pass)."""
-        if self.heartbeat is None:
+        """True when the running loop has not completed an iteration in three intervals (+10 s for a slow pass).
+
+        Counted from the loop's start until the first pass completes; a loop that never ran is not stalled.
+        """
+        last = self.heartbeat or self.started_at
+        if last is None:
             return False
         limit = 3 * self.settings.reconcile_interval_s + 10
-        return ((now or self._clock()) - self.heartbeat).total_seconds() > limit
+        return ((now or self._clock()) - last).total_seconds() > limit
 
     def room_rows(self) -> list[dict[str, Any]]:
         """The admin view of rooms (state, humans, agents, grace remaining)."""

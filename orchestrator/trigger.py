@@ -68,6 +68,11 @@ class TriggerService:
         self._locks = KeyedLocks()
         self._on_launched = on_launched  # the room registry hears of every launch/reuse (STARTING)
         self._admitting: set[ContainerKey] = set()  # creations in flight, counted against the limits
+        # Creations finished while some admission's list was in flight: that list may predate them, so
+        # they still count for it. Pruned once no list older than them is pending.
+        self._created: dict[ContainerKey, int] = {}
+        self._listing: list[int] = []  # the creation counter at the start of each pending list
+        self._creations = 0
 
     async def trigger(
         self, *, client_id: str, agent_slug: str, mode: Mode, user_id: str, room_name: str | None = None
@@ -82,6 +87,7 @@ class TriggerService:
         outcome, info = await self._settle(key, client=client, agent=agent, mode=mode)
         if self._on_launched is not None:
             self._on_launched(key)
+        mode = _mode_of(info, default=mode)  # a reused container keeps the mode it was launched with
         image = agent.image or s.agent_image
         stale = info.labels.get(Label.SPEC_HASH) != spec_hash(agent, image=image, mode=mode)
         log.info(
@@ -113,16 +119,22 @@ class TriggerService:
             return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
 
     async def _admit(self, key: ContainerKey) -> None:
-        """Limits (seed 003): per room (distinct slugs), per client, total; 429 + Retry-After when full.
+        """Limits: per room (distinct slugs), per client, total; 429 + Retry-After when full.
 
-        Counted from the one labelled list plus creations in flight in this process, so concurrent
-        triggers here cannot overshoot; two orchestrator processes may overshoot by their in-flight count.
+        Counted from the one labelled list plus this process's creations that list may not show (in
+        flight, or finished after it was asked for), so concurrent triggers here cannot overshoot; two
+        orchestrator processes may overshoot by their in-flight count.
         """
         s = self._settings
-        live = {
-            k for c in await self._runtime.list_managed(scope=s.scope)
-            if not c.status.gone and (k := key_from_labels(c.labels)) is not None
-        } | self._admitting
+        asked_at = self._creations
+        self._listing.append(asked_at)
+        try:
+            listed = await self._runtime.list_managed(scope=s.scope)
+        finally:
+            self._listing.remove(asked_at)
+        live = {k for c in listed if not c.status.gone and (k := key_from_labels(c.labels)) is not None}
+        live |= self._admitting | {k for k, n in self._created.items() if n > asked_at}
+        self._forget_created()
         live.discard(key)
         checks = [
             (sum(k.client_id == key.client_id and k.room == key.room for k in live), s.max_agents_per_room,
@@ -170,6 +182,9 @@ class TriggerService:
                     continue
                 finally:
                     self._admitting.discard(key)
+                    self._creations += 1
+                    self._created[key] = self._creations
+                    self._forget_created()
             if key_from_labels(info.labels) != key:
                 raise Conflict(
                     f"container name {name} is held by a container for another key; remove it or rename the room"
@@ -209,6 +224,11 @@ class TriggerService:
             )
             await self._runtime.remove(name)
         raise ContainerFailed(f"could not settle container {name} after {_MAX_ROUNDS} attempts; retry shortly")
+
+    def _forget_created(self) -> None:
+        """Keep a finished creation only while a list that may predate it is still pending."""
+        oldest = min(self._listing, default=self._creations)
+        self._created = {k: n for k, n in self._created.items() if n > oldest}
 
     async def _wait_running(self, name: str) -> ContainerInfo:
         """Poll the real state until running (or dead), bounded by the start timeout."""
@@ -250,3 +270,11 @@ class TriggerService:
             network=s.agent_network, restart_policy=s.agent_restart_policy, restart_max=s.agent_restart_max,
             stop_timeout_s=s.agent_stop_timeout_s,
         )
+
+
+def _mode_of(info: ContainerInfo, *, default: Mode) -> Mode:
+    """The mode a container was launched with (its label); `default` for one without a readable label."""
+    try:
+        return Mode(info.labels.get(Label.MODE, default.value))
+    except ValueError:
+        return default

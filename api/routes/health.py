@@ -15,7 +15,12 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 async def healthz(runtime: RuntimeDep, reconciler: ReconcilerDep) -> JSONResponse:
-    loop = "stalled" if reconciler.stalled() else ("ok" if reconciler.heartbeat else "not running")
+    loop = (
+        "stalled" if reconciler.stalled()
+        else "ok" if reconciler.heartbeat
+        else "starting" if reconciler.started_at
+        else "not running"
+    )
     try:
         await runtime.ping()
     except OrchestratorError as exc:
