@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,21 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "change_me", "replace-
 def is_placeholder(value: str) -> bool:
     v = value.strip().lower()
     return not v or v in PLACEHOLDER_SECRETS or (v.startswith("<") and v.endswith(">")) or v.startswith("your_") or v.startswith("your-")
+
+
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)b?$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+_NETWORK = re.compile(r"^(container:)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MIN_MEMORY_BYTES = 6 * 2**20  # the Docker engine refuses less
+
+
+def memory_bytes(value: str) -> int | None:
+    """Docker's memory notation ("512m", "1.5g", "268435456") in bytes; None when it is not one or too small."""
+    match = _MEMORY.match(value.strip())
+    if not match:
+        return None
+    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    return size if size >= MIN_MEMORY_BYTES else None
 
 
 class Settings(BaseSettings):
@@ -98,6 +114,23 @@ class Settings(BaseSettings):
     admin_api_key: SecretStr | None = None
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
+
+    @field_validator("agent_memory")
+    @classmethod
+    def _docker_memory(cls, v: str) -> str:
+        if memory_bytes(v) is None:
+            raise ValueError(
+                f"ORCH_AGENT_MEMORY={v!r} is not a memory size: a number with an optional unit b, k, m or g "
+                f"(e.g. 512m), at least {MIN_MEMORY_BYTES // 2**20}m"
+            )
+        return v
+
+    @field_validator("agent_network")
+    @classmethod
+    def _network_name(cls, v: str) -> str:
+        if not _NETWORK.match(v):
+            raise ValueError(f"ORCH_AGENT_NETWORK={v!r} is not a network name (letters, digits, '_', '.', '-')")
+        return v
 
     @field_validator("admin_api_key")
     @classmethod

@@ -1,0 +1,87 @@
+"""The composition root on the fake tier: it starts what the settings ask, stops and closes everything,
+refuses settings that cannot work, and /healthz sees a first pass that never ends."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from api.app import create_app
+from orchestrator.engine import Engine
+from orchestrator.errors import ConfigurationError
+from orchestrator.settings import Settings
+from tests.support.fakes import T0, FakeRooms, FakeRuntime, tenants
+
+QUIET = {"scope": "unit", "usage_sampling_enabled": False, "docker_events_enabled": False}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class MisconfiguredRuntime(FakeRuntime):
+    async def preflight(self, *, network: str) -> None:
+        raise ConfigurationError(f"ORCH_AGENT_NETWORK={network!r}: no such network")
+
+
+async def test_running_builds_starts_and_closes_every_adapter() -> None:
+    rt, rooms, store = FakeRuntime(), FakeRooms(), tenants()
+    async with Engine.running(Settings(**QUIET, reconcile_interval_s=60), runtime=rt, livekit=rooms, tenants=store) as engine:
+        assert engine.trigger is not None and [t.get_name() for t in engine._tasks] == ["reconciler"]
+        await asyncio.wait_for(_until(lambda: engine.reconciler.passes >= 1), 5)
+    assert rt.closed and rooms.closed and store.closed
+    assert engine._tasks == []
+
+
+async def test_without_loops_nothing_runs_in_the_background() -> None:
+    async with Engine.running(Settings(**QUIET), loops=False, runtime=FakeRuntime(), livekit=FakeRooms(),
+                              tenants=tenants()) as engine:
+        assert engine._tasks == [] and engine.reconciler.started_at is None
+
+
+async def test_a_setting_the_engine_refuses_stops_start_up_and_still_closes() -> None:
+    rt, rooms, store = MisconfiguredRuntime(), FakeRooms(), tenants()
+    with pytest.raises(ConfigurationError, match="ORCH_AGENT_NETWORK"):
+        async with Engine.running(Settings(**QUIET, agent_network="nope"), runtime=rt, livekit=rooms, tenants=store):
+            raise AssertionError("must not start")
+    assert rt.closed and rooms.closed and store.closed
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("agent_memory", "lots"), ("agent_memory", "0"), ("agent_memory", "1k"), ("agent_network", "bad net"),
+])
+def test_bad_resource_settings_fail_at_start_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ValidationError, match=f"ORCH_{variable.upper()}"):
+        Settings(**{variable: value})
+
+
+async def test_healthz_is_503_when_the_first_pass_never_completes() -> None:
+    rt, clock = FakeRuntime(), Clock()
+    rt.list_gate = asyncio.Event()  # the first pass's list never answers
+    app = create_app(Settings(**QUIET, reconcile_interval_s=1), runtime=rt, livekit=FakeRooms(), tenants=tenants(),
+                     clock=clock)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            await _until(lambda: rt.listing == 1)
+            first = await http.get("/healthz")
+            assert (first.status_code, first.json()["reconciler"]) == (200, "starting")
+            clock.now = T0 + timedelta(seconds=14)  # past 3 intervals + 10 s without a completed pass
+            stalled = await http.get("/healthz")
+            assert (stalled.status_code, stalled.json()["reconciler"]) == (503, "stalled")
+        rt.list_gate.set()
+
+
+async def _until(probe, *, rounds: int = 10_000) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(rounds):
+        if probe():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
