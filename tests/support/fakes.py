@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Any
+
+import httpx
 
 from orchestrator.errors import DependencyUnavailable
 from orchestrator.models import Agent, Client, ContainerInfo, ContainerStatus, LiveKitCredentials
 from orchestrator.naming import Label
 from orchestrator.rooms import RoomSnapshot
 from orchestrator.runtime import ContainerSpec, NameTaken, WatchEvent
+from orchestrator.settings import Settings
 from orchestrator.tenants import unknown_agent, unknown_agent_id, unknown_client
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -254,3 +258,20 @@ CLARENCE = Agent(id="agent-clarence", slug="clarence-coherence", name="Clarence 
 
 def tenants() -> DictTenantStore:
     return DictTenantStore({CLIENT: [FARAH, CLARENCE], OTHER: [FARAH]})
+
+
+@asynccontextmanager
+async def fake_app(settings: Settings | None = None, **adapters: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """The real app (routes, auth, error mapping, engine) over the fake adapters, called in-process.
+
+    Yields the HTTP client and the app's engine (its adapters are the fakes: `engine.runtime` etc.).
+    """
+    from api.app import create_app
+
+    settings = settings or Settings(scope="unit", reconcile_enabled=False, usage_sampling_enabled=False,
+                                    docker_events_enabled=False)
+    parts = {"runtime": FakeRuntime(), "livekit": FakeRooms(), "tenants": tenants(), **adapters}
+    app = create_app(settings, **parts)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orchestrator") as client:
+            yield client, app.state.engine
