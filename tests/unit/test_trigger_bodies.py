@@ -3,6 +3,10 @@ dependency failures, the counters they move. The real app over the fake tier; no
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
 import pytest
 
 from orchestrator.errors import DependencyRejected, DependencyUnavailable
@@ -34,10 +38,19 @@ BAD_BODIES = [
 ]
 
 
+@pytest.fixture(scope="module")
+async def shared() -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """One app for the cases that must never reach the engine (each checks that nothing was made)."""
+    async with fake_app() as pair:
+        yield pair
+
+
 @pytest.mark.parametrize(("payload", "field"), BAD_BODIES)
-async def test_bad_bodies_are_422_naming_the_field_and_create_nothing(payload: dict[str, object], field: str) -> None:
-    async with fake_app() as (api, engine):
-        resp = await api.post("/api/v1/trigger-agent", json=payload)
+async def test_bad_bodies_are_422_naming_the_field_and_create_nothing(
+    shared: tuple[httpx.AsyncClient, Any], payload: dict[str, object], field: str
+) -> None:
+    api, engine = shared
+    resp = await api.post("/api/v1/trigger-agent", json=payload)
     assert resp.status_code == 422, resp.text
     assert field in {e["field"] for e in resp.json()["errors"]}
     assert len(resp.text) < 2000  # never echoes a 10 kB input back
@@ -45,9 +58,8 @@ async def test_bad_bodies_are_422_naming_the_field_and_create_nothing(payload: d
 
 
 @pytest.mark.parametrize("raw", ["not json", "[1,2]", "null", ""])
-async def test_malformed_json_is_422(raw: str) -> None:
-    async with fake_app() as (api, _):
-        resp = await api.post("/api/v1/trigger-agent", content=raw, headers={"content-type": "application/json"})
+async def test_malformed_json_is_422(shared: tuple[httpx.AsyncClient, Any], raw: str) -> None:
+    resp = await shared[0].post("/api/v1/trigger-agent", content=raw, headers={"content-type": "application/json"})
     assert resp.status_code == 422
 
 
