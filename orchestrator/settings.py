@@ -17,7 +17,7 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "change_me", "replace-
 
 def is_placeholder(value: str) -> bool:
     v = value.strip().lower()
-    return not v or v in PLACEHOLDER_SECRETS or (v.startswith("<") and v.endswith(">")) or v.startswith("your_") or v.startswith("your-")
+    return not v or v in PLACEHOLDER_SECRETS or (v.startswith("<") and v.endswith(">")) or v.startswith(("your_", "your-"))
 
 
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)b?$", re.IGNORECASE)

@@ -54,7 +54,10 @@ def room(state: RoomState, *, humans: frozenset[str] = frozenset(), agents: froz
     return {key: Room(client_id=key[0], name=key[1], state=state, humans=humans, agents=agents, since=since)}
 
 
-def seen(*containers: ContainerInfo, view: RoomSnapshot | None = RoomSnapshot(exists=True, humans=HUMANS, agents=AGENT),
+HERE = RoomSnapshot(exists=True, humans=HUMANS, agents=AGENT)
+
+
+def seen(*containers: ContainerInfo, view: RoomSnapshot | None = HERE,
          agents: dict[str, frozenset[str]] | None = None, unknown: frozenset[str] = frozenset()) -> Observation:
     return Observation(at=NOW, containers=containers, rooms={RK: view} if view else {},
                     agents_by_client=agents if agents is not None else {"c1": frozenset({"farah", "clarence"})},

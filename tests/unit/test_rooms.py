@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -44,7 +45,8 @@ def observed(
 
 
 
-def room(state: RoomState, *, humans: set[str] = set(), agents: set[str] = set(), since: datetime | None = T0) -> Room:
+def room(state: RoomState, *, humans: Iterable[str] = (), agents: Iterable[str] = (),
+         since: datetime | None = T0) -> Room:
     return Room(client_id="c", name="r", state=state, humans=frozenset(humans), agents=frozenset(agents),
                 since=since if state in (S, G, C) else None)
 
@@ -103,7 +105,7 @@ OBSERVED = [
 
 
 @pytest.mark.parametrize(("name", "before", "obs", "state", "since"), OBSERVED, ids=[c[0] for c in OBSERVED])
-def test_observation(name: str, before: Room, obs: Observed, state: RoomState, since: datetime | None) -> None:
+def test_observation(name: str, before: Room, obs: RoomObserved, state: RoomState, since: datetime | None) -> None:
     after = apply(before, obs, now=T1)
     assert (after.state, after.since) == (state, since)
 
