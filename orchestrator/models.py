@@ -36,7 +36,7 @@ class Resources(Frozen):
 
 
 class Agent(Frozen):
-    """An agent definition as its tenant stores it (seed 000: name, instructions, voice, greeting)."""
+    """An agent definition as its tenant stores it (name, instructions, voice, greeting)."""
 
     id: str
     slug: str

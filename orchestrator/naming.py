@@ -141,5 +141,5 @@ def closest(wanted: str, candidates: list[str], *, n: int = 3) -> list[str]:
 
 
 def generated_room(agent_id: str, suffix: str) -> str:
-    """Seed 000/001 convention for rooms the caller did not name: `agent-<agent_id>-<8 hex>`."""
+    """The existing frontend's convention for rooms the caller did not name: `agent-<agent_id>-<8 hex>`."""
     return f"agent-{agent_id}-{suffix}"

@@ -79,13 +79,13 @@ class Settings(BaseSettings):
     docker_timeout_s: float = Field(default=30.0, gt=0)
     docker_retries: int = Field(default=3, ge=1)
 
-    # Room lifecycle (seed 003): the grace period after the last human leaves.
+    # Room lifecycle: the grace period after the last human leaves.
     grace_period_s: float = Field(default=60.0, ge=0)
     room_empty_timeout_s: int = Field(default=300, ge=1)
     user_token_ttl_s: int = Field(default=2 * 3600, ge=60)
     agent_token_ttl_s: int = Field(default=6 * 3600, ge=60)
 
-    # Reconciler (issue 4): the periodic pass is the safety net behind webhooks and Docker events.
+    # Reconciler: the periodic pass is the safety net behind webhooks and Docker events.
     reconcile_enabled: bool = True  # run the loop inside `serve`; cron deployments set it false
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     agent_startup_timeout_s: float = Field(default=30.0, ge=0)  # 0 disables: agent must join within this
@@ -95,13 +95,13 @@ class Settings(BaseSettings):
     restart_max_attempts: int = Field(default=5, ge=0)  # then give up and report
     docker_events_enabled: bool = True  # follow die/oom/health_status for ~1 s reaction
 
-    # Limits (seed 003): over one, the trigger answers 429 with Retry-After.
+    # Limits: over one, the trigger answers 429 with Retry-After.
     max_agents_per_room: int = Field(default=4, ge=1)  # distinct agent slugs sharing a room
     max_agents_per_client: int = Field(default=20, ge=1)
     max_agents_total: int = Field(default=50, ge=1)
     limit_retry_after_s: int = Field(default=10, ge=1)
 
-    # Operator surface (issue 7): per-agent CPU/memory sampled in the background, never inside a scrape.
+    # Operator surface: per-agent CPU/memory sampled in the background, never inside a scrape.
     usage_sampling_enabled: bool = True
     usage_sample_interval_s: float = Field(default=15.0, gt=0)
     # Engine 20.10 answers a one-shot stats call on its collector's next 1 s tick: a pass takes ~N/concurrency s.

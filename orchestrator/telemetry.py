@@ -13,7 +13,7 @@ from typing import Any
 from .events import EventFeed
 from .metrics import Metrics
 from .planner import Action, DeleteRoom, GiveUp, RemoveContainer, RestartAgent, SetRoomMetadata
-from .reconciler import ActionResult, PassReport
+from .pass_report import ActionResult, PassReport
 from .rooms import Room, RoomState
 
 def removal_category(action: RemoveContainer) -> str:

@@ -149,9 +149,9 @@ class TriggerService:
         self._admitting.add(key)
 
     async def spawn(self, *, client_id: str, agent_id: str, mode: Mode, user_id: str) -> TriggerResult:
-        """Seed 001's Test Agent: find the agent by id, then trigger it in a fresh `agent-<id>-<8 hex>` room.
+        """The dashboard's Test Agent: find the agent by id, then trigger it in a fresh `agent-<id>-<8 hex>` room.
 
-        The room carries the agent id in its metadata (room_metadata), so a seed-000 style spawner
+        The room carries the agent id in its metadata (room_metadata), so a spawner that addresses agents by id
         finds the agent either way.
         """
         client = await self._tenants.get_client(client_id)

@@ -27,6 +27,8 @@ PLANTED = [
     ("orchestrator/sampler.py", "import aiohttp", "livekit-api and aiohttp only in the LiveKit adapter"),
     ("orchestrator/planner.py", "from . import reconciler", "layers: command line > engine > services"),
     ("api/routes/health.py", "import docker.errors", "the docker SDK only in the Docker and Swarm runtime adapters"),
+    ("orchestrator/livekit.py", "from .planner import plan", "adapters know no rules above the shared types"),
+    ("orchestrator/webhooks.py", "from .livekit import verify_webhook", "adapters know no rules above the shared types"),
 ]
 
 

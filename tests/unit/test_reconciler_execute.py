@@ -11,7 +11,8 @@ from orchestrator.errors import DependencyUnavailable
 from orchestrator.models import ContainerKey, ContainerStatus, Mode
 from orchestrator.naming import agent_identity, container_labels, container_name, spec_hash
 from orchestrator.planner import DeleteRoom, GiveUp, Removal, RemoveContainer, RestartAgent, RestartRecord, SetRoomMetadata
-from orchestrator.reconciler import ActionResult, Reconciler
+from orchestrator.pass_report import ActionResult
+from orchestrator.reconciler import Reconciler
 from orchestrator.rooms import CloseRequested, RoomSnapshot, RoomState
 from orchestrator.settings import Settings
 from orchestrator.trigger import TriggerService

@@ -10,7 +10,7 @@ from orchestrator.events import EventFeed
 from orchestrator.metrics import Metrics
 from orchestrator.models import ContainerKey
 from orchestrator.planner import DeleteRoom, GiveUp, Removal, RemoveContainer, RestartAgent, SetRoomMetadata
-from orchestrator.reconciler import ActionResult, PassReport
+from orchestrator.pass_report import ActionResult, PassReport
 from orchestrator.telemetry import Telemetry, removal_category
 
 KEY = ContainerKey(client_id="c1", agent_slug="farah", room="r1")
