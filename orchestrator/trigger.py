@@ -181,20 +181,8 @@ class TriggerService:
                     backoff *= 2
                     continue
                 finally:
-                    self._admitting.discard(key)
-                    self._creations += 1
-                    self._created[key] = self._creations
-                    self._forget_created()
-            if key_from_labels(info.labels) != key:
-                raise Conflict(
-                    f"container name {name} is held by a container for another key; remove it or rename the room"
-                )
-            if info.labels.get(Label.SCOPE) != self._settings.scope:
-                # Another deployment on this engine owns it: never reuse, restart or remove its containers.
-                raise Conflict(
-                    f"container name {name} belongs to another deployment (scope "
-                    f"'{info.labels.get(Label.SCOPE, '')}'); use another room name or that deployment"
-                )
+                    self._admitted(key)
+            self._check_owner(key, info)
             if info.status.reusable:
                 return TriggerOutcome.reused, info
             if info.status is ContainerStatus.created:
@@ -224,6 +212,26 @@ class TriggerService:
             )
             await self._runtime.remove(name)
         raise ContainerFailed(f"could not settle container {name} after {_MAX_ROUNDS} attempts; retry shortly")
+
+    def _check_owner(self, key: ContainerKey, info: ContainerInfo) -> None:
+        """Only this key's container of this deployment may be reused, restarted or replaced."""
+        if key_from_labels(info.labels) != key:
+            raise Conflict(
+                f"container name {info.name} is held by a container for another key; remove it or rename the room"
+            )
+        if info.labels.get(Label.SCOPE) != self._settings.scope:
+            # Another deployment on this engine owns it: never reuse, restart or remove its containers.
+            raise Conflict(
+                f"container name {info.name} belongs to another deployment (scope "
+                f"'{info.labels.get(Label.SCOPE, '')}'); use another room name or that deployment"
+            )
+
+    def _admitted(self, key: ContainerKey) -> None:
+        """A creation ended (made, lost the name race, or failed): it leaves the in-flight set for the recent one."""
+        self._admitting.discard(key)
+        self._creations += 1
+        self._created[key] = self._creations
+        self._forget_created()
 
     def _forget_created(self) -> None:
         """Keep a finished creation only while a list that may predate it is still pending."""
