@@ -54,7 +54,8 @@ class FakeRuntime:
         self.listing = 0
         self.closed = False
         self._ids = itertools.count(1)
-        self._events: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        self._seq = itertools.count(1)  # the engine's ordering number of each change (WatchEvent.seq)
+        self._watchers: list[asyncio.Queue[WatchEvent]] = []  # one queue per running watch()
 
     # ---- helpers for tests ----------------------------------------------------------------
 
@@ -63,8 +64,20 @@ class FakeRuntime:
         info = ContainerInfo(id=f"c{next(self._ids)}", name=name, status=status, labels=labels, created_at=T0,
                              exit_code=exit_code)
         self.containers[name] = info
-        self._events.put_nowait(WatchEvent(kind="upsert", info=info))
+        self._emit("upsert", info)
         return info
+
+    def _emit(self, kind: str, info: ContainerInfo) -> None:
+        self._publish(WatchEvent(kind=kind, info=info, seq=next(self._seq)))  # type: ignore[arg-type]
+
+    def _publish(self, event: WatchEvent) -> None:
+        for queue in self._watchers:
+            queue.put_nowait(event)
+
+    def break_stream(self) -> None:
+        """The event stream is lost: watchers get `broken`, then a fresh `relist` (as after a reconnect)."""
+        self._publish(WatchEvent(kind="broken"))
+        self._publish(WatchEvent(kind="relist", items=tuple(self.containers.values()), seq=next(self._seq)))
 
     def _find(self, ref: str) -> ContainerInfo | None:
         return self.containers.get(ref) or next((c for c in self.containers.values() if c.id == ref), None)
@@ -72,7 +85,7 @@ class FakeRuntime:
     def _set(self, info: ContainerInfo, **changes: Any) -> ContainerInfo:
         new = info.model_copy(update=changes)
         self.containers[info.name] = new
-        self._events.put_nowait(WatchEvent(kind="upsert", info=new))
+        self._emit("upsert", new)
         return new
 
     # ---- ContainerRuntime -----------------------------------------------------------------
@@ -129,7 +142,7 @@ class FakeRuntime:
         self.calls.append(("remove", name))
         if (info := self._find(name)) is not None:
             del self.containers[info.name]
-            self._events.put_nowait(WatchEvent(kind="delete", info=info))
+            self._emit("delete", info)
 
     async def logs_tail(self, name: str, *, lines: int = 20) -> str:
         self.calls.append(("logs", name))
@@ -140,12 +153,21 @@ class FakeRuntime:
 
     async def watch(self, *, scope: str) -> AsyncIterator[WatchEvent]:
         """A relist of this scope, then every change as it is made here (in order)."""
-        mine = tuple(c for c in self.containers.values() if c.labels.get(Label.SCOPE) == scope)
-        yield WatchEvent(kind="relist", items=mine)
-        while not self.closed:
-            event = await self._events.get()
-            if event.info is None or event.info.labels.get(Label.SCOPE) == scope:
-                yield event
+        def ours(c: ContainerInfo) -> bool:
+            return c.labels.get(Label.SCOPE) == scope
+
+        queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        self._watchers.append(queue)
+        try:
+            yield WatchEvent(kind="relist", items=tuple(filter(ours, self.containers.values())), seq=next(self._seq))
+            while not self.closed:
+                event = await queue.get()
+                if event.kind == "relist":
+                    yield event.model_copy(update={"items": tuple(filter(ours, event.items))})
+                elif event.info is None or ours(event.info):
+                    yield event
+        finally:
+            self._watchers.remove(queue)
 
     def follow_events(self, *, scope: str, on_event: Callable[[str, str], None]) -> Callable[[], None]:
         return lambda: None

@@ -85,3 +85,24 @@ async def _until(probe, *, rounds: int = 10_000) -> None:  # type: ignore[no-unt
             return
         await asyncio.sleep(0)
     raise AssertionError("condition never held")
+
+
+async def test_the_fake_runtime_watch_keeps_the_protocols_order() -> None:
+    """relist first, then upserts/deletes of this scope in order with growing seq; broken → relist."""
+    from orchestrator.naming import Label
+
+    rt = FakeRuntime()
+    rt.put("a", labels={Label.SCOPE: "unit"})
+    stream = rt.watch(scope="unit")
+    first = await anext(stream)
+    rt.put("b", labels={Label.SCOPE: "other"})
+    rt.put("c", labels={Label.SCOPE: "unit"})
+    await rt.remove("a")
+    rt.break_stream()
+    seen = [await anext(stream) for _ in range(4)]
+    assert (first.kind, [c.name for c in first.items]) == ("relist", ["a"])
+    assert [(e.kind, e.info.name if e.info else None) for e in seen] == [
+        ("upsert", "c"), ("delete", "a"), ("broken", None), ("relist", None)]
+    assert [c.name for c in seen[3].items] == ["c"]
+    assert seen[0].seq < seen[1].seq < seen[3].seq
+    rt.close()
