@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 from datetime import datetime
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Callable, TypeVar
 
 import anyio
@@ -24,7 +25,8 @@ from ..errors import DependencyUnavailable
 from ..models import ContainerInfo, ContainerStatus, Health
 from ..naming import Label
 from ..settings import Settings
-from . import ContainerSpec, NameTaken
+from . import ContainerSpec, NameTaken, WatchEvent
+from .docker_watch import watch_docker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -250,6 +252,20 @@ class DockerRuntime:
                 return None
 
         return await self._call("stats", one_shot)
+
+    def open_event_stream(self, filters: dict[str, Any]) -> tuple[Iterator[dict[str, Any]], Callable[[], None]]:
+        """A blocking event stream on a client of its own, and the function that ends it (for a watcher thread)."""
+        client = docker.DockerClient(base_url=self._base_url) if self._base_url else docker.from_env()
+        stream = client.api.events(decode=True, filters=filters)
+
+        def close() -> None:
+            stream.close()
+            client.close()
+
+        return stream, close
+
+    def watch(self, *, scope: str) -> AsyncIterator[WatchEvent]:
+        return watch_docker(self, scope=scope)
 
     def follow_events(self, *, scope: str, on_event: Callable[[str, str], None]) -> Callable[[], None]:
         """Call `on_event(action, container_name)` for die/oom/health_status of this scope's containers.
