@@ -2,7 +2,7 @@
 
 The stream is reopened every `resync_s` (a fresh relist: the slow safety net against a missed
 event), and whenever it breaks the view is marked unsynced, so readers go to the engine until the
-next relist. `on_change` hears every applied event (the reconciler wakes on deaths and removals).
+next relist. `on_change(event, before)` hears every event with the container's previous state.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from .clock import utcnow
+from .models import ContainerInfo
 from .runtime import ContainerRuntime, WatchEvent
 from .view import AgentView
 
@@ -29,7 +30,7 @@ class Informer:
         view: AgentView | None = None,
         resync_s: float = 300.0,
         clock: Callable[[], datetime] = utcnow,
-        on_change: Callable[[WatchEvent], None] | None = None,
+        on_change: Callable[[WatchEvent, ContainerInfo | None], None] | None = None,
     ) -> None:
         self.view = view or AgentView()
         self._runtime = runtime
@@ -55,10 +56,11 @@ class Informer:
         try:
             async with asyncio.timeout(self._resync_s):
                 async for event in stream:
+                    before = self.view.state.by_id.get(event.info.id) if event.info is not None else None
                     self.view.apply(event, now=self._clock())
                     self.relists += event.kind == "relist"
-                    if self._on_change is not None and event.kind != "relist":
-                        self._on_change(event)
+                    if self._on_change is not None:
+                        self._on_change(event, before)
         except TimeoutError:
             pass  # time for a fresh relist: the view keeps answering meanwhile
         finally:

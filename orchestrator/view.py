@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
-from .models import ContainerInfo, ContainerKey
+from .models import ContainerInfo, ContainerKey, ContainerStatus, Health
 from .naming import key_from_labels
 from .runtime import WatchEvent
 
@@ -148,3 +148,21 @@ class AgentView:
     def age_s(self, *, now: datetime) -> float | None:
         """Seconds since the last relist; None before the first."""
         return None if self.synced_at is None else (now - self.synced_at).total_seconds()
+
+
+_DOWN = (ContainerStatus.exited, ContainerStatus.dead)
+
+
+def change_signal(event: WatchEvent, before: ContainerInfo | None) -> str | None:
+    """What an upsert/delete means for operators and the reconciler ("die", "health_status: unhealthy",
+    "destroy"), or None when nothing worth a pass changed. Counted once per transition, not per event."""
+    info = event.info
+    if info is None or event.kind not in ("upsert", "delete"):
+        return None
+    if event.kind == "delete":
+        return "destroy" if before is not None else None
+    if info.status in _DOWN and (before is None or before.status not in _DOWN):
+        return "die"
+    if info.health is Health.unhealthy and (before is None or before.health is not Health.unhealthy):
+        return "health_status: unhealthy"
+    return None

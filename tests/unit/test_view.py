@@ -10,7 +10,8 @@ from orchestrator.models import ContainerInfo, ContainerKey, ContainerStatus
 from orchestrator.naming import container_labels, container_name
 from orchestrator.models import Agent, Mode
 from orchestrator.runtime import WatchEvent
-from orchestrator.view import AgentView
+from orchestrator.models import Health
+from orchestrator.view import AgentView, change_signal
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 AGENT = Agent(id="a1", slug="farah", name="Farah")
@@ -106,3 +107,20 @@ def test_not_synced_until_first_relist_and_after_invalidate() -> None:
 def test_malformed_event_is_refused() -> None:
     with pytest.raises(ValueError):
         AgentView().apply(WatchEvent(kind="upsert"), now=NOW)
+
+
+SIGNALS = [
+    ("running → exited is a death", box("x"), up(box("x", status=ContainerStatus.exited), 2), "die"),
+    ("a second event for the same death is not", box("x", status=ContainerStatus.exited), up(box("x", status=ContainerStatus.exited), 3), None),
+    ("unknown → exited is a death", None, up(box("x", status=ContainerStatus.exited), 2), "die"),
+    ("start is not news for the reconciler", None, up(box("x"), 2), None),
+    ("turning unhealthy", box("x"), up(box("x").model_copy(update={"health": Health.unhealthy}), 2), "health_status: unhealthy"),
+    ("removal of a known container", box("x"), rm(box("x"), 2), "destroy"),
+    ("removal of an unknown one", None, rm(box("x"), 2), None),
+    ("relist", None, relist(box("x")), None),
+]
+
+
+@pytest.mark.parametrize("title, before, event, expected", SIGNALS, ids=[c[0] for c in SIGNALS])
+def test_change_signal(title: str, before: ContainerInfo | None, event: WatchEvent, expected: str | None) -> None:
+    assert change_signal(event, before) == expected
