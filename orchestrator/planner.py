@@ -6,6 +6,7 @@ It only ever names containers that carry this deployment's scope label.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -131,12 +132,15 @@ def _aware(value: datetime | None) -> datetime | None:
 def created(c: ContainerInfo) -> datetime | None:
     """Our own created-at label first (exact), the engine's time otherwise."""
     label = c.labels.get(Label.CREATED_AT)
-    if label:
-        try:
-            return _aware(datetime.fromisoformat(label))
-        except ValueError:
-            pass
-    return _aware(c.created_at)
+    return (label and _created_label(label)) or _aware(c.created_at)
+
+
+@functools.lru_cache(maxsize=65536)
+def _created_label(label: str) -> datetime | None:
+    try:
+        return _aware(datetime.fromisoformat(label))
+    except ValueError:
+        return None
 
 
 def backoff_s(attempts: int, *, settings: Settings) -> float:
