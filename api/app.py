@@ -17,7 +17,7 @@ from orchestrator.events import EventFeed
 from orchestrator.metrics import Metrics
 from orchestrator.informer import Informer
 from orchestrator.models import ContainerInfo, ContainerKey, Mode
-from orchestrator.naming import Label
+from orchestrator.naming import Label, key_from_labels
 from orchestrator.clock import utcnow
 from orchestrator.reconciler import Reconciler
 from orchestrator.rooms import AgentLaunched, RoomRegistry
@@ -91,6 +91,8 @@ def create_app(
         elif (action := change_signal(event, before)) is not None and event.info is not None:
             telemetry.container_event(action, event.info.name)
             reconciler.wake()
+            if action == "die" and (key := key_from_labels(event.info.labels)) is not None:
+                registry.unconfirm(key.client_id, key.room)
             if action in ("die", "destroy") and (key := trigger_service.answered_from_view(before or event.info)):
                 mode = Mode((before or event.info).labels.get(Label.MODE, Mode.voice.value))
                 background.add(task := asyncio.create_task(trigger_service.resettle(key, mode=mode)))

@@ -131,16 +131,13 @@ def apply(room: Room, event: Event, *, now: datetime) -> Room:
     if room.state is RoomState.CLOSING:
         if isinstance(event, AgentLaunched):
             # A new trigger after (or during) a close starts the room afresh.
-            return Room(
-                client_id=room.client_id, name=room.name, state=RoomState.STARTING, since=now, updated_at=now,
-                confirmed_at=now,
-            )
+            return Room(client_id=room.client_id, name=room.name, state=RoomState.STARTING, since=now, updated_at=now)
         return room  # terminal: the executor is already tearing it down
     if isinstance(event, MetadataWritten):
         return replace(room, metadata=event.metadata)  # bookkeeping, not news: updated_at stays
     r = replace(room, updated_at=now)
-    if isinstance(event, AgentLaunched | ParticipantJoined | ParticipantLeft):
-        r = replace(r, confirmed_at=now)  # a launch follows a successful CreateRoom; a webhook comes from the room
+    if isinstance(event, ParticipantJoined | ParticipantLeft):
+        r = replace(r, confirmed_at=now)  # a webhook comes from the room itself
     match event:
         case AgentLaunched():
             if r.state is RoomState.EMPTY:
@@ -276,6 +273,16 @@ class RoomRegistry:
         after = apply(before, event, now=now)
         self.rooms[(client_id, name)] = after
         return before, after
+
+    def confirm(self, client_id: str, name: str, *, now: datetime) -> None:
+        """LiveKit just answered for this room (CreateRoom): evidence that it exists."""
+        room = self.get(client_id, name)
+        self.rooms[(client_id, name)] = replace(room, confirmed_at=now)
+
+    def unconfirm(self, client_id: str, name: str) -> None:
+        """Its agent died: the room may be gone with it (a LiveKit restart), so the next trigger asks LiveKit."""
+        if (room := self.rooms.get((client_id, name))) is not None:
+            self.rooms[(client_id, name)] = replace(room, confirmed_at=None)
 
     def forget(self, client_id: str, name: str) -> None:
         self.rooms.pop((client_id, name), None)

@@ -124,6 +124,8 @@ class TriggerService:
                 client.livekit, room=key.room, metadata=room_metadata(agent=agent, client_id=client.id),
                 empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
             )
+            if self._rooms is not None:
+                self._rooms.confirm(client.id, key.room, now=self._clock())
         async with self._locks.hold(key):
             return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
 
