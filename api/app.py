@@ -66,6 +66,7 @@ def create_app(
     app.state.tenants = engine.tenants
     app.state.api_keys = build_keyring(settings)
     app.state.reconciler = engine.reconciler
+    app.state.informer = engine.informer
     app.state.webhooks = engine.webhooks
     errors.install(app)
     app.include_router(health.router)

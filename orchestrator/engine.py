@@ -20,17 +20,20 @@ from datetime import datetime
 from .clock import utcnow
 from .errors import DependencyUnavailable
 from .events import EventFeed
+from .informer import Informer
 from .metrics import Metrics
-from .models import ContainerKey
+from .models import ContainerInfo, ContainerKey, Mode
+from .naming import Label, key_from_labels
 from .reconciler import Reconciler
 from .room_service import RoomService
 from .rooms import AgentLaunched, RoomRegistry
-from .runtime import ContainerRuntime, Preflight
+from .runtime import ContainerRuntime, Preflight, WatchEvent
 from .sampler import UsageSampler
 from .settings import Settings
 from .telemetry import Telemetry
 from .tenants import TenantStore
 from .trigger import TriggerService
+from .view import AgentView, change_signal
 from .webhooks import WebhookIntake
 
 log = logging.getLogger(__name__)
@@ -83,13 +86,19 @@ class Engine:
             concurrency=settings.usage_sample_concurrency, clock=clock,
             on_error=lambda dependency: self.metrics.dependency_errors.labels(dependency=dependency).inc(),
         )
+        self.view = AgentView()  # watch-fed: reuse and limits answered without engine calls once synced
         self.trigger = TriggerService(
             settings=settings, tenants=self.tenants, livekit=self.livekit, runtime=self.runtime,
-            clock=clock, on_launched=self._launched,
+            clock=clock, on_launched=self._launched, view=self.view, rooms=self.registry,
         )
         self.reconciler = Reconciler(
             settings=settings, runtime=self.runtime, tenants=self.tenants, livekit=self.livekit,
             launcher=self.trigger, registry=self.registry, clock=clock, on_pass=self.telemetry.reconcile_pass,
+            view=self.view,
+        )
+        self.informer = Informer(
+            runtime=self.runtime, scope=settings.scope, view=self.view, resync_s=settings.view_resync_s, clock=clock,
+            on_change=self._view_changed,
         )
         self.webhooks = WebhookIntake(
             registry=self.registry, on_change=self.reconciler.wake,
@@ -98,7 +107,8 @@ class Engine:
             ),
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._stop_events: Callable[[], None] | None = None
+        self._resettling: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected
+        self._stream_broken = False
         self._closed = False
 
     @classmethod
@@ -146,26 +156,36 @@ class Engine:
         s = self.settings
         if s.usage_sampling_enabled:
             self._tasks.append(asyncio.create_task(self.sampler.run_forever(), name="usage-sampler"))
+        if s.docker_events_enabled:
+            # The watch-fed view: reuse and limits answered without engine calls, deaths seen at once.
+            self._tasks.append(asyncio.create_task(self.informer.run_forever(), name="informer"))
         if s.reconcile_enabled:
             # The first pass rebuilds room state from the engine's labels + LiveKit (nothing else survives a restart).
             self._tasks.append(asyncio.create_task(self.reconciler.run_forever(), name="reconciler"))
-            if s.docker_events_enabled:
-                loop = asyncio.get_running_loop()
-                self._stop_events = self.runtime.follow_events(
-                    scope=s.scope,
-                    on_event=lambda action, name: loop.call_soon_threadsafe(self._container_event, action, name),
-                )
 
-    def _container_event(self, action: str, name: str) -> None:
+    def _view_changed(self, event: WatchEvent, before: ContainerInfo | None) -> None:
+        """Deaths, unhealthy agents and removals wake the reconciler; after a broken stream, one catch-up pass."""
+        if event.kind in ("broken", "relist"):
+            if event.kind == "relist" and self._stream_broken:
+                self.telemetry.container_event("reconnected", "")
+                self.reconciler.wake()
+            self._stream_broken = event.kind == "broken"
+            return
+        if event.info is None or (action := change_signal(event, before)) is None:
+            return
+        self.telemetry.container_event(action, event.info.name)
         self.reconciler.wake()
-        self.telemetry.container_event(action, name)
+        if action == "die" and (key := key_from_labels(event.info.labels)) is not None:
+            self.registry.unconfirm(key.client_id, key.room)
+        if action in ("die", "destroy") and (key := self.trigger.answered_from_view(before or event.info)):
+            # A reuse answer from the view may have been stale by the event's lag: settle that key again.
+            mode = Mode((before or event.info).labels.get(Label.MODE, Mode.voice.value))
+            self._resettling.add(task := asyncio.create_task(self.trigger.resettle(key, mode=mode)))
+            task.add_done_callback(self._resettling.discard)
 
     async def stop(self) -> None:
         """Stop background work, then close every adapter; safe to call twice."""
-        if self._stop_events is not None:
-            self._stop_events()
-            self._stop_events = None
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = self._tasks + list(self._resettling), []
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -20,8 +20,10 @@ class RoomService(Protocol):
         """Create the room, or leave an existing one as it is (LiveKit's CreateRoom is idempotent)."""
         ...
 
-    async def observe_rooms(self, creds: LiveKitCredentials, *, names: list[str]) -> dict[str, RoomSnapshot]:
-        """A snapshot of each named room; absent rooms answer `exists=False`."""
+    async def observe_rooms(
+        self, creds: LiveKitCredentials, *, names: list[str], concurrency: int = 16
+    ) -> dict[str, RoomSnapshot]:
+        """A snapshot of each named room (at most `concurrency` calls at once); absent rooms answer `exists=False`."""
         ...
 
     async def update_room_metadata(self, creds: LiveKitCredentials, *, room: str, metadata: str) -> None: ...

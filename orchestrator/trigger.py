@@ -6,12 +6,14 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
 from .clock import utcnow
-from .errors import Conflict, ContainerFailed, DependencyUnavailable, LimitExceeded
+from .errors import Conflict, ContainerFailed, DependencyUnavailable, OrchestratorError
+from .admission import Admissions
 from .locks import KeyedLocks
 from .models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
 from .naming import (
@@ -27,12 +29,15 @@ from . import room_metadata
 from .room_service import RoomService
 from .runtime import ContainerRuntime, ContainerSpec, NameTaken
 from .settings import Settings
+from .rooms import RoomRegistry, known_to_exist
 from .tenants import TenantStore
+from .view import AgentView
 
 log = logging.getLogger(__name__)
 
 _MAX_ROUNDS = 8
 _NAME_RACE_BACKOFF_S = 0.02  # doubles per round: up to ~2.5 s in all for a slow winner's create
+_VIEW_RECHECK_S = 10.0  # a death reported this soon after a reuse answer from the view re-settles the key
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class TriggerService:
         runtime: ContainerRuntime,
         clock: Callable[[], datetime] = utcnow,
         on_launched: Callable[[ContainerKey], None] | None = None,
+        view: AgentView | None = None,
+        rooms: RoomRegistry | None = None,
     ) -> None:
         self._settings = settings
         self._tenants = tenants
@@ -68,11 +75,10 @@ class TriggerService:
         self._locks = KeyedLocks()
         self._on_launched = on_launched  # the room registry hears of every launch/reuse (STARTING)
         self._admitting: set[ContainerKey] = set()  # creations in flight, counted against the limits
-        # Creations finished while some admission's list was in flight: that list may predate them, so
-        # they still count for it. Pruned once no list older than them is pending.
-        self._created: dict[ContainerKey, int] = {}
-        self._listing: list[int] = []  # the creation counter at the start of each pending list
-        self._creations = 0
+        self._limits = Admissions(settings)  # in-flight and recent creations, counted against the limits
+        self._view = view  # watch-fed: a running agent and the limits are answered without an engine call
+        self._rooms = rooms  # a live room confirmed recently is not created again
+        self._view_answers: dict[ContainerKey, float] = {}  # reuse answers given from the view, by monotonic time
 
     async def trigger(
         self, *, client_id: str, agent_slug: str, mode: Mode, user_id: str, room_name: str | None = None
@@ -111,42 +117,30 @@ class TriggerService:
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         """The room first (with timeouts covering the grace period), then the container under the key's lock."""
         s = self._settings
-        await self._livekit.ensure_room(
-            client.livekit, room=key.room, metadata=room_metadata.for_new_room(agent=agent, client_id=client.id),
-            empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
+        known = self._rooms is not None and known_to_exist(
+            self._rooms.get(client.id, key.room), now=self._clock(), trust_s=s.room_trust_s
         )
+        if not known:
+            await self._livekit.ensure_room(
+                client.livekit, room=key.room, metadata=room_metadata.for_new_room(agent=agent, client_id=client.id),
+                empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
+            )
+            if self._rooms is not None:
+                self._rooms.confirm(client.id, key.room, now=self._clock())
         async with self._locks.hold(key):
             return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
 
     async def _admit(self, key: ContainerKey) -> None:
-        """Limits: per room (distinct slugs), per client, total; 429 + Retry-After when full.
-
-        Counted from the one labelled list plus this process's creations that list may not show (in
-        flight, or finished after it was asked for), so concurrent triggers here cannot overshoot; two
-        orchestrator processes may overshoot by their in-flight count.
-        """
-        s = self._settings
-        asked_at = self._creations
-        self._listing.append(asked_at)
+        """The limits (admission.Admissions), counted from the watch-fed view when it is synced, else one list."""
+        if self._view is not None and self._view.synced:
+            self._limits.admit(key, self._view.state.containers(), asked_at=None)
+            return
+        asked_at = self._limits.listing()
         try:
-            listed = await self._runtime.list_managed(scope=s.scope)
+            listed = await self._runtime.list_managed(scope=self._settings.scope)
         finally:
-            self._listing.remove(asked_at)
-        live = {k for c in listed if not c.status.gone and (k := key_from_labels(c.labels)) is not None}
-        live |= self._admitting | {k for k, n in self._created.items() if n > asked_at}
-        self._forget_created()
-        live.discard(key)
-        checks = [
-            (sum(k.client_id == key.client_id and k.room == key.room for k in live), s.max_agents_per_room,
-             f"room '{key.room}' already has {s.max_agents_per_room} agents (max_agents_per_room)"),
-            (sum(k.client_id == key.client_id for k in live), s.max_agents_per_client,
-             f"client '{key.client_id}' already runs {s.max_agents_per_client} agents (max_agents_per_client)"),
-            (len(live), s.max_agents_total, f"this deployment already runs {s.max_agents_total} agents (max_agents_total)"),
-        ]
-        for used, limit, message in checks:
-            if used >= limit:
-                raise LimitExceeded(message, retry_after=s.limit_retry_after_s, details={"rule": message})
-        self._admitting.add(key)
+            self._limits.listed(asked_at)
+        self._limits.admit(key, listed, asked_at=asked_at)
 
     async def spawn(self, *, client_id: str, agent_id: str, mode: Mode, user_id: str) -> TriggerResult:
         """The dashboard's Test Agent: find the agent by id, then trigger it in a fresh `agent-<id>-<8 hex>` room.
@@ -166,6 +160,12 @@ class TriggerService:
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         name = container_name(key)
         backoff = _NAME_RACE_BACKOFF_S
+        if (seen := self._running_in_view(key)) is not None:
+            if len(self._view_answers) > 10_000:  # deaths pop entries; prune what no event ever came for
+                cutoff = time.monotonic() - _VIEW_RECHECK_S
+                self._view_answers = {k: t for k, t in self._view_answers.items() if t > cutoff}
+            self._view_answers[key] = time.monotonic()
+            return TriggerOutcome.reused, seen
         for _ in range(_MAX_ROUNDS):
             info = await self._runtime.get(name)
             if info is None:
@@ -181,7 +181,7 @@ class TriggerService:
                     backoff *= 2
                     continue
                 finally:
-                    self._admitted(key)
+                    self._limits.finished(key)
             self._check_owner(key, info)
             if info.status.reusable:
                 return TriggerOutcome.reused, info
@@ -226,17 +226,30 @@ class TriggerService:
                 f"'{info.labels.get(Label.SCOPE, '')}'); use another room name or that deployment"
             )
 
-    def _admitted(self, key: ContainerKey) -> None:
-        """A creation ended (made, lost the name race, or failed): it leaves the in-flight set for the recent one."""
-        self._admitting.discard(key)
-        self._creations += 1
-        self._created[key] = self._creations
-        self._forget_created()
+    def answered_from_view(self, info: ContainerInfo | None) -> ContainerKey | None:
+        """The key of a container the watch now reports dead or gone, if a reuse answer named it from the view
+        within the last few seconds: that answer may have been stale by the event's lag, so settle it again."""
+        key = key_from_labels(info.labels) if info is not None else None
+        at = self._view_answers.pop(key, None) if key is not None else None
+        return key if at is not None and time.monotonic() - at < _VIEW_RECHECK_S else None
 
-    def _forget_created(self) -> None:
-        """Keep a finished creation only while a list that may predate it is still pending."""
-        oldest = min(self._listing, default=self._creations)
-        self._created = {k: n for k, n in self._created.items() if n > oldest}
+    async def resettle(self, key: ContainerKey, *, mode: Mode) -> None:
+        """Reuse-or-launch through the engine (never the view), for a reuse answer the watch contradicted."""
+        try:
+            outcome, info = await self.launch_for_key(key, mode=mode)
+        except OrchestratorError as exc:
+            log.warning("re-settling %s after a stale view answer failed: %s", key.room, exc.message,
+                        extra={"client_id": key.client_id, "agent_slug": key.agent_slug, "room": key.room})
+            return
+        log.info("re-settled %s after a stale view answer: %s %s", key.room, outcome.value, info.name,
+                 extra={"client_id": key.client_id, "agent_slug": key.agent_slug, "room": key.room, "container": info.name})
+
+    def _running_in_view(self, key: ContainerKey) -> ContainerInfo | None:
+        """The key's running container from the watch-fed view; None (ask the engine) on any doubt."""
+        if self._view is None or not self._view.synced:
+            return None
+        running = [c for c in self._view.state.for_key(key) if c.status.reusable]
+        return running[0] if len(running) == 1 else None  # a duplicate is the engine's (and reconciler's) call
 
     async def _wait_running(self, name: str) -> ContainerInfo:
         """Poll the real state until running (or dead), bounded by the start timeout."""

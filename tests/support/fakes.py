@@ -169,9 +169,6 @@ class FakeRuntime:
         finally:
             self._watchers.remove(queue)
 
-    def follow_events(self, *, scope: str, on_event: Callable[[str, str], None]) -> Callable[[], None]:
-        return lambda: None
-
     def close(self) -> None:
         self.closed = True
 
@@ -195,7 +192,8 @@ class FakeRooms:
         self._check("ensure_room", room)
         return self.rooms.setdefault((creds.api_key, room), RoomSnapshot(exists=True, metadata=metadata))
 
-    async def observe_rooms(self, creds: LiveKitCredentials, *, names: list[str]) -> dict[str, RoomSnapshot]:
+    async def observe_rooms(self, creds: LiveKitCredentials, *, names: list[str], concurrency: int = 16
+                            ) -> dict[str, RoomSnapshot]:
         self._check("observe_rooms", ",".join(names))
         return {n: self.rooms.get((creds.api_key, n), RoomSnapshot(exists=False)) for n in names}
 
