@@ -173,3 +173,19 @@ async def until(probe: Callable[[], bool], *, rounds: int = 1000) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("condition never held")
+
+
+async def test_a_view_that_has_not_seen_a_new_container_yet_still_counts_it() -> None:
+    """Deployment limit 1, limits read from the watch-fed view: A's container is made but its event has not
+    arrived; B must still be refused."""
+    from orchestrator.runtime import WatchEvent
+    from orchestrator.view import AgentView
+
+    rt, view = FakeRuntime(), AgentView()
+    view.apply(WatchEvent(kind="relist"), now=T0)  # synced, and it stays behind: no informer feeds it
+    svc = TriggerService(settings=S.model_copy(update={"max_agents_total": 1}), tenants=tenants(), livekit=FakeRooms(),
+                         runtime=rt, view=view)
+    assert (await trigger(rt, room="ra", svc=svc)).outcome is TriggerOutcome.created
+    with pytest.raises(LimitExceeded):
+        await trigger(rt, room="rb", svc=svc)
+    assert len(rt.containers) == 1
