@@ -106,3 +106,33 @@ async def test_the_fake_runtime_watch_keeps_the_protocols_order() -> None:
     assert [c.name for c in seen[3].items] == ["c"]
     assert seen[0].seq < seen[1].seq < seen[3].seq
     rt.close()
+
+
+async def test_the_engine_follows_the_watch_and_a_death_wakes_a_pass() -> None:
+    from orchestrator.models import ContainerKey, ContainerStatus, Mode
+    from orchestrator.naming import container_labels, container_name, spec_hash
+    from tests.support.fakes import FARAH
+
+    rt = FakeRuntime()
+    key = ContainerKey(client_id="c1", agent_slug="farah", room="r1")
+    labels = container_labels(key, agent=FARAH, mode=Mode.voice, scope="unit", created_at=T0,
+                              spec=spec_hash(FARAH, image="x", mode=Mode.voice))
+    settings = Settings(scope="unit", usage_sampling_enabled=False, reconcile_interval_s=3600)
+    async with Engine.running(settings, runtime=rt, livekit=FakeRooms(), tenants=tenants()) as engine:
+        assert await engine.informer.wait_synced(timeout_s=5)
+        await _soon(lambda: engine.reconciler.passes >= 1)
+        info = rt.put(container_name(key), labels=labels)
+        await _soon(lambda: engine.view.state.named(info.name) is not None)
+        passes = engine.reconciler.passes
+        rt._set(info, status=ContainerStatus.paused)  # frozen by someone: serves nobody, like a death
+        await _soon(lambda: engine.reconciler.passes > passes)  # woken, not the 1 h interval
+        assert any(e.to_dict().get("event") == "die" for e in engine.telemetry.feed.recent())
+
+
+async def _soon(probe, *, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll a condition other tasks make true through real waits (the reconciler coalesces wake-ups for 50 ms)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not probe():
+        assert loop.time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
