@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from .errors import LimitExceeded
 from .models import ContainerInfo, ContainerKey
 from .naming import key_from_labels
 from .settings import Settings
 
-VIEW_LAG_S = 10.0  # a creation is counted on top of the view this long (far beyond a watch's event latency)
+VIEW_LAG_S = 10.0  # a creation the view has not shown is counted on top of it this long (far beyond a watch's lag)
+
+
+@dataclass
+class _Made:
+    number: int  # creations are numbered in order; a list asked for at number n may miss every later one
+    at: float
+    container_id: str | None  # None when this process made nothing (lost the name race, or failed)
+    seen: bool = False  # the view has shown it: from then on the view alone counts it (or, once gone, not)
 
 
 class Admissions:
@@ -24,7 +33,7 @@ class Admissions:
         self._settings = settings
         self._clock = clock
         self.in_flight: set[ContainerKey] = set()
-        self._created: dict[ContainerKey, tuple[int, float]] = {}  # key -> (creation number, when)
+        self._created: dict[ContainerKey, _Made] = {}
         self._listing: list[int] = []  # the creation number at the start of each pending list
         self._creations = 0
 
@@ -41,11 +50,16 @@ class Admissions:
 
         `asked_at` is the token of the list `shown` came from, or None for the watch-fed view.
         """
-        s, now = self._settings, self._clock()
+        s, now, shown = self._settings, self._clock(), list(shown)
         live = {k for c in shown if not c.status.gone and (k := key_from_labels(c.labels)) is not None}
-        live |= self.in_flight | {
-            k for k, (n, at) in self._created.items() if (n > asked_at if asked_at is not None else now - at < VIEW_LAG_S)
-        }
+        if asked_at is None:  # the view: count what it has not shown yet
+            ids = {c.id for c in shown}
+            for made in self._created.values():
+                made.seen |= made.container_id in ids
+            recent = {k for k, m in self._created.items() if m.container_id and not m.seen and now - m.at < VIEW_LAG_S}
+        else:  # a list: count what was made after it was asked for
+            recent = {k for k, m in self._created.items() if m.number > asked_at}
+        live |= self.in_flight | recent
         self._prune(now)
         live.discard(key)
         checks = [
@@ -60,15 +74,17 @@ class Admissions:
                 raise LimitExceeded(message, retry_after=s.limit_retry_after_s, details={"rule": message})
         self.in_flight.add(key)
 
-    def finished(self, key: ContainerKey) -> None:
-        """A creation ended (made, lost the name race, or failed): from in flight to recent."""
+    def finished(self, key: ContainerKey, *, container_id: str | None) -> None:
+        """A creation ended (made: its id; lost the name race or failed: None): from in flight to recent."""
         self.in_flight.discard(key)
         self._creations += 1
         now = self._clock()
-        self._created[key] = (self._creations, now)
+        self._created[key] = _Made(number=self._creations, at=now, container_id=container_id)
         self._prune(now)
 
     def _prune(self, now: float) -> None:
         """Keep a creation while a list that may predate it is pending, or a view may not show it yet."""
         oldest = min(self._listing, default=self._creations)
-        self._created = {k: (n, at) for k, (n, at) in self._created.items() if n > oldest or now - at < VIEW_LAG_S}
+        self._created = {
+            k: m for k, m in self._created.items() if m.number > oldest or (not m.seen and now - m.at < VIEW_LAG_S)
+        }

@@ -170,10 +170,12 @@ class TriggerService:
             info = await self._runtime.get(name)
             if info is None:
                 await self._admit(key)
+                made: ContainerInfo | None = None
                 try:
-                    return TriggerOutcome.created, await self._runtime.create_and_start(
+                    made = await self._runtime.create_and_start(
                         self._spec(key, name=name, client=client, agent=agent, mode=mode)
                     )
+                    return TriggerOutcome.created, made
                 except NameTaken:
                     # Another process won the name. Docker reserves a name before the container can be
                     # inspected, so give the winner's create a moment to become visible, then reuse it.
@@ -181,7 +183,7 @@ class TriggerService:
                     backoff *= 2
                     continue
                 finally:
-                    self._limits.finished(key)
+                    self._limits.finished(key, container_id=made.id if made is not None else None)
             self._check_owner(key, info)
             if info.status.reusable:
                 return TriggerOutcome.reused, info

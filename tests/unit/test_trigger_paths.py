@@ -189,3 +189,20 @@ async def test_a_view_that_has_not_seen_a_new_container_yet_still_counts_it() ->
     with pytest.raises(LimitExceeded):
         await trigger(rt, room="rb", svc=svc)
     assert len(rt.containers) == 1
+
+
+async def test_once_the_view_has_shown_a_container_its_removal_frees_the_slot_at_once() -> None:
+    from orchestrator.runtime import WatchEvent
+    from orchestrator.view import AgentView
+
+    rt, view = FakeRuntime(), AgentView()
+    view.apply(WatchEvent(kind="relist"), now=T0)
+    svc = TriggerService(settings=S.model_copy(update={"max_agents_total": 1}), tenants=tenants(), livekit=FakeRooms(),
+                         runtime=rt, view=view)
+    made = (await trigger(rt, room="ra", svc=svc)).container
+    view.apply(WatchEvent(kind="upsert", info=made), now=T0)
+    with pytest.raises(LimitExceeded):
+        await trigger(rt, room="rb", svc=svc)  # the view shows it now: counted once, by the view
+    await rt.remove(made.name)
+    view.apply(WatchEvent(kind="delete", info=made), now=T0)
+    assert (await trigger(rt, room="rb", svc=svc)).outcome is TriggerOutcome.created
