@@ -221,7 +221,10 @@ async def test_a_stale_reuse_answer_from_the_view_is_settled_again(
         assert stale["status"] == "reused" and stale["container_id"] == first["container_id"]  # the lag, on purpose
 
         async def replaced() -> list[str]:
-            running = [c for c in scoped(docker_client, scope) if c.status == "running"]
+            try:
+                running = [c for c in scoped(docker_client, scope) if c.status == "running"]
+            except docker.errors.NotFound:  # the old one was removed between the list and its inspect: ask again
+                return []
             return [c.id for c in running if c.id != first["container_id"]]
 
         (new_id,) = await eventually(replaced, timeout=10, what="the key settled again after the watch saw the death")
