@@ -33,6 +33,10 @@ class OutageCache(Generic[V]):
         # so a slow source costs one timeout per back-off period, not one per request.
         self._down_until = float("-inf")
 
+    def age(self, key: Hashable) -> float | None:
+        """Seconds since `key` was last fetched; None when it is not cached."""
+        return self._age(key)
+
     def _age(self, key: Hashable) -> float | None:
         entry = self._entries.get(key)
         return None if entry is None else self._clock() - entry[0]

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 from postgrest.exceptions import APIError
+from postgrest.types import CountMethod
 from pydantic import SecretStr, ValidationError
 from supabase import AsyncClient, AsyncClientOptions
 
@@ -35,7 +36,10 @@ CLIENT_COLUMNS = "id,name,active,livekit_url,livekit_api_key,livekit_api_secret,
 CONFIG_COLUMNS = "instructions,voice,greeting,model,image,memory,cpus,pids"
 # One round trip: the agent with its configuration embedded through the agent_id foreign key.
 AGENT_SELECT = f"id,slug,name,agent_configurations({CONFIG_COLUMNS})"
-MAX_SLUGS = 1000
+# Rows per page when listing. PostgREST caps every answer at its db-max-rows (Supabase: 1,000)
+# without saying so; listings page by key and check PostgREST's exact count instead of trusting it.
+PAGE_ROWS = 1000
+MAX_PAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class SupabaseTenantStore:
         max_stale_s: float = 3600.0,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        key_refresh_s: float = 10.0,
     ) -> None:
         self._url = url.rstrip("/")
         self._key = service_key
@@ -73,7 +78,13 @@ class SupabaseTenantStore:
         self._projects: dict[tuple[str, str], AsyncClient] = {}
         self._clients: OutageCache[_Tenant] = OutageCache(ttl_s=ttl_s, max_stale_s=max_stale_s, what="platform Supabase", clock=clock)
         self._agents: OutageCache[Agent] = OutageCache(ttl_s=ttl_s, max_stale_s=max_stale_s, what="client Supabase", clock=clock)
-        self._by_key: OutageCache[tuple[str, ...]] = OutageCache(ttl_s=ttl_s, max_stale_s=max_stale_s, what="platform Supabase", clock=clock)
+        # Every active client's LiveKit API key, read whole (paged) instead of one query per key asked
+        # about: an unauthenticated webhook names any key it likes, so a miss must cost no query and
+        # no cache entry. An unknown key re-reads the directory at most once per `key_refresh_s`.
+        self._directory: OutageCache[dict[str, tuple[str, ...]]] = OutageCache(
+            ttl_s=ttl_s, max_stale_s=max_stale_s, what="platform Supabase", clock=clock
+        )
+        self._key_refresh_s = key_refresh_s
 
     # -- TenantStore -------------------------------------------------------------------------
 
@@ -103,16 +114,19 @@ class SupabaseTenantStore:
         return [r["slug"] for r in await self._rows(f"agents of client {client.id}", query)]
 
     async def clients_for_livekit_key(self, api_key: str) -> list[Client]:
-        ids = await self._by_key.get(api_key, lambda: self._fetch_ids_for_key(api_key), label="clients of a LiveKit key")
-        return [await self.get_client(i) for i in ids]
+        directory = await self._directory.get("keys", self._fetch_key_directory, label="the LiveKit key directory")
+        if api_key not in directory and (self._directory.age("keys") or 0.0) >= self._key_refresh_s:
+            self._directory.invalidate()  # a client added since the last read is found within key_refresh_s
+            directory = await self._directory.get("keys", self._fetch_key_directory, label="the LiveKit key directory")
+        return [await self.get_client(i) for i in directory.get(api_key, ())]
 
     async def invalidate(self, client_id: str | None = None) -> int:
         if client_id is None:
-            return self._clients.invalidate() + self._agents.invalidate() + self._by_key.invalidate()
+            return self._clients.invalidate() + self._agents.invalidate() + self._directory.invalidate()
         return (
             self._clients.invalidate(lambda k: k == client_id)
             + self._agents.invalidate(lambda k: isinstance(k, tuple) and k[0] == client_id)
-            + self._by_key.invalidate()
+            + self._directory.invalidate()
         )
 
     async def aclose(self) -> None:
@@ -133,9 +147,13 @@ class SupabaseTenantStore:
             raise NotFound(f"client '{client_id}' is deactivated", details={"field": "client_id"})
         return self._tenant_from_row(row)
 
-    async def _fetch_ids_for_key(self, api_key: str) -> tuple[str, ...]:
-        query = self._platform().table("clients").select("id,active").eq("livekit_api_key", api_key).limit(100)
-        return tuple(r["id"] for r in await self._rows("clients of a LiveKit key", query) if r.get("active", True))
+    async def _fetch_key_directory(self) -> dict[str, tuple[str, ...]]:
+        rows = await self._all_rows("the clients' LiveKit keys", lambda: self._platform().table("clients"), "id,livekit_api_key,active", key="id")
+        directory: dict[str, list[str]] = {}
+        for r in rows:
+            if r.get("active", True):
+                directory.setdefault(r["livekit_api_key"], []).append(r["id"])
+        return {k: tuple(v) for k, v in directory.items()}
 
     def _tenant_from_row(self, row: dict[str, Any]) -> _Tenant:
         cid = str(row["id"])
@@ -186,15 +204,47 @@ class SupabaseTenantStore:
 
     async def _rows(self, what: str, query: Any) -> list[dict[str, Any]]:
         """Run one PostgREST query; map every transport or API failure to a 503 naming what failed."""
+        return list((await self._execute(what, query)).data or [])
+
+    async def _execute(self, what: str, query: Any) -> Any:
         try:
-            response = await query.execute()
+            return await query.execute()
         except httpx.TimeoutException:
             raise DependencyUnavailable(f"Supabase did not answer for {what} within {self._timeout_s:g} s") from None
         except httpx.HTTPError as exc:
             raise DependencyUnavailable(f"Supabase unreachable for {what}: {type(exc).__name__}: {exc}") from None
         except APIError as exc:
             raise DependencyUnavailable(f"Supabase refused the query for {what}: {exc.code or ''} {exc.message or ''}".strip()) from None
-        return list(response.data or [])
+
+
+    async def _all_rows(self, what: str, table: Callable[[], Any], columns: str, *, key: str, **eq: str) -> list[dict[str, Any]]:
+        """Every matching row, paged by `key` (keyset), and as many as PostgREST's exact count says.
+
+        A server that caps answers below PAGE_ROWS is paged past; if the rows still fall short of
+        the count, the listing is refused (DependencyUnavailable) rather than silently truncated.
+        """
+        rows: list[dict[str, Any]] = []
+        total: int | None = None
+        last: Any = None
+        for _ in range(MAX_PAGES):
+            query = table().select(columns, count=CountMethod.exact if total is None else None)
+            for column, value in eq.items():
+                query = query.eq(column, value)
+            if last is not None:
+                query = query.gt(key, last)
+            response = await self._execute(what, query.order(key).limit(PAGE_ROWS))
+            page = list(response.data or [])
+            if total is None:
+                total = response.count
+            rows += page
+            if not page or (total is not None and len(rows) >= total):
+                break
+            last = page[-1][key]
+        else:
+            raise DependencyUnavailable(f"listing {what} did not end within {MAX_PAGES} pages")
+        if total is not None and len(rows) < total:
+            raise DependencyUnavailable(f"listing {what} returned {len(rows)} of {total} rows; not trusting a partial list")
+        return rows
 
 
 def agent_from_row(row: dict[str, Any], *, client_id: str) -> Agent:
