@@ -40,6 +40,7 @@ AGENT_SELECT = f"id,slug,name,agent_configurations({CONFIG_COLUMNS})"
 # without saying so; listings page by key and check PostgREST's exact count instead of trusting it.
 PAGE_ROWS = 1000
 MAX_PAGES = 1000
+MAX_SLUGS = 1000
 
 
 @dataclass(frozen=True)
