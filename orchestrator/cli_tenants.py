@@ -90,9 +90,12 @@ def set_credentials_cmd(
     livekit_api_key: str = typer.Option(None, help="the LiveKit API key (not secret; the secret is read from stdin/prompt)"),
     supabase_url: str = typer.Option(None, help="the client's own Supabase; omit to use the platform project"),
     platform_project: bool = typer.Option(False, "--platform-project", help="switch the client to the platform project"),
+    llm_key: bool = typer.Option(False, "--llm-key", help="also read the client's own LLM API key (given to its agents only)"),
+    no_llm_key: bool = typer.Option(False, "--no-llm-key", help="remove the client's own LLM key (the operator's fallback applies)"),
 ) -> None:
     """Add or rotate a client's credentials. Secrets are read from a hidden prompt or stdin, one per line:
-    the LiveKit API secret, then (with --supabase-url) the client's Supabase service key."""
+    the LiveKit API secret, then (with --supabase-url) the client's Supabase service key, then (with
+    --llm-key) the client's LLM API key."""
     settings = _supabase_settings()
     plain: dict[str, Any] = {k: v for k, v in {"name": name, "livekit_url": livekit_url, "livekit_api_key": livekit_api_key}.items() if v}
     secrets = {"livekit_api_secret": read_secret("LiveKit API secret")}
@@ -101,6 +104,10 @@ def set_credentials_cmd(
         secrets["supabase_service_key"] = read_secret("client Supabase service key")
     elif platform_project:
         plain["supabase_url"] = plain["supabase_service_key"] = None
+    if llm_key:
+        secrets["llm_api_key"] = read_secret("client LLM API key")
+    elif no_llm_key:
+        plain["llm_api_key"] = None
 
     async def run() -> str:
         store = _store(settings)

@@ -53,8 +53,13 @@ class Settings(BaseSettings):
     agent_restart_max: int = Field(default=3, ge=0)
     agent_stop_timeout_s: int = Field(default=10, ge=1)
     container_start_timeout_s: float = Field(default=30.0, gt=0)
-    # Given to agent containers as OPENAI_API_KEY: with it they run a livekit-agents session, without
-    # it the built-in offline mode. Env only (never a label, never logged).
+    # The most a tenant store may give one agent (per-agent overrides are lowered to these; '0' = no
+    # memory limit is refused).
+    agent_memory_max: str = "4g"
+    agent_cpus_max: float = Field(default=4.0, gt=0)
+    agent_pids_max: int = Field(default=4096, gt=0)
+    # The operator's fallback LLM key, given as OPENAI_API_KEY to agents of clients that have no sealed
+    # key of their own (clients.llm_api_key); unset: those agents run the offline mode. Env only.
     agent_llm_api_key: SecretStr | None = None
 
     # Docker access.
@@ -105,6 +110,20 @@ class Settings(BaseSettings):
         if v is not None and is_placeholder(v.get_secret_value()):
             raise ValueError("ORCH_ADMIN_API_KEY is a placeholder; set a real random key (e.g. `openssl rand -hex 32`)")
         return v
+
+    @model_validator(mode="after")
+    def _memory_in_range(self) -> "Settings":
+        from .tenants.limits import memory_bytes  # pure; imported here to keep settings free of domain imports
+
+        if memory_bytes(self.agent_memory) > memory_bytes(self.agent_memory_max):
+            raise ValueError("ORCH_AGENT_MEMORY must not exceed ORCH_AGENT_MEMORY_MAX")
+        return self
+
+    @property
+    def resource_ceiling(self):  # type: ignore[no-untyped-def]
+        from .tenants.limits import ResourceCeiling
+
+        return ResourceCeiling.parse(memory=self.agent_memory_max, cpus=self.agent_cpus_max, pids=self.agent_pids_max)
 
     @model_validator(mode="after")
     def _supabase_complete(self) -> "Settings":

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..credentials import MasterKeys, new_data_key, seal, unwrap_data_key, wrap_data_key
 
-SECRET_COLUMNS = ("livekit_api_secret", "supabase_service_key")
+SECRET_COLUMNS = ("livekit_api_secret", "supabase_service_key", "llm_api_key")
 
 
 def client_changes(

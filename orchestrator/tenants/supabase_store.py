@@ -29,10 +29,11 @@ from ..models import Agent, Client, LiveKitCredentials, Resources
 from ..naming import normalise_slug
 from . import unknown_agent, unknown_agent_id, unknown_client
 from .cache import OutageCache
+from .limits import DEFAULT_CEILING, ResourceCeiling
 
 log = logging.getLogger(__name__)
 
-CLIENT_COLUMNS = "id,name,active,livekit_url,livekit_api_key,livekit_api_secret,supabase_url,supabase_service_key,data_key"
+CLIENT_COLUMNS = "id,name,active,livekit_url,livekit_api_key,livekit_api_secret,supabase_url,supabase_service_key,llm_api_key,data_key"
 CONFIG_COLUMNS = "instructions,voice,greeting,model,image,memory,cpus,pids"
 # One round trip: the agent with its configuration embedded through the agent_id foreign key.
 AGENT_SELECT = f"id,slug,name,agent_configurations({CONFIG_COLUMNS})"
@@ -50,6 +51,7 @@ class _Tenant:
     client: Client
     project_url: str
     project_key: SecretStr
+    own_project: bool  # the client owns that database outright: nothing in it may pick a container
 
 
 class SupabaseTenantStore:
@@ -68,7 +70,9 @@ class SupabaseTenantStore:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         key_refresh_s: float = 10.0,
+        ceiling: ResourceCeiling = DEFAULT_CEILING,
     ) -> None:
+        self._ceiling = ceiling
         self._url = url.rstrip("/")
         self._key = service_key
         self._master_keys = master_keys
@@ -166,15 +170,19 @@ class SupabaseTenantStore:
                 SecretStr(open_sealed(data_key, client_id=cid, column="supabase_service_key", token=own_key))
                 if own_url and own_key else self._key
             )
+            llm = row.get("llm_api_key")
             client = Client(
                 id=cid, name=row["name"],
                 livekit=LiveKitCredentials(url=row["livekit_url"], api_key=row["livekit_api_key"], api_secret=SecretStr(secret)),
+                llm_api_key=SecretStr(open_sealed(data_key, client_id=cid, column="llm_api_key", token=llm)) if llm else None,
             )
         except CredentialError as exc:
             raise DependencyUnavailable(f"credentials of client {cid} cannot be decrypted: {exc}", retry_after=60) from None
         except (KeyError, TypeError, ValidationError) as exc:
             raise DependencyUnavailable(f"client {cid}'s row in the platform project is malformed ({type(exc).__name__})") from None
-        return _Tenant(client=client, project_url=(own_url or self._url).rstrip("/"), project_key=project_key)
+        return _Tenant(
+            client=client, project_url=(own_url or self._url).rstrip("/"), project_key=project_key, own_project=bool(own_url and own_key)
+        )
 
     # -- client projects ---------------------------------------------------------------------
 
@@ -186,7 +194,7 @@ class SupabaseTenantStore:
             if column == "slug":
                 raise unknown_agent(tenant.client, value, await self.list_agent_slugs(tenant.client))
             raise unknown_agent_id(tenant.client, value)
-        return agent_from_row(rows[0], client_id=cid)
+        return agent_from_row(rows[0], client_id=cid, ceiling=None if tenant.own_project else self._ceiling)
 
     # -- supabase-py -------------------------------------------------------------------------
 
@@ -248,8 +256,13 @@ class SupabaseTenantStore:
         return rows
 
 
-def agent_from_row(row: dict[str, Any], *, client_id: str) -> Agent:
-    """An `agents` row with its embedded configuration (object, one-element list, or null) as an Agent."""
+def agent_from_row(row: dict[str, Any], *, client_id: str, ceiling: ResourceCeiling | None) -> Agent:
+    """An `agents` row with its embedded configuration (object, one-element list, or null) as an Agent.
+
+    The container columns (image, memory, cpus, pids) count only where the operator wrote them (the
+    platform project, clamped to `ceiling`); `ceiling=None` means the client owns the project, so they
+    are ignored and the deployment's defaults apply.
+    """
     cfg = row.get("agent_configurations") or {}
     if isinstance(cfg, list):
         cfg = cfg[0] if cfg else {}
@@ -260,15 +273,24 @@ def agent_from_row(row: dict[str, Any], *, client_id: str) -> Agent:
             f"rename it to '{normalise_slug(slug)}'"
         )
     try:
+        resources = Resources()
+        if ceiling is not None:
+            try:
+                resources = ceiling.clamp(Resources(
+                    memory=cfg.get("memory"),
+                    cpus=float(cfg["cpus"]) if cfg.get("cpus") is not None else None,
+                    pids=cfg.get("pids"),
+                ))
+            except ValueError as exc:
+                raise Conflict(
+                    f"agent {row.get('id')} of client {client_id}: {exc}; the operator must set a value up to {ceiling.memory}"
+                ) from None
         return Agent(
             id=str(row["id"]), slug=slug, name=row["name"],
             instructions=cfg.get("instructions") or "", voice=cfg.get("voice") or "alloy",
-            greeting=cfg.get("greeting") or "", model=cfg.get("model") or "", image=cfg.get("image") or None,
-            resources=Resources(
-                memory=cfg.get("memory"),
-                cpus=float(cfg["cpus"]) if cfg.get("cpus") is not None else None,
-                pids=cfg.get("pids"),
-            ),
+            greeting=cfg.get("greeting") or "", model=cfg.get("model") or "",
+            image=(cfg.get("image") or None) if ceiling is not None else None,
+            resources=resources,
         )
     except (KeyError, TypeError, ValueError, ValidationError) as exc:
         raise DependencyUnavailable(f"agent {row.get('id')} of client {client_id} is malformed in its project ({type(exc).__name__})") from None
@@ -318,4 +340,5 @@ def store_from_settings(settings: Any, *, transport: httpx.AsyncBaseTransport | 
         url=settings.supabase_url, service_key=settings.supabase_service_key, master_keys=keys,
         timeout_s=settings.supabase_timeout_s, retry=settings.supabase_retry,
         ttl_s=settings.tenant_cache_ttl_s, max_stale_s=settings.tenant_cache_max_stale_s, transport=transport,
+        ceiling=settings.resource_ceiling,
     )
