@@ -27,7 +27,7 @@ from ..credentials import CredentialError, MasterKeys, open_sealed, unwrap_data_
 from ..errors import Conflict, DependencyUnavailable, NotFound
 from ..models import Agent, Client, LiveKitCredentials, Resources
 from ..naming import normalise_slug
-from . import unknown_agent, unknown_agent_id, unknown_client
+from . import CredentialsUnusable, TenantRecordInvalid, unknown_agent, unknown_agent_id, unknown_client
 from .cache import OutageCache
 from .limits import DEFAULT_CEILING, ResourceCeiling
 
@@ -177,9 +177,17 @@ class SupabaseTenantStore:
                 llm_api_key=SecretStr(open_sealed(data_key, client_id=cid, column="llm_api_key", token=llm)) if llm else None,
             )
         except CredentialError as exc:
-            raise DependencyUnavailable(f"credentials of client {cid} cannot be decrypted: {exc}", retry_after=60) from None
+            # Permanent, and the operator's to fix: the reason (which may name a master-key id) goes
+            # to the log only; callers get the client id and what to do.
+            log.error("credentials of client %s cannot be decrypted (%s); they stay unusable until re-entered "
+                      "with `orchestrator tenants set-credentials` or their master key is configured", cid, exc,
+                      extra={"client_id": cid})
+            raise CredentialsUnusable(
+                f"credentials of client {cid} cannot be decrypted; an operator must re-enter them "
+                "(`orchestrator tenants set-credentials`) or configure their master key (see the orchestrator log)"
+            ) from None
         except (KeyError, TypeError, ValidationError) as exc:
-            raise DependencyUnavailable(f"client {cid}'s row in the platform project is malformed ({type(exc).__name__})") from None
+            raise TenantRecordInvalid(f"client {cid}'s row in the platform project is malformed ({type(exc).__name__})") from None
         return _Tenant(
             client=client, project_url=(own_url or self._url).rstrip("/"), project_key=project_key, own_project=bool(own_url and own_key)
         )
@@ -293,7 +301,7 @@ def agent_from_row(row: dict[str, Any], *, client_id: str, ceiling: ResourceCeil
             resources=resources,
         )
     except (KeyError, TypeError, ValueError, ValidationError) as exc:
-        raise DependencyUnavailable(f"agent {row.get('id')} of client {client_id} is malformed in its project ({type(exc).__name__})") from None
+        raise TenantRecordInvalid(f"agent {row.get('id')} of client {client_id} is malformed in its project ({type(exc).__name__})") from None
 
 
 class PlatformWriter:
