@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Credentials at rest: master keys by id (JSON object of base64 32-byte keys) and the id new rows use.
     master_keys: dict[str, SecretStr] = {}
     master_key_id: str | None = None
+    # Accept secrets sealed before they were bound to their URL (`v1:`): only while upgrading, until
+    # `orchestrator tenants rewrap` has bound every row. Off, a re-pointed URL can never receive a secret.
+    allow_unbound_secrets: bool = False
 
     # API keys: a YAML file of sha256 hashes (never the keys); no key configured at all = auth disabled.
     api_keys_file: Path | None = None

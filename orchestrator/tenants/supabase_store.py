@@ -71,8 +71,10 @@ class SupabaseTenantStore:
         clock: Callable[[], float] = time.monotonic,
         key_refresh_s: float = 10.0,
         ceiling: ResourceCeiling = DEFAULT_CEILING,
+        allow_unbound: bool = False,
     ) -> None:
         self._ceiling = ceiling
+        self._allow_unbound = allow_unbound  # accept v1 secrets (not bound to their URL): an upgrade window only
         self._url = url.rstrip("/")
         self._key = service_key
         self._master_keys = master_keys
@@ -164,17 +166,21 @@ class SupabaseTenantStore:
         cid = str(row["id"])
         try:
             data_key = unwrap_data_key(self._master_keys, client_id=cid, wrapped=row["data_key"])
-            secret = open_sealed(data_key, client_id=cid, column="livekit_api_secret", token=row["livekit_api_secret"])
+            unbound = self._allow_unbound
+            secret = open_sealed(data_key, client_id=cid, column="livekit_api_secret", token=row["livekit_api_secret"],
+                                 destination=row["livekit_url"], allow_unbound=unbound)
             own_url, own_key = row.get("supabase_url"), row.get("supabase_service_key")
             project_key = (
-                SecretStr(open_sealed(data_key, client_id=cid, column="supabase_service_key", token=own_key))
+                SecretStr(open_sealed(data_key, client_id=cid, column="supabase_service_key", token=own_key,
+                                      destination=own_url, allow_unbound=unbound))
                 if own_url and own_key else self._key
             )
             llm = row.get("llm_api_key")
             client = Client(
                 id=cid, name=row["name"],
                 livekit=LiveKitCredentials(url=row["livekit_url"], api_key=row["livekit_api_key"], api_secret=SecretStr(secret)),
-                llm_api_key=SecretStr(open_sealed(data_key, client_id=cid, column="llm_api_key", token=llm)) if llm else None,
+                llm_api_key=SecretStr(open_sealed(data_key, client_id=cid, column="llm_api_key", token=llm, destination=None,
+                                                  allow_unbound=unbound)) if llm else None,
             )
         except CredentialError as exc:
             # Permanent, and the operator's to fix: the reason (which may name a master-key id) goes
@@ -313,10 +319,11 @@ class PlatformWriter:
     def __init__(self, store: SupabaseTenantStore) -> None:
         self._store = store
 
-    async def existing_data_key(self, client_id: str) -> str | None:
-        query = self._store._platform().table("clients").select("id,data_key").eq("id", client_id).limit(1)
+    async def existing(self, client_id: str) -> dict[str, Any] | None:
+        """The client's data key and the URLs its secrets are bound to; None for a new client."""
+        query = self._store._platform().table("clients").select("id,data_key,livekit_url,supabase_url").eq("id", client_id).limit(1)
         rows = await self._store._rows(f"client {client_id}", query)
-        return rows[0]["data_key"] if rows else None
+        return rows[0] if rows else None
 
     async def upsert(self, row: dict[str, Any], *, exists: bool) -> None:
         table = self._store._platform().table("clients")
@@ -327,12 +334,13 @@ class PlatformWriter:
         await self._store._rows(f"client {row['id']}", query)
         await self._store.invalidate(row["id"])
 
-    async def data_keys(self) -> list[tuple[str, str]]:
-        query = self._store._platform().table("clients").select("id,data_key").order("id").limit(10000)
-        return [(r["id"], r["data_key"]) for r in await self._store._rows("all clients", query)]
+    async def all_sealed(self) -> list[dict[str, Any]]:
+        """Every client's data key, sealed columns and their URLs (paged; never silently truncated)."""
+        columns = "id,data_key,livekit_url,supabase_url,livekit_api_secret,supabase_service_key,llm_api_key"
+        return await self._store._all_rows("all clients", lambda: self._store._platform().table("clients"), columns, key="id")
 
-    async def set_data_key(self, client_id: str, wrapped: str) -> None:
-        query = self._store._platform().table("clients").update({"data_key": wrapped}).eq("id", client_id)
+    async def update(self, client_id: str, changes: dict[str, Any]) -> None:
+        query = self._store._platform().table("clients").update(changes).eq("id", client_id)
         await self._store._rows(f"client {client_id}", query)
 
 
@@ -348,5 +356,5 @@ def store_from_settings(settings: Any, *, transport: httpx.AsyncBaseTransport | 
         url=settings.supabase_url, service_key=settings.supabase_service_key, master_keys=keys,
         timeout_s=settings.supabase_timeout_s, retry=settings.supabase_retry,
         ttl_s=settings.tenant_cache_ttl_s, max_stale_s=settings.tenant_cache_max_stale_s, transport=transport,
-        ceiling=settings.resource_ceiling,
+        ceiling=settings.resource_ceiling, allow_unbound=settings.allow_unbound_secrets,
     )

@@ -55,7 +55,7 @@ def test_set_credentials_reads_secrets_from_stdin_and_stores_only_ciphertext(
     assert not any("lk-secret-newco-123" in p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file())
     with psycopg.connect(world.platform.dsn) as conn:
         row = conn.execute("select livekit_api_secret, data_key from clients where id = 'newco'").fetchone()
-    assert row[0].startswith("v1:") and "lk-secret-newco-123" not in row[0] and row[1].startswith("v1:k1:")
+    assert row[0].startswith("v2:") and "lk-secret-newco-123" not in row[0] and row[1].startswith("v1:k1:")
     assert asyncio.run(_secret_of(world.store(), "newco")) == "lk-secret-newco-123"
 
     # Rotating only the LiveKit secret keeps the data key, so nothing else needs re-entering.

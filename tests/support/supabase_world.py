@@ -65,7 +65,7 @@ def _insert_client(dsn: str, keys: MasterKeys, *, client_id: str, name: str, lk_
     if llm_key:
         secrets_["llm_api_key"] = llm_key
     row = client_changes(
-        keys, client_id=client_id, existing_data_key=None, secrets=secrets_,
+        keys, client_id=client_id, existing=None, secrets=secrets_,
         plain={"name": name, "livekit_url": "ws://127.0.0.1:7880", "livekit_api_key": livekit_api_key or f"key-{client_id[:6]}", "supabase_url": own_url},
     )
     cols = list(row)
