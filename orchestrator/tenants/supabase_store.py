@@ -41,7 +41,6 @@ AGENT_SELECT = f"id,slug,name,agent_configurations({CONFIG_COLUMNS})"
 # without saying so; listings page by key and check PostgREST's exact count instead of trusting it.
 PAGE_ROWS = 1000
 MAX_PAGES = 1000
-MAX_SLUGS = 1000
 
 
 @dataclass(frozen=True)
@@ -117,8 +116,11 @@ class SupabaseTenantStore:
 
     async def list_agent_slugs(self, client: Client) -> list[str]:
         tenant = await self._tenant(client.id)
-        query = self._project(tenant).table("agents").select("slug").eq("client_id", client.id).order("slug").limit(MAX_SLUGS)
-        return [r["slug"] for r in await self._rows(f"agents of client {client.id}", query)]
+        # Complete or refused (503): a truncated list would make the planner remove valid agents as unknown.
+        rows = await self._all_rows(
+            f"agents of client {client.id}", lambda: self._project(tenant).table("agents"), "slug", key="slug", client_id=client.id
+        )
+        return [r["slug"] for r in rows]
 
     async def clients_for_livekit_key(self, api_key: str) -> list[Client]:
         directory = await self._directory.get("keys", self._fetch_key_directory, label="the LiveKit key directory")

@@ -103,6 +103,7 @@ async def test_unknown_agent_is_404_with_suggestions(world: World) -> None:
     assert info.value.details["suggestions"] == ["clarence-coherence"]
     slugs = world.handler.requests[-1]
     assert _params(slugs) == [("select", "slug"), ("client_id", f"eq.{AUTONOMITE}"), ("order", "slug.asc"), ("limit", "1000")]
+    assert slugs.headers["prefer"] == "count=exact"  # the count tells a capped answer from a complete one
     with pytest.raises(NotFound, match="agent id"):
         await store.get_agent_by_id(client, "not-a-uuid")  # refused before any request
     with pytest.raises(NotFound, match="agent id"):
