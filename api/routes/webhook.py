@@ -7,7 +7,7 @@ import re
 from fastapi import APIRouter, Request
 
 from orchestrator.clock import utcnow
-from orchestrator.errors import DependencyUnavailable, TemporaryError, Unauthorized
+from orchestrator.errors import DependencyUnavailable, OrchestratorError, TemporaryError, Unauthorized
 from orchestrator.livekit import verify_webhook, webhook_issuer
 
 from ..deps import TenantsDep, WebhookIntakeDep
@@ -38,6 +38,8 @@ async def livekit_webhook(request: Request, tenants: TenantsDep, intake: Webhook
     except TemporaryError as exc:
         # The caller is not authenticated yet: no tenant, key id or store detail in the answer.
         raise DependencyUnavailable("webhook cannot be verified right now; retry later", retry_after=exc.retry_after) from None
+    except OrchestratorError:
+        raise Unauthorized(_REFUSED) from None
     if not clients:
         raise Unauthorized(_REFUSED)
     try:

@@ -24,7 +24,7 @@ from pydantic import SecretStr, ValidationError
 from supabase import AsyncClient, AsyncClientOptions
 
 from ..credentials import CredentialError, MasterKeys, open_sealed, unwrap_data_key
-from ..errors import Conflict, DependencyUnavailable, NotFound
+from ..errors import Conflict, DependencyUnavailable, NotFound, PermanentError
 from ..models import Agent, Client, LiveKitCredentials, Resources
 from ..naming import normalise_slug
 from . import CredentialsUnusable, TenantRecordInvalid, unknown_agent, unknown_agent_id, unknown_client
@@ -127,7 +127,15 @@ class SupabaseTenantStore:
         if api_key not in directory and (self._directory.age("keys") or 0.0) >= self._key_refresh_s:
             self._directory.invalidate()  # a client added since the last read is found within key_refresh_s
             directory = await self._directory.get("keys", self._fetch_key_directory, label="the LiveKit key directory")
-        return [await self.get_client(i) for i in directory.get(api_key, ())]
+        # Tenants sharing a LiveKit project share its key: one whose row cannot be used (undecryptable,
+        # malformed, deactivated meanwhile) is left out, logged, and the others still verify webhooks.
+        clients: list[Client] = []
+        for client_id in directory.get(api_key, ()):
+            try:
+                clients.append(await self.get_client(client_id))
+            except PermanentError as exc:
+                log.warning("client %s left out of its LiveKit key's tenants: %s", client_id, exc.message, extra={"client_id": client_id})
+        return clients
 
     async def invalidate(self, client_id: str | None = None) -> int:
         if client_id is None:
