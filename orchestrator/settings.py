@@ -110,8 +110,12 @@ class Settings(BaseSettings):
     @field_validator("admin_api_key")
     @classmethod
     def _no_placeholder_key(cls, v: SecretStr | None) -> SecretStr | None:
+        from .apikeys import weakness  # pure
+
         if v is not None and is_placeholder(v.get_secret_value()):
             raise ValueError("ORCH_ADMIN_API_KEY is a placeholder; set a real random key (e.g. `openssl rand -hex 32`)")
+        if v is not None and (problem := weakness(v.get_secret_value())):
+            raise ValueError(f"ORCH_ADMIN_API_KEY {problem}; set a random key (e.g. `openssl rand -hex 32`)")
         return v
 
     @model_validator(mode="after")

@@ -107,9 +107,9 @@ def test_keys_new_prints_the_key_once_and_only_a_hash_to_stdout() -> None:
     entry = yaml.safe_load(result.stdout)[0]
     key = result.stderr.split(": ")[-1].strip()
     assert entry["role"] == "client" and entry["client_id"] == AUTONOMITE and key not in result.stdout
-    import hashlib
+    from orchestrator.apikeys import KeyEntry
 
-    assert entry["sha256"] == hashlib.sha256(key.encode()).hexdigest()
+    assert entry["hash"].startswith("hmac-sha256$") and KeyEntry.model_validate(entry).matches(key)
 
 
 def test_docker_compose_file_is_valid_and_scoped(tmp_path: Path) -> None:
