@@ -14,7 +14,7 @@ import typer
 from .apikeys import entry_yaml, generate
 from .credentials import CredentialError, is_bound, open_sealed, rewrap_data_key, seal, unwrap_data_key, wrapped_key_id
 from .tenants.records import SECRET_COLUMNS
-from .settings import Settings
+from .settings import Settings, SettingsProblem
 
 tenants_app = typer.Typer(help="Clients in the platform Supabase: credentials, master-key rotation, cache.", no_args_is_help=True)
 keys_app = typer.Typer(help="Orchestrator API keys (stored hashed).", no_args_is_help=True)
@@ -22,9 +22,9 @@ keys_app = typer.Typer(help="Orchestrator API keys (stored hashed).", no_args_is
 
 def _settings() -> Settings:
     try:
-        settings = Settings()
-    except Exception as exc:
-        typer.echo(f"invalid settings: {exc}", err=True)
+        settings = Settings.load()
+    except SettingsProblem as exc:  # one line naming the variables; never their values (secrets)
+        typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     return settings
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TENANTS_FILE = Path(__file__).parent / "tenants" / "default_tenants.yaml"
@@ -17,6 +18,28 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "change_me", "replace-
 def is_placeholder(value: str) -> bool:
     v = value.strip().lower()
     return not v or v in PLACEHOLDER_SECRETS or (v.startswith("<") and v.endswith(">")) or v.startswith("your_") or v.startswith("your-")
+
+
+class SettingsProblem(ValueError):
+    """Settings cannot be built; the message names the variables and the problems, never their values."""
+
+
+def settings_error_line(exc: Exception) -> str:
+    """One line for a settings failure. Pydantic's own text prints `input_value` (the whole settings
+    dict for a model check, secrets included), so only the variable names and the rule are kept."""
+    if isinstance(exc, ValidationError):
+        problems = []
+        for e in exc.errors(include_input=False, include_url=False):
+            loc = [str(p) for p in e.get("loc", ()) if p != "__root__"]
+            name = f"ORCH_{loc[0].upper()}" if loc else ""
+            message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+            problems.append(f"{name}: {message}" if name else message)
+        return "invalid settings: " + "; ".join(problems)
+    field = getattr(exc, "args", [""])[0]
+    match = re.search(r'field "([a-z_]+)"', str(field))
+    if match:
+        return f"invalid settings: ORCH_{match.group(1).upper()}: cannot be parsed (complex values are JSON)"
+    return f"invalid settings: {type(exc).__name__}"
 
 
 class Settings(BaseSettings):
@@ -149,6 +172,14 @@ class Settings(BaseSettings):
         if self.room_empty_timeout_s < self.grace_period_s:
             raise ValueError("ORCH_ROOM_EMPTY_TIMEOUT_S must be at least ORCH_GRACE_PERIOD_S")
         return self
+
+    @classmethod
+    def load(cls) -> "Settings":
+        """Settings from the environment; any problem raises SettingsProblem with one line and no values."""
+        try:
+            return cls()
+        except Exception as exc:  # ValidationError, or pydantic-settings' SettingsError for unparsable JSON
+            raise SettingsProblem(settings_error_line(exc)) from None
 
     @property
     def room_departure_timeout_s(self) -> int:
