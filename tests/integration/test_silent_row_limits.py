@@ -57,3 +57,29 @@ async def test_rewrap_moves_every_client_and_verifies_the_count(world: World) ->
     with psycopg.connect(world.platform.dsn) as conn:
         left = conn.execute("select count(*) from clients where data_key not like 'v1:k2:%'").fetchone()[0]
     assert left == 0  # the old master key can be retired: no client is left behind
+
+
+async def test_a_listing_shorter_than_its_count_is_refused_not_trusted(world: World) -> None:
+    import json
+
+    import httpx
+
+    from orchestrator.errors import DependencyUnavailable
+
+    def short_answers(request: httpx.Request) -> httpx.Response:  # a server that loses rows but counts them
+        response = world.handler(request)
+        if request.url.path == "/rest/v1/agents" and request.method == "GET":
+            rows = json.loads(response.content)[:-1]
+            return httpx.Response(200, json=rows, headers={"Content-Range": response.headers["Content-Range"]}, request=request)
+        return response
+
+    from pydantic import SecretStr
+
+    from orchestrator.tenants.supabase_store import SupabaseTenantStore
+    from tests.support.supabase_world import PLATFORM_HOST
+
+    store = SupabaseTenantStore(url=f"http://{PLATFORM_HOST}", service_key=SecretStr(world.platform.key()), master_keys=world.keys,
+                                retry=False, transport=httpx.MockTransport(short_answers))
+    with pytest.raises(DependencyUnavailable, match="not trusting a partial list"):
+        await store.list_agent_slugs(await store.get_client(AUTONOMITE))
+    await store.aclose()
