@@ -13,14 +13,14 @@ class CredentialsUnusable(PermanentError):
     """A client's sealed credentials cannot be opened: its master key is not configured, or the ciphertext
     was moved, altered or re-pointed at another destination. Retrying cannot help; an operator must."""
 
-    status_code = 500
+    status_code = 502  # the tenant store handed over data we cannot use: an upstream fault, never a bare 500
     code = "credentials_unusable"
 
 
 class TenantRecordInvalid(PermanentError):
     """A client's or agent's row is malformed (missing or mistyped columns); the data must be fixed."""
 
-    status_code = 500
+    status_code = 502
     code = "tenant_record_invalid"
 
 
