@@ -82,9 +82,11 @@ class DependencyError(OrchestratorError):
     inherits the dependency of its cause.
     """
 
+    default_dependency: Dependency | None = None  # for an error class that only one dependency raises
+
     def __init__(self, message: str, *, dependency: Dependency | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
-        self._dependency = dependency
+        self._dependency = dependency or self.default_dependency
 
     @property
     def dependency(self) -> Dependency:

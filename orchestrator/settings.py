@@ -6,8 +6,10 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .resources import MIN_MEMORY_BYTES, memory_bytes
 
 DEFAULT_TENANTS_FILE = Path(__file__).parent / "tenants" / "default_tenants.yaml"
 
@@ -20,19 +22,29 @@ def is_placeholder(value: str) -> bool:
     return not v or v in PLACEHOLDER_SECRETS or (v.startswith("<") and v.endswith(">")) or v.startswith(("your_", "your-"))
 
 
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)b?$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 _NETWORK = re.compile(r"^(container:)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
-MIN_MEMORY_BYTES = 6 * 2**20  # the Docker engine refuses less
 
 
-def memory_bytes(value: str) -> int | None:
-    """Docker's memory notation ("512m", "1.5g", "268435456") in bytes; None when it is not one or too small."""
-    match = _MEMORY.match(value.strip())
-    if not match:
-        return None
-    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    return size if size >= MIN_MEMORY_BYTES else None
+class SettingsProblem(ValueError):
+    """Settings cannot be built; the message names the variables and the problems, never their values."""
+
+
+def settings_error_line(exc: Exception) -> str:
+    """One line for a settings failure. Pydantic's own text prints `input_value` (the whole settings
+    dict for a model check, secrets included), so only the variable names and the rule are kept."""
+    if isinstance(exc, ValidationError):
+        problems = []
+        for e in exc.errors(include_input=False, include_url=False):
+            loc = [str(p) for p in e.get("loc", ()) if p != "__root__"]
+            name = f"ORCH_{loc[0].upper()}" if loc else ""
+            message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+            problems.append(f"{name}: {message}" if name else message)
+        return "invalid settings: " + "; ".join(problems)
+    field = getattr(exc, "args", [""])[0]
+    match = re.search(r'field "([a-z_]+)"', str(field))
+    if match:
+        return f"invalid settings: ORCH_{match.group(1).upper()}: cannot be parsed (complex values are JSON)"
+    return f"invalid settings: {type(exc).__name__}"
 
 
 class Settings(BaseSettings):
@@ -55,6 +67,9 @@ class Settings(BaseSettings):
     # Credentials at rest: master keys by id (JSON object of base64 32-byte keys) and the id new rows use.
     master_keys: dict[str, SecretStr] = {}
     master_key_id: str | None = None
+    # Accept secrets sealed before they were bound to their URL (`v1:`): only while upgrading, until
+    # `orchestrator tenants rewrap` has bound every row. Off, a re-pointed URL can never receive a secret.
+    allow_unbound_secrets: bool = False
 
     # API keys: a YAML file of sha256 hashes (never the keys); no key configured at all = auth disabled.
     api_keys_file: Path | None = None
@@ -69,8 +84,13 @@ class Settings(BaseSettings):
     agent_restart_max: int = Field(default=3, ge=0)
     agent_stop_timeout_s: int = Field(default=10, ge=1)
     container_start_timeout_s: float = Field(default=30.0, gt=0)
-    # Given to agent containers as OPENAI_API_KEY: with it they run a livekit-agents session, without
-    # it the built-in offline mode. Env only (never a label, never logged).
+    # The most a tenant store may give one agent (per-agent overrides are lowered to these; '0' = no
+    # memory limit is refused).
+    agent_memory_max: str = "4g"
+    agent_cpus_max: float = Field(default=4.0, gt=0)
+    agent_pids_max: int = Field(default=4096, gt=0)
+    # The operator's fallback LLM key, given as OPENAI_API_KEY to agents of clients that have no sealed
+    # key of their own (clients.llm_api_key); unset: those agents run the offline mode. Env only.
     agent_llm_api_key: SecretStr | None = None
 
     # Docker access.
@@ -126,10 +146,14 @@ class Settings(BaseSettings):
     @field_validator("agent_memory")
     @classmethod
     def _docker_memory(cls, v: str) -> str:
-        if memory_bytes(v) is None:
+        try:
+            too_small = memory_bytes(v) < MIN_MEMORY_BYTES
+        except ValueError:
+            too_small = True
+        if too_small:
             raise ValueError(
-                f"ORCH_AGENT_MEMORY={v!r} is not a memory size: a number with an optional unit b, k, m or g "
-                f"(e.g. 512m), at least {MIN_MEMORY_BYTES // 2**20}m"
+                f"not a memory size: a whole number with an optional unit b, k, m or g (e.g. 512m), "
+                f"at least {MIN_MEMORY_BYTES // 2**20}m"
             )
         return v
 
@@ -137,15 +161,25 @@ class Settings(BaseSettings):
     @classmethod
     def _network_name(cls, v: str) -> str:
         if not _NETWORK.match(v):
-            raise ValueError(f"ORCH_AGENT_NETWORK={v!r} is not a network name (letters, digits, '_', '.', '-')")
+            raise ValueError("not a network name (letters, digits, '_', '.', '-'; or container:<name>)")
         return v
 
     @field_validator("admin_api_key")
     @classmethod
     def _no_placeholder_key(cls, v: SecretStr | None) -> SecretStr | None:
+        from .apikeys import weakness  # pure
+
         if v is not None and is_placeholder(v.get_secret_value()):
             raise ValueError("ORCH_ADMIN_API_KEY is a placeholder; set a real random key (e.g. `openssl rand -hex 32`)")
+        if v is not None and (problem := weakness(v.get_secret_value())):
+            raise ValueError(f"ORCH_ADMIN_API_KEY {problem}; set a random key (e.g. `openssl rand -hex 32`)")
         return v
+
+    @model_validator(mode="after")
+    def _memory_in_range(self) -> "Settings":
+        if memory_bytes(self.agent_memory) > memory_bytes(self.agent_memory_max):
+            raise ValueError("ORCH_AGENT_MEMORY must not exceed ORCH_AGENT_MEMORY_MAX")
+        return self
 
     @model_validator(mode="after")
     def _supabase_complete(self) -> "Settings":
@@ -164,6 +198,14 @@ class Settings(BaseSettings):
         if self.room_empty_timeout_s < self.grace_period_s:
             raise ValueError("ORCH_ROOM_EMPTY_TIMEOUT_S must be at least ORCH_GRACE_PERIOD_S")
         return self
+
+    @classmethod
+    def load(cls) -> "Settings":
+        """Settings from the environment; any problem raises SettingsProblem with one line and no values."""
+        try:
+            return cls()
+        except Exception as exc:  # ValidationError, or pydantic-settings' SettingsError for unparsable JSON
+            raise SettingsProblem(settings_error_line(exc)) from None
 
     @property
     def room_departure_timeout_s(self) -> int:
