@@ -30,7 +30,7 @@ from orchestrator.models import ContainerStatus, LiveKitCredentials, Mode
 from orchestrator.naming import Label, agent_identity
 from orchestrator.reconciler import Reconciler
 from orchestrator.runtime.swarm import SwarmRuntime
-from orchestrator.runtime.swarm_rules import service_spec
+from orchestrator.runtime.swarm_rules import current_task, service_spec, task_status
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
 from orchestrator.trigger import TriggerService
@@ -122,9 +122,9 @@ class Bench:
                 t0 = time.perf_counter()
                 sid = (await asyncio.to_thread(api.create_service, body["TaskTemplate"], name=body["Name"], labels=body["Labels"], mode=body["Mode"]))["ID"]
 
-                async def running() -> bool:
+                async def running() -> bool:  # the same rule as the runtime's: container started (health may be pending)
                     tasks = await asyncio.to_thread(api.tasks, filters={"service": sid})
-                    return any(t["Status"]["State"] == "running" for t in tasks)
+                    return task_status(current_task(tasks)).status is ContainerStatus.running
 
                 await wait_for(running, timeout=60, interval=0.02)
                 bare_run.append(time.perf_counter() - t0)
@@ -183,7 +183,7 @@ class Bench:
     async def reconcile(self) -> None:
         for size in self.args.sizes:
             scope = f"bench-{secrets.token_hex(3)}"
-            s = self.settings(scope, agent_memory="8m", agent_cpus=0.005)
+            s = self.settings(scope, agent_memory="8m", agent_cpus=0.01)  # 0.01: the smallest CFS quota (1 ms) runc accepts
             svc, rt = self.service(s)
             try:
                 sem = asyncio.Semaphore(16)
@@ -292,6 +292,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     await bench.node_loss(leader=False)
                     await bench.node_loss(leader=True)
                 bench.out.setdefault("sections_s", {})[name] = round(time.monotonic() - t, 1)
+                print(json.dumps({k: v for k, v in bench.out.items() if k != "sections_s"}), flush=True)  # progress
         finally:
             await bench.gw.aclose()
         return bench.out

@@ -68,7 +68,7 @@ def ps(
     Room state, humans, CPU and memory come from the orchestrator API (ORCH_URL) when it answers; otherwise
     the list comes from Docker alone (labels) and says so on stderr.
     """
-    from .ps_view import API_COLUMNS, DOCKER_COLUMNS, table
+    from .ps_view import API_COLUMNS, DOCKER_COLUMNS, table, with_node
 
     rows, note = (None, "not asked (--docker-only)") if docker_only else _from_api(url, api_key)
     if rows is None:
@@ -80,7 +80,7 @@ def ps(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        typer.echo(table(rows, columns))
+        typer.echo(table(rows, with_node(columns, rows)))
 
 
 def _api_get(url: str, api_key: str | None, path: str) -> dict:  # type: ignore[type-arg]

@@ -111,12 +111,12 @@ class SwarmRuntime(DockerRuntime):
     def _info(self, svc: Mapping[str, Any], tasks: list[Mapping[str, Any]]) -> ContainerInfo:
         task = current_task(tasks)
         replicas = ((svc.get("Spec") or {}).get("Mode") or {}).get("Replicated", {}).get("Replicas", 1)
-        status, exit_code, reason = task_status(task, earlier_tasks=len(tasks) - 1 if tasks else 0, replicas=replicas)
+        view = task_status(task, earlier_tasks=len(tasks) - 1 if tasks else 0, replicas=replicas)
         spec = svc.get("Spec") or {}
         return ContainerInfo(
-            id=svc["ID"], name=spec.get("Name", ""), status=status, labels=spec.get("Labels") or {},
-            created_at=parse_time(svc.get("CreatedAt")), exit_code=exit_code,
-            node=self._node_name(task.get("NodeID")) if task else None, reason=reason,
+            id=svc["ID"], name=spec.get("Name", ""), status=view.status, health=view.health, labels=spec.get("Labels") or {},
+            created_at=parse_time(svc.get("CreatedAt")), exit_code=view.exit_code,
+            node=self._node_name(task.get("NodeID")) if task else None, reason=view.reason,
         )
 
     def _inspect(self, ref: str) -> dict[str, Any] | None:
@@ -187,7 +187,7 @@ class SwarmRuntime(DockerRuntime):
         while True:
             # One task list per poll; the service itself is read once, when its task runs.
             tasks = await self._call("task list", functools.partial(self._tasks, {"service": service_id}))
-            status, _, reason = task_status(current_task(tasks), earlier_tasks=max(len(tasks) - 1, 0))
+            status, _, reason, _ = task_status(current_task(tasks), earlier_tasks=max(len(tasks) - 1, 0))
             if status is ContainerStatus.running:
                 info = await self.get(service_id)
                 if info is None:
@@ -298,7 +298,9 @@ class SwarmRuntime(DockerRuntime):
 
     async def watch(self, *, scope: str) -> AsyncIterator[WatchEvent]:
         """A relist, then upserts/deletes from diffing the two list calls every `poll_s` (and right after a
-        service event from the manager). Task changes on other nodes raise no manager event, hence the poll."""
+        service or container event from the manager). Task changes on other nodes raise no manager event,
+        hence the poll. A failed list yields `broken`, and the next successful one a fresh `relist`.
+        Events come from one loop in order, so `seq` is left unset."""
         known: dict[str, ContainerInfo] | None = None
         backoff = 0.5
         wake = asyncio.Event()
@@ -310,6 +312,8 @@ class SwarmRuntime(DockerRuntime):
                     items = await self.list_managed(scope=scope)
                 except OrchestratorError as exc:
                     log.warning("swarm watch: list failed (%s); relisting after %.1fs", exc.message, backoff)
+                    if known is not None:
+                        yield WatchEvent(kind="broken")  # stop trusting the view until the relist below
                     known = None
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)

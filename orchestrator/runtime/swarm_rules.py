@@ -9,9 +9,9 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..models import ContainerStatus
+from ..models import ContainerStatus, Health
 from ..naming import Label
 
 SERVICE_NAME_MAX = 63
@@ -109,39 +109,49 @@ def current_task(tasks: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None
     return max(tasks, key=lambda t: (_created(t), (t.get("Version") or {}).get("Index", 0)), default=None)
 
 
-def task_status(
-    task: Mapping[str, Any] | None, *, earlier_tasks: int = 0, replicas: int = 1
-) -> tuple[ContainerStatus, int | None, str | None]:
-    """(our status, exit code, reason) for a service from its current task.
+class TaskView(NamedTuple):
+    status: ContainerStatus
+    exit_code: int | None = None
+    reason: str | None = None
+    health: Health = Health.none
+
+
+def task_status(task: Mapping[str, Any] | None, *, earlier_tasks: int = 0, replicas: int = 1) -> TaskView:
+    """Our status, exit code, reason and health for a service from its current task.
 
     A first task not yet running is `created` (the trigger waits for it); a replacement not yet running
     (after a crash, a lost or drained node) is `restarting`: a wait state, so neither the trigger nor the
     reconciler's "created but never started" rule tears down an agent the swarm is already moving.
+    A task `starting` with its container made is Docker's "running (health: starting)": swarm holds an image
+    with a HEALTHCHECK in `starting` until the first check passes (3 s and more for the agent image), while
+    the agent is already up and joining its room.
     """
     if task is None:
-        return (ContainerStatus.exited, 0, "scaled to 0") if replicas == 0 else (ContainerStatus.created, None, None)
+        return TaskView(ContainerStatus.exited, 0, "scaled to 0") if replicas == 0 else TaskView(ContainerStatus.created)
     status = task.get("Status") or {}
     state, desired = status.get("State", "new"), task.get("DesiredState", "running")
     reason = status.get("Err") or (status.get("Message") if state != "running" else None) or None
-    exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
+    container = status.get("ContainerStatus") or {}
+    exit_code = container.get("ExitCode")
+    stopping = desired in ("shutdown", "remove")
     if state == "running":
-        if desired in ("shutdown", "remove"):
-            return ContainerStatus.removing, None, "stopping"
-        return ContainerStatus.running, None, None
+        return TaskView(ContainerStatus.removing, reason="stopping") if stopping else TaskView(ContainerStatus.running)
+    if state == "starting" and container.get("ContainerID") and not stopping:
+        return TaskView(ContainerStatus.running, health=Health.starting)
     if state in PRE_RUNNING:
-        if desired in ("shutdown", "remove"):
-            return ContainerStatus.removing, None, reason
-        return (ContainerStatus.restarting if earlier_tasks else ContainerStatus.created), None, reason
+        if stopping:
+            return TaskView(ContainerStatus.removing, reason=reason)
+        return TaskView(ContainerStatus.restarting if earlier_tasks else ContainerStatus.created, reason=reason)
     if state == "complete":
-        return ContainerStatus.exited, 0, reason
+        return TaskView(ContainerStatus.exited, 0, reason)
     if state == "failed":
-        return ContainerStatus.exited, exit_code if exit_code not in (None, 0) else 1, reason
+        return TaskView(ContainerStatus.exited, exit_code if exit_code not in (None, 0) else 1, reason)
     if state == "shutdown":
-        return ContainerStatus.exited, exit_code or 0, reason
+        return TaskView(ContainerStatus.exited, exit_code or 0, reason)
     if state == "remove":
-        return ContainerStatus.removing, None, reason
+        return TaskView(ContainerStatus.removing, reason=reason)
     # rejected (could not be started: missing image, bad mount) and orphaned (node lost for good).
-    return ContainerStatus.dead, None, reason or state
+    return TaskView(ContainerStatus.dead, reason=reason or state)
 
 
 def unschedulable(reason: str | None) -> str | None:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from orchestrator.models import ContainerKey, ContainerStatus
+from orchestrator.models import ContainerKey, ContainerStatus, Health
 from orchestrator.naming import Label, container_name
 from orchestrator.runtime.swarm_rules import (
     constraints_for,
@@ -128,8 +128,11 @@ def test_bridge_network_means_no_attachment() -> None:
     assert "Networks" not in spec(network="bridge")["TaskTemplate"]
 
 
-def task(state: str, desired: str = "running", *, err: str | None = None, exit_code: int | None = None, created: str = "2026-01-01T00:00:00Z") -> dict:
+def task(state: str, desired: str = "running", *, err: str | None = None, exit_code: int | None = None,
+         created: str = "2026-01-01T00:00:00Z", container: str | None = None) -> dict:
     status: dict = {"State": state}
+    if container:
+        status["ContainerStatus"] = {"ContainerID": container, "PID": 0, "ExitCode": 0}
     if err:
         status["Err"] = err
     if exit_code is not None:
@@ -142,6 +145,9 @@ def task(state: str, desired: str = "running", *, err: str | None = None, exit_c
     (task("running"), 0, (ContainerStatus.running, None, None)),
     (task("running", "shutdown"), 0, (ContainerStatus.removing, None, "stopping")),
     *[(task(s), 0, (ContainerStatus.created, None, None)) for s in ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting")],
+    # Started, its HEALTHCHECK not yet passed: swarm says "starting", Docker would say running (health: starting).
+    (task("starting", container="c0ffee"), 0, (ContainerStatus.running, None, None, Health.starting)),
+    (task("starting", "shutdown", container="c0ffee"), 0, (ContainerStatus.removing, None, None)),
     (task("pending", err="no suitable node (insufficient resources on 3 nodes)"), 0,
      (ContainerStatus.created, None, "no suitable node (insufficient resources on 3 nodes)")),
     (task("pending"), 2, (ContainerStatus.restarting, None, None)),
@@ -155,11 +161,14 @@ def task(state: str, desired: str = "running", *, err: str | None = None, exit_c
     (task("remove", "remove"), 0, (ContainerStatus.removing, None, None)),
 ])
 def test_task_state_mapping(t: dict | None, earlier: int, expected: tuple) -> None:
-    assert task_status(t, earlier_tasks=earlier) == expected
+    got = task_status(t, earlier_tasks=earlier)
+    assert got[: len(expected)] == expected
+    if len(expected) == 3:
+        assert got.health is Health.none
 
 
 def test_a_service_scaled_to_zero_reads_as_exited() -> None:
-    assert task_status(None, replicas=0) == (ContainerStatus.exited, 0, "scaled to 0")
+    assert task_status(None, replicas=0)[:3] == (ContainerStatus.exited, 0, "scaled to 0")
 
 
 def test_the_newest_task_speaks_for_the_service() -> None:
