@@ -39,6 +39,7 @@ from .swarm_rules import (
 
 log = logging.getLogger(__name__)
 _SWARM_ID = re.compile(r"^[a-z0-9]{25}$")  # service names always hold `_` or `-`, so never look like this
+_ENGINE_NAME = re.compile(r"-[0-9a-f]{8}$")  # how every service name made by service_name() ends
 
 
 def _name_conflict(exc: APIError) -> bool:
@@ -121,7 +122,12 @@ class SwarmRuntime(DockerRuntime):
 
     def _inspect(self, ref: str) -> dict[str, Any] | None:
         """A service by id or engine name, else by the engine name of a logical container name."""
-        order = (ref, service_name(ref)) if _SWARM_ID.fullmatch(ref) else (service_name(ref), ref)
+        if _SWARM_ID.fullmatch(ref):
+            order: tuple[str, ...] = (ref, service_name(ref))
+        elif _ENGINE_NAME.search(ref):
+            order = (service_name(ref), ref)
+        else:
+            order = (service_name(ref),)  # a logical name that is no engine name: one call, not two
         for candidate in dict.fromkeys(order):
             self._count("inspect")
             try:
@@ -175,49 +181,51 @@ class SwarmRuntime(DockerRuntime):
         )
         service_id = await self._call("service create", functools.partial(self._create, body))
         try:
-            return await self._wait_started(service_id, image=spec.image)
+            return await self._wait_started(service_id, body=body, image=spec.image)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self.remove(service_id)
             raise
 
-    async def _wait_started(self, service_id: str, *, image: str) -> ContainerInfo:
-        deadline = time.monotonic() + self._start_timeout_s
-        delay = 0.02
+    async def _wait_started(self, service_id: str, *, body: dict[str, Any], image: str) -> ContainerInfo:
+        """Poll the service's tasks (one call each) every 30 ms for 3 s, then every 250 ms, until its task runs."""
+        started = time.monotonic()
+        deadline = started + self._start_timeout_s
         while True:
-            # One task list per poll; the service itself is read once, when its task runs.
             tasks = await self._call("task list", functools.partial(self._tasks, {"service": service_id}))
-            status, _, reason, _ = task_status(current_task(tasks), earlier_tasks=max(len(tasks) - 1, 0))
-            if status is ContainerStatus.running:
-                info = await self.get(service_id)
-                if info is None:
-                    raise ContainerFailed(f"service {service_id} vanished right after create")
-                return info
-            info = ContainerInfo(id=service_id, name=service_id, status=status, reason=reason)
-            why = unschedulable(info.reason)
+            task = current_task(tasks)
+            status, _, reason, health = task_status(task, earlier_tasks=max(len(tasks) - 1, 0))
+            if status is ContainerStatus.running and task is not None:
+                # Built from what we sent and the task just read: no extra inspect on the hot path.
+                node = await self._call("node list", functools.partial(self._node_name, task.get("NodeID")))
+                return ContainerInfo(
+                    id=service_id, name=body["Name"], status=status, health=health, labels=body["Labels"],
+                    created_at=parse_time(task.get("CreatedAt")), node=node,
+                )
+            info = ContainerInfo(id=service_id, name=body["Name"], status=status, reason=reason)
+            why = unschedulable(reason)
             if why == "resources":
                 raise LimitExceeded(
-                    f"the swarm has no room for this agent: {info.reason} (its CPU/memory reservations fit on no node)",
-                    retry_after=self._no_room_retry_after_s, details={"rule": "swarm capacity", "reason": info.reason},
+                    f"the swarm has no room for this agent: {reason} (its CPU/memory reservations fit on no node)",
+                    retry_after=self._no_room_retry_after_s, details={"rule": "swarm capacity", "reason": reason},
                 )
             if why == "constraints":
                 raise DependencyUnavailable(
-                    f"no swarm node satisfies this agent's placement: {info.reason}",
-                    retry_after=self._no_room_retry_after_s, details={"reason": info.reason},
+                    f"no swarm node satisfies this agent's placement: {reason}",
+                    retry_after=self._no_room_retry_after_s, details={"reason": reason},
                 )
-            if info.status is ContainerStatus.dead or info.status is ContainerStatus.exited:
-                if info.reason and "No such image" in info.reason:
+            if status in (ContainerStatus.dead, ContainerStatus.exited):
+                if reason and "No such image" in reason:
                     raise DependencyUnavailable(
                         f"agent image '{image}' is not on every swarm node: load it on each node or serve it "
                         "from a registry every node reaches", retry_after=60,
                     )
-                raise ContainerFailed(f"service {info.name} did not reach running: {info.reason or info.status.value}")
+                raise ContainerFailed(f"service {info.name} did not reach running: {reason or status.value}")
             if time.monotonic() > deadline:
                 raise ContainerFailed(
-                    f"service {info.name} not running after {self._start_timeout_s:g} s (task: {info.reason or info.status.value})"
+                    f"service {info.name} not running after {self._start_timeout_s:g} s (task: {reason or status.value})"
                 )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            await asyncio.sleep(0.03 if time.monotonic() - started < 3 else 0.25)
 
     # ---- changing -----------------------------------------------------------------------------
 

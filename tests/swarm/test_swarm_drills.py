@@ -126,3 +126,55 @@ async def test_per_client_placement_puts_its_agents_on_its_labelled_node(
         assert other.container.status is ContainerStatus.running  # unconstrained clients may land anywhere
     finally:
         set_node(swarm, target, Labels={})
+
+
+async def test_partition_moves_the_agent_and_the_cut_off_copy_goes_when_the_link_returns(
+    swarm: SwarmCluster, sw_settings: Callable[..., Settings], runtimes: Callable[..., SwarmRuntime],
+    trigger_service: Callable[..., object], livekit_gateway: LiveKitGateway, sw_creds: LiveKitCredentials, scope: str,
+) -> None:
+    """A node cut off (its veth on the hub bridge down): swarm runs the agent elsewhere while the old container
+    keeps running on the cut-off node; here that node also loses LiveKit (one bridge), so the room never holds two
+    agents, and once the link is back swarm stops the stale copy."""
+    swarm.wait_ready(len(swarm.nodes))
+    settings = sw_settings(agent_image=AGENT_IMAGE, agent_memory="256m", agent_cpus=0.1, agent_stop_timeout_s=5)
+    svc = trigger_service(settings, runtimes(0))
+    room = f"{scope}-cut"
+    out = await svc.trigger(client_id=CLIENT_ID, agent_slug="farah", mode=Mode.voice, user_id="alice", room_name=room)  # type: ignore[attr-defined]
+    ident = agent_identity("farah")
+
+    async def agents() -> list[str]:
+        return [p.sid for p in await livekit_gateway.list_participants(sw_creds, room=room) if p.identity == ident and p.kind == AGENT_KIND]
+
+    old = (await eventually(agents, timeout=30, what="the agent in the room"))[0]
+    victim = swarm.node_named(out.container.node)
+    observer = runtimes(next(i for i, n in enumerate(swarm.nodes) if n is not victim))
+    most = 0
+    swarm.cut_link(victim)
+    t0 = time.monotonic()
+    try:
+        async def back() -> float | None:
+            nonlocal most
+            sids = await agents()
+            most = max(most, len(sids))
+            return time.monotonic() - t0 if sids and old not in sids else None
+
+        room_s = await eventually(back, timeout=90, what="a new agent in the room while its node is cut off", interval=0.2)
+        with closing(victim.client()) as c:  # the cut-off node's own engine, over its unix socket
+            stale = [r for r in c.api.containers() if r["Labels"].get("com.docker.swarm.service.id") == out.container.id]
+        print(f"\npartition: agent back in the room after {room_s:.1f} s; copies still running on the cut-off node: {len(stale)}")
+        assert most == 1, "two agents in the room at once"
+    finally:
+        swarm.cut_link(victim, up=True)
+
+    def stale_copies() -> int:
+        with closing(victim.client()) as c:
+            return sum(r["Labels"].get("com.docker.swarm.service.id") == out.container.id for r in c.api.containers())
+
+    async def stale_gone() -> bool:
+        return await asyncio.to_thread(stale_copies) == 0
+
+    await eventually(stale_gone, timeout=90, what="the cut-off node's copy stopped after the link returned", interval=0.5)
+    info = await observer.get(out.container.id)
+    assert info is not None and info.status is ContainerStatus.running and info.node != victim.name
+    assert len(await agents()) == 1
+    swarm.wait_ready(len(swarm.nodes))
