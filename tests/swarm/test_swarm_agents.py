@@ -53,12 +53,16 @@ async def test_trigger_runs_one_service_whose_agent_joins_the_room_then_reuses_i
         assert not any(v.count(".") == 2 and len(v) > 100 for v in labels.values()), "a token in a label"
     assert spec["TaskTemplate"]["RestartPolicy"]["Condition"] == "on-failure"
     assert spec["TaskTemplate"]["Resources"]["Limits"]["Pids"] == settings.agent_pids
-    assert len(running_tasks(swarm, first.container.id)) == 1
-
     async def agent_in_room() -> bool:
         return (agent_identity("farah"), AGENT_KIND) in await identities(livekit_gateway, sw_creds, room)
 
     await eventually(agent_in_room, timeout=30, what="the agent from a swarm task in ListParticipants")
+
+    async def healthy_task() -> bool:  # swarm says `running` once the image's HEALTHCHECK passed
+        return len(await asyncio.to_thread(running_tasks, swarm, first.container.id)) == 1
+
+    await eventually(healthy_task, timeout=30, what="one task running (healthy) for the service")
+    assert len(services(swarm, scope)) == 1
 
     again = await svc.trigger(client_id=CLIENT_ID, agent_slug="farah", mode=Mode.voice, user_id="bob", room_name=room)  # type: ignore[attr-defined]
     assert again.outcome is TriggerOutcome.reused and again.container.id == first.container.id

@@ -13,6 +13,7 @@ from contextlib import closing
 import pytest
 from livekit import rtc
 
+from orchestrator.errors import OrchestratorError
 from orchestrator.livekit import LiveKitGateway
 from orchestrator.models import ContainerStatus, LiveKitCredentials, Mode
 from orchestrator.naming import agent_identity
@@ -22,7 +23,7 @@ from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID
 from tests.support.agent_room import eventually
 from tests.support.swarm_cluster import Node, SwarmCluster
 from tests.swarm.conftest import AGENT_IMAGE
-from tests.swarm.helpers import AGENT_KIND, manager
+from tests.swarm.helpers import AGENT_KIND, manager, services
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 
@@ -54,11 +55,16 @@ async def test_agent_in_a_call_comes_back_on_another_node_when_its_node_stops(
     try:
         old_sid = await eventually(agent_sid, timeout=30, what="the agent in the call")
         observer = runtimes(next(i for i, n in enumerate(swarm.nodes) if n is not victim))
+        with closing(manager(swarm).client()) as c:
+            leader = next(n["Description"]["Hostname"] for n in c.api.nodes() if n.get("ManagerStatus", {}).get("Leader"))
         t0 = time.monotonic()
         stopping = asyncio.create_task(asyncio.to_thread(swarm.stop_node, victim))
 
         async def moved() -> float | None:
-            info = await observer.get(out.container.id)
+            try:
+                info = await observer.get(out.container.id)
+            except OrchestratorError:  # no raft leader for a moment (the stopped node led the cluster)
+                return None
             ok = info is not None and info.status is ContainerStatus.running and info.node not in (None, victim.name)
             return time.monotonic() - t0 if ok else None
 
@@ -69,7 +75,8 @@ async def test_agent_in_a_call_comes_back_on_another_node_when_its_node_stops(
         task_s = await eventually(moved, timeout=90, what="the task running on another node", interval=0.2)
         room_s = await eventually(back, timeout=60, what="the agent back in the room", interval=0.2)
         await stopping
-        print(f"\nnode loss: task running elsewhere after {task_s:.1f} s, agent back in the room after {room_s:.1f} s")
+        print(f"\nnode loss ({'the raft leader' if leader == victim.name else 'not the leader'}): task running elsewhere "
+              f"after {task_s:.1f} s, agent back in the room after {room_s:.1f} s")
         people = await livekit_gateway.list_participants(sw_creds, room=room)
         assert [p.identity for p in people if p.kind == AGENT_KIND] == [ident]  # one agent, no twin
         assert "alice" in {p.identity for p in people}
@@ -174,7 +181,14 @@ async def test_partition_moves_the_agent_and_the_cut_off_copy_goes_when_the_link
         return await asyncio.to_thread(stale_copies) == 0
 
     await eventually(stale_gone, timeout=90, what="the cut-off node's copy stopped after the link returned", interval=0.5)
-    info = await observer.get(out.container.id)
-    assert info is not None and info.status is ContainerStatus.running and info.node != victim.name
-    assert len(await agents()) == 1
+
+    async def settled() -> bool:  # after the link returns the swarm may still move the task once more
+        try:
+            info = await observer.get(out.container.id)
+        except OrchestratorError:  # the cluster re-electing a leader
+            return False
+        return info is not None and info.status is ContainerStatus.running and len(await agents()) == 1
+
+    await eventually(settled, timeout=90, what="one running task and one agent in the room after the partition", interval=0.5)
+    assert len(services(swarm, scope)) == 1
     swarm.wait_ready(len(swarm.nodes))
