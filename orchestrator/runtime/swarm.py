@@ -380,36 +380,3 @@ class SwarmRuntime(DockerRuntime):
 
         threading.Thread(target=follow, name=f"swarm-events-{scope}", daemon=True).start()
         return stop
-
-    def follow_events(self, *, scope: str, on_event: Callable[[str, str], None]) -> Callable[[], None]:
-        """Report services whose task died (`die`) or got stuck (`unhealthy` is not seen through a manager).
-
-        Polls the two list calls every `poll_s` on a thread of its own (task deaths on other nodes raise
-        no manager event) and says `reconnected` after an outage so the reconciler catches up.
-        """
-        stopped = threading.Event()
-
-        def poll() -> None:
-            last: dict[str, ContainerStatus] | None = None
-            failed = False
-            while not stopped.wait(self._poll_s):
-                try:
-                    now = {i.name: i.status for i in self._list(scope)}
-                except Exception as exc:  # manager down or restarting: try again next tick
-                    if not failed:
-                        log.warning("swarm poll failed (%s); retrying", type(exc).__name__)
-                    failed = True
-                    continue
-                if failed:
-                    on_event("reconnected", "")
-                    failed = False
-                if last is not None:
-                    for name, status in now.items():
-                        if status in (ContainerStatus.exited, ContainerStatus.dead) and last.get(name) not in (
-                            ContainerStatus.exited, ContainerStatus.dead,
-                        ):
-                            on_event("die", name)
-                last = now
-
-        threading.Thread(target=poll, name=f"swarm-poll-{scope}", daemon=True).start()
-        return stopped.set
