@@ -223,3 +223,27 @@ async def test_grace_period_then_the_service_and_room_go(
     await eventually(gone, timeout=grace + 25, what="service removed after the grace period", interval=0.3)
     assert time.monotonic() - left_at >= grace
     assert await livekit_gateway.list_rooms(sw_creds, names=[room]) == []
+
+
+async def test_the_app_on_swarm_triggers_and_shows_the_node(
+    swarm: SwarmCluster, sw_settings: Callable[..., Settings], scope: str,
+) -> None:
+    """ORCH_RUNTIME=swarm through the app factory: the watch-fed view, the trigger API, the admin list with nodes."""
+    from tests.conftest import app_client
+
+    settings = sw_settings(usage_sampling_enabled=False)
+    async with app_client(settings) as api:
+        r = await api.post("/api/v1/trigger-agent", json={
+            "agent_slug": "farah", "room_name": f"{scope}-app", "user_id": "alice", "client_id": CLIENT_ID, "mode": "voice"})
+        assert r.status_code == 200, r.text
+        assert len(services(swarm, scope)) == 1
+
+        async def listed() -> list[dict] | None:
+            rows = (await api.get("/api/v1/admin/containers")).json()["containers"]
+            return rows if rows and rows[0].get("node") else None
+
+        rows = await eventually(listed, timeout=15, what="the agent with its node in the admin list")
+        assert rows[0]["node"] in node_names(swarm).values() and rows[0]["status"] == "running"
+        again = await api.post("/api/v1/trigger-agent", json={
+            "agent_slug": "farah", "room_name": f"{scope}-app", "user_id": "bob", "client_id": CLIENT_ID, "mode": "voice"})
+        assert again.status_code == 200 and len(services(swarm, scope)) == 1
