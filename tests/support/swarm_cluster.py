@@ -324,8 +324,21 @@ class SwarmCluster:
     def __exit__(self, *exc: object) -> None:
         self.destroy()
 
+    def host_marks(self) -> list[str]:
+        """Traces of this run in the host's own namespace beyond its one veth: iptables rules naming the run's
+        subnet or interfaces, or a changed docker0. Empty when the host is untouched."""
+        found = []
+        for tool in ("iptables-save", "ip6tables-save"):
+            if shutil.which(tool):
+                rules = sh(tool, check=False).stdout
+                found += [f"{tool}: {line}" for line in rules.splitlines() if f"{self.subnet}." in line or f"sw{self.run}" in line]
+        if sh("ip", "-4", "-o", "addr", "show", "docker0", check=False).stdout != self._docker0:
+            found.append("the host's docker0 changed")
+        return found
+
     def start(self) -> "SwarmCluster":
         self.owner_file.write_text(json.dumps({"pid": os.getpid(), "nodes": len(self.nodes)}))
+        self._docker0 = sh("ip", "-4", "-o", "addr", "show", "docker0", check=False).stdout
         try:
             self._network()
             errors: list[BaseException] = []
@@ -439,9 +452,10 @@ class SwarmCluster:
     # ---- teardown --------------------------------------------------------------------------
 
     def destroy(self) -> None:
+        marks = self.host_marks() if hasattr(self, "_docker0") else []
         if self.livekit is not None:
             self.livekit.stop()
-        self.leftovers = destroy_run(self.run, nodes=self.nodes, hub=self.hub, host_if=self.host_if)
+        self.leftovers = marks + destroy_run(self.run, nodes=self.nodes, hub=self.hub, host_if=self.host_if)
         self.owner_file.unlink(missing_ok=True)
         if self.leftovers:
             raise RuntimeError(f"swarm run {self.run} left things behind: {self.leftovers}")
