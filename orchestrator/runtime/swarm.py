@@ -260,7 +260,8 @@ class SwarmRuntime(DockerRuntime):
             return
         deadline = time.monotonic() + timeout_s + 5
         while time.monotonic() < deadline:
-            tasks = await self._call("task list", functools.partial(self._tasks, {"service": service_id, "desired-state": "running"}))
+            # Not filtered on desired state: scaling to 0 sets it to shutdown at once, long before the agent has left.
+            tasks = await self._call("task list", functools.partial(self._tasks, {"service": service_id}))
             running = [t for t in tasks if (t.get("Status") or {}).get("State") in ("running", "starting")]
             if not running:
                 return
