@@ -40,9 +40,9 @@ log = logging.getLogger(__name__)
 
 
 def default_runtime(settings: Settings) -> ContainerRuntime:
-    from .runtime.docker import DockerRuntime  # the docker SDK only where it is used
+    from .runtime.factory import runtime_from_settings  # ORCH_RUNTIME picks the engine; only its SDK is imported
 
-    return DockerRuntime.from_settings(settings)
+    return runtime_from_settings(settings)
 
 
 def default_rooms() -> RoomService:
