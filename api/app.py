@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI
 
 from orchestrator import __version__
 from orchestrator.apikeys import KeyRing
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.events import EventFeed
-from orchestrator.metrics import Metrics
-from orchestrator.informer import Informer
-from orchestrator.models import ContainerInfo, ContainerKey, Mode
-from orchestrator.naming import Label, key_from_labels
 from orchestrator.clock import utcnow
-from orchestrator.reconciler import Reconciler
-from orchestrator.rooms import AgentLaunched, RoomRegistry
-from orchestrator.runtime import ContainerRuntime, WatchEvent
-from orchestrator.runtime.factory import runtime_from_settings
-from orchestrator.sampler import UsageSampler
+from orchestrator.engine import Engine
+from orchestrator.room_service import RoomService
+from orchestrator.runtime import ContainerRuntime
 from orchestrator.settings import Settings
-from orchestrator.telemetry import Telemetry
 from orchestrator.tenants import TenantStore
-from orchestrator.tenants.factory import tenant_store
-from orchestrator.trigger import TriggerService
-from orchestrator.view import AgentView, change_signal
-from orchestrator.webhooks import WebhookIntake
 
 from . import errors
 from .routes import admin, dashboard, events, health, metrics, spawn, tenants_admin, trigger, webhook
@@ -50,97 +36,38 @@ def build_keyring(settings: Settings) -> KeyRing:
 
 
 def create_app(
-    settings: Settings, *, runtime: ContainerRuntime | None = None, tenants: TenantStore | None = None
+    settings: Settings,
+    *,
+    runtime: ContainerRuntime | None = None,
+    tenants: TenantStore | None = None,
+    livekit: RoomService | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
-    """Wire adapters once per app; tests pass their own runtime or tenant store."""
-    runtime = runtime or runtime_from_settings(settings)
-    tenants = tenants or tenant_store(settings)
-    livekit = LiveKitGateway()
-    registry = RoomRegistry()
-    metrics_ = Metrics()
-    telemetry = Telemetry(metrics=metrics_, feed=EventFeed(size=settings.event_buffer_size))
-    sampler = UsageSampler(
-        runtime=runtime, scope=settings.scope, interval_s=settings.usage_sample_interval_s,
-        concurrency=settings.usage_sample_concurrency,
-        on_error=lambda dependency: metrics_.dependency_errors.labels(dependency=dependency).inc(),
-    )
-
-    def launched(key: ContainerKey) -> None:
-        registry.apply(key.client_id, key.room, AgentLaunched(), now=utcnow())
-
-    view = AgentView()
-    trigger_service = TriggerService(
-        settings=settings, tenants=tenants, livekit=livekit, runtime=runtime, on_launched=launched,
-        view=view, rooms=registry,
-    )
-    reconciler = Reconciler(
-        settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=trigger_service, registry=registry,
-        on_pass=telemetry.reconcile_pass, view=view,
-    )
-    stream_broken = False
-    background: set[asyncio.Task[None]] = set()  # re-settles in flight (held so they are not garbage-collected)
-
-    def on_view_change(event: WatchEvent, before: ContainerInfo | None) -> None:
-        """Deaths, unhealthy agents and removals wake the reconciler; after a broken stream, one catch-up pass."""
-        nonlocal stream_broken
-        if event.kind in ("broken", "relist"):
-            if event.kind == "relist" and stream_broken:
-                telemetry.container_event("reconnected", "")
-                reconciler.wake()
-            stream_broken = event.kind == "broken"
-        elif (action := change_signal(event, before)) is not None and event.info is not None:
-            telemetry.container_event(action, event.info.name)
-            reconciler.wake()
-            if action == "die" and (key := key_from_labels(event.info.labels)) is not None:
-                registry.unconfirm(key.client_id, key.room)
-            if action in ("die", "destroy") and (key := trigger_service.answered_from_view(before or event.info)):
-                mode = Mode((before or event.info).labels.get(Label.MODE, Mode.voice.value))
-                background.add(task := asyncio.create_task(trigger_service.resettle(key, mode=mode)))
-                task.add_done_callback(background.discard)
-
-    informer = Informer(runtime=runtime, scope=settings.scope, view=view, resync_s=settings.view_resync_s, on_change=on_view_change)
+    """The HTTP face of one Engine; the engine starts and stops with the app. Tests pass their own adapters."""
+    engine = Engine(settings, runtime=runtime, tenants=tenants, livekit=livekit, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = watching = sampling = None
-        if settings.usage_sampling_enabled:
-            sampling = asyncio.create_task(sampler.run_forever(), name="usage-sampler")
-        if settings.docker_events_enabled:
-            # The watch-fed view: reuse and limits answered without engine calls, deaths seen at once.
-            watching = asyncio.create_task(informer.run_forever(), name="informer")
-        if settings.reconcile_enabled:
-            # The first pass rebuilds room state from Docker labels + LiveKit (nothing else survives a restart).
-            task = asyncio.create_task(reconciler.run_forever(), name="reconciler")
-        yield
-        for running in (task, sampling, watching):
-            if running is not None:
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
-        await livekit.aclose()
-        runtime.close()
-        aclose = getattr(tenants, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        try:
+            await engine.start()
+            yield
+        finally:
+            await engine.stop()
 
     app = FastAPI(title="Agent container orchestrator", version=__version__, lifespan=lifespan)
+    app.state.engine = engine
     app.state.settings = settings
-    app.state.runtime = runtime
-    app.state.metrics = metrics_
-    app.state.telemetry = telemetry
-    app.state.feed = telemetry.feed
-    app.state.sampler = sampler
-    metrics_.agent_limit.labels(limit="total").set(settings.max_agents_total)
-    metrics_.agent_limit.labels(limit="per_client").set(settings.max_agents_per_client)
-    app.state.trigger = trigger_service
-    app.state.tenants = tenants
+    app.state.runtime = engine.runtime
+    app.state.metrics = engine.metrics
+    app.state.telemetry = engine.telemetry
+    app.state.feed = engine.telemetry.feed
+    app.state.sampler = engine.sampler
+    app.state.trigger = engine.trigger
+    app.state.tenants = engine.tenants
     app.state.api_keys = build_keyring(settings)
-    app.state.reconciler = reconciler
-    app.state.informer = informer
-    app.state.webhooks = WebhookIntake(
-        registry=registry, on_change=reconciler.wake,
-        on_event=lambda notice, client_id, before, after: telemetry.room_event(notice.event, notice.identity, client_id, before, after),
-    )
+    app.state.reconciler = engine.reconciler
+    app.state.informer = engine.informer
+    app.state.webhooks = engine.webhooks
     errors.install(app)
     app.include_router(health.router)
     app.include_router(trigger.router)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from orchestrator.errors import DependencyError
 from orchestrator.events import EventFeed
 from orchestrator.informer import Informer
 from orchestrator.metrics import Metrics
@@ -18,6 +21,10 @@ from orchestrator.trigger import TriggerService
 from orchestrator.webhooks import WebhookIntake
 
 from .auth import Principal, require_admin, require_api_key
+
+
+def _clock(request: Request) -> Callable[[], datetime]:
+    return request.app.state.engine.clock
 
 
 def _settings(request: Request) -> Settings:
@@ -37,6 +44,7 @@ def _metrics(request: Request) -> Metrics:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
+ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]  # the engine's one clock
 TriggerDep = Annotated[TriggerService, Depends(_trigger)]
 RuntimeDep = Annotated[ContainerRuntime, Depends(_runtime)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
@@ -77,3 +85,9 @@ def _sampler(request: Request) -> UsageSampler:
 
 FeedDep = Annotated[EventFeed, Depends(_feed)]
 SamplerDep = Annotated[UsageSampler, Depends(_sampler)]
+
+
+def count_dependency(metrics: Metrics, exc: Exception) -> None:
+    """A failed request that a dependency caused counts against that dependency (the adapter says which)."""
+    if isinstance(exc, DependencyError):
+        metrics.dependency_errors.labels(dependency=exc.dependency).inc()

@@ -26,7 +26,7 @@ import httpx
 from orchestrator.models import LiveKitCredentials
 from orchestrator.naming import Label
 from orchestrator.settings import Settings
-from tests.conftest import CLIENT_ID, write_tenants
+from tests.support.world import CLIENT_ID, write_tenants
 from tests.support.docker_helpers import TINY_IMAGE, scoped
 from tests.support.livekit_server import LiveKitServer, free_port
 from tests.support.serve import serve, serve_process

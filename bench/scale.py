@@ -15,24 +15,24 @@ import statistics
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
 
-from orchestrator.informer import Informer
 from orchestrator.livekit import LiveKitGateway
 from orchestrator.models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode
-from orchestrator.naming import Label, container_labels, container_name, room_metadata, spec_hash
+from orchestrator import room_metadata
+from orchestrator.clock import utcnow
+from orchestrator.engine import Engine
+from orchestrator.naming import Label, container_labels, container_name, spec_hash
 from orchestrator.reconciler import Reconciler
 from orchestrator.rooms import Room, RoomState
 from orchestrator.runtime import WatchEvent
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
-from orchestrator.trigger import TriggerService
 from orchestrator.view import AgentView
 
 _API_VERSION = re.compile(r"^/v[\d.]+")
@@ -78,7 +78,7 @@ def create_managed(client: docker.DockerClient, *, keys: list[ContainerKey], age
     spec = spec_hash(agent, image=image, mode=Mode.voice)
 
     def one(key: ContainerKey) -> None:
-        labels = container_labels(key, agent=agent, mode=Mode.voice, scope=scope, spec=spec, created_at=datetime.now(timezone.utc))
+        labels = container_labels(key, agent=agent, mode=Mode.voice, scope=scope, spec=spec, created_at=utcnow())
         host = client.api.create_host_config(mem_limit="16m", nano_cpus=50_000_000, pids_limit=8, network_mode="host")
         cid = client.api.create_container(image, command=["sleep", "1800"], name=container_name(key), labels=labels,
                                           host_config=host, detach=True)["Id"]
@@ -95,7 +95,7 @@ async def ensure_rooms(gateway: LiveKitGateway, client: Client, agent: Agent, ke
 
     async def one(key: ContainerKey) -> None:
         async with sem:
-            await gateway.ensure_room(client.livekit, room=key.room, metadata=room_metadata(agent=agent, client_id=client.id),
+            await gateway.ensure_room(client.livekit, room=key.room, metadata=room_metadata.for_new_room(agent=agent, client_id=client.id),
                                       empty_timeout_s=settings.room_empty_timeout_s,
                                       departure_timeout_s=settings.room_departure_timeout_s)
 
@@ -108,13 +108,11 @@ async def measure(*, client: docker.DockerClient, settings: Settings, client_id:
     runtime = DockerRuntime(pool_size=settings.docker_pool_size)
     counter = await asyncio.to_thread(DockerCallCounter, runtime)
     livekit = CountingLiveKit()
-    tenants = FileTenantStore(settings.tenants_file)
-    tenant = await tenants.get_client(client_id)
-    agent = await tenants.get_agent(tenant, "farah")
-    launcher = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)
-    informer = Informer(runtime=runtime, scope=settings.scope, resync_s=3600)
-    reconciler = Reconciler(settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=launcher,
-                            view=informer.view)
+    engine = Engine(settings.model_copy(update={"view_resync_s": 3600}), runtime=runtime, livekit=livekit)
+    await engine.start(loops=False)  # the checks only: the pass is driven here, the watch below
+    tenant = await engine.tenants.get_client(client_id)
+    agent = await engine.tenants.get_agent(tenant, "farah")
+    informer, reconciler = engine.informer, engine.reconciler
     watching = asyncio.create_task(informer.run_forever())
     rows: list[dict[str, object]] = []
     out: dict[str, object] = {"rss_idle_mb": rss_mb(server_pid)}
@@ -153,7 +151,7 @@ async def measure(*, client: docker.DockerClient, settings: Settings, client_id:
                 lk_calls.append(dict(livekit.calls))
                 actions.append(len(report.results))
                 seen.append(report.containers)
-            registry.webhooks_seen[client_id] = datetime.now(timezone.utc)  # as after the first verified webhook
+            registry.webhooks_seen[client_id] = utcnow()  # as after the first verified webhook
             known = await timed(fresh=False)  # every room observed once and kept by webhooks: no LiveKit calls
             async with httpx.AsyncClient(timeout=120) as http:
                 served = (await http.post(f"{server_url}/api/v1/admin/reconcile")).json()
@@ -174,8 +172,7 @@ async def measure(*, client: docker.DockerClient, settings: Settings, client_id:
         }
     finally:
         watching.cancel()
-        await livekit.aclose()
-        runtime.close()
+        await engine.stop()  # closes the runtime, LiveKit session and tenant store it was given
     out["passes"] = rows
     out["rss_with_max_mb"] = rows[-1]["server_rss_mb"] if rows else None
     return out
@@ -191,7 +188,7 @@ class _NoEngine:
 async def simulated(*, settings: Settings, client_id: str, n: int, passes: int = 5) -> dict[str, object]:
     """One pass over `n` agents held in the view (a relist), every room active and kept by webhooks: what the
     planner + view cost per pass when the engine and LiveKit have nothing new to say."""
-    now = datetime.now(timezone.utc)
+    now = utcnow()
     tenants = FileTenantStore(settings.tenants_file)
     tenant = await tenants.get_client(client_id)
     agent = await tenants.get_agent(tenant, "farah")
@@ -212,7 +209,7 @@ async def simulated(*, settings: Settings, client_id: str, n: int, passes: int =
         room = c.labels[Label.ROOM]
         registry.rooms[(client_id, room)] = Room(
             client_id=client_id, name=room, state=RoomState.ACTIVE, humans=frozenset({"h"}),
-            agents=frozenset({"agent-farah"}), observed_at=now, confirmed_at=now, metadata=room_metadata(agent=agent, client_id=client_id),
+            agents=frozenset({"agent-farah"}), observed_at=now, confirmed_at=now, metadata=room_metadata.for_new_room(agent=agent, client_id=client_id),
         )
     times = []
     for _ in range(passes):

@@ -25,7 +25,7 @@ import httpx
 
 from bench.run import RESULTS, Deadline, _alarm, remove_scope
 from bench.scale import rss_mb
-from tests.conftest import CLIENT_ID, write_tenants
+from tests.support.world import CLIENT_ID, write_tenants
 from tests.support.docker_helpers import TINY_IMAGE
 from tests.support.livekit_server import LiveKitServer, free_port
 from tests.support.serve import serve_process
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             result = asyncio.run(soak(served.url, served.proc.pid, cycles=args.cycles, concurrency=args.concurrency,
                                       every=args.every, tag=tag))
     except Deadline:
-        raise SystemExit(f"soak stopped at its deadline of {args.deadline} s")
+        raise SystemExit(f"soak stopped at its deadline of {args.deadline} s") from None
     finally:
         signal.alarm(0)
         remove_scope(client, scope)

@@ -16,7 +16,6 @@ import asyncio
 import json
 import secrets
 import signal
-import statistics
 import tempfile
 import time
 from contextlib import closing

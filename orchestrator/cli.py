@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 import json
-from datetime import datetime, timezone
 
 import typer
 
+from .clock import utcnow
 from .logs import configure as configure_logging
 from .cli_tenants import keys_app, tenants_app
 from .naming import Label
@@ -119,7 +119,7 @@ def _from_docker() -> list[dict]:  # type: ignore[type-arg]
         found = asyncio.run(runtime.list_managed(scope=settings.scope))
     finally:
         runtime.close()
-    now = datetime.now(timezone.utc)
+    now = utcnow()
     return [container_row(c, now=now) for c in sorted(found, key=lambda c: c.name)]
 
 
@@ -233,32 +233,26 @@ def reconcile(
 ) -> None:
     """Keep Docker equal to what should exist. --once prints a JSON summary; exit 0 ok, 1 some
     action failed (or part of LiveKit/tenants unobservable), 2 Docker could not be observed."""
-    from .livekit import LiveKitGateway
-    from .reconciler import Reconciler
-    from .runtime.factory import runtime_from_settings
-    from .tenants.factory import tenant_store
-    from .trigger import TriggerService
+    from .engine import Engine
+    from .errors import ConfigurationError
 
     settings = _settings()
     configure_logging(fmt=settings.log_format, level="WARNING")
 
     async def main() -> int:
-        runtime = runtime_from_settings(settings)
-        tenants = tenant_store(settings)
-        livekit = LiveKitGateway()
-        launcher = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)
-        rec = Reconciler(settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=launcher)
-        try:
+        async with Engine.running(settings, loops=False) as engine:
             if not once and not dry_run:
-                await rec.run_forever()  # without HTTP: no webhooks, observation only
-            report = await rec.run_once(dry_run=dry_run)
+                await engine.reconciler.run_forever()  # without HTTP: no webhooks, observation only
+            report = await engine.reconciler.run_once(dry_run=dry_run)
             typer.echo(json.dumps(report.to_dict(), indent=2))
             return report.exit_code
-        finally:
-            await livekit.aclose()
-            runtime.close()
 
-    raise typer.Exit(asyncio.run(main()))
+    try:
+        code = asyncio.run(main())
+    except ConfigurationError as exc:
+        typer.echo(f"invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

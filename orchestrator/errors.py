@@ -6,7 +6,7 @@ one-to-one, so no domain error ever surfaces as a 500. Messages never contain se
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 
 class OrchestratorError(Exception):
@@ -72,10 +72,58 @@ class LimitExceeded(TemporaryError):
     code = "limit_exceeded"
 
 
-class DependencyUnavailable(TemporaryError):
-    """Docker, LiveKit or the tenant store cannot be reached right now."""
+Dependency = Literal["docker", "livekit", "tenants", "unknown"]
+
+
+class DependencyError(OrchestratorError):
+    """Raised by an adapter: `dependency` says which one failed, so no caller reads message text.
+
+    An error re-raised `from` another dependency error (a cache that wraps its source's failure)
+    inherits the dependency of its cause.
+    """
+
+    default_dependency: Dependency | None = None  # for an error class that only one dependency raises
+
+    def __init__(self, message: str, *, dependency: Dependency | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self._dependency = dependency or self.default_dependency
+
+    @property
+    def dependency(self) -> Dependency:
+        if self._dependency is not None:
+            return self._dependency
+        cause = self.__cause__
+        return cause.dependency if isinstance(cause, DependencyError) else "unknown"
+
+
+class DependencyUnavailable(DependencyError, TemporaryError):
+    """Docker, LiveKit or the tenant store cannot be reached right now (connection, timeout, 408/429/5xx)."""
 
     code = "dependency_unavailable"
+
+
+class DependencyRejected(DependencyError, PermanentError):
+    """The dependency answered and refused (a 4xx): retrying the same request fails the same way.
+
+    The message carries the dependency's own explanation (a missing network, a bad memory value).
+    """
+
+    status_code = 502
+    code = "dependency_rejected"
+
+
+def dependency_error(
+    dependency: Dependency, message: str, *, status: int | None, retry_after: float = 5.0, details: dict[str, Any] | None = None
+) -> DependencyError:
+    """The one status rule for every adapter: no status (connection), 408, 429 and 5xx are temporary; other 4xx permanent."""
+    details = {**(details or {}), **({"upstream_status": status} if status is not None else {})}
+    if status is None or status in (408, 429) or status >= 500:
+        return DependencyUnavailable(message, dependency=dependency, retry_after=retry_after, details=details)
+    return DependencyRejected(message, dependency=dependency, details=details)
+
+
+class ConfigurationError(Exception):
+    """A setting that cannot work, found at start-up; the message names the variable."""
 
 
 class ContainerFailed(TemporaryError):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
+
+from .clock import utcnow
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,10 @@ _CLOSED: Any = object()  # put in every subscriber's queue by close()
 class EventFeed:
     """Ring buffer plus live subscribers; `seq` increases by one per event, so a reconnect can resume."""
 
-    def __init__(self, *, size: int = 500, subscriber_queue: int = 200) -> None:
+    def __init__(
+        self, *, size: int = 500, subscriber_queue: int = 200, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self._clock = clock
         self._buffer: deque[LifecycleEvent] = deque(maxlen=size)
         self._seq = itertools.count(1)
         self._subscribers: set[asyncio.Queue[LifecycleEvent]] = set()
@@ -43,7 +48,7 @@ class EventFeed:
 
     def publish(self, kind: str, message: str, **fields: Any) -> LifecycleEvent:
         event = LifecycleEvent(
-            seq=next(self._seq), at=datetime.now(timezone.utc), kind=kind, message=message,
+            seq=next(self._seq), at=self._clock(), kind=kind, message=message,
             fields={k: v for k, v in fields.items() if v is not None},
         )
         self._buffer.append(event)

@@ -8,24 +8,27 @@ import binascii
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from livekit import api
 
-from .errors import DependencyUnavailable, PermanentError, Unauthorized
-from .models import LiveKitCredentials
+from .errors import DependencyRejected, DependencyUnavailable, Unauthorized
+from .models import LiveKitCredentials, WebhookNotice
 from .naming import agent_identity
-from .planner import RoomView
+from .room_metadata import owner
+from .rooms import RoomSnapshot
 
 log = logging.getLogger(__name__)
 
 
-class LiveKitRejected(PermanentError):
+class LiveKitRejected(DependencyRejected):
     """LiveKit answered, but refused: usually the client's key/secret are wrong."""
 
-    status_code = 502
     code = "livekit_rejected"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, dependency="livekit", **kwargs)
 
 
 def user_token(creds: LiveKitCredentials, *, identity: str, room: str, ttl_s: int, name: str | None = None) -> str:
@@ -55,7 +58,7 @@ def agent_token(creds: LiveKitCredentials, *, slug: str, name: str, room: str, t
 
 
 class LiveKitGateway:
-    """Room-service calls for many tenants, sharing one HTTP session; errors mapped to ours."""
+    """room_service.RoomService over livekit-api for many tenants, sharing one HTTP session; errors mapped to ours."""
 
     def __init__(self, *, timeout_s: float = 5.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -72,6 +75,12 @@ class LiveKitGateway:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+    def user_token(self, creds: LiveKitCredentials, *, identity: str, room: str, ttl_s: int) -> str:
+        return user_token(creds, identity=identity, room=room, ttl_s=ttl_s)
+
+    def agent_token(self, creds: LiveKitCredentials, *, slug: str, name: str, room: str, ttl_s: int) -> str:
+        return agent_token(creds, slug=slug, name=name, room=room, ttl_s=ttl_s)
 
     async def ensure_room(
         self, creds: LiveKitCredentials, *, room: str, metadata: str, empty_timeout_s: int, departure_timeout_s: int
@@ -98,12 +107,12 @@ class LiveKitGateway:
 
     async def observe_rooms(
         self, creds: LiveKitCredentials, *, names: list[str], concurrency: int = 16
-    ) -> dict[str, RoomView]:
+    ) -> dict[str, RoomSnapshot]:
         """ListRooms for `names`, then ListParticipants of each existing one (at most `concurrency` at once)."""
         if not names:
             return {}
         found = {r.name: r for r in await self.list_rooms(creds, names=names)}
-        views = {n: RoomView(exists=False) for n in names if n not in found}
+        views = {n: RoomSnapshot(exists=False) for n in names if n not in found}
         gate = asyncio.Semaphore(concurrency)
 
         async def one(room: api.Room) -> None:
@@ -111,7 +120,7 @@ class LiveKitGateway:
                 people = await self.list_participants(creds, room=room.name)
             agents = frozenset(p.identity for p in people if is_agent(p))
             humans = frozenset(p.identity for p in people if not is_agent(p))
-            views[room.name] = RoomView(exists=True, humans=humans, agents=agents, metadata=room.metadata)
+            views[room.name] = RoomSnapshot(exists=True, humans=humans, agents=agents, metadata=room.metadata)
 
         await asyncio.gather(*(one(r) for r in found.values()))
         return views
@@ -129,46 +138,27 @@ class LiveKitGateway:
         try:
             return await fn(lk)
         except api.TwirpError as exc:
-            if exc.status >= 500:
-                raise DependencyUnavailable(f"LiveKit at {creds.url} failed {what}: {exc.message}") from None
+            if exc.status >= 500 or exc.status in (408, 429):
+                raise DependencyUnavailable(
+                    f"LiveKit at {creds.url} failed {what}: {exc.message}", dependency="livekit",
+                    details={"code": exc.code, "upstream_status": exc.status},
+                ) from None
             raise LiveKitRejected(
                 f"LiveKit at {creds.url} refused {what} ({exc.code}): check the client's LiveKit API key and secret"
                 if exc.status in (401, 403)
                 else f"LiveKit at {creds.url} refused {what} ({exc.code}): {exc.message}",
-                details={"code": exc.code},
+                details={"code": exc.code, "upstream_status": exc.status},
             ) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise DependencyUnavailable(
-                f"LiveKit at {creds.url} is unreachable ({type(exc).__name__}); retry shortly", retry_after=5
+                f"LiveKit at {creds.url} is unreachable ({type(exc).__name__}); retry shortly", retry_after=5,
+                dependency="livekit",
             ) from None
 
 
 def is_agent(participant: api.ParticipantInfo) -> bool:
     """LiveKit's own participant kind decides; identities are never parsed."""
     return participant.kind == api.ParticipantInfo.Kind.AGENT
-
-
-@dataclass(frozen=True)
-class WebhookNotice:
-    """A verified LiveKit webhook reduced to what the room state machine needs."""
-
-    id: str
-    event: str
-    room: str
-    identity: str
-    is_agent: bool
-    created_at: int
-    api_key: str
-    room_client_id: str | None = None  # from the room metadata we wrote at creation, when LiveKit sends it
-
-
-def client_from_metadata(metadata: str) -> str | None:
-    """The `client_id` our room metadata carries (naming.room_metadata); None for rooms we did not create."""
-    try:
-        value = json.loads(metadata).get("client_id") if metadata else None
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
 
 
 def webhook_issuer(auth_token: str) -> str:
@@ -202,6 +192,6 @@ def verify_webhook(
             is_agent=is_agent(event.participant),
             created_at=int(event.created_at),
             api_key=creds.api_key,
-            room_client_id=client_from_metadata(event.room.metadata),
+            room_client_id=owner(event.room.metadata),
         ), creds
     raise Unauthorized("webhook signature does not verify with the secret of its API key")

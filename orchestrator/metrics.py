@@ -30,7 +30,7 @@ class Metrics:
         )
         self.agent_cpu = Gauge("orchestrator_agent_cpu_ratio", "Agent container CPU use (1 = one core)", ["container", "client_id", "agent"], registry=r)
         self.agent_memory = Gauge("orchestrator_agent_memory_bytes", "Agent container memory use", ["container", "client_id", "agent"], registry=r)
-        # Added with the operator surface (issue 7): what the alert rules in deploy/alerts.yml need.
+        # The operator surface: what the alert rules in deploy/alerts.yml need.
         self.reconcile_removals = Counter(
             "orchestrator_reconcile_removals", "Containers removed by the reconciler, by why", ["reason"], registry=r
         )

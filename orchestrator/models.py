@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +36,7 @@ class Resources(Frozen):
 
 
 class Agent(Frozen):
-    """An agent definition as its tenant stores it (seed 000: name, instructions, voice, greeting)."""
+    """An agent definition as its tenant stores it (name, instructions, voice, greeting)."""
 
     id: str
     slug: str
@@ -78,6 +79,12 @@ class ContainerKey(Frozen):
 
 
 class ContainerStatus(str, enum.Enum):
+    """The engine's state of a container, and the one reading of it the trigger, limits and reconciler share.
+
+    `paused` is not ours (we never pause): a frozen agent serves nobody, so it reads as gone — the
+    trigger replaces it, the reconciler restarts it while humans wait or removes it, limits skip it.
+    """
+
     created = "created"
     running = "running"
     restarting = "restarting"
@@ -85,6 +92,21 @@ class ContainerStatus(str, enum.Enum):
     removing = "removing"
     exited = "exited"
     dead = "dead"
+
+    @property
+    def reusable(self) -> bool:
+        """A trigger may answer with this container as it is."""
+        return self is ContainerStatus.running
+
+    @property
+    def waiting(self) -> bool:
+        """On its way somewhere by itself: wait for it rather than replace it."""
+        return self in (ContainerStatus.restarting, ContainerStatus.removing)
+
+    @property
+    def gone(self) -> bool:
+        """Serves nobody and will not come back by itself: replace, restart or remove."""
+        return self in (ContainerStatus.exited, ContainerStatus.dead, ContainerStatus.paused)
 
 
 class Health(str, enum.Enum):
@@ -111,3 +133,17 @@ class ContainerInfo(Frozen):
 class TriggerOutcome(str, enum.Enum):
     created = "created"
     reused = "reused"
+
+
+@dataclass(frozen=True)
+class WebhookNotice:
+    """A verified LiveKit webhook reduced to what the room state machine needs."""
+
+    id: str
+    event: str
+    room: str
+    identity: str
+    is_agent: bool
+    created_at: int
+    api_key: str
+    room_client_id: str | None = None  # from the room metadata we wrote at creation, when LiveKit sends it

@@ -141,15 +141,11 @@ def agent_identity(slug: str) -> str:
     return f"{AGENT_IDENTITY_PREFIX}{slug}"
 
 
-def room_metadata(*, agent: Agent, client_id: str) -> str:
-    return json.dumps({"agent_id": agent.id, "agent_slug": agent.slug, "client_id": client_id}, sort_keys=True)
-
-
 def closest(wanted: str, candidates: list[str], *, n: int = 3) -> list[str]:
     """Known slugs nearest to an unknown one, for the 404's 'did you mean'."""
     return difflib.get_close_matches(wanted, candidates, n=n, cutoff=0.5)
 
 
 def generated_room(agent_id: str, suffix: str) -> str:
-    """Seed 000/001 convention for rooms the caller did not name: `agent-<agent_id>-<8 hex>`."""
+    """The existing frontend's convention for rooms the caller did not name: `agent-<agent_id>-<8 hex>`."""
     return f"agent-{agent_id}-{suffix}"

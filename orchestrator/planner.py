@@ -6,6 +6,7 @@ It only ever names containers that carry this deployment's scope label.
 
 from __future__ import annotations
 
+import enum
 import functools
 from collections import defaultdict
 from collections.abc import Mapping
@@ -15,25 +16,15 @@ from typing import Any
 
 from .models import ContainerInfo, ContainerKey, ContainerStatus, Health
 from .naming import Label, agent_identity, container_name, key_from_labels
-from .rooms import Due, Room, RoomState, deadline, due, grace_from_metadata, metadata_with_grace
+from . import room_metadata
+from .rooms import Due, Room, RoomSnapshot, RoomState, deadline, due
 from .settings import Settings
 
 RoomKey = tuple[str, str]  # (client id, room name)
-_GONE = {ContainerStatus.exited, ContainerStatus.dead}
 
 
 @dataclass(frozen=True)
-class RoomView:
-    """LiveKit's view of one room at observation time."""
-
-    exists: bool
-    humans: frozenset[str] = frozenset()
-    agents: frozenset[str] = frozenset()
-    metadata: str = ""
-
-
-@dataclass(frozen=True)
-class Observed:
+class Observation:
     """One observation: this scope's containers (one list call) plus LiveKit and the tenant store.
 
     A room missing from `rooms` was not observable (its LiveKit did not answer): room rules skip it.
@@ -42,7 +33,7 @@ class Observed:
 
     at: datetime
     containers: tuple[ContainerInfo, ...]
-    rooms: Mapping[RoomKey, RoomView] = field(default_factory=dict)
+    rooms: Mapping[RoomKey, RoomSnapshot] = field(default_factory=dict)
     agents_by_client: Mapping[str, frozenset[str]] = field(default_factory=dict)
     unknown_clients: frozenset[str] = frozenset()
     polled: frozenset[RoomKey] = frozenset()  # rooms LiveKit was asked about in this observation (others: webhook-fed)
@@ -66,8 +57,24 @@ class Action:
         return type(self).__name__
 
     def to_dict(self) -> dict[str, Any]:
-        body = {k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in asdict(self).items()}
+        body = {
+            k: v.model_dump() if hasattr(v, "model_dump") else v.value if isinstance(v, enum.Enum) else v
+            for k, v in asdict(self).items()
+        }
         return {"kind": self.kind, **body}
+
+
+class Removal(str, enum.Enum):
+    """Why a container goes, as a small stable set (metrics labels, alerts); `reason` is the human sentence."""
+
+    orphan = "orphan"  # labels incomplete, unknown client or agent
+    duplicate = "duplicate"
+    room_gone = "room_gone"
+    lifetime = "lifetime"
+    exited = "exited"
+    unhealthy = "unhealthy"
+    never_started = "never_started"
+    closed = "closed"  # the room's end: grace expired, startup timeout with no human, operator close
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class RemoveContainer(Action):
     under the same name since the observation, and that new one must survive this pass.
     """
 
+    category: Removal = Removal.closed
     name: str = ""
     container_id: str = ""
     client_id: str = ""
@@ -167,7 +175,7 @@ def _keeper(key: ContainerKey, cs: list[ContainerInfo]) -> ContainerInfo:
 
 
 def plan(
-    observed: Observed,
+    observed: Observation,
     rooms: Mapping[RoomKey, Room],
     settings: Settings,
     now: datetime,
@@ -186,11 +194,13 @@ def plan(
             continue
         key = key_from_labels(c.labels)
         if key is None:
-            actions.append(RemoveContainer(reason="labels incomplete (no client/agent/room)", name=c.name, container_id=c.id))
+            actions.append(RemoveContainer(
+                reason="labels incomplete (no client/agent/room)", category=Removal.orphan, name=c.name, container_id=c.id
+            ))
         elif key.client_id in observed.unknown_clients:
-            actions.append(_remove(c, key, f"unknown client '{key.client_id}'"))
+            actions.append(_remove(c, key, f"unknown client '{key.client_id}'", Removal.orphan))
         elif key.client_id in observed.agents_by_client and key.agent_slug not in observed.agents_by_client[key.client_id]:
-            actions.append(_remove(c, key, f"unknown agent '{key.agent_slug}' for client '{key.client_id}'"))
+            actions.append(_remove(c, key, f"unknown agent '{key.agent_slug}' for client '{key.client_id}'", Removal.orphan))
         else:
             by_key[key].append(c)
 
@@ -198,7 +208,7 @@ def plan(
     for key, cs in by_key.items():
         keep = _keeper(key, cs)
         survivors[key] = keep
-        actions.extend(_remove(c, key, f"duplicate of {keep.name} for the same key") for c in cs if c is not keep)
+        actions.extend(_remove(c, key, f"duplicate of {keep.name} for the same key", Removal.duplicate) for c in cs if c is not keep)
 
     by_room: dict[RoomKey, list[tuple[ContainerKey, ContainerInfo]]] = defaultdict(list)
     for k, c in survivors.items():
@@ -210,7 +220,7 @@ def plan(
             continue  # LiveKit not observable for this client: no room rule can be decided safely
         if not view.exists:
             closed.add(room_key)
-            actions.extend(_remove(c, k, "room finished or gone in LiveKit") for k, c in members)
+            actions.extend(_remove(c, k, "room finished or gone in LiveKit", Removal.room_gone) for k, c in members)
         elif room.state is RoomState.CLOSING or due(
             room, now=now, grace_s=settings.grace_period_s, startup_timeout_s=settings.agent_startup_timeout_s
         ) is Due.GRACE_EXPIRED:
@@ -220,7 +230,7 @@ def plan(
                 else f"grace period ({settings.grace_period_s:g} s) expired with no human"
             )
             closed.add(room_key)
-            actions.extend(_remove(c, k, why) for k, c in members)
+            actions.extend(_remove(c, k, why, Removal.closed) for k, c in members)
             actions.append(DeleteRoom(reason=why, client_id=room_key[0], room=room_key[1]))
         else:
             actions.extend(_grace_metadata(room, view))
@@ -234,23 +244,25 @@ def plan(
         born = created(c)
         age = (now - born).total_seconds() if born else 0.0
         if age > settings.max_container_lifetime_s:
-            actions.append(_remove(c, key, f"older than the maximum lifetime ({settings.max_container_lifetime_s:g} s)"))
-        elif c.status in _GONE:
+            actions.append(_remove(c, key, f"older than the maximum lifetime ({settings.max_container_lifetime_s:g} s)", Removal.lifetime))
+        elif c.status.gone:  # exited, dead, or paused by someone (a frozen agent serves nobody)
             crashed = c.exit_code != 0
+            how = f"crashed (exit {c.exit_code})" if c.exit_code is not None else c.status.value
+            gone = f"exited (code {c.exit_code})" if c.exit_code is not None else c.status.value
             # A room still waiting for its agent (a trigger was just answered) needs it back, whatever the exit code.
             awaited = room is not None and room.state is RoomState.STARTING
             if crashed and humans:
-                actions.extend(_restart(c, key, f"crashed (exit {c.exit_code}) with humans in the room", restarts, settings, now))
+                actions.extend(_restart(c, key, f"{how} with humans in the room", restarts, settings, now))
             elif awaited and view is not None:
-                actions.extend(_restart(c, key, f"exited (code {c.exit_code}) while its room waits for it", restarts, settings, now))
+                actions.extend(_restart(c, key, f"{gone} while its room waits for it", restarts, settings, now))
             elif humans is not None or not (crashed or awaited):
-                actions.append(_remove(c, key, f"exited (code {c.exit_code})"))
+                actions.append(_remove(c, key, gone, Removal.exited))
             # crashed or awaited, and LiveKit not observable: wait for a pass that can see it
         elif c.status is ContainerStatus.running and c.health is Health.unhealthy:
             if humans:
                 actions.extend(_restart(c, key, "unhealthy with humans in the room", restarts, settings, now))
             elif humans is not None:
-                actions.append(_remove(c, key, "unhealthy"))
+                actions.append(_remove(c, key, "unhealthy", Removal.unhealthy))
         elif (
             c.status is ContainerStatus.running
             and room is not None
@@ -264,14 +276,16 @@ def plan(
             if humans:
                 actions.extend(_restart(c, key, why, restarts, settings, now))
             else:
-                actions.append(_remove(c, key, why))
+                actions.append(_remove(c, key, why, Removal.closed))
         elif c.status is ContainerStatus.created and age > max(settings.agent_startup_timeout_s, settings.container_start_timeout_s):
-            actions.append(_remove(c, key, "created but never started"))
+            actions.append(_remove(c, key, "created but never started", Removal.never_started))
     return actions
 
 
-def _remove(c: ContainerInfo, key: ContainerKey, reason: str) -> RemoveContainer:
-    return RemoveContainer(reason=reason, name=c.name, container_id=c.id, client_id=key.client_id, room=key.room)
+def _remove(c: ContainerInfo, key: ContainerKey, reason: str, category: Removal) -> RemoveContainer:
+    return RemoveContainer(
+        reason=reason, category=category, name=c.name, container_id=c.id, client_id=key.client_id, room=key.room
+    )
 
 
 def _restart(
@@ -292,13 +306,13 @@ def _restart(
     return [RestartAgent(reason=reason, name=c.name, container_id=c.id, key=key, mode=mode, attempt=attempts + 1)]
 
 
-def _grace_metadata(room: Room, view: RoomView) -> list[Action]:
+def _grace_metadata(room: Room, view: RoomSnapshot) -> list[Action]:
     """Keep the persisted grace start equal to ours: set while in grace, cleared otherwise."""
-    persisted = grace_from_metadata(view.metadata)
+    persisted = room_metadata.grace_started(view.metadata)
     wanted = room.since if room.state is RoomState.GRACE_PERIOD else None
     if persisted == wanted:
         return []
-    metadata = metadata_with_grace(view.metadata, wanted)
+    metadata = room_metadata.with_grace(view.metadata, wanted)
     if metadata is None:
         return []  # not our JSON: fall back to "grace restarts at observation" after a restart
     what = "persist grace start" if wanted else "clear grace start (a human is back)"

@@ -6,56 +6,50 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from .clock import utcnow
-from .errors import NotFound, OrchestratorError
-from .livekit import LiveKitGateway
-from .models import ContainerKey, ContainerStatus, Mode
+from .errors import DependencyError, NotFound, OrchestratorError
+from .models import ContainerKey, Mode
 from .naming import agent_identity, key_from_labels
 from .planner import (
     Action,
     DeleteRoom,
     GiveUp,
-    Observed,
+    Observation,
     RemoveContainer,
     RestartAgent,
     RestartRecord,
     RoomKey,
-    RoomView,
     SetRoomMetadata,
     created,
     next_deadline,
     plan,
 )
+from .pass_report import ActionResult, PassReport, log_fields
+from .room_service import RoomService
 from .rooms import (
     CloseRequested,
     MetadataWritten,
+    RoomObserved,
     RoomRegistry,
+    RoomSnapshot,
     RoomState,
-    grace_from_metadata,
     grace_remaining,
     needs_poll,
 )
-from .rooms import Observed as RoomObserved
 from .runtime import ContainerRuntime
 from .settings import Settings
 from .tenants import TenantStore
 from .view import AgentView
 
 log = logging.getLogger(__name__)
-_LIVE = {ContainerStatus.running, ContainerStatus.restarting, ContainerStatus.created, ContainerStatus.paused}
 
 
-def log_fields(action: Action) -> dict[str, Any]:
-    """An action as log context: `name` is reserved by LogRecord (logging raises KeyError), so it becomes `container`."""
-    fields = action.to_dict()
-    if "name" in fields:
-        fields["container"] = fields.pop("name")
-    fields.pop("key", None)  # client/agent/room are already there or in `container`; no nested dicts in log lines
-    return fields
+def _dependency(exc: Exception, default: str | None) -> str | None:
+    """Which dependency an error names (typed at the adapter), or `default` when it names none."""
+    return exc.dependency if isinstance(exc, DependencyError) and exc.dependency != "unknown" else default
 
 
 class Launcher(Protocol):
@@ -68,54 +62,6 @@ class ObservationFailed(Exception):
     """Docker itself could not be listed: nothing can be planned (cron exit code 2)."""
 
 
-@dataclass
-class ActionResult:
-    action: Action
-    ok: bool
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.action.to_dict(), "ok": self.ok, **({"error": self.error} if self.error else {})}
-
-
-@dataclass
-class PassReport:
-    """What one pass saw and did; the JSON summary of cron mode and of the admin endpoint."""
-
-    started_at: datetime
-    dry_run: bool
-    duration_s: float = 0.0
-    containers: int = 0
-    rooms: int = 0
-    warnings: list[str] = field(default_factory=list)
-    results: list[ActionResult] = field(default_factory=list)
-    observe_error: str | None = None
-
-    @property
-    def failed(self) -> int:
-        return sum(not r.ok for r in self.results)
-
-    @property
-    def exit_code(self) -> int:
-        """0 ok; 1 some action failed or part of LiveKit/tenants was not observable; 2 Docker not observable."""
-        if self.observe_error:
-            return 2
-        return 1 if self.failed or self.warnings else 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "started_at": self.started_at.isoformat(),
-            "dry_run": self.dry_run,
-            "duration_s": round(self.duration_s, 3),
-            "observed": {"containers": self.containers, "rooms": self.rooms},
-            "actions": [r.to_dict() for r in self.results],
-            "failed": self.failed,
-            "warnings": self.warnings,
-            "observe_error": self.observe_error,
-            "exit_code": self.exit_code,
-        }
-
-
 class Reconciler:
     """Keeps Docker equal to what should exist. One pass at a time; passes are cheap to repeat."""
 
@@ -125,7 +71,7 @@ class Reconciler:
         settings: Settings,
         runtime: ContainerRuntime,
         tenants: TenantStore,
-        livekit: LiveKitGateway,
+        livekit: RoomService,
         launcher: Launcher,
         registry: RoomRegistry | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -137,6 +83,7 @@ class Reconciler:
         self.registry = registry or RoomRegistry()
         self.restarts: dict[ContainerKey, RestartRecord] = {}
         self.heartbeat: datetime | None = None  # end of the last loop iteration; /healthz reads it
+        self.started_at: datetime | None = None  # when the loop began: a first pass that never ends is a stall too
         self.last_report: PassReport | None = None
         self.passes = 0
         self._runtime = runtime
@@ -150,7 +97,7 @@ class Reconciler:
 
     # ---- observe --------------------------------------------------------------------------
 
-    async def observe(self, *, fresh: bool = True) -> tuple[Observed, list[str]]:
+    async def observe(self, *, fresh: bool = True) -> tuple[Observation, list[tuple[str, str]]]:
         """Containers (the watch-fed view unless `fresh`, else one labelled list call), then per client: tenant
         lookup and LiveKit ListRooms/ListParticipants for the rooms webhooks do not keep current."""
         at, s = self._clock(), self.settings
@@ -165,8 +112,8 @@ class Reconciler:
         for c in containers:
             if (key := key_from_labels(c.labels)) is not None:
                 rooms_by_client.setdefault(key.client_id, set()).add(key.room)
-        warnings: list[str] = []
-        views: dict[RoomKey, RoomView] = {}
+        warnings: list[tuple[str, str]] = []  # (dependency, message)
+        views: dict[RoomKey, RoomSnapshot] = {}
         agents: dict[str, frozenset[str]] = {}
         unknown: set[str] = set()
         polled: set[RoomKey] = set()
@@ -179,7 +126,7 @@ class Reconciler:
                 unknown.add(client_id)
                 return
             except OrchestratorError as exc:
-                warnings.append(f"tenant store: {exc.message}")
+                warnings.append((_dependency(exc, "tenants"), f"tenant store: {exc.message}"))
                 return
             flowing = client_id in self.registry.webhooks_seen
             poll = sorted(
@@ -188,29 +135,29 @@ class Reconciler:
             )
             for n in set(names) - set(poll):  # kept current by webhooks since its last poll
                 room = self.registry.rooms[(client_id, n)]
-                views[(client_id, n)] = RoomView(exists=True, humans=room.humans, agents=room.agents, metadata=room.metadata)
+                views[(client_id, n)] = RoomSnapshot(exists=True, humans=room.humans, agents=room.agents, metadata=room.metadata)
             try:
                 found = await self._livekit.observe_rooms(client.livekit, names=poll, concurrency=s.livekit_poll_concurrency)
             except OrchestratorError as exc:
-                warnings.append(f"LiveKit for client {client_id}: {exc.message}")
+                warnings.append((_dependency(exc, "livekit"), f"LiveKit for client {client_id}: {exc.message}"))
                 return
             polled.update((client_id, name) for name in found)
             views.update({(client_id, name): v for name, v in found.items()})
 
         await asyncio.gather(*(one(cid, names) for cid, names in rooms_by_client.items()))
         return (
-            Observed(
+            Observation(
                 at=at, containers=tuple(containers), rooms=views, agents_by_client=agents,
                 unknown_clients=frozenset(unknown), polled=frozenset(polled),
             ),
             warnings,
         )
 
-    def _sync_registry(self, observed: Observed) -> None:
+    def _sync_registry(self, observed: Observation) -> None:
         """Merge the observation into the registry; an event newer than the observation wins."""
         live: dict[RoomKey, list[datetime]] = {}
         for c in observed.containers:
-            if (key := key_from_labels(c.labels)) is not None and c.status in _LIVE:
+            if (key := key_from_labels(c.labels)) is not None and not c.status.gone:
                 live.setdefault((key.client_id, key.room), []).append(created(c) or observed.at)
         for (client_id, name), view in observed.rooms.items():
             if (client_id, name) not in observed.polled:
@@ -219,10 +166,8 @@ class Reconciler:
             if room.updated_at is not None and room.updated_at > observed.at:
                 continue
             event = RoomObserved(
-                exists=view.exists, humans=view.humans, agents=view.agents,
-                has_containers=(client_id, name) in live,
+                view, has_containers=(client_id, name) in live,
                 launched_at=min(live[(client_id, name)]) if (client_id, name) in live else None,
-                grace_started_at=grace_from_metadata(view.metadata), metadata=view.metadata,
             )
             self.registry.apply(client_id, name, event, now=observed.at)
         owned = {(key.client_id, key.room) for c in observed.containers if (key := key_from_labels(c.labels))}
@@ -239,7 +184,9 @@ class Reconciler:
             started = time.monotonic()
             report = PassReport(started_at=self._clock(), dry_run=dry_run)
             try:
-                observed, report.warnings = await self.observe(fresh=fresh)
+                observed, found = await self.observe(fresh=fresh)
+                report.unobservable = [dependency for dependency, _ in found]
+                report.warnings = [message for _, message in found]
             except ObservationFailed as exc:
                 report.observe_error = str(exc)
                 log.error("reconcile: could not observe Docker: %s", exc)
@@ -274,7 +221,7 @@ class Reconciler:
         except Exception:  # telemetry must never break a pass
             log.exception("reconcile pass observer failed")
 
-    def _after(self, observed: Observed, results: list[ActionResult], now: datetime) -> None:
+    def _after(self, observed: Observation, results: list[ActionResult], now: datetime) -> None:
         """Book-keeping after executing: restart attempts, closed rooms forgotten."""
         for r in results:
             a = r.action
@@ -303,7 +250,7 @@ class Reconciler:
         except Exception as exc:  # reported in the pass summary, not raised: the pass goes on
             message = exc.message if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
             log.warning("reconcile action %s failed: %s", action.kind, message, extra=log_fields(action))
-            return ActionResult(action, ok=False, error=message)
+            return ActionResult(action, ok=False, error=message, dependency=_dependency(exc, None))
         return ActionResult(action, ok=True)
 
     async def _apply(self, action: Action) -> None:
@@ -349,6 +296,7 @@ class Reconciler:
 
     async def run_forever(self) -> None:
         """Pass, then sleep until the interval, the next clock deadline or a wake-up, whichever is first."""
+        self.started_at = self._clock()
         while True:
             try:
                 await self.run_once(fresh=False)
@@ -363,11 +311,15 @@ class Reconciler:
             self._wake.clear()
 
     def stalled(self, *, now: datetime | None = None) -> bool:
-        """True when the loop has not completed an iteration in three intervals (+10 s for a slow pass)."""
-        if self.heartbeat is None:
+        """True when the running loop has not completed an iteration in three intervals (+10 s for a slow pass).
+
+        Counted from the loop's start until the first pass completes; a loop that never ran is not stalled.
+        """
+        last = self.heartbeat or self.started_at
+        if last is None:
             return False
         limit = 3 * self.settings.reconcile_interval_s + 10
-        return ((now or self._clock()) - self.heartbeat).total_seconds() > limit
+        return ((now or self._clock()) - last).total_seconds() > limit
 
     def room_rows(self) -> list[dict[str, Any]]:
         """The admin view of rooms (state, humans, agents, grace remaining)."""
@@ -386,4 +338,4 @@ class Reconciler:
         self.registry.apply(client_id, room, CloseRequested(reason=reason), now=self._clock())
 
 
-__all__ = ["ObservationFailed", "PassReport", "Reconciler", "RoomState"]
+__all__ = ["ActionResult", "ObservationFailed", "PassReport", "Reconciler", "RoomState", "log_fields"]

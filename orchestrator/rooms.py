@@ -8,12 +8,10 @@ are told apart by LiveKit's participant kind, never by identity prefix.
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-# Room metadata key under which the grace start survives an orchestrator restart (see README).
-GRACE_METADATA_KEY = "orchestrator_grace_started_at"
+from . import room_metadata
 
 
 class RoomState(str, enum.Enum):
@@ -81,20 +79,26 @@ class CloseRequested:
 
 
 @dataclass(frozen=True)
-class Observed:
-    """A fresh snapshot from LiveKit (ListRooms + ListParticipants) plus what Docker runs.
-
-    `grace_started_at` is the grace start persisted in the room metadata, if any;
-    `launched_at` is the creation time of the room's oldest live agent container.
-    """
+class RoomSnapshot:
+    """LiveKit's view of one room at one moment (ListRooms + ListParticipants; humans vs agents by kind)."""
 
     exists: bool
     humans: frozenset[str] = frozenset()
     agents: frozenset[str] = frozenset()
+    metadata: str = ""
+
+
+@dataclass(frozen=True)
+class RoomObserved:
+    """A fresh snapshot from LiveKit plus what the engine runs for the room.
+
+    `launched_at` is the creation time of the room's oldest live agent container; the grace start
+    persisted in the snapshot's metadata (room_metadata) survives our restarts.
+    """
+
+    snapshot: RoomSnapshot
     has_containers: bool = True
     launched_at: datetime | None = None
-    grace_started_at: datetime | None = None
-    metadata: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class MetadataWritten:
     metadata: str
 
 
-Event = AgentLaunched | ParticipantJoined | ParticipantLeft | RoomFinished | CloseRequested | Observed | MetadataWritten
+Event = AgentLaunched | ParticipantJoined | ParticipantLeft | RoomFinished | CloseRequested | RoomObserved | MetadataWritten
 
 
 def _settle(room: Room, *, now: datetime, grace_hint: datetime | None = None, start_hint: datetime | None = None) -> Room:
@@ -158,23 +162,25 @@ def apply(room: Room, event: Event, *, now: datetime) -> Room:
             return replace(r, state=RoomState.CLOSING, since=now, reason="room finished")
         case CloseRequested(reason=reason):
             return replace(r, state=RoomState.CLOSING, since=now, reason=reason)
-        case Observed() as obs:
+        case RoomObserved() as obs:
             return _observe(room, obs, now=now)
     raise TypeError(f"unknown room event {event!r}")
 
 
-def _observe(room: Room, obs: Observed, *, now: datetime) -> Room:
+def _observe(room: Room, obs: RoomObserved, *, now: datetime) -> Room:
     """Resync membership from LiveKit. The observation does not bump `updated_at` (it is not news)."""
-    if not obs.exists:
+    seen = obs.snapshot
+    if not seen.exists:
         return replace(room, state=RoomState.CLOSING, since=now, reason="room gone from LiveKit", observed_at=now)
-    r = replace(room, humans=obs.humans, agents=obs.agents, observed_at=now, confirmed_at=now, metadata=obs.metadata)
-    if not obs.humans and not obs.agents and obs.has_containers and r.state is RoomState.EMPTY:
+    r = replace(room, humans=seen.humans, agents=seen.agents, observed_at=now, confirmed_at=now, metadata=seen.metadata)
+    if not seen.humans and not seen.agents and obs.has_containers and r.state is RoomState.EMPTY:
         # Launched before we knew (e.g. after our restart): the container's age is the startup clock.
         return replace(r, state=RoomState.STARTING, since=obs.launched_at or now)
-    if not obs.humans and not obs.agents and not obs.has_containers:
+    if not seen.humans and not seen.agents and not obs.has_containers:
         return replace(r, state=RoomState.EMPTY, since=None) if r.state is not RoomState.GRACE_PERIOD else r
     # After a restart the grace start comes from the room metadata, else from now: never earlier.
-    grace_hint = min(obs.grace_started_at, now) if obs.grace_started_at else None
+    persisted = room_metadata.grace_started(seen.metadata)
+    grace_hint = min(persisted, now) if persisted else None
     return _settle(r, now=now, grace_hint=grace_hint, start_hint=obs.launched_at)
 
 
@@ -228,33 +234,6 @@ def grace_remaining(room: Room, *, now: datetime, grace_s: float) -> float | Non
     if room.state is not RoomState.GRACE_PERIOD or room.since is None:
         return None
     return max(0.0, (room.since + timedelta(seconds=grace_s) - now).total_seconds())
-
-
-# ---- the grace start in LiveKit room metadata ---------------------------------------------
-
-
-def grace_from_metadata(metadata: str) -> datetime | None:
-    """The persisted grace start, or None when absent or the metadata is not ours (not JSON)."""
-    try:
-        value = json.loads(metadata).get(GRACE_METADATA_KEY) if metadata else None
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except (ValueError, AttributeError):
-        return None
-
-
-def metadata_with_grace(metadata: str, at: datetime | None) -> str | None:
-    """The metadata with the grace start set (or cleared); None when it is not a JSON object we can extend."""
-    try:
-        body = json.loads(metadata) if metadata else {}
-    except ValueError:
-        return None
-    if not isinstance(body, dict):
-        return None
-    if at is None:
-        body.pop(GRACE_METADATA_KEY, None)
-    else:
-        body[GRACE_METADATA_KEY] = at.isoformat()
-    return json.dumps(body, sort_keys=True)
 
 
 @dataclass

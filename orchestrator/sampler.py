@@ -11,9 +11,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
-from .errors import OrchestratorError
+from .clock import utcnow
+from .errors import DependencyError, OrchestratorError
 from .models import ContainerStatus
 from .naming import Label
 from .runtime import ContainerRuntime
@@ -35,7 +36,7 @@ class AgentUsage:
 class UsageSampler:
     def __init__(
         self, *, runtime: ContainerRuntime, scope: str, interval_s: float, concurrency: int,
-        on_error: Callable[[str], None] | None = None,
+        on_error: Callable[[str], None] | None = None, clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.latest: dict[str, AgentUsage] = {}
         self.passes = 0
@@ -46,13 +47,14 @@ class UsageSampler:
         self._limit = asyncio.Semaphore(concurrency)
         self._previous: dict[str, UsageSample] = {}
         self._on_error = on_error or (lambda dependency: None)
+        self._clock = clock
 
     async def sample_once(self) -> None:
         try:
             containers = await self._runtime.list_managed(scope=self._scope)
         except OrchestratorError as exc:
             log.warning("usage sampler: cannot list containers: %s", exc.message)
-            self._on_error("docker")
+            self._on_error(exc.dependency if isinstance(exc, DependencyError) else "docker")
             return
         running = [c for c in containers if c.status is ContainerStatus.running]
 
@@ -62,11 +64,11 @@ class UsageSampler:
                     return name, await self._runtime.stats(name)
                 except OrchestratorError as exc:
                     log.warning("usage sampler: stats of %s failed: %s", name, exc.message, extra={"container": name})
-                    self._on_error("docker")
+                    self._on_error(exc.dependency if isinstance(exc, DependencyError) else "docker")
                     return name, None
 
         raw = dict(await asyncio.gather(*(one(c.name) for c in running)))
-        now = datetime.now(timezone.utc)
+        now = self._clock()
         latest: dict[str, AgentUsage] = {}
         samples: dict[str, UsageSample] = {}
         for c in running:

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .resources import MIN_MEMORY_BYTES, memory_bytes
+
 DEFAULT_TENANTS_FILE = Path(__file__).parent / "tenants" / "default_tenants.yaml"
 
 # Values people paste from templates; refusing them at start-up beats a confusing 401 later.
@@ -17,7 +19,10 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "change_me", "replace-
 
 def is_placeholder(value: str) -> bool:
     v = value.strip().lower()
-    return not v or v in PLACEHOLDER_SECRETS or (v.startswith("<") and v.endswith(">")) or v.startswith("your_") or v.startswith("your-")
+    return not v or v in PLACEHOLDER_SECRETS or (v.startswith("<") and v.endswith(">")) or v.startswith(("your_", "your-"))
+
+
+_NETWORK = re.compile(r"^(container:)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class SettingsProblem(ValueError):
@@ -101,13 +106,13 @@ class Settings(BaseSettings):
     docker_timeout_s: float = Field(default=30.0, gt=0)
     docker_retries: int = Field(default=3, ge=1)
 
-    # Room lifecycle (seed 003): the grace period after the last human leaves.
+    # Room lifecycle: the grace period after the last human leaves.
     grace_period_s: float = Field(default=60.0, ge=0)
     room_empty_timeout_s: int = Field(default=300, ge=1)
     user_token_ttl_s: int = Field(default=2 * 3600, ge=60)
     agent_token_ttl_s: int = Field(default=6 * 3600, ge=60)
 
-    # Reconciler (issue 4): the periodic pass is the safety net behind webhooks and Docker events.
+    # Reconciler: the periodic pass is the safety net behind webhooks and Docker events.
     reconcile_enabled: bool = True  # run the loop inside `serve`; cron deployments set it false
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     agent_startup_timeout_s: float = Field(default=30.0, ge=0)  # 0 disables: agent must join within this
@@ -125,13 +130,13 @@ class Settings(BaseSettings):
     room_trust_s: float = Field(default=60.0, ge=0)
     livekit_poll_concurrency: int = Field(default=16, ge=1)  # ListParticipants calls in flight per client
 
-    # Limits (seed 003): over one, the trigger answers 429 with Retry-After.
+    # Limits: over one, the trigger answers 429 with Retry-After.
     max_agents_per_room: int = Field(default=4, ge=1)  # distinct agent slugs sharing a room
     max_agents_per_client: int = Field(default=20, ge=1)
     max_agents_total: int = Field(default=50, ge=1)
     limit_retry_after_s: int = Field(default=10, ge=1)
 
-    # Operator surface (issue 7): per-agent CPU/memory sampled in the background, never inside a scrape.
+    # Operator surface: per-agent CPU/memory sampled in the background, never inside a scrape.
     usage_sampling_enabled: bool = True
     usage_sample_interval_s: float = Field(default=15.0, gt=0)
     # Engine 20.10 answers a one-shot stats call on its collector's next 1 s tick: a pass takes ~N/concurrency s.
@@ -144,6 +149,27 @@ class Settings(BaseSettings):
     admin_api_key: SecretStr | None = None
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
+
+    @field_validator("agent_memory")
+    @classmethod
+    def _docker_memory(cls, v: str) -> str:
+        try:
+            too_small = memory_bytes(v) < MIN_MEMORY_BYTES
+        except ValueError:
+            too_small = True
+        if too_small:
+            raise ValueError(
+                f"not a memory size: a whole number with an optional unit b, k, m or g (e.g. 512m), "
+                f"at least {MIN_MEMORY_BYTES // 2**20}m"
+            )
+        return v
+
+    @field_validator("agent_network")
+    @classmethod
+    def _network_name(cls, v: str) -> str:
+        if not _NETWORK.match(v):
+            raise ValueError("not a network name (letters, digits, '_', '.', '-'; or container:<name>)")
+        return v
 
     @field_validator("admin_api_key")
     @classmethod
@@ -158,17 +184,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _memory_in_range(self) -> "Settings":
-        from .tenants.limits import memory_bytes  # pure; imported here to keep settings free of domain imports
-
         if memory_bytes(self.agent_memory) > memory_bytes(self.agent_memory_max):
             raise ValueError("ORCH_AGENT_MEMORY must not exceed ORCH_AGENT_MEMORY_MAX")
         return self
-
-    @property
-    def resource_ceiling(self):  # type: ignore[no-untyped-def]
-        from .tenants.limits import ResourceCeiling
-
-        return ResourceCeiling.parse(memory=self.agent_memory_max, cpus=self.agent_cpus_max, pids=self.agent_pids_max)
 
     @model_validator(mode="after")
     def _supabase_complete(self) -> "Settings":

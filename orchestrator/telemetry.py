@@ -1,6 +1,7 @@
 """Turns what happened (reconcile passes, webhook room events, Docker deaths) into metrics and feed events.
 
 The counting rules (`removal_category`, `failed_dependency`) are pure; `Telemetry` only applies them.
+Categories and dependencies come typed from the planner and the adapters; no message text is read.
 """
 
 from __future__ import annotations
@@ -12,35 +13,20 @@ from typing import Any
 from .events import EventFeed
 from .metrics import Metrics
 from .planner import Action, DeleteRoom, GiveUp, RemoveContainer, RestartAgent, SetRoomMetadata
-from .reconciler import ActionResult, PassReport
+from .pass_report import ActionResult, PassReport
 from .rooms import Room, RoomState
 
-# Reason prefixes the planner writes (orchestrator/planner.py) → a small, stable label set for alerts.
-_REMOVAL_PREFIXES = (
-    ("labels incomplete", "orphan"),
-    ("unknown client", "orphan"),
-    ("unknown agent", "orphan"),
-    ("duplicate of", "duplicate"),
-    ("room finished or gone", "room_gone"),
-    ("older than the maximum lifetime", "lifetime"),
-    ("exited", "exited"),
-    ("unhealthy", "unhealthy"),
-    ("created but never started", "never_started"),
-)
-
-
-def removal_category(reason: str) -> str:
-    """orphan | duplicate | room_gone | lifetime | exited | unhealthy | never_started | closed."""
-    for prefix, category in _REMOVAL_PREFIXES:
-        if reason.startswith(prefix):
-            return category
-    return "closed"  # grace expired, startup timeout, operator close: the room's end
+def removal_category(action: RemoveContainer) -> str:
+    """orphan | duplicate | room_gone | lifetime | exited | unhealthy | never_started | closed (set by the planner)."""
+    return action.category.value
 
 
 def failed_dependency(result: ActionResult) -> str | None:
-    """Which dependency a failed action points at: LiveKit for room calls, Docker for containers."""
+    """Which dependency a failed action points at: the adapter's typed error says; room calls are LiveKit's."""
     if result.ok:
         return None
+    if result.dependency is not None:
+        return result.dependency
     return "livekit" if isinstance(result.action, DeleteRoom | SetRoomMetadata) else "docker"
 
 
@@ -75,8 +61,8 @@ class Telemetry:
         if report.observe_error:
             m.dependency_errors.labels(dependency="docker").inc()
             self.feed.publish("reconcile", f"reconcile could not observe Docker: {report.observe_error}", ok=False)
-        for warning in report.warnings:
-            m.dependency_errors.labels(dependency="livekit" if warning.startswith("LiveKit") else "tenants").inc()
+        for dependency in report.unobservable:
+            m.dependency_errors.labels(dependency=dependency).inc()
         if report.dry_run:
             return  # a plan changed nothing: no action counts, no duration of work done
         m.reconcile_seconds.observe(report.duration_s)
@@ -84,7 +70,7 @@ class Telemetry:
             a = r.action
             m.reconcile_actions.labels(action=a.kind, result="ok" if r.ok else "failed").inc()
             if isinstance(a, RemoveContainer):
-                m.reconcile_removals.labels(reason=removal_category(a.reason)).inc()
+                m.reconcile_removals.labels(reason=removal_category(a)).inc()
             if isinstance(a, RestartAgent) and r.ok:
                 m.restarts.inc()
             if isinstance(a, GiveUp):

@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Callable
 
 from .clock import utcnow
-from .errors import Conflict, ContainerFailed, DependencyUnavailable, LimitExceeded, OrchestratorError
-from .livekit import LiveKitGateway, agent_token, user_token
+from .errors import Conflict, ContainerFailed, DependencyUnavailable, OrchestratorError
+from .admission import Admissions
 from .locks import KeyedLocks
 from .models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
 from .naming import (
@@ -22,10 +22,11 @@ from .naming import (
     container_name,
     generated_room,
     key_from_labels,
-    room_metadata,
     spec_hash,
     validate_room,
 )
+from . import room_metadata
+from .room_service import RoomService
 from .runtime import ContainerRuntime, ContainerSpec, NameTaken
 from .settings import Settings
 from .rooms import RoomRegistry, known_to_exist
@@ -34,8 +35,6 @@ from .view import AgentView
 
 log = logging.getLogger(__name__)
 
-_WAIT_STATES = {ContainerStatus.restarting, ContainerStatus.removing}
-_DEAD_STATES = {ContainerStatus.exited, ContainerStatus.dead, ContainerStatus.paused}
 _MAX_ROUNDS = 8
 _NAME_RACE_BACKOFF_S = 0.02  # doubles per round: up to ~2.5 s in all for a slow winner's create
 _VIEW_RECHECK_S = 10.0  # a death reported this soon after a reuse answer from the view re-settles the key
@@ -61,7 +60,7 @@ class TriggerService:
         *,
         settings: Settings,
         tenants: TenantStore,
-        livekit: LiveKitGateway,
+        livekit: RoomService,
         runtime: ContainerRuntime,
         clock: Callable[[], datetime] = utcnow,
         on_launched: Callable[[ContainerKey], None] | None = None,
@@ -76,6 +75,7 @@ class TriggerService:
         self._locks = KeyedLocks()
         self._on_launched = on_launched  # the room registry hears of every launch/reuse (STARTING)
         self._admitting: set[ContainerKey] = set()  # creations in flight, counted against the limits
+        self._limits = Admissions(settings)  # in-flight and recent creations, counted against the limits
         self._view = view  # watch-fed: a running agent and the limits are answered without an engine call
         self._rooms = rooms  # a live room confirmed recently is not created again
         self._view_answers: dict[ContainerKey, float] = {}  # reuse answers given from the view, by monotonic time
@@ -93,13 +93,14 @@ class TriggerService:
         outcome, info = await self._settle(key, client=client, agent=agent, mode=mode)
         if self._on_launched is not None:
             self._on_launched(key)
+        mode = _mode_of(info, default=mode)  # a reused container keeps the mode it was launched with
         image = agent.image or s.agent_image
         stale = info.labels.get(Label.SPEC_HASH) != spec_hash(agent, image=image, mode=mode)
         log.info(
             "agent %s: %s container %s", outcome.value, agent.slug, info.name,
             extra={**ctx, "container": info.name, "outcome": outcome.value, "spec_stale": stale},
         )
-        token = user_token(client.livekit, identity=user_id, room=room, ttl_s=s.user_token_ttl_s)
+        token = self._livekit.user_token(client.livekit, identity=user_id, room=room, ttl_s=s.user_token_ttl_s)
         return TriggerResult(
             outcome=outcome, client=client, agent=agent, room=room, mode=mode,
             container=info, spec_stale=stale, user_token=token,
@@ -121,7 +122,7 @@ class TriggerService:
         )
         if not known:
             await self._livekit.ensure_room(
-                client.livekit, room=key.room, metadata=room_metadata(agent=agent, client_id=client.id),
+                client.livekit, room=key.room, metadata=room_metadata.for_new_room(agent=agent, client_id=client.id),
                 empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
             )
             if self._rooms is not None:
@@ -130,35 +131,21 @@ class TriggerService:
             return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
 
     async def _admit(self, key: ContainerKey) -> None:
-        """Limits (seed 003): per room (distinct slugs), per client, total; 429 + Retry-After when full.
-
-        Counted from the one labelled list plus creations in flight in this process, so concurrent
-        triggers here cannot overshoot; two orchestrator processes may overshoot by their in-flight count.
-        """
-        s = self._settings
-        synced = self._view is not None and self._view.synced
-        containers = self._view.state.containers() if synced else await self._runtime.list_managed(scope=s.scope)  # type: ignore[union-attr]
-        live = {
-            k for c in containers
-            if c.status not in _DEAD_STATES and (k := key_from_labels(c.labels)) is not None
-        } | self._admitting
-        live.discard(key)
-        checks = [
-            (sum(k.client_id == key.client_id and k.room == key.room for k in live), s.max_agents_per_room,
-             f"room '{key.room}' already has {s.max_agents_per_room} agents (max_agents_per_room)"),
-            (sum(k.client_id == key.client_id for k in live), s.max_agents_per_client,
-             f"client '{key.client_id}' already runs {s.max_agents_per_client} agents (max_agents_per_client)"),
-            (len(live), s.max_agents_total, f"this deployment already runs {s.max_agents_total} agents (max_agents_total)"),
-        ]
-        for used, limit, message in checks:
-            if used >= limit:
-                raise LimitExceeded(message, retry_after=s.limit_retry_after_s, details={"rule": message})
-        self._admitting.add(key)
+        """The limits (admission.Admissions), counted from the watch-fed view when it is synced, else one list."""
+        if self._view is not None and self._view.synced:
+            self._limits.admit(key, self._view.state.containers(), asked_at=None)
+            return
+        asked_at = self._limits.listing()
+        try:
+            listed = await self._runtime.list_managed(scope=self._settings.scope)
+        finally:
+            self._limits.listed(asked_at)
+        self._limits.admit(key, listed, asked_at=asked_at)
 
     async def spawn(self, *, client_id: str, agent_id: str, mode: Mode, user_id: str) -> TriggerResult:
-        """Seed 001's Test Agent: find the agent by id, then trigger it in a fresh `agent-<id>-<8 hex>` room.
+        """The dashboard's Test Agent: find the agent by id, then trigger it in a fresh `agent-<id>-<8 hex>` room.
 
-        The room carries the agent id in its metadata (room_metadata), so a seed-000 style spawner
+        The room carries the agent id in its metadata (room_metadata), so a spawner that addresses agents by id
         finds the agent either way.
         """
         client = await self._tenants.get_client(client_id)
@@ -183,10 +170,12 @@ class TriggerService:
             info = await self._runtime.get(name)
             if info is None:
                 await self._admit(key)
+                made: ContainerInfo | None = None
                 try:
-                    return TriggerOutcome.created, await self._runtime.create_and_start(
+                    made = await self._runtime.create_and_start(
                         self._spec(key, name=name, client=client, agent=agent, mode=mode)
                     )
+                    return TriggerOutcome.created, made
                 except NameTaken:
                     # Another process won the name. Docker reserves a name before the container can be
                     # inspected, so give the winner's create a moment to become visible, then reuse it.
@@ -194,18 +183,9 @@ class TriggerService:
                     backoff *= 2
                     continue
                 finally:
-                    self._admitting.discard(key)
-            if key_from_labels(info.labels) != key:
-                raise Conflict(
-                    f"container name {name} is held by a container for another key; remove it or rename the room"
-                )
-            if info.labels.get(Label.SCOPE) != self._settings.scope:
-                # Another deployment on this engine owns it: never reuse, restart or remove its containers.
-                raise Conflict(
-                    f"container name {name} belongs to another deployment (scope "
-                    f"'{info.labels.get(Label.SCOPE, '')}'); use another room name or that deployment"
-                )
-            if info.status is ContainerStatus.running:
+                    self._limits.finished(key, container_id=made.id if made is not None else None)
+            self._check_owner(key, info)
+            if info.status.reusable:
                 return TriggerOutcome.reused, info
             if info.status is ContainerStatus.created:
                 # Created but never started (a crash between create and start): starting is idempotent.
@@ -222,7 +202,7 @@ class TriggerService:
                     await self._runtime.remove(name)
                     continue
                 return TriggerOutcome.reused, await self._wait_running(name)
-            if info.status in _WAIT_STATES:
+            if info.status.waiting:
                 try:
                     return TriggerOutcome.reused, await self._wait_running(name)
                 except ContainerFailed:
@@ -234,6 +214,19 @@ class TriggerService:
             )
             await self._runtime.remove(name)
         raise ContainerFailed(f"could not settle container {name} after {_MAX_ROUNDS} attempts; retry shortly")
+
+    def _check_owner(self, key: ContainerKey, info: ContainerInfo) -> None:
+        """Only this key's container of this deployment may be reused, restarted or replaced."""
+        if key_from_labels(info.labels) != key:
+            raise Conflict(
+                f"container name {info.name} is held by a container for another key; remove it or rename the room"
+            )
+        if info.labels.get(Label.SCOPE) != self._settings.scope:
+            # Another deployment on this engine owns it: never reuse, restart or remove its containers.
+            raise Conflict(
+                f"container name {info.name} belongs to another deployment (scope "
+                f"'{info.labels.get(Label.SCOPE, '')}'); use another room name or that deployment"
+            )
 
     def answered_from_view(self, info: ContainerInfo | None) -> ContainerKey | None:
         """The key of a container the watch now reports dead or gone, if a reuse answer named it from the view
@@ -257,7 +250,7 @@ class TriggerService:
         """The key's running container from the watch-fed view; None (ask the engine) on any doubt."""
         if self._view is None or not self._view.synced:
             return None
-        running = [c for c in self._view.state.for_key(key) if c.status is ContainerStatus.running]
+        running = [c for c in self._view.state.for_key(key) if c.status.reusable]
         return running[0] if len(running) == 1 else None  # a duplicate is the engine's (and reconciler's) call
 
     async def _wait_running(self, name: str) -> ContainerInfo:
@@ -266,9 +259,9 @@ class TriggerService:
         delay = 0.05
         while True:
             info = await self._runtime.get(name)
-            if info is not None and info.status is ContainerStatus.running:
+            if info is not None and info.status.reusable:
                 return info
-            if info is None or info.status in _DEAD_STATES or asyncio.get_running_loop().time() > deadline:
+            if info is None or info.status.gone or asyncio.get_running_loop().time() > deadline:
                 raise ContainerFailed(f"container {name} did not reach running (last state: {info and info.status.value})")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -284,7 +277,7 @@ class TriggerService:
             "LIVEKIT_URL": client.livekit.url,
             "LIVEKIT_ROOM": key.room,
             # A room-scoped agent token; the tenant's API secret never enters the container.
-            "LIVEKIT_TOKEN": agent_token(
+            "LIVEKIT_TOKEN": self._livekit.agent_token(
                 client.livekit, slug=agent.slug, name=agent.name, room=key.room, ttl_s=s.agent_token_ttl_s
             ),
             "AGENT_MODE": mode.value,
@@ -302,3 +295,11 @@ class TriggerService:
             network=s.agent_network, restart_policy=s.agent_restart_policy, restart_max=s.agent_restart_max,
             stop_timeout_s=s.agent_stop_timeout_s,
         )
+
+
+def _mode_of(info: ContainerInfo, *, default: Mode) -> Mode:
+    """The mode a container was launched with (its label); `default` for one without a readable label."""
+    try:
+        return Mode(info.labels.get(Label.MODE, default.value))
+    except ValueError:
+        return default

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
-from .models import ContainerInfo, ContainerKey, ContainerStatus, Health
+from .models import ContainerInfo, ContainerKey, Health
 from .naming import key_from_labels
 from .runtime import WatchEvent
 
@@ -150,9 +150,6 @@ class AgentView:
         return None if self.synced_at is None else (now - self.synced_at).total_seconds()
 
 
-_DOWN = (ContainerStatus.exited, ContainerStatus.dead)
-
-
 def change_signal(event: WatchEvent, before: ContainerInfo | None) -> str | None:
     """What an upsert/delete means for operators and the reconciler ("die", "health_status: unhealthy",
     "destroy"), or None when nothing worth a pass changed. Counted once per transition, not per event."""
@@ -161,7 +158,7 @@ def change_signal(event: WatchEvent, before: ContainerInfo | None) -> str | None
         return None
     if event.kind == "delete":
         return "destroy" if before is not None else None
-    if info.status in _DOWN and (before is None or before.status not in _DOWN):
+    if info.status.gone and (before is None or not before.status.gone):  # exited, dead or paused (models)
         return "die"
     if info.health is Health.unhealthy and (before is None or before.health is not Health.unhealthy):
         return "health_status: unhealthy"

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 
-from .livekit import WebhookNotice
+from .models import WebhookNotice
 from .rooms import Event, ParticipantJoined, ParticipantLeft, Room, RoomFinished, RoomRegistry
 
 log = logging.getLogger(__name__)

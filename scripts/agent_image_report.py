@@ -96,7 +96,9 @@ def main() -> int:
                 t0 = time.monotonic()
                 c.start()
                 lister = threading.Thread(
-                    target=lambda: seen_listed.append(asyncio.run(listed(creds, room, "agent-farah", timeout=30)))
+                    target=lambda seen=seen_listed, room=room: seen.append(
+                        asyncio.run(listed(creds, room, "agent-farah", timeout=30))
+                    )
                 )
                 lister.start()
                 t_joined = wait_for_line(c, JOINED, timeout=30)

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import docker
 import httpx
 import pytest
-import yaml
 
 from orchestrator.settings import Settings
 from tests.support.docker_helpers import TINY_IMAGE, dump_logs, remove_scope
 from tests.support.livekit_server import LiveKitServer, free_port
+from tests.support.world import CLIENT_ID, OTHER_CLIENT_ID, app_client, write_tenants
 
-CLIENT_ID = "df91fd06-816f-4273-a903-5a4861277040"
-OTHER_CLIENT_ID = "acme"
+__all__ = ["CLIENT_ID", "OTHER_CLIENT_ID", "app_client", "write_tenants"]  # tests import these from here too
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -55,27 +52,6 @@ def livekit_server() -> Iterator[LiveKitServer]:
     server.stop()
 
 
-def write_tenants(path: Path, livekit: LiveKitServer) -> Path:
-    creds = {"url": livekit.url, "api_key": livekit.api_key, "api_secret": livekit.api_secret}
-    data = {
-        "clients": [
-            {
-                "id": CLIENT_ID, "name": "Autonomite", "livekit": creds,
-                "agents": [
-                    {"id": "agent-clarence", "slug": "clarence-coherence", "name": "Clarence Coherence",
-                     "instructions": "Be calm.", "greeting": "Hello, I'm Clarence."},
-                    {"id": "agent-farah", "slug": "farah", "name": "Farah", "greeting": "Hi, Farah here."},
-                    {"id": "agent-litebridge", "slug": "litebridge", "name": "Litebridge"},
-                ],
-            },
-            {"id": OTHER_CLIENT_ID, "name": "Acme", "livekit": creds,
-             "agents": [{"id": "agent-acme-farah", "slug": "farah", "name": "Acme Farah"}]},
-        ]
-    }
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 @pytest.fixture
 def tenants_file(tmp_path: Path, livekit_server: LiveKitServer) -> Path:
     return write_tenants(tmp_path / "tenants.yaml", livekit_server)
@@ -93,19 +69,6 @@ def make_settings(scope: str, tenants_file: Path) -> Callable[..., Settings]:
         return Settings(**{**base, **overrides})  # type: ignore[arg-type]
 
     return make
-
-
-@asynccontextmanager
-async def app_client(settings: Settings, **adapters: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app on the real engine, called in-process (no port), with its lifespan run.
-
-    `adapters` go to create_app (a tenant store or runtime of the test's own)."""
-    from api.app import create_app
-
-    app = create_app(settings, **adapters)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orchestrator") as client:
-            yield client
 
 
 @pytest.fixture

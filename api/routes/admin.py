@@ -5,7 +5,6 @@ Every route here needs an admin key (router-level dependency).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
@@ -16,7 +15,7 @@ from orchestrator.naming import Label, validate_room
 from orchestrator.ps_view import container_row
 
 from ..auth import require_admin
-from ..deps import ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
+from ..deps import ClockDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -77,9 +76,9 @@ async def reconcile_now(reconciler: ReconcilerDep, dry_run: bool = Query(False))
 
 
 @router.get("/containers")
-async def containers(runtime: RuntimeDep, settings: SettingsDep, sampler: SamplerDep) -> dict[str, Any]:
+async def containers(runtime: RuntimeDep, settings: SettingsDep, sampler: SamplerDep, clock: ClockDep) -> dict[str, Any]:
     rows = await runtime.list_managed(scope=settings.scope)
-    now = datetime.now(timezone.utc)
+    now = clock()
     usage = sampler.latest  # the background sampler's last one-shot stats: no Docker call per container here
     return {
         "containers": [

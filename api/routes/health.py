@@ -7,18 +7,21 @@ from fastapi.responses import JSONResponse
 
 from orchestrator.errors import OrchestratorError
 
-from orchestrator.clock import utcnow
-
-from ..deps import InformerDep, ReconcilerDep, RuntimeDep
+from ..deps import ClockDep, InformerDep, ReconcilerDep, RuntimeDep
 from ..schemas import Health, ViewHealth
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
-async def healthz(runtime: RuntimeDep, reconciler: ReconcilerDep, informer: InformerDep) -> JSONResponse:
-    loop = "stalled" if reconciler.stalled() else ("ok" if reconciler.heartbeat else "not running")
-    view = ViewHealth.model_validate(informer.health(now=utcnow()))
+async def healthz(runtime: RuntimeDep, reconciler: ReconcilerDep, informer: InformerDep, clock: ClockDep) -> JSONResponse:
+    loop = (
+        "stalled" if reconciler.stalled()
+        else "ok" if reconciler.heartbeat
+        else "starting" if reconciler.started_at
+        else "not running"
+    )
+    view = ViewHealth.model_validate(informer.health(now=clock()))
     try:
         await runtime.ping()
     except OrchestratorError as exc:

@@ -5,7 +5,6 @@ sampler's latest samples): a scrape never makes a Docker call per container."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,7 +15,7 @@ from orchestrator.rooms import grace_remaining
 from orchestrator.telemetry import room_state_counts
 
 from ..auth import require_admin
-from ..deps import InformerDep, MetricsDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
+from ..deps import ClockDep, InformerDep, MetricsDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep, count_dependency
 
 # Admin key needed (Prometheus sends it as a bearer token): per-client figures are not for every caller.
 router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)])
@@ -25,14 +24,14 @@ router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)])
 @router.get("/metrics", response_class=Response)
 async def metrics_endpoint(
     metrics: MetricsDep, runtime: RuntimeDep, settings: SettingsDep, reconciler: ReconcilerDep, sampler: SamplerDep,
-    informer: InformerDep,
+    clock: ClockDep, informer: InformerDep,
 ) -> Response:
-    now = datetime.now(timezone.utc)
+    now = clock()
     view = informer.view
     try:
         containers = view.state.containers() if view.synced else await runtime.list_managed(scope=settings.scope)
-    except OrchestratorError:
-        metrics.dependency_errors.labels(dependency="docker").inc()
+    except OrchestratorError as exc:
+        count_dependency(metrics, exc)
     else:
         states = Counter(c.status.value for c in containers)
         for state in ContainerStatus:

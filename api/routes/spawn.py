@@ -1,4 +1,4 @@
-"""POST /api/v1/agents/{agent_id}/spawn: seed 001's "Test Agent" flow on top of the trigger path."""
+"""POST /api/v1/agents/{agent_id}/spawn: the dashboard's "Test Agent" flow on top of the trigger path."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Path
 
 from orchestrator.errors import InvalidInput, OrchestratorError
 
-from ..deps import FeedDep, MetricsDep, PrincipalDep, TriggerDep
+from ..deps import FeedDep, MetricsDep, PrincipalDep, TriggerDep, count_dependency
 from ..schemas import AgentOut, ErrorBody, SpawnAgentRequest, SpawnAgentResponse
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
@@ -43,6 +43,7 @@ async def spawn_agent(
         # A spawn is a trigger by agent id: same counters, so the spawn success rate covers both paths.
         metrics.triggers.labels(outcome=exc.code).inc()
         feed.publish("trigger", f"spawn {agent_id} failed: {exc.code}", outcome=exc.code, client_id=client_id, error=exc.message)
+        count_dependency(metrics, exc)
         raise
     elapsed = time.perf_counter() - started
     metrics.triggers.labels(outcome=r.outcome.value).inc()

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from orchestrator.errors import OrchestratorError
 
-from ..deps import FeedDep, MetricsDep, PrincipalDep, TriggerDep
+from ..deps import FeedDep, MetricsDep, PrincipalDep, TriggerDep, count_dependency
 from ..schemas import AgentOut, ErrorBody, TriggerAgentRequest, TriggerAgentResponse
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
@@ -34,8 +34,7 @@ async def trigger_agent(
             "trigger", f"trigger {body.agent_slug} in {body.room_name or '(new room)'} failed: {exc.code}",
             outcome=exc.code, client_id=body.client_id, agent=body.agent_slug, room=body.room_name, error=exc.message,
         )
-        if exc.code == "dependency_unavailable":
-            metrics.dependency_errors.labels(dependency="docker" if "Docker" in exc.message else "livekit").inc()
+        count_dependency(metrics, exc)
         raise
     metrics.triggers.labels(outcome=r.outcome.value).inc()
     elapsed = time.perf_counter() - started

@@ -9,7 +9,7 @@ accept an id or a name. Labels are the truth: the key of a container is read fro
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..models import ContainerInfo, Frozen
 
@@ -90,3 +90,14 @@ class ContainerRuntime(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Preflight(Protocol):
+    """Optional: a runtime that can check settings at start-up (the engine calls it before serving).
+
+    Raises errors.ConfigurationError naming the variable (e.g. ORCH_AGENT_NETWORK) when a setting
+    cannot work on this engine.
+    """
+
+    async def preflight(self, *, network: str) -> None: ...

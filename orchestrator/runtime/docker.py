@@ -21,7 +21,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from ..errors import DependencyUnavailable
+from ..errors import ConfigurationError, DependencyRejected, DependencyUnavailable, dependency_error
 from ..models import ContainerInfo, ContainerStatus, Health
 from ..naming import Label
 from ..settings import Settings
@@ -136,17 +136,37 @@ class DockerRuntime:
         try:
             return await anyio.to_thread.run_sync(retrying, limiter=self._limiter)
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise DependencyUnavailable(f"Docker engine unreachable during {what}: {type(exc).__name__}") from None
+            raise DependencyUnavailable(
+                f"Docker engine unreachable during {what}: {type(exc).__name__}", dependency="docker"
+            ) from None
+        except APIError as exc:
+            # By status, with the engine's own words: 4xx (a missing network, a bad value) is permanent.
+            verb = "failed" if _transient(exc) else "refused"
+            raise dependency_error(
+                "docker", f"Docker engine {verb} {what}: {exc.explanation or exc}", status=exc.status_code
+            ) from None
         except DockerException as exc:
-            if isinstance(exc, APIError) and _transient(exc):
-                raise DependencyUnavailable(f"Docker engine failed {what}: {exc.explanation}") from None
-            if isinstance(exc, APIError):
-                raise
             # docker.from_env() raises a bare DockerException when the socket is missing.
-            raise DependencyUnavailable(f"Docker engine unavailable during {what}: {exc}") from None
+            raise DependencyUnavailable(f"Docker engine unavailable during {what}: {exc}", dependency="docker") from None
 
     async def ping(self) -> None:
         await self._call("ping", lambda: self.client.ping())
+
+    async def preflight(self, *, network: str) -> None:
+        """Start-up check of what only the engine can judge: the agent network exists."""
+        if network in ("host", "bridge", "none", "default") or network.startswith("container:"):
+            return
+
+        def inspect() -> None:
+            try:
+                self.client.api.inspect_network(network)
+            except NotFound:
+                raise ConfigurationError(
+                    f"ORCH_AGENT_NETWORK={network!r}: the Docker engine has no such network; "
+                    f"create it (docker network create {network}) or set another"
+                ) from None
+
+        await self._call("network inspect", inspect)
 
     async def get(self, name: str) -> ContainerInfo | None:
         def inspect() -> ContainerInfo | None:
@@ -174,21 +194,24 @@ class DockerRuntime:
             raise
         info = await self.get(spec.name)
         if info is None:
-            raise DependencyUnavailable(f"container {spec.name} vanished right after start")
+            raise DependencyUnavailable(f"container {spec.name} vanished right after start", dependency="docker")
         return info
 
     def _create(self, spec: ContainerSpec) -> None:
         restart: dict[str, Any] = {"Name": spec.restart_policy}
         if spec.restart_policy == "on-failure":
             restart["MaximumRetryCount"] = spec.restart_max
-        host_config = self.client.api.create_host_config(
-            mem_limit=spec.memory,
-            nano_cpus=int(spec.cpus * 1e9),
-            pids_limit=spec.pids,
-            restart_policy=restart,
-            network_mode=spec.network,
-            init=True,
-        )
+        try:
+            host_config = self.client.api.create_host_config(
+                mem_limit=spec.memory,
+                nano_cpus=int(spec.cpus * 1e9),
+                pids_limit=spec.pids,
+                restart_policy=restart,
+                network_mode=spec.network,
+                init=True,
+            )
+        except DockerException as exc:  # the SDK's own check of a value (e.g. memory "lots"): no retry helps
+            raise DependencyRejected(f"Docker cannot use the container's settings: {exc}", dependency="docker") from None
         try:
             self.client.api.create_container(
                 image=spec.image,
@@ -202,7 +225,7 @@ class DockerRuntime:
         except ImageNotFound:
             raise DependencyUnavailable(
                 f"agent image '{spec.image}' is not on this Docker engine; build it with scripts/build-images",
-                retry_after=60,
+                retry_after=60, dependency="docker",
             ) from None
         except APIError as exc:
             if exc.status_code == 409:

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..errors import NotFound, PermanentError
+from ..errors import DependencyRejected, NotFound
 from ..models import Agent, Client
 from ..naming import closest
 
 
-class CredentialsUnusable(PermanentError):
+class CredentialsUnusable(DependencyRejected):
     """A client's sealed credentials cannot be opened: its master key is not configured, or the ciphertext
     was moved, altered or re-pointed at another destination. Retrying cannot help; an operator must."""
 
     status_code = 502  # the tenant store handed over data we cannot use: an upstream fault, never a bare 500
     code = "credentials_unusable"
+    default_dependency = "tenants"
 
 
-class TenantRecordInvalid(PermanentError):
+class TenantRecordInvalid(DependencyRejected):
     """A client's or agent's row is malformed (missing or mistyped columns); the data must be fixed."""
 
     status_code = 502
     code = "tenant_record_invalid"
+    default_dependency = "tenants"
 
 
 class TenantStore(Protocol):
@@ -32,7 +34,7 @@ class TenantStore(Protocol):
     async def get_agent(self, client: Client, slug: str) -> Agent: ...
 
     async def get_agent_by_id(self, client: Client, agent_id: str) -> Agent:
-        """Seed 000/001: agents are also addressed by id (room metadata, `agent-<id>-<suffix>` rooms)."""
+        """Agents are also addressed by id (room metadata, `agent-<id>-<suffix>` rooms)."""
         ...
 
     async def list_agent_slugs(self, client: Client) -> list[str]: ...
@@ -41,6 +43,10 @@ class TenantStore(Protocol):
 
     async def invalidate(self, client_id: str | None = None) -> int:
         """Forget cached tenant data (one client's or all); returns how many entries were expired."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (the engine calls it once at stop)."""
         ...
 
 

@@ -79,3 +79,6 @@ class FileTenantStore:
 
     async def invalidate(self, client_id: str | None = None) -> int:
         return 0  # loaded once at start-up; nothing is cached apart from the file itself
+
+    async def aclose(self) -> None:
+        """Nothing to release: the file was read at start-up."""

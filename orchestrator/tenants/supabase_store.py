@@ -24,7 +24,7 @@ from pydantic import SecretStr, ValidationError
 from supabase import AsyncClient, AsyncClientOptions
 
 from ..credentials import CredentialError, MasterKeys, open_sealed, unwrap_data_key
-from ..errors import Conflict, DependencyUnavailable, NotFound, PermanentError
+from ..errors import Conflict, DependencyUnavailable, NotFound, PermanentError, dependency_error
 from ..models import Agent, Client, LiveKitCredentials, Resources
 from ..naming import normalise_slug
 from . import CredentialsUnusable, TenantRecordInvalid, unknown_agent, unknown_agent_id, unknown_client
@@ -243,11 +243,14 @@ class SupabaseTenantStore:
         try:
             return await query.execute()
         except httpx.TimeoutException:
-            raise DependencyUnavailable(f"Supabase did not answer for {what} within {self._timeout_s:g} s") from None
+            raise DependencyUnavailable(f"Supabase did not answer for {what} within {self._timeout_s:g} s", dependency="tenants") from None
         except httpx.HTTPError as exc:
-            raise DependencyUnavailable(f"Supabase unreachable for {what}: {type(exc).__name__}: {exc}") from None
+            raise DependencyUnavailable(f"Supabase unreachable for {what}: {type(exc).__name__}: {exc}", dependency="tenants") from None
         except APIError as exc:
-            raise DependencyUnavailable(f"Supabase refused the query for {what}: {exc.code or ''} {exc.message or ''}".strip()) from None
+            raise dependency_error(
+                "tenants", f"Supabase refused the query for {what}: {exc.code or ''} {exc.message or ''}".strip(),
+                status=postgrest_status(exc.code),
+            ) from None
 
 
     async def _all_rows(self, what: str, table: Callable[[], Any], columns: str, *, key: str, **eq: str) -> list[dict[str, Any]]:
@@ -274,10 +277,25 @@ class SupabaseTenantStore:
                 break
             last = page[-1][key]
         else:
-            raise DependencyUnavailable(f"listing {what} did not end within {MAX_PAGES} pages")
+            raise DependencyUnavailable(f"listing {what} did not end within {MAX_PAGES} pages", dependency="tenants")
         if total is not None and len(rows) < total:
-            raise DependencyUnavailable(f"listing {what} returned {len(rows)} of {total} rows; not trusting a partial list")
+            raise DependencyUnavailable(f"listing {what} returned {len(rows)} of {total} rows; not trusting a partial list", dependency="tenants")
         return rows
+
+
+def postgrest_status(code: str | None) -> int | None:
+    """The HTTP status behind a PostgREST error code (the SDK keeps the code and drops the status)."""
+    if not code:
+        return None
+    if code.isdigit() and len(code) == 3:
+        return int(code)  # no PostgREST body (a proxy page): the SDK puts the HTTP status here
+    if code.startswith("PGRST0"):
+        return 503  # PostgREST cannot reach its database
+    if code.startswith("PGRST3"):
+        return 401  # JWT errors
+    if code[:2] in ("08", "40", "53", "57", "58"):
+        return 503  # SQLSTATE: connection, rollback (deadlock), resources, operator intervention, system
+    return 400  # request, schema and other SQL errors: the same query fails the same way
 
 
 def agent_from_row(row: dict[str, Any], *, client_id: str, ceiling: ResourceCeiling | None) -> Agent:
@@ -366,5 +384,5 @@ def store_from_settings(settings: Any, *, transport: httpx.AsyncBaseTransport | 
         url=settings.supabase_url, service_key=settings.supabase_service_key, master_keys=keys,
         timeout_s=settings.supabase_timeout_s, retry=settings.supabase_retry,
         ttl_s=settings.tenant_cache_ttl_s, max_stale_s=settings.tenant_cache_max_stale_s, transport=transport,
-        ceiling=settings.resource_ceiling, allow_unbound=settings.allow_unbound_secrets,
+        ceiling=ResourceCeiling.from_settings(settings), allow_unbound=settings.allow_unbound_secrets,
     )

@@ -13,6 +13,7 @@ from orchestrator.tenants.limits import ResourceCeiling
 from orchestrator.trigger import TriggerService
 from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
 from tests.support.supabase_world import ACME, AUTONOMITE, BETA, CLARENCE_ID, World, _insert_client, claims
+from tests.support.fakes import FakeRooms
 
 
 def _as_client(dsn: str, client_id: str) -> psycopg.Connection:
@@ -87,12 +88,12 @@ async def test_llm_key_is_per_client_and_sealed(world: World) -> None:
     await store.aclose()
 
     settings = Settings(agent_llm_api_key=SecretStr("sk-platform-fallback"))
-    service = TriggerService(settings=settings, tenants=store, livekit=None, runtime=None)  # type: ignore[arg-type]
+    service = TriggerService(settings=settings, tenants=store, livekit=FakeRooms(), runtime=None)  # type: ignore[arg-type]
     agent = await world.store().get_agent(other, "beta-bot")
     env_own = service._spec(ContainerKey(client_id="llmco", agent_slug="beta-bot", room="r"), name="n", client=own, agent=agent, mode=Mode.voice).env
     env_other = service._spec(ContainerKey(client_id=BETA, agent_slug="beta-bot", room="r"), name="n", client=other, agent=agent, mode=Mode.voice).env
     assert env_own["OPENAI_API_KEY"] == "sk-llmco-own-key-456"  # never the platform's key for a client with its own
     assert env_other["OPENAI_API_KEY"] == "sk-platform-fallback"  # the operator's explicit fallback
-    no_fallback = TriggerService(settings=Settings(), tenants=store, livekit=None, runtime=None)  # type: ignore[arg-type]
+    no_fallback = TriggerService(settings=Settings(), tenants=store, livekit=FakeRooms(), runtime=None)  # type: ignore[arg-type]
     assert "OPENAI_API_KEY" not in no_fallback._spec(
         ContainerKey(client_id=BETA, agent_slug="beta-bot", room="r"), name="n", client=other, agent=agent, mode=Mode.voice).env

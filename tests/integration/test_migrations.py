@@ -21,13 +21,50 @@ def _as_client(dsn: str, client_id: str) -> psycopg.Connection:
     return conn
 
 
+_CATALOG = {
+    "columns": "select table_schema, table_name, column_name, data_type, is_nullable, column_default"
+               " from information_schema.columns where table_schema not in ('pg_catalog', 'information_schema')",
+    "constraints": "select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint"
+                   " where connamespace = 'public'::regnamespace",
+    "indexes": "select tablename, indexname, indexdef from pg_indexes where schemaname = 'public'",
+    "policies": "select tablename, policyname, permissive, roles::text, cmd, qual, with_check from pg_policies",
+    "row_security": "select relname, relrowsecurity, relforcerowsecurity from pg_class"
+                    " where relkind = 'r' and relnamespace = 'public'::regnamespace",
+    "grants": "select grantee, table_name, privilege_type from information_schema.role_table_grants"
+              " where table_schema = 'public'",
+    "column_grants": "select grantee, table_name, column_name, privilege_type from information_schema.column_privileges"
+                     " where table_schema = 'public'",
+    "triggers": "select event_object_table, trigger_name, action_timing, event_manipulation, action_statement"
+                " from information_schema.triggers",
+    "functions": "select p.proname, pg_get_functiondef(p.oid) from pg_proc p"
+                 " where p.pronamespace = 'public'::regnamespace and p.prokind = 'f'",
+}
+
+
+def _snapshot(conn: psycopg.Connection) -> dict[str, object]:
+    """Schema, policies, grants and every row of every table: what a migration could change."""
+    found: dict[str, object] = {name: sorted(map(repr, conn.execute(sql).fetchall())) for name, sql in _CATALOG.items()}
+    tables = [r[0] for r in conn.execute("select tablename from pg_tables where schemaname = 'public' order by 1")]
+    for table in tables:
+        found[f"rows:{table}"] = conn.execute(
+            f'select count(*), md5(coalesce(string_agg(t::text, \',\' order by t::text), \'\')) from public."{table}" t'
+        ).fetchone()
+    return found
+
+
 def test_migrations_are_idempotent(world: World) -> None:
+    """A second run of every migration fails nowhere and changes nothing (schema, policies, grants, rows)."""
     from tests.support.postgres import migration_files
 
     with psycopg.connect(world.platform.dsn, autocommit=True) as conn:
+        before = _snapshot(conn)
+        assert any(k.startswith("rows:") for k in before) and before["policies"]  # the snapshot sees the schema
         for kind in ("platform", "client"):
             for f in migration_files(kind):
-                conn.execute(f.read_text())  # a second run changes nothing and does not fail
+                conn.execute(f.read_text())
+        after = _snapshot(conn)
+    changed = {k: (before.get(k), after.get(k)) for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert not changed, f"a second run of the migrations changed: {sorted(changed)}"
 
 
 def test_rls_keeps_one_clients_agents_from_another(world: World) -> None:

@@ -9,7 +9,6 @@ import docker
 import pytest
 from livekit import rtc
 
-from orchestrator.livekit import agent_token
 from orchestrator.models import LiveKitCredentials
 from orchestrator.settings import Settings
 from tests.integration.test_lifecycle import GRACE_S, active_room, creds, hook_settings, orchestrators, participants, status_of  # noqa: F401

@@ -127,43 +127,6 @@ async def test_generated_room_when_none_given(api: httpx.AsyncClient) -> None:
     assert r["room_name"].startswith("agent-agent-clarence-") and len(r["room_name"].rsplit("-", 1)[1]) == 8
 
 
-BAD_BODIES = [
-    ({}, "agent_slug"),
-    ({**body("r"), "mode": "video"}, "mode"),
-    ({**body("r"), "agent_slug": "x" * 10_000}, "agent_slug"),
-    ({**body("r"), "agent_slug": "../x"}, "agent_slug"),
-    ({**body("r"), "agent_slug": "ünïcødé"}, "agent_slug"),
-    ({**body("r"), "agent_slug": ""}, "agent_slug"),
-    ({**body("r"), "agent_slug": "___"}, "agent_slug"),
-    ({**body("r"), "user_id": ""}, "user_id"),
-    ({**body("r"), "client_id": ""}, "client_id"),
-    ({**body("r"), "room_name": ""}, "room_name"),
-    ({**body("r"), "room_name": "../../etc"}, "room_name"),
-    ({**body("r"), "room_name": "x" * 500}, "room_name"),
-    ({**body("r"), "user_id": "a\nb"}, "user_id"),
-    ({**body("r"), "user_id": "agent-clarence-coherence"}, "user_id"),  # would kick the agent
-    ({**body("r"), "agent_slug": 42}, "agent_slug"),
-    ({**body("r"), "extra": 1}, "extra"),
-]
-
-
-@pytest.mark.parametrize(("payload", "field"), BAD_BODIES)
-async def test_bad_bodies_are_422_naming_the_field_and_create_nothing(
-    api: httpx.AsyncClient, docker_client: docker.DockerClient, scope: str, payload: dict[str, object], field: str
-) -> None:
-    resp = await api.post("/api/v1/trigger-agent", json=payload)
-    assert resp.status_code == 422, resp.text
-    assert field in {e["field"] for e in resp.json()["errors"]}
-    assert len(resp.text) < 2000  # never echoes a 10 kB input back
-    assert scoped(docker_client, scope) == []
-
-
-@pytest.mark.parametrize("raw", ["not json", "[1,2]", "null", ""])
-async def test_malformed_json_is_422(api: httpx.AsyncClient, raw: str) -> None:
-    resp = await api.post("/api/v1/trigger-agent", content=raw, headers={"content-type": "application/json"})
-    assert resp.status_code == 422
-
-
 async def test_unknown_slug_is_404_with_closest(api: httpx.AsyncClient, docker_client: docker.DockerClient, scope: str) -> None:
     resp = await api.post("/api/v1/trigger-agent", json=body("r", agent_slug="clarence_coherance"))
     assert resp.status_code == 404
@@ -258,7 +221,10 @@ async def test_a_stale_reuse_answer_from_the_view_is_settled_again(
         assert stale["status"] == "reused" and stale["container_id"] == first["container_id"]  # the lag, on purpose
 
         async def replaced() -> list[str]:
-            running = [c for c in scoped(docker_client, scope) if c.status == "running"]
+            try:
+                running = [c for c in scoped(docker_client, scope) if c.status == "running"]
+            except docker.errors.NotFound:  # the old one was removed between the list and its inspect: ask again
+                return []
             return [c.id for c in running if c.id != first["container_id"]]
 
         (new_id,) = await eventually(replaced, timeout=10, what="the key settled again after the watch saw the death")

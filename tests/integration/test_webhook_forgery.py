@@ -9,7 +9,6 @@ import tracemalloc
 from collections.abc import Callable
 
 import jwt
-import pytest
 
 from orchestrator.settings import Settings
 from tests.conftest import app_client

@@ -11,11 +11,13 @@ from api import errors
 from orchestrator.errors import (
     Conflict,
     ContainerFailed,
+    DependencyRejected,
     DependencyUnavailable,
     InvalidInput,
     LimitExceeded,
     NotFound,
     OrchestratorError,
+    dependency_error,
 )
 from orchestrator.livekit import LiveKitRejected
 
@@ -79,3 +81,37 @@ async def test_unexpected_error_is_a_generic_500_without_details() -> None:
     resp = await call(RuntimeError("secret=hunter2"))
     assert resp.status_code == 500
     assert "hunter2" not in resp.text
+
+
+@pytest.mark.parametrize(("status", "kind", "http"), [
+    (None, DependencyUnavailable, 503), (408, DependencyUnavailable, 503), (429, DependencyUnavailable, 503),
+    (500, DependencyUnavailable, 503), (503, DependencyUnavailable, 503),
+    (400, DependencyRejected, 502), (401, DependencyRejected, 502), (404, DependencyRejected, 502),
+])
+def test_one_status_rule_for_every_adapter(status: int | None, kind: type, http: int) -> None:
+    exc = dependency_error("docker", "Docker engine refused create: network x not found", status=status)
+    assert type(exc) is kind and exc.status_code == http and exc.dependency == "docker"
+    assert exc.retryable is (kind is DependencyUnavailable)
+    assert exc.details.get("upstream_status") == status
+
+
+def test_a_wrapped_dependency_error_keeps_its_dependency() -> None:
+    """A cache that re-raises its source's outage `from` it still names the source's dependency."""
+    try:
+        try:
+            raise DependencyUnavailable("Supabase unreachable", dependency="tenants")
+        except DependencyUnavailable as source:
+            raise DependencyUnavailable("cannot load client c1 and there is no cached copy") from source
+    except DependencyUnavailable as wrapped:
+        assert wrapped.dependency == "tenants"
+    assert DependencyUnavailable("who knows").dependency == "unknown"
+
+
+@pytest.mark.parametrize(("code", "status"), [
+    (None, None), ("503", 503), ("PGRST000", 503), ("PGRST301", 401), ("PGRST116", 400),
+    ("42501", 400), ("42P01", 400), ("08006", 503), ("40P01", 503), ("57014", 503),
+])
+def test_postgrest_codes_map_to_the_status_they_were_answered_with(code: str | None, status: int | None) -> None:
+    from orchestrator.tenants.supabase_store import postgrest_status
+
+    assert postgrest_status(code) == status

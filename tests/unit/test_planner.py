@@ -11,17 +11,18 @@ from orchestrator.naming import Label, container_name
 from orchestrator.planner import (
     DeleteRoom,
     GiveUp,
-    Observed,
+    Observation,
     RemoveContainer,
     RestartAgent,
+    Removal,
     RestartRecord,
-    RoomView,
     SetRoomMetadata,
     backoff_s,
     next_deadline,
     plan,
 )
-from orchestrator.rooms import Room, RoomState, metadata_with_grace
+from orchestrator import room_metadata
+from orchestrator.rooms import Room, RoomSnapshot, RoomState
 from orchestrator.settings import Settings
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -53,15 +54,18 @@ def room(state: RoomState, *, humans: frozenset[str] = frozenset(), agents: froz
     return {key: Room(client_id=key[0], name=key[1], state=state, humans=humans, agents=agents, since=since)}
 
 
-def seen(*containers: ContainerInfo, view: RoomView | None = RoomView(exists=True, humans=HUMANS, agents=AGENT),
-         agents: dict[str, frozenset[str]] | None = None, unknown: frozenset[str] = frozenset()) -> Observed:
-    return Observed(at=NOW, containers=containers, rooms={RK: view} if view else {},
+HERE = RoomSnapshot(exists=True, humans=HUMANS, agents=AGENT)
+
+
+def seen(*containers: ContainerInfo, view: RoomSnapshot | None = HERE,
+         agents: dict[str, frozenset[str]] | None = None, unknown: frozenset[str] = frozenset()) -> Observation:
+    return Observation(at=NOW, containers=containers, rooms={RK: view} if view else {},
                     agents_by_client=agents if agents is not None else {"c1": frozenset({"farah", "clarence"})},
                     unknown_clients=unknown)
 
 
 ACTIVE = room(RoomState.ACTIVE, humans=HUMANS, agents=AGENT)
-GRACE_VIEW = RoomView(exists=True, agents=AGENT, metadata=metadata_with_grace("{}", NOW - timedelta(seconds=61)) or "")
+GRACE_VIEW = RoomSnapshot(exists=True, agents=AGENT, metadata=room_metadata.with_grace("{}", NOW - timedelta(seconds=61)) or "")
 DUP = box(name="agent_c1_farah_r1_old", age_s=500)
 
 CASES = [
@@ -87,16 +91,16 @@ CASES = [
      seen(box(), view=GRACE_VIEW), room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=61), {},
      [("RemoveContainer", container_name(KEY)), ("DeleteRoom", "r1")]),
     ("grace running → kept, start persisted in room metadata",
-     seen(box(), view=RoomView(exists=True, agents=AGENT, metadata="{}")),
+     seen(box(), view=RoomSnapshot(exists=True, agents=AGENT, metadata="{}")),
      room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=59), {}, [("SetRoomMetadata", "r1")]),
     ("grace already persisted → nothing",
-     seen(box(), view=RoomView(exists=True, agents=AGENT, metadata=metadata_with_grace("{}", NOW - timedelta(seconds=59)) or "")),
+     seen(box(), view=RoomSnapshot(exists=True, agents=AGENT, metadata=room_metadata.with_grace("{}", NOW - timedelta(seconds=59)) or "")),
      room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=59), {}, []),
     ("human back → persisted grace cleared",
-     seen(box(), view=RoomView(exists=True, humans=HUMANS, agents=AGENT, metadata=GRACE_VIEW.metadata)), ACTIVE, {},
+     seen(box(), view=RoomSnapshot(exists=True, humans=HUMANS, agents=AGENT, metadata=GRACE_VIEW.metadata)), ACTIVE, {},
      [("SetRoomMetadata", "r1")]),
     ("room finished/gone in LiveKit → removed, nothing to delete",
-     seen(box(), view=RoomView(exists=False)), room(RoomState.CLOSING, since_s=1), {}, [("RemoveContainer", container_name(KEY))]),
+     seen(box(), view=RoomSnapshot(exists=False)), room(RoomState.CLOSING, since_s=1), {}, [("RemoveContainer", container_name(KEY))]),
     ("operator close → removed and room deleted",
      seen(box()), {RK: Room(client_id="c1", name="r1", state=RoomState.CLOSING, since=NOW, reason="ops")}, {},
      [("RemoveContainer", container_name(KEY)), ("DeleteRoom", "r1")]),
@@ -106,38 +110,38 @@ CASES = [
     ("exited cleanly → removed", seen(box(status=ContainerStatus.exited, exit_code=0)), ACTIVE, {},
      [("RemoveContainer", container_name(KEY))]),
     ("exited cleanly while its room waits for it (a trigger was just answered) → restart",
-     seen(box(status=ContainerStatus.exited, exit_code=0), view=RoomView(exists=True)), room(RoomState.STARTING, since_s=1),
+     seen(box(status=ContainerStatus.exited, exit_code=0), view=RoomSnapshot(exists=True)), room(RoomState.STARTING, since_s=1),
      {}, [("RestartAgent", container_name(KEY))]),
     ("exited while its room waits, room not observable → wait",
      seen(box(status=ContainerStatus.exited, exit_code=0), view=None), room(RoomState.STARTING, since_s=1), {}, []),
     ("crashed with nobody there → removed",
-     seen(box(status=ContainerStatus.exited, exit_code=1), view=RoomView(exists=True)), room(RoomState.GRACE_PERIOD, since_s=1),
+     seen(box(status=ContainerStatus.exited, exit_code=1), view=RoomSnapshot(exists=True)), room(RoomState.GRACE_PERIOD, since_s=1),
      {}, [("RemoveContainer", container_name(KEY)), ("SetRoomMetadata", "r1")]),
     ("crashed with humans → restart, attempt 1, no wait",
-     seen(box(status=ContainerStatus.exited, exit_code=137), view=RoomView(exists=True, humans=HUMANS)),
+     seen(box(status=ContainerStatus.exited, exit_code=137), view=RoomSnapshot(exists=True, humans=HUMANS)),
      room(RoomState.STARTING, humans=HUMANS, since_s=1), {}, [("RestartAgent", container_name(KEY))]),
     ("crashed again inside the backoff → wait",
-     seen(box(status=ContainerStatus.exited, exit_code=1), view=RoomView(exists=True, humans=HUMANS)),
+     seen(box(status=ContainerStatus.exited, exit_code=1), view=RoomSnapshot(exists=True, humans=HUMANS)),
      room(RoomState.STARTING, humans=HUMANS, since_s=1), {KEY: RestartRecord(attempts=2, last_at=NOW - timedelta(seconds=3))}, []),
     ("crashed again after the backoff → restart attempt 3",
-     seen(box(status=ContainerStatus.exited, exit_code=1), view=RoomView(exists=True, humans=HUMANS)),
+     seen(box(status=ContainerStatus.exited, exit_code=1), view=RoomSnapshot(exists=True, humans=HUMANS)),
      room(RoomState.STARTING, humans=HUMANS, since_s=1), {KEY: RestartRecord(attempts=2, last_at=NOW - timedelta(seconds=4))},
      [("RestartAgent", container_name(KEY))]),
     ("cap reached → give up and report",
-     seen(box(status=ContainerStatus.exited, exit_code=1), view=RoomView(exists=True, humans=HUMANS)),
+     seen(box(status=ContainerStatus.exited, exit_code=1), view=RoomSnapshot(exists=True, humans=HUMANS)),
      room(RoomState.STARTING, humans=HUMANS, since_s=1), {KEY: RestartRecord(attempts=3, last_at=NOW - timedelta(hours=1))},
      [("GiveUp", container_name(KEY))]),
     ("unhealthy with humans → restart", seen(box(health=Health.unhealthy)), ACTIVE, {}, [("RestartAgent", container_name(KEY))]),
     ("unhealthy with nobody → removed",
-     seen(box(health=Health.unhealthy), view=RoomView(exists=True, agents=AGENT)),
+     seen(box(health=Health.unhealthy), view=RoomSnapshot(exists=True, agents=AGENT)),
      room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=1), {}, [("RemoveContainer", container_name(KEY)), ("SetRoomMetadata", "r1")]),
     ("agent never joined, human waiting → restart",
-     seen(box(age_s=31), view=RoomView(exists=True, humans=HUMANS)), room(RoomState.STARTING, humans=HUMANS, since_s=31), {},
+     seen(box(age_s=31), view=RoomSnapshot(exists=True, humans=HUMANS)), room(RoomState.STARTING, humans=HUMANS, since_s=31), {},
      [("RestartAgent", container_name(KEY))]),
     ("agent never joined, nobody waiting → removed",
-     seen(box(age_s=31), view=RoomView(exists=True)), room(RoomState.STARTING, since_s=31), {}, [("RemoveContainer", container_name(KEY))]),
+     seen(box(age_s=31), view=RoomSnapshot(exists=True)), room(RoomState.STARTING, since_s=31), {}, [("RemoveContainer", container_name(KEY))]),
     ("agent still within startup timeout → wait",
-     seen(box(age_s=29), view=RoomView(exists=True, humans=HUMANS)), room(RoomState.STARTING, humans=HUMANS, since_s=29), {}, []),
+     seen(box(age_s=29), view=RoomSnapshot(exists=True, humans=HUMANS)), room(RoomState.STARTING, humans=HUMANS, since_s=29), {}, []),
     ("created but never started → removed", seen(box(status=ContainerStatus.created, age_s=31)), ACTIVE, {},
      [("RemoveContainer", container_name(KEY))]),
     ("being removed → left alone", seen(box(status=ContainerStatus.removing)), ACTIVE, {}, []),
@@ -145,7 +149,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "observed", "rooms", "restarts", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_plan(name: str, observed: Observed, rooms: dict, restarts: dict, expected: list[tuple[str, str]]) -> None:
+def test_plan(name: str, observed: Observation, rooms: dict, restarts: dict, expected: list[tuple[str, str]]) -> None:
     actions = plan(observed, rooms, S, NOW, restarts=restarts)
     got = [(a.kind, getattr(a, "name", "") or getattr(a, "room", "")) for a in actions]
     assert sorted(got) == sorted(expected)
@@ -161,7 +165,7 @@ def test_outside_scope_never_named() -> None:
 
 def test_restart_carries_mode_and_attempt() -> None:
     c = box(status=ContainerStatus.exited, exit_code=137)
-    (a,) = plan(seen(c, view=RoomView(exists=True, humans=HUMANS)), room(RoomState.STARTING, humans=HUMANS, since_s=1), S, NOW,
+    (a,) = plan(seen(c, view=RoomSnapshot(exists=True, humans=HUMANS)), room(RoomState.STARTING, humans=HUMANS, since_s=1), S, NOW,
                 restarts={KEY: RestartRecord(attempts=1, last_at=NOW - timedelta(seconds=10))})
     assert isinstance(a, RestartAgent) and a.key == KEY and a.mode == "voice" and a.attempt == 2
     assert a.to_dict()["kind"] == "RestartAgent"
@@ -185,5 +189,44 @@ def test_next_deadline_is_the_earliest_clock() -> None:
     assert next_deadline({}, {KEY: RestartRecord(attempts=3, last_at=NOW)}, S) is None  # given up: no wake-up
 
 
-def test_unused_imports_are_real() -> None:
-    assert GiveUp and SetRoomMetadata
+def test_restart_cap_gives_up_on_the_observed_container_id() -> None:
+    crashed = box(status=ContainerStatus.exited, exit_code=1)
+    actions = plan(seen(crashed), ACTIVE, S, NOW, restarts={KEY: RestartRecord(attempts=3, last_at=NOW - timedelta(hours=1))})
+    assert len(actions) == 1 and isinstance(actions[0], GiveUp)
+    assert (actions[0].container_id, actions[0].key, actions[0].attempts) == (crashed.id, KEY, 3)
+
+
+def test_grace_book_keeping_writes_our_metadata() -> None:
+    actions = plan(seen(box(), view=RoomSnapshot(exists=True, agents=AGENT, metadata="{}")),
+                   room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=59), S, NOW)
+    assert len(actions) == 1 and isinstance(actions[0], SetRoomMetadata)
+    assert room_metadata.grace_started(actions[0].metadata) == NOW - timedelta(seconds=59)
+
+
+GHOST = ContainerKey(client_id="ghost", agent_slug="farah", room="r1")
+
+
+@pytest.mark.parametrize(("observed", "rooms", "category"), [
+    (seen(box(drop=Label.ROOM)), ACTIVE, Removal.orphan),
+    (seen(box(GHOST), unknown=frozenset({"ghost"})), {}, Removal.orphan),
+    (seen(box(ContainerKey(client_id="c1", agent_slug="deleted", room="r1"))), ACTIVE, Removal.orphan),
+    (seen(box(), DUP), ACTIVE, Removal.duplicate),
+    (seen(box(), view=RoomSnapshot(exists=False)), room(RoomState.CLOSING, since_s=1), Removal.room_gone),
+    (seen(box(age_s=3601)), ACTIVE, Removal.lifetime),
+    (seen(box(status=ContainerStatus.exited, exit_code=0)), ACTIVE, Removal.exited),
+    (seen(box(status=ContainerStatus.paused), view=RoomSnapshot(exists=True)), room(RoomState.GRACE_PERIOD, since_s=1),
+     Removal.exited),
+    (seen(box(health=Health.unhealthy), view=RoomSnapshot(exists=True, agents=AGENT)),
+     room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=1), Removal.unhealthy),
+    (seen(box(status=ContainerStatus.created, age_s=100)), ACTIVE, Removal.never_started),
+    (seen(box(), view=GRACE_VIEW), room(RoomState.GRACE_PERIOD, agents=AGENT, since_s=61), Removal.closed),
+])
+def test_each_removal_names_its_category(observed: Observation, rooms: dict, category: Removal) -> None:
+    removals = [a for a in plan(observed, rooms, S, NOW) if isinstance(a, RemoveContainer)]
+    assert [a.category for a in removals] == [category]
+
+
+def test_a_paused_agent_is_restarted_while_humans_wait() -> None:
+    """paused reads as gone everywhere (models.ContainerStatus): a frozen agent serves nobody."""
+    actions = plan(seen(box(status=ContainerStatus.paused)), ACTIVE, S, NOW)
+    assert [(a.kind, a.reason) for a in actions] == [("RestartAgent", "paused with humans in the room")]

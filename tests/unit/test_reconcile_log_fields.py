@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.models import ContainerKey
 from orchestrator.planner import DeleteRoom, GiveUp, RemoveContainer, RestartAgent, SetRoomMetadata
-from orchestrator.reconciler import log_fields
+from orchestrator.pass_report import log_fields
 
 KEY = ContainerKey(client_id="c1", agent_slug="farah", room="r1")
 

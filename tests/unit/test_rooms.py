@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from orchestrator import room_metadata
 from orchestrator.rooms import (
     AgentLaunched,
     CloseRequested,
     Due,
-    Observed,
     ParticipantJoined,
     ParticipantLeft,
     Room,
     RoomFinished,
+    RoomObserved,
+    RoomSnapshot,
     RoomState,
     apply,
     deadline,
     due,
-    grace_from_metadata,
     grace_remaining,
-    metadata_with_grace,
 )
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -33,7 +34,19 @@ AJ = ParticipantJoined("agent-farah", is_agent=True)
 AL = ParticipantLeft("agent-farah", is_agent=True)
 
 
-def room(state: RoomState, *, humans: set[str] = set(), agents: set[str] = set(), since: datetime | None = T0) -> Room:
+def observed(
+    *, exists: bool, humans: frozenset[str] = frozenset(), agents: frozenset[str] = frozenset(),
+    has_containers: bool = True, launched_at: datetime | None = None, grace_started_at: datetime | None = None,
+) -> RoomObserved:
+    """A LiveKit snapshot (the grace start in our metadata, as the reconciler sees it) plus container facts."""
+    metadata = room_metadata.with_grace("{}", grace_started_at) or "" if grace_started_at else ""
+    snapshot = RoomSnapshot(exists=exists, humans=humans, agents=agents, metadata=metadata)
+    return RoomObserved(snapshot, has_containers=has_containers, launched_at=launched_at)
+
+
+
+def room(state: RoomState, *, humans: Iterable[str] = (), agents: Iterable[str] = (),
+         since: datetime | None = T0) -> Room:
     return Room(client_id="c", name="r", state=state, humans=frozenset(humans), agents=frozenset(agents),
                 since=since if state in (S, G, C) else None)
 
@@ -71,28 +84,28 @@ def test_transitions(name: str, before: Room, event: object, state: RoomState, s
 OBSERVED = [
     # (name, registry before, observation, state after, since after)
     ("rebuilt after restart: human + agent → active", room(E),
-     Observed(exists=True, humans=frozenset({"alice"}), agents=frozenset({"agent-farah"})), A, None),
+     observed(exists=True, humans=frozenset({"alice"}), agents=frozenset({"agent-farah"})), A, None),
     ("rebuilt: agent alone, grace unknown → grace from observation (never earlier)", room(E),
-     Observed(exists=True, agents=frozenset({"agent-farah"})), G, T1),
+     observed(exists=True, agents=frozenset({"agent-farah"})), G, T1),
     ("rebuilt: agent alone, grace persisted in metadata → that start", room(E),
-     Observed(exists=True, agents=frozenset({"agent-farah"}), grace_started_at=T0), G, T0),
+     observed(exists=True, agents=frozenset({"agent-farah"}), grace_started_at=T0), G, T0),
     ("persisted grace in the future is clamped to now", room(E),
-     Observed(exists=True, agents=frozenset({"agent-farah"}), grace_started_at=T1 + timedelta(hours=1)), G, T1),
+     observed(exists=True, agents=frozenset({"agent-farah"}), grace_started_at=T1 + timedelta(hours=1)), G, T1),
     ("rebuilt: container but nobody joined → starting since the container's creation", room(E),
-     Observed(exists=True, launched_at=T0), S, T0),
+     observed(exists=True, launched_at=T0), S, T0),
     ("running grace is not restarted by an observation", room(G, agents={"agent-farah"}),
-     Observed(exists=True, agents=frozenset({"agent-farah"}), grace_started_at=T1), G, T0),
+     observed(exists=True, agents=frozenset({"agent-farah"}), grace_started_at=T1), G, T0),
     ("missed participant_left: observation starts grace", room(A, humans={"alice"}, agents={"agent-farah"}),
-     Observed(exists=True, agents=frozenset({"agent-farah"})), G, T1),
+     observed(exists=True, agents=frozenset({"agent-farah"})), G, T1),
     ("missed rejoin: observation cancels grace", room(G, agents={"agent-farah"}),
-     Observed(exists=True, humans=frozenset({"alice"}), agents=frozenset({"agent-farah"})), A, None),
+     observed(exists=True, humans=frozenset({"alice"}), agents=frozenset({"agent-farah"})), A, None),
     ("room gone from LiveKit → closing", room(A, humans={"alice"}, agents={"agent-farah"}),
-     Observed(exists=False), C, T1),
+     observed(exists=False), C, T1),
 ]
 
 
 @pytest.mark.parametrize(("name", "before", "obs", "state", "since"), OBSERVED, ids=[c[0] for c in OBSERVED])
-def test_observation(name: str, before: Room, obs: Observed, state: RoomState, since: datetime | None) -> None:
+def test_observation(name: str, before: Room, obs: RoomObserved, state: RoomState, since: datetime | None) -> None:
     after = apply(before, obs, now=T1)
     assert (after.state, after.since) == (state, since)
 
@@ -123,12 +136,11 @@ def test_deadline_and_remaining() -> None:
 
 
 def test_grace_metadata_round_trip() -> None:
-    md = metadata_with_grace('{"agent_slug": "farah"}', T0)
-    assert md is not None and grace_from_metadata(md) == T0 and '"agent_slug": "farah"' in md
-    assert grace_from_metadata(metadata_with_grace(md, None) or "") is None
-    assert metadata_with_grace("not json", T0) is None  # someone else's metadata is left alone
-    assert grace_from_metadata("") is None and grace_from_metadata("[1]") is None
-
+    md = room_metadata.with_grace('{"agent_slug": "farah"}', T0)
+    assert md is not None and room_metadata.grace_started(md) == T0 and '"agent_slug": "farah"' in md
+    assert room_metadata.grace_started(room_metadata.with_grace(md, None) or "") is None
+    assert room_metadata.with_grace("not json", T0) is None  # someone else's metadata is left alone
+    assert room_metadata.grace_started("") is None and room_metadata.grace_started("[1]") is None
 
 # ---- rooms kept by webhooks: when a trigger may skip CreateRoom, when the reconciler must poll ----------
 

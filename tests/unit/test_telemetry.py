@@ -9,28 +9,17 @@ import pytest
 from orchestrator.events import EventFeed
 from orchestrator.metrics import Metrics
 from orchestrator.models import ContainerKey
-from orchestrator.planner import DeleteRoom, GiveUp, RemoveContainer, RestartAgent, SetRoomMetadata
-from orchestrator.reconciler import ActionResult, PassReport
+from orchestrator.planner import DeleteRoom, GiveUp, Removal, RemoveContainer, RestartAgent, SetRoomMetadata
+from orchestrator.pass_report import ActionResult, PassReport
 from orchestrator.telemetry import Telemetry, removal_category
 
 KEY = ContainerKey(client_id="c1", agent_slug="farah", room="r1")
 
 
-@pytest.mark.parametrize(("reason", "category"), [
-    ("labels incomplete (no client/agent/room)", "orphan"),
-    ("unknown client 'x'", "orphan"),
-    ("unknown agent 'retired' for client 'c1'", "orphan"),
-    ("duplicate of agent_c1_farah_r1 for the same key", "duplicate"),
-    ("room finished or gone in LiveKit", "room_gone"),
-    ("older than the maximum lifetime (21600 s)", "lifetime"),
-    ("exited (code 137)", "exited"),
-    ("unhealthy", "unhealthy"),
-    ("created but never started", "never_started"),
-    ("grace period expired", "closed"),
-    ("closed by an operator", "closed"),
-])
-def test_removal_category(reason: str, category: str) -> None:
-    assert removal_category(reason) == category
+@pytest.mark.parametrize("category", list(Removal))
+def test_removal_category_is_the_planners_not_read_from_the_reason(category: Removal) -> None:
+    action = RemoveContainer(reason="exited (code 1)", category=category, name="a")
+    assert removal_category(action) == category.value
 
 
 def value(m: Metrics, name: str, **labels: str) -> float:
@@ -40,11 +29,12 @@ def value(m: Metrics, name: str, **labels: str) -> float:
 def test_pass_report_moves_counters_and_feeds_events() -> None:
     m, feed = Metrics(), EventFeed()
     report = PassReport(started_at=datetime.now(timezone.utc), dry_run=False, duration_s=0.25,
-                        warnings=["LiveKit for client c1: unreachable"])
+                        warnings=["LiveKit for client c1: unreachable"], unobservable=["livekit"])
     report.results = [
-        ActionResult(RemoveContainer(reason="unknown client 'x'", name="a", client_id="x", room="r"), ok=True),
+        ActionResult(RemoveContainer(reason="unknown client 'x'", category=Removal.orphan, name="a", client_id="x", room="r"), ok=True),
         ActionResult(RestartAgent(reason="exited (code 1)", name="b", key=KEY), ok=True),
-        ActionResult(RestartAgent(reason="exited (code 1)", name="c", key=KEY), ok=False, error="Docker engine unreachable"),
+        ActionResult(RestartAgent(reason="exited (code 1)", name="c", key=KEY), ok=False, error="Docker engine unreachable",
+                     dependency="docker"),
         ActionResult(GiveUp(reason="gave up", name="d", key=KEY, attempts=5), ok=True),
         ActionResult(DeleteRoom(reason="grace period expired", client_id="c1", room="r1"), ok=False, error="boom"),
         ActionResult(SetRoomMetadata(reason="grace", client_id="c1", room="r1", metadata="{}"), ok=True),
