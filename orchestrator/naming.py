@@ -139,6 +139,17 @@ def room_metadata(*, agent: Agent, client_id: str) -> str:
     return json.dumps({"agent_id": agent.id, "agent_slug": agent.slug, "client_id": client_id}, sort_keys=True)
 
 
+def claim_metadata(existing: str, *, ours: str) -> str | None:
+    """Room metadata that names us while keeping what was there: None when it is not a JSON object we can extend."""
+    try:
+        body = json.loads(existing) if existing else {}
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    return json.dumps({**body, **json.loads(ours)}, sort_keys=True)
+
+
 def closest(wanted: str, candidates: list[str], *, n: int = 3) -> list[str]:
     """Known slugs nearest to an unknown one, for the 404's 'did you mean'."""
     return difflib.get_close_matches(wanted, candidates, n=n, cutoff=0.5)

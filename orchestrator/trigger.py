@@ -12,11 +12,12 @@ from typing import Callable
 
 from .clock import utcnow
 from .errors import Conflict, ContainerFailed, DependencyUnavailable, LimitExceeded
-from .livekit import LiveKitGateway, agent_token, user_token
+from .livekit import LiveKitGateway, agent_token, client_from_metadata, user_token
 from .locks import KeyedLocks
 from .models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
 from .naming import (
     Label,
+    claim_metadata,
     container_labels,
     container_name,
     generated_room,
@@ -105,14 +106,49 @@ class TriggerService:
     async def _settle(
         self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode
     ) -> tuple[TriggerOutcome, ContainerInfo]:
-        """The room first (with timeouts covering the grace period), then the container under the key's lock."""
-        s = self._settings
-        await self._livekit.ensure_room(
-            client.livekit, room=key.room, metadata=room_metadata(agent=agent, client_id=client.id),
-            empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
-        )
+        """Limits, then the room (ours, with timeouts covering the grace period), then the container under the key's lock."""
+        existing = await self._runtime.get(container_name(key))
+        if existing is None or existing.status in _DEAD_STATES:
+            await self._check_limits(key)  # a refusal must not leave a LiveKit room behind
+        await self._claim_room(key, client=client, agent=agent)
         async with self._locks.hold(key):
             return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
+
+    async def _claim_room(self, key: ContainerKey, *, client: Client, agent: Agent) -> None:
+        """Create the room, or accept an existing one only when its metadata names this client.
+
+        Tenants may share one LiveKit project: a room named by another client's metadata, or by none
+        (made outside the orchestrator, e.g. auto-created by a join) on a shared project, is refused.
+        On a project of this client alone, an unnamed room is its own and is claimed.
+        """
+        s = self._settings
+        ours = room_metadata(agent=agent, client_id=client.id)
+        room = await self._livekit.ensure_room(
+            client.livekit, room=key.room, metadata=ours,
+            empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
+        )
+        owner = client_from_metadata(room.metadata)
+        if owner == client.id:
+            return
+        if owner is None and not await self._shared_project(client):
+            if (claimed := claim_metadata(room.metadata, ours=ours)) is not None:
+                await self._livekit.update_room_metadata(client.livekit, room=key.room, metadata=claimed)
+            return
+        log.warning(
+            "refused room %s: it belongs to %s", key.room, "another client" if owner else "no client of ours",
+            extra={"client_id": client.id, "room": key.room, "room_owner": owner or "-"},
+        )
+        raise Conflict(
+            f"room_name '{key.room}' is already in use on this LiveKit project by "
+            f"{'another client' if owner else 'a room the orchestrator did not create'}; "
+            "choose another room_name, or omit it to get a fresh room",
+            details={"field": "room_name"},
+        )
+
+    async def _shared_project(self, client: Client) -> bool:
+        """Whether another client uses the same LiveKit project (url and API key)."""
+        same_key = await self._tenants.clients_for_livekit_key(client.livekit.api_key)
+        return any(c.id != client.id and c.livekit.url == client.livekit.url for c in same_key)
 
     async def _admit(self, key: ContainerKey) -> None:
         """Limits (seed 003): per room (distinct slugs), per client, total; 429 + Retry-After when full.
@@ -120,6 +156,10 @@ class TriggerService:
         Counted from the one labelled list plus creations in flight in this process, so concurrent
         triggers here cannot overshoot; two orchestrator processes may overshoot by their in-flight count.
         """
+        await self._check_limits(key)
+        self._admitting.add(key)
+
+    async def _check_limits(self, key: ContainerKey) -> None:
         s = self._settings
         live = {
             k for c in await self._runtime.list_managed(scope=s.scope)
@@ -136,7 +176,6 @@ class TriggerService:
         for used, limit, message in checks:
             if used >= limit:
                 raise LimitExceeded(message, retry_after=s.limit_retry_after_s, details={"rule": message})
-        self._admitting.add(key)
 
     async def spawn(self, *, client_id: str, agent_id: str, mode: Mode, user_id: str) -> TriggerResult:
         """Seed 001's Test Agent: find the agent by id, then trigger it in a fresh `agent-<id>-<8 hex>` room.
@@ -237,7 +276,8 @@ class TriggerService:
             "LIVEKIT_ROOM": key.room,
             # A room-scoped agent token; the tenant's API secret never enters the container.
             "LIVEKIT_TOKEN": agent_token(
-                client.livekit, slug=agent.slug, name=agent.name, room=key.room, ttl_s=s.agent_token_ttl_s
+                client.livekit, slug=agent.slug, name=agent.name, room=key.room, ttl_s=s.agent_token_ttl_s,
+                client_id=client.id,
             ),
             "AGENT_MODE": mode.value,
             "AGENT_CONFIG": json.dumps(agent.public_config()),
