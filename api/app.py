@@ -70,7 +70,7 @@ def create_app(
     )
     reconciler = Reconciler(
         settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=trigger_service, registry=registry,
-        on_pass=telemetry.reconcile_pass,
+        on_pass=telemetry.reconcile_pass, room_locks=trigger_service.room_locks,
     )
 
     def on_docker_event(action: str, name: str) -> None:

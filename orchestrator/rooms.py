@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 
 # Room metadata key under which the grace start survives an orchestrator restart (see README).
 GRACE_METADATA_KEY = "orchestrator_grace_started_at"
+# ... and the time of the last trigger of a room in grace: every process checks it before closing the room.
+TRIGGER_METADATA_KEY = "orchestrator_triggered_at"
 
 
 class RoomState(str, enum.Enum):
@@ -205,6 +207,26 @@ def grace_from_metadata(metadata: str) -> datetime | None:
         return datetime.fromisoformat(value) if isinstance(value, str) else None
     except (ValueError, AttributeError):
         return None
+
+
+def triggered_from_metadata(metadata: str) -> datetime | None:
+    """The last trigger stamped into the room metadata while the room was in grace (see trigger._claim_room)."""
+    try:
+        value = json.loads(metadata).get(TRIGGER_METADATA_KEY) if metadata else None
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except (ValueError, AttributeError):
+        return None
+
+
+def metadata_with_trigger(metadata: str, at: datetime) -> str | None:
+    """The metadata with the trigger stamp set; None when it is not a JSON object we can extend."""
+    try:
+        body = json.loads(metadata) if metadata else {}
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    return json.dumps({**body, TRIGGER_METADATA_KEY: at.isoformat()}, sort_keys=True)
 
 
 def metadata_with_grace(metadata: str, at: datetime | None) -> str | None:

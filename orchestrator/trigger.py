@@ -26,6 +26,7 @@ from .naming import (
     spec_hash,
     validate_room,
 )
+from .rooms import grace_from_metadata, metadata_with_trigger
 from .runtime import ContainerRuntime, ContainerSpec, NameTaken
 from .settings import Settings
 from .tenants import TenantStore
@@ -69,6 +70,9 @@ class TriggerService:
         self._runtime = runtime
         self._clock = clock
         self._locks = KeyedLocks()
+        # Per (client, room): a trigger claims its room under it, a closing pass closes the room under it,
+        # so a trigger never reuses a container that a close is about to remove (reconciler._close_room).
+        self.room_locks = KeyedLocks()
         self._on_launched = on_launched  # the room registry hears of every launch/reuse (STARTING)
         self._admitting: set[ContainerKey] = set()  # creations in flight, counted against the limits
 
@@ -82,9 +86,7 @@ class TriggerService:
         ctx = {"client_id": client.id, "agent_slug": agent.slug, "room": room}
         s = self._settings
         key = ContainerKey(client_id=client.id, agent_slug=agent.slug, room=room)
-        outcome, info = await self._settle(key, client=client, agent=agent, mode=mode)
-        if self._on_launched is not None:
-            self._on_launched(key)
+        outcome, info = await self._settle(key, client=client, agent=agent, mode=mode, announce=True)
         image = agent.image or s.agent_image
         stale = info.labels.get(Label.SPEC_HASH) != spec_hash(agent, image=image, mode=mode)
         log.info(
@@ -104,13 +106,16 @@ class TriggerService:
         return await self._settle(key, client=client, agent=agent, mode=mode)
 
     async def _settle(
-        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode
+        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode, announce: bool = False
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         """Limits, then the room (ours, with timeouts covering the grace period), then the container under the key's lock."""
         existing = await self._runtime.get(container_name(key))
         if existing is None or existing.status in _DEAD_STATES:
             await self._check_limits(key)  # a refusal must not leave a LiveKit room behind
-        await self._claim_room(key, client=client, agent=agent)
+        async with self.room_locks.hold((key.client_id, key.room)):
+            await self._claim_room(key, client=client, agent=agent)
+            if announce and self._on_launched is not None:
+                self._on_launched(key)  # before the reuse: a close that has not started yet now sees the trigger
         async with self._locks.hold(key):
             return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
 
@@ -129,6 +134,12 @@ class TriggerService:
         )
         owner = client_from_metadata(room.metadata)
         if owner == client.id:
+            if grace_from_metadata(room.metadata) is not None:
+                # The room is in grace, so a pass of another process may be about to close it: stamp the
+                # trigger where every process looks before closing (reconciler._close_room).
+                stamped = metadata_with_trigger(room.metadata, self._clock())
+                if stamped is not None:
+                    await self._livekit.update_room_metadata(client.livekit, room=key.room, metadata=stamped)
             return
         if owner is None and not await self._shared_project(client):
             if (claimed := claim_metadata(room.metadata, ours=ours)) is not None:
