@@ -30,6 +30,7 @@ from orchestrator.trigger import TriggerService
 from orchestrator.webhooks import WebhookIntake
 
 from . import errors
+from .guards import RequestGuards
 from .routes import admin, dashboard, events, health, metrics, spawn, tenants_admin, trigger, webhook
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,10 @@ def create_app(
         on_event=lambda notice, client_id, before, after: telemetry.room_event(notice.event, notice.identity, client_id, before, after),
     )
     errors.install(app)
+    app.add_middleware(
+        RequestGuards, keyring=lambda: app.state.api_keys,
+        body_limit=settings.max_body_bytes, webhook_body_limit=settings.max_webhook_body_bytes,
+    )
     app.include_router(health.router)
     app.include_router(trigger.router)
     app.include_router(webhook.router)

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     admin_api_key: SecretStr | None = None
+    # Bodies larger than these are refused (413) before they are read or parsed.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_webhook_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
 
