@@ -119,7 +119,7 @@ def create_app(
     app.state.api_keys = build_keyring(settings)
     app.state.reconciler = reconciler
     app.state.webhooks = WebhookIntake(
-        registry=registry, on_change=reconciler.wake,
+        registry=registry, on_change=reconciler.wake, reconciling=settings.reconcile_enabled,
         on_event=lambda notice, client_id, before, after: telemetry.room_event(notice.event, notice.identity, client_id, before, after),
     )
     errors.install(app)

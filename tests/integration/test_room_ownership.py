@@ -92,6 +92,7 @@ async def test_webhook_ownership_follows_the_room_metadata(api: httpx.AsyncClien
     """Both tenants share the signing key: only the client the room metadata names gets the event; a room
     that names none is nobody's (it was not made by this orchestrator)."""
     room_a, room_x = f"hook-{secrets.token_hex(3)}", f"hook-{secrets.token_hex(3)}"
+    assert (await api.post("/api/v1/trigger-agent", json=_body(room_a, OTHER_CLIENT_ID))).status_code == 200
     owned = {"client_id": OTHER_CLIENT_ID, "agent_slug": "farah", "agent_id": "agent-acme-farah"}
     for i, (room, metadata) in enumerate(((room_a, json.dumps(owned)), (room_x, ""))):
         body, headers = _signed_webhook(livekit_server, {
@@ -101,4 +102,5 @@ async def test_webhook_ownership_follows_the_room_metadata(api: httpx.AsyncClien
         r = await api.post("/api/v1/livekit/webhook", content=body, headers=headers)
         assert r.status_code == 200, r.text
     rooms = (await api.get("/api/v1/admin/rooms")).json()["rooms"]
-    assert sorted((r["client_id"], r["room"]) for r in rooms if r["room"] in (room_a, room_x)) == [(OTHER_CLIENT_ID, room_a)]
+    seen = sorted((r["client_id"], r["room"], r["humans"]) for r in rooms if r["room"] in (room_a, room_x))
+    assert seen == [(OTHER_CLIENT_ID, room_a, ["user-1"])]
