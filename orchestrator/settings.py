@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     agent_restart_policy: Literal["no", "on-failure", "unless-stopped", "always"] = "on-failure"
     agent_restart_max: int = Field(default=3, ge=0)
     agent_stop_timeout_s: int = Field(default=10, ge=1)
+    # Docker's json-file driver keeps agent logs forever unless capped: at most max_files × max_size per agent.
+    agent_log_max_size: str = Field(default="10m", pattern=r"^[1-9][0-9]*[kmg]$")
+    agent_log_max_files: int = Field(default=3, ge=1, le=100)
     container_start_timeout_s: float = Field(default=30.0, gt=0)
     # Given to agent containers as OPENAI_API_KEY: with it they run a livekit-agents session, without
     # it the built-in offline mode. Env only (never a label, never logged).

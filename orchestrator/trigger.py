@@ -301,5 +301,5 @@ class TriggerService:
             name=name, image=image, labels=labels, env=env,
             memory=res.memory or s.agent_memory, cpus=res.cpus or s.agent_cpus, pids=res.pids or s.agent_pids,
             network=s.agent_network, restart_policy=s.agent_restart_policy, restart_max=s.agent_restart_max,
-            stop_timeout_s=s.agent_stop_timeout_s,
+            stop_timeout_s=s.agent_stop_timeout_s, log_max_size=s.agent_log_max_size, log_max_files=s.agent_log_max_files,
         )

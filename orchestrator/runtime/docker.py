@@ -21,6 +21,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ..errors import DependencyUnavailable
+from ..logs import clip_tail
 from ..models import ContainerInfo, ContainerStatus, Health
 from ..naming import Label
 from ..settings import Settings
@@ -186,6 +187,7 @@ class DockerRuntime:
             restart_policy=restart,
             network_mode=spec.network,
             init=True,
+            log_config={"type": "json-file", "config": {"max-size": spec.log_max_size, "max-file": str(spec.log_max_files)}},
         )
         try:
             self.client.api.create_container(
@@ -235,9 +237,15 @@ class DockerRuntime:
     async def logs_tail(self, name: str, *, lines: int = 20) -> str:
         def tail() -> str:
             try:
-                return self.client.api.logs(name, tail=lines).decode(errors="replace")
+                stream = self.client.api.logs(name, tail=lines, stream=True)
             except NotFound:
                 return ""
+            try:
+                return clip_tail(stream)  # bounded in bytes, read as a stream: lines can be of any length
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
 
         return await self._call("logs", tail)
 
