@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import docker
@@ -42,6 +43,18 @@ async def test_last_lines_are_bounded_in_bytes(docker_client: docker.DockerClien
     assert len(tail.encode()) <= 16 * 1024, len(tail.encode())
     assert tail.rstrip().endswith("done")  # the newest lines are the ones kept
     assert "more bytes]" in tail  # each long line is cut, saying by how much
+
+
+async def test_last_lines_of_a_running_container_return(docker_client: docker.DockerClient, scope: str) -> None:
+    """Reading as a stream must not follow the log of a container that keeps running."""
+    alive = docker_client.containers.run(TINY_IMAGE, ["sh", "-c", "echo hello; sleep 300"],
+                                         labels={Label.MANAGED: "true", Label.SCOPE: scope}, detach=True)
+    await eventually(lambda: asyncio.to_thread(lambda: b"hello" in alive.logs()), timeout=10, what="the first line")
+    runtime = DockerRuntime()
+    try:
+        assert (await asyncio.wait_for(runtime.logs_tail(alive.id, lines=5), timeout=20)).strip() == "hello"
+    finally:
+        runtime.close()
 
 
 async def _exited(dc: docker.DockerClient, cid: str) -> bool:
