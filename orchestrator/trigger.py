@@ -125,7 +125,9 @@ class TriggerService:
             tracked = self._rooms.get(client.id, key.room) if self._rooms is not None else None
             known = (
                 tracked is not None
-                and tracked.state is not RoomState.GRACE_PERIOD  # in grace: stamp the trigger (_claim_room)
+                # Only a room in a call: any other may be closing in another process, whose close looks for
+                # the trigger stamp that only _claim_room writes.
+                and tracked.state is RoomState.ACTIVE
                 and known_to_exist(tracked, now=self._clock(), trust_s=s.room_trust_s)
             )
             if not known:

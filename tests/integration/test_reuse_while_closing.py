@@ -4,6 +4,7 @@ never "reused" followed by the removal of that container."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -82,5 +83,55 @@ async def test_trigger_during_grace_expiry_removal_is_never_reused_then_removed(
                 assert answer["container_id"] != old.json()["container_id"]
             rooms = (await c.get("/api/v1/admin/rooms")).json()["rooms"]
             assert [r["state"] for r in rooms if r["room"] == room] in (["starting"], ["grace_period"], ["active"])
+    finally:
+        await stand_in.disconnect()
+
+
+class ListRacingRuntime(DockerRuntime):
+    """Runs `before_list` once, as the pass starts observing (after it took its observation time)."""
+
+    before_list: Callable[[], Any] | None = None
+
+    async def list_managed(self, *, scope: str):  # type: ignore[no-untyped-def]
+        step, self.before_list = self.before_list, None
+        if step is not None:
+            await step()
+        return await super().list_managed(scope=scope)
+
+
+async def test_trigger_in_another_process_keeps_the_room_it_reused(
+    make_settings: Callable[..., Settings], docker_client: docker.DockerClient, livekit_server: LiveKitServer
+) -> None:
+    """Process A reuses the agent of a room in grace while process B's pass is about to close it: B sees A's
+    stamp in the room metadata and keeps the room (and the agent A answered with)."""
+    room = f"twoproc-{secrets.token_hex(4)}"
+    body = {"agent_slug": "farah", "room_name": room, "user_id": "u", "client_id": CLIENT_ID}
+    creds = LiveKitCredentials(url=livekit_server.url, api_key=livekit_server.api_key, api_secret=livekit_server.api_secret)  # type: ignore[arg-type]
+    stand_in = rtc.Room()
+    b_runtime = ListRacingRuntime()
+    try:
+        async with app_client(make_settings()) as a, app_client(make_settings(grace_period_s=0, agent_startup_timeout_s=0), runtime=b_runtime) as b:
+            first = await a.post("/api/v1/trigger-agent", json=body)
+            assert first.status_code == 200, first.text
+            await stand_in.connect(creds.url, agent_token(creds, slug="farah", name="Farah", room=room, ttl_s=600))
+            await eventually(lambda: _agents_in(livekit_server, room), timeout=10, what="the agent in the room", interval=0.05)
+            # The room has been in grace for an hour, as B (and any process) can read from its metadata.
+            async with lkapi.LiveKitAPI(livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret) as lk:
+                [lk_room] = (await lk.room.list_rooms(lkapi.ListRoomsRequest(names=[room]))).rooms
+                meta = {**json.loads(lk_room.metadata), "orchestrator_grace_started_at": "2020-01-01T00:00:00+00:00"}
+                await lk.room.update_room_metadata(lkapi.UpdateRoomMetadataRequest(room=room, metadata=json.dumps(meta)))
+
+            answers: list[httpx.Response] = []
+
+            async def trigger_in_a() -> None:
+                answers.append(await a.post("/api/v1/trigger-agent", json=body))
+
+            b_runtime.before_list = trigger_in_a
+            report = (await b.post("/api/v1/admin/reconcile")).json()
+            [again] = answers
+            assert again.status_code == 200 and again.json()["status"] == "reused", again.text
+            assert docker_client.containers.get(again.json()["container_id"]).status == "running", report
+            assert await _room_exists(livekit_server, room), report
+            assert any(r.get("skipped") for r in report["actions"]), report
     finally:
         await stand_in.disconnect()
