@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from .clock import utcnow
 from .errors import NotFound, OrchestratorError
 from .livekit import LiveKitGateway
-from .models import ContainerKey, ContainerStatus, Mode
+from .models import ContainerInfo, ContainerKey, ContainerStatus, Mode
 from .naming import agent_identity, key_from_labels
 from .planner import (
     Action,
@@ -45,7 +45,7 @@ from .rooms import (
     triggered_from_metadata,
 )
 from .rooms import Observed as RoomObserved
-from .runtime import ContainerRuntime
+from .runtime import ContainerRuntime, WatchEvent
 from .settings import Settings
 from .tenants import TenantStore
 from .view import AgentView
@@ -340,6 +340,13 @@ class Reconciler:
                 return [ActionResult(a, ok=True, skipped=why) for a in actions]
             removals = [a for a in actions if not isinstance(a, DeleteRoom)]
             results = list(await asyncio.gather(*(self._execute(a) for a in removals)))
+            if self._view is not None:
+                # The trigger waiting on this lock answers from the view: it must not see the removed agent,
+                # whose delete event may still be on its way from the engine.
+                for r in results:
+                    if r.ok and isinstance(r.action, RemoveContainer) and r.action.container_id:
+                        gone = ContainerInfo(id=r.action.container_id, name=r.action.name, status=ContainerStatus.exited)
+                        self._view.apply(WatchEvent(kind="delete", info=gone), now=self._clock())
             for a in actions:
                 if isinstance(a, DeleteRoom):
                     results.append(r := await self._execute(a))
