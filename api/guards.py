@@ -21,6 +21,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 WEBHOOK_PATH = "/api/v1/livekit/webhook"
+# The webhook route's one answer for every failure (which failure it was would tell which keys tenants use).
+WEBHOOK_REFUSED = "webhook refused: it must carry a LiveKit token signed by a key and secret this orchestrator serves"
 
 
 def host_name(host_header: str) -> str:
@@ -74,7 +76,7 @@ class RequestGuards:
             await self.app(scope, receive, send)
             return
         if webhook and not headers.get(b"authorization"):
-            await _refuse(send, 401, "unauthorized", "missing Authorization: LiveKit sends the signed webhook token there")
+            await _refuse(send, 401, "unauthorized", WEBHOOK_REFUSED)
             return
         if not webhook and ring.enabled and ((key := presented_key(headers)) is None or ring.verify(key) is None):
             await _refuse(send, 401, "unauthorized", "a valid API key is required: send `Authorization: Bearer <key>` "
