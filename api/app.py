@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from orchestrator import __version__
-from orchestrator.apikeys import KeyRing
+from orchestrator.apikeys import FailureThrottle, KeyRing
 from orchestrator.livekit import LiveKitGateway
 from orchestrator.events import EventFeed
 from orchestrator.metrics import Metrics
@@ -144,9 +144,10 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(
-        RequestGuards, keyring=lambda: app.state.api_keys,
+        RequestGuards, keyring=lambda: app.state.api_keys, throttle=lambda: app.state.auth_failures,
         body_limit=settings.max_body_bytes, webhook_body_limit=settings.max_webhook_body_bytes,
     )
+    app.state.auth_failures = FailureThrottle()  # wrong keys, per source: the guard and api/auth.py count together
     app.include_router(health.router)
     app.include_router(trigger.router)
     app.include_router(webhook.router)

@@ -8,10 +8,11 @@ most `limit` bytes of a body (Content-Length or chunked) before the app sees it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from orchestrator.apikeys import KeyRing
+from orchestrator.apikeys import FailureThrottle, KeyRing
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -47,11 +48,12 @@ class RequestGuards:
     and a body over the limit (413: by Content-Length at once, else as soon as the stream passes it)."""
 
     def __init__(
-        self, app: ASGIApp, *, keyring: Callable[[], KeyRing], body_limit: int, webhook_body_limit: int,
-        trusted_hosts: Iterable[str] = LOOPBACK_HOSTS,
+        self, app: ASGIApp, *, keyring: Callable[[], KeyRing], throttle: Callable[[], FailureThrottle],
+        body_limit: int, webhook_body_limit: int, trusted_hosts: Iterable[str] = LOOPBACK_HOSTS,
     ) -> None:
         self.app = app
         self._keyring = keyring
+        self._throttle = throttle
         self._body_limit = body_limit
         self._webhook_limit = webhook_body_limit
         self._trusted = frozenset(trusted_hosts)
@@ -76,11 +78,9 @@ class RequestGuards:
             await self.app(scope, receive, send)
             return
         if webhook and not headers.get(b"authorization"):
-            await _refuse(send, 401, "unauthorized", WEBHOOK_REFUSED)
+            await _refuse(send, 401, "unauthorized", WEBHOOK_REFUSED, authenticate=True)
             return
-        if not webhook and ring.enabled and ((key := presented_key(headers)) is None or ring.verify(key) is None):
-            await _refuse(send, 401, "unauthorized", "a valid API key is required: send `Authorization: Bearer <key>` "
-                          "or `X-API-Key: <key>`", authenticate=True)
+        if not webhook and ring.enabled and not await self._key_ok(ring, headers, scope, send):
             return
         if length is not None and (not length.strip().isdigit() or int(length) > limit):
             await _refuse(send, 413, "payload_too_large", f"request body over {limit} bytes")
@@ -108,9 +108,32 @@ class RequestGuards:
         await self.app(scope, replay, send)
 
 
-async def _refuse(send: Send, status: int, code: str, detail: str, *, authenticate: bool = False) -> None:
-    body = json.dumps({"detail": detail, "code": code}).encode()
+    async def _key_ok(self, ring: KeyRing, headers: dict[bytes, bytes], scope: Scope, send: Send) -> bool:
+        """As api/auth.py: no key 401; a source with too many wrong keys waits (429); a wrong key 401 and counted."""
+        if (key := presented_key(headers)) is None:
+            await _refuse(send, 401, "unauthorized", "an API key is required: send `Authorization: Bearer <key>` "
+                          "or `X-API-Key: <key>`", authenticate=True)
+            return False
+        source = scope["client"][0] if scope.get("client") else "unknown"
+        throttle = self._throttle()
+        if (wait := throttle.retry_after(source)) is not None:
+            await _refuse(send, 429, "limit_exceeded", "too many wrong API keys from this address; wait before trying again",
+                          extra=[(b"retry-after", str(math.ceil(wait)).encode())])
+            return False
+        if ring.verify(key) is None:
+            throttle.failed(source)
+            await _refuse(send, 401, "unauthorized", "the API key is not valid", authenticate=True)
+            return False
+        return True
+
+
+async def _refuse(
+    send: Send, status: int, code: str, detail: str, *, authenticate: bool = False,
+    extra: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    body = json.dumps({"detail": detail, "code": code}, separators=(",", ":")).encode()  # as the app answers
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+    headers += list(extra)
     if authenticate:
         headers.append((b"www-authenticate", b'Bearer realm="orchestrator"'))
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -110,3 +110,12 @@ def test_auth_off_serves_loopback_hosts_only(scope: str, tenants_file: Path) -> 
                 r = httpx.request(method, f"{served.url}{path}", headers={"Host": host}, timeout=10,
                                   json={"agent_slug": "farah", "user_id": "u", "client_id": CLIENT_ID} if method == "POST" else None)
                 assert r.status_code == 400 and "Host" in r.json()["detail"], (host, path, r.status_code, r.text)
+
+
+def test_wrong_keys_with_bodies_are_throttled_like_the_rest(secured: tuple[Served, str]) -> None:
+    """Refusing before the body must not open a way around the wrong-key throttle of api/auth.py."""
+    served, _ = secured
+    body = {"agent_slug": "farah", "user_id": "u", "client_id": CLIENT_ID, "room_name": "r"}
+    codes = [httpx.post(f"{served.url}/api/v1/trigger-agent", json=body, headers={"X-API-Key": generate()}, timeout=10).status_code
+             for _ in range(25)]
+    assert codes[0] == 401 and codes[-1] == 429, codes
