@@ -10,7 +10,7 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from orchestrator import __version__
-from orchestrator.apikeys import KeyRing
+from orchestrator.apikeys import FailureThrottle, KeyRing
 from orchestrator.clock import utcnow
 from orchestrator.engine import Engine
 from orchestrator.room_service import RoomService
@@ -19,6 +19,7 @@ from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
 
 from . import errors
+from .guards import RequestGuards
 from .routes import admin, dashboard, events, health, metrics, spawn, tenants_admin, trigger, webhook
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ def create_app(
     app.state.informer = engine.informer
     app.state.webhooks = engine.webhooks
     errors.install(app)
+    app.add_middleware(
+        RequestGuards, keyring=lambda: app.state.api_keys, throttle=lambda: app.state.auth_failures,
+        body_limit=settings.max_body_bytes, webhook_body_limit=settings.max_webhook_body_bytes,
+    )
+    app.state.auth_failures = FailureThrottle()  # wrong keys, per source: the guard and api/auth.py count together
     app.include_router(health.router)
     app.include_router(trigger.router)
     app.include_router(webhook.router)

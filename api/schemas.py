@@ -9,14 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.errors import InvalidInput
 from orchestrator.models import Mode
-from orchestrator.naming import AGENT_IDENTITY_PREFIX, clean_slug, validate_room
+from orchestrator.naming import AGENT_IDENTITY_PREFIX, clean_slug, has_invisible, validate_room
 
 _PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
 
 
 def _printable_text(v: str) -> str:
-    if not _PRINTABLE.match(v) or v != v.strip():
-        raise ValueError("must be printable text without control characters or surrounding spaces")
+    if not _PRINTABLE.match(v) or v != v.strip() or has_invisible(v):
+        raise ValueError("must be printable text without control, invisible or bidi characters or surrounding spaces")
     return v
 
 

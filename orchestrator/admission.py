@@ -45,8 +45,9 @@ class Admissions:
     def listed(self, token: int) -> None:
         self._listing.remove(token)
 
-    def admit(self, key: ContainerKey, shown: Iterable[ContainerInfo], *, asked_at: int | None) -> None:
-        """Raise LimitExceeded (429 + Retry-After) when `key` would break a limit; else count it as in flight.
+    def admit(self, key: ContainerKey, shown: Iterable[ContainerInfo], *, asked_at: int | None, reserve: bool = True) -> None:
+        """Raise LimitExceeded (429 + Retry-After) when `key` would break a limit; else (with `reserve`) count it
+        as in flight.
 
         `asked_at` is the token of the list `shown` came from, or None for the watch-fed view.
         """
@@ -72,7 +73,8 @@ class Admissions:
         for used, limit, message in checks:
             if used >= limit:
                 raise LimitExceeded(message, retry_after=s.limit_retry_after_s, details={"rule": message})
-        self.in_flight.add(key)
+        if reserve:
+            self.in_flight.add(key)
 
     def finished(self, key: ContainerKey, *, container_id: str | None) -> None:
         """A creation ended (made: its id; lost the name race or failed: None): from in flight to recent."""

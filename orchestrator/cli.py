@@ -134,7 +134,7 @@ def close(
     """Force-close a room now: its agent containers are stopped and the LiveKit room is deleted."""
     import httpx
 
-    from .ps_view import rooms_named
+    from .ps_view import admin_path, rooms_named
 
     try:
         if client_id is None:
@@ -158,7 +158,7 @@ def close(
                 for a in data["pass"]["actions"]]
         return f"closed room {room} of client {client_id}: " + ("; ".join(done) or "nothing left to do")
 
-    _post_and_report(url, f"/api/v1/admin/rooms/{client_id}/{room}/close", None, api_key=api_key, as_json=as_json, human=human)
+    _post_and_report(url, admin_path("rooms", client_id, room, "close"), None, api_key=api_key, as_json=as_json, human=human)
 
 
 @app.command()

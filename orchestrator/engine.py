@@ -94,14 +94,14 @@ class Engine:
         self.reconciler = Reconciler(
             settings=settings, runtime=self.runtime, tenants=self.tenants, livekit=self.livekit,
             launcher=self.trigger, registry=self.registry, clock=clock, on_pass=self.telemetry.reconcile_pass,
-            view=self.view,
+            view=self.view, room_locks=self.trigger.room_locks,
         )
         self.informer = Informer(
             runtime=self.runtime, scope=settings.scope, view=self.view, resync_s=settings.view_resync_s, clock=clock,
             on_change=self._view_changed,
         )
         self.webhooks = WebhookIntake(
-            registry=self.registry, on_change=self.reconciler.wake,
+            registry=self.registry, on_change=self.reconciler.wake, reconciling=settings.reconcile_enabled,
             on_event=lambda notice, client_id, before, after: self.telemetry.room_event(
                 notice.event, notice.identity, client_id, before, after
             ),

@@ -44,13 +44,22 @@ def user_token(creds: LiveKitCredentials, *, identity: str, room: str, ttl_s: in
     return token.to_jwt()
 
 
-def agent_token(creds: LiveKitCredentials, *, slug: str, name: str, room: str, ttl_s: int) -> str:
-    """The container's only credential: join one room as kind=agent under a fixed identity."""
+AGENT_CLIENT_ATTRIBUTE = "orchestrator.client_id"
+
+
+def agent_token(
+    creds: LiveKitCredentials, *, slug: str, name: str, room: str, ttl_s: int, client_id: str | None = None
+) -> str:
+    """The container's only credential: join one room as kind=agent under a fixed identity.
+
+    The client id rides along as a participant attribute, so anyone watching a room can tell whose agent it is.
+    """
     return (
         api.AccessToken(creds.api_key, creds.api_secret.get_secret_value())
         .with_identity(agent_identity(slug))
         .with_name(name)
         .with_kind("agent")
+        .with_attributes({AGENT_CLIENT_ATTRIBUTE: client_id} if client_id else {})
         .with_ttl(dt.timedelta(seconds=ttl_s))
         .with_grants(api.VideoGrants(room_join=True, room=room, agent=True))
         .to_jwt()
@@ -79,8 +88,10 @@ class LiveKitGateway:
     def user_token(self, creds: LiveKitCredentials, *, identity: str, room: str, ttl_s: int) -> str:
         return user_token(creds, identity=identity, room=room, ttl_s=ttl_s)
 
-    def agent_token(self, creds: LiveKitCredentials, *, slug: str, name: str, room: str, ttl_s: int) -> str:
-        return agent_token(creds, slug=slug, name=name, room=room, ttl_s=ttl_s)
+    def agent_token(
+        self, creds: LiveKitCredentials, *, slug: str, name: str, room: str, ttl_s: int, client_id: str | None = None
+    ) -> str:
+        return agent_token(creds, slug=slug, name=name, room=room, ttl_s=ttl_s, client_id=client_id)
 
     async def ensure_room(
         self, creds: LiveKitCredentials, *, room: str, metadata: str, empty_timeout_s: int, departure_timeout_s: int

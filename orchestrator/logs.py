@@ -10,6 +10,8 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+from collections import deque
+from collections.abc import Iterable
 from typing import Literal
 
 # Record attributes that are not context; uvicorn adds `color_message`, a duplicate of the message.
@@ -51,3 +53,37 @@ def configure(*, fmt: Literal["json", "console"], level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+def clip_tail(chunks: Iterable[bytes], *, max_bytes: int = 16 * 1024, max_line_bytes: int = 2048) -> str:
+    """The end of a log stream in at most `max_bytes`, each line cut to `max_line_bytes`.
+
+    "The last 20 lines" of an agent can be 20 lines of a megabyte each; what we copy into our own log
+    (and hold in memory while reading) stays bounded whatever the agent printed.
+    """
+    kept: deque[bytes] = deque()
+    size = 0
+    line, cut = bytearray(), 0
+
+    def finish() -> None:
+        nonlocal size, line, cut
+        done = bytes(line) + (f" [... {cut} more bytes]".encode() if cut else b"") + b"\n"
+        kept.append(done)
+        size += len(done)
+        while size > max_bytes and kept:
+            size -= len(kept.popleft())
+        line, cut = bytearray(), 0
+
+    for chunk in chunks:
+        *complete, rest = chunk.split(b"\n")
+        for piece in complete:
+            room = max_line_bytes - len(line)
+            line += piece[:room]
+            cut += max(0, len(piece) - room)
+            finish()
+        room = max_line_bytes - len(line)
+        line += rest[:room]
+        cut += max(0, len(rest) - room)
+    if line or cut:
+        finish()
+    return b"".join(kept).decode(errors="replace")

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import re
+import unicodedata
 from datetime import datetime
 from typing import Mapping
 
@@ -24,11 +25,13 @@ NAME_PREFIX = "agent_"
 HASH_LEN = 10
 
 SLUG_RULE = "lowercase letters and digits in words joined by single dashes (e.g. clarence-coherence), at most 63 characters"
-ROOM_RULE = "1-128 printable characters with no slash, backslash or control characters"
+ROOM_RULE = "1-128 printable characters with no slash, backslash, control, invisible or bidi characters"
 
 _SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _ROOM_BAD = re.compile(r"[\x00-\x1f\x7f/\\]")
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9.-]")
+_HASHED_TAIL = re.compile(rf"-[0-9a-f]{{{HASH_LEN}}}$")
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 LABEL_PREFIX = "agent-orchestrator."
 
@@ -66,9 +69,15 @@ def clean_slug(raw: str) -> str:
     return validate_slug(normalise_slug(raw))
 
 
+def has_invisible(text: str) -> bool:
+    """Control, format (zero-width, bidi overrides, tags) and line/paragraph separator characters:
+    they make two names look alike, or reorder what logs, `ps` and the dashboard show."""
+    return any(unicodedata.category(ch) in _INVISIBLE for ch in text)
+
+
 def validate_room(room: str) -> str:
     """LiveKit accepts almost any room name; we refuse the ones that break paths, logs or labels."""
-    if not room or len(room) > ROOM_MAX or _ROOM_BAD.search(room) or room != room.strip():
+    if not room or len(room) > ROOM_MAX or _ROOM_BAD.search(room) or room != room.strip() or has_invisible(room):
         raise InvalidInput(f"room_name must be {ROOM_RULE}", details={"field": "room_name", "rule": ROOM_RULE})
     return room
 
@@ -88,7 +97,10 @@ def container_name(key: ContainerKey) -> str:
     client_part = _NAME_UNSAFE.sub("-", key.client_id)[:8].lower()
     room_part = _NAME_UNSAFE.sub("-", key.room)
     readable = f"{NAME_PREFIX}{client_part}_{key.agent_slug.replace('-', '_')}_{room_part}"
-    lossless = client_part == key.client_id and room_part == key.room and len(readable) <= NAME_MAX
+    lossless = (
+        client_part == key.client_id and room_part == key.room and len(readable) <= NAME_MAX
+        and not _HASHED_TAIL.search(readable)  # a readable name never looks hashed: the two forms stay disjoint
+    )
     if lossless:
         return readable
     digest = short_hash(key.client_id, key.agent_slug, key.room)

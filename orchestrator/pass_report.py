@@ -25,9 +25,11 @@ class ActionResult:
     ok: bool
     error: str | None = None
     dependency: str | None = None  # which dependency failed it (from the adapter's typed error)
+    skipped: str | None = None  # not applied, and why (a trigger came in after the observation)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.action.to_dict(), "ok": self.ok, **({"error": self.error} if self.error else {})}
+        extra = {**({"error": self.error} if self.error else {}), **({"skipped": self.skipped} if self.skipped else {})}
+        return {**self.action.to_dict(), "ok": self.ok, **extra}
 
 
 @dataclass

@@ -243,7 +243,9 @@ def plan(
         humans = room.humans if (view is not None and room is not None) else None  # None: unknown
         born = created(c)
         age = (now - born).total_seconds() if born else 0.0
-        if age > settings.max_container_lifetime_s:
+        if age > settings.max_container_lifetime_s and humans is not None and not humans:
+            # Only when nobody is in the call: a call is never cut short (the grace rule ends it after the
+            # call). An old agent that crashes mid-call is relaunched by the crash rule below, fresh token and all.
             actions.append(_remove(c, key, f"older than the maximum lifetime ({settings.max_container_lifetime_s:g} s)", Removal.lifetime))
         elif c.status.gone:  # exited, dead, or paused by someone (a frozen agent serves nobody)
             crashed = c.exit_code != 0

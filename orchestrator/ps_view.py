@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from .models import ContainerInfo
 from .naming import Label
@@ -84,3 +85,10 @@ def rooms_named(rooms: list[dict[str, Any]], containers: list[dict[str, Any]], r
     found = {r["client_id"] for r in rooms if r["room"] == room}
     found |= {c["client_id"] for c in containers if c.get("room") == room and c.get("client_id")}
     return sorted(found)
+
+
+
+def admin_path(*segments: str) -> str:
+    """An admin API path with every segment quoted: a room named `a%20b` must not reach the server as `a b`."""
+    # `.` and `..` would be resolved away by the client as dot-segments: spell them out.
+    return "/api/v1/admin/" + "/".join(s.replace(".", "%2E") if s in (".", "..") else quote(s, safe="") for s in segments)

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from . import room_metadata
 from .clock import utcnow
 from .errors import DependencyError, NotFound, OrchestratorError
-from .models import ContainerKey, Mode
+from .models import ContainerInfo, ContainerKey, ContainerStatus, Mode
 from .naming import agent_identity, key_from_labels
 from .planner import (
     Action,
@@ -29,17 +30,21 @@ from .planner import (
 )
 from .pass_report import ActionResult, PassReport, log_fields
 from .room_service import RoomService
+from .locks import KeyedLocks
 from .rooms import (
+    AgentLaunched,
     CloseRequested,
+    Due,
     MetadataWritten,
     RoomObserved,
     RoomRegistry,
     RoomSnapshot,
     RoomState,
+    due,
     grace_remaining,
     needs_poll,
 )
-from .runtime import ContainerRuntime
+from .runtime import ContainerRuntime, WatchEvent
 from .settings import Settings
 from .tenants import TenantStore
 from .view import AgentView
@@ -76,6 +81,7 @@ class Reconciler:
         registry: RoomRegistry | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_pass: Callable[["PassReport"], None] | None = None,
+        room_locks: KeyedLocks | None = None,
         view: AgentView | None = None,
     ) -> None:
         self.settings = settings
@@ -93,6 +99,7 @@ class Reconciler:
         self._view = view  # watch-fed containers; None (cron mode) or unsynced → one list call
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._room_locks = room_locks if room_locks is not None else KeyedLocks()  # shared with the trigger (TriggerService.room_locks)
         self._wake = asyncio.Event()
 
     # ---- observe --------------------------------------------------------------------------
@@ -200,7 +207,7 @@ class Reconciler:
             if dry_run:
                 report.results = [ActionResult(a, ok=True) for a in actions]
             else:
-                report.results = list(await asyncio.gather(*(self._execute(a) for a in actions)))
+                report.results = await self._execute_all(actions, observed_at=observed.at)
                 self._after(observed, report.results, now)
             report.duration_s = time.monotonic() - started
             self.passes += 1
@@ -228,8 +235,6 @@ class Reconciler:
             if isinstance(a, RestartAgent) and a.key is not None:
                 # A failed restart counts too: otherwise a broken image would be retried without backoff.
                 self.restarts[a.key] = RestartRecord(attempts=a.attempt, last_at=now)
-            if isinstance(a, DeleteRoom) and r.ok:
-                self.registry.forget(a.client_id, a.room)
             if isinstance(a, SetRoomMetadata) and r.ok:
                 self.registry.apply(a.client_id, a.room, MetadataWritten(metadata=a.metadata), now=now)
         keys = {k for c in observed.containers if (k := key_from_labels(c.labels))}
@@ -240,6 +245,80 @@ class Reconciler:
                     del self.restarts[key]  # the agent is back (or gone for good): a fresh budget next time
 
     # ---- execute --------------------------------------------------------------------------
+
+    async def _execute_all(self, actions: list[Action], *, observed_at: datetime) -> list[ActionResult]:
+        """Every action at once, except that a room being closed is closed as one unit (see _close_room)."""
+        closing: dict[RoomKey, list[int]] = {(a.client_id, a.room): [] for a in actions if isinstance(a, DeleteRoom)}
+        for i, a in enumerate(actions):
+            if isinstance(a, RemoveContainer | DeleteRoom) and (a.client_id, a.room) in closing:
+                closing[(a.client_id, a.room)].append(i)
+        grouped = {i for members in closing.values() for i in members}
+        results: list[ActionResult | None] = [None] * len(actions)
+
+        async def single(i: int) -> None:
+            results[i] = await self._execute(actions[i])
+
+        async def room(room_key: RoomKey, members: list[int]) -> None:
+            for i, r in zip(members, await self._close_room(room_key, [actions[i] for i in members], observed_at=observed_at), strict=True):
+                results[i] = r
+
+        await asyncio.gather(
+            *(single(i) for i in range(len(actions)) if i not in grouped),
+            *(room(rk, members) for rk, members in closing.items()),
+        )
+        return [r for r in results if r is not None]
+
+    async def _close_room(self, room_key: RoomKey, actions: list[Action], *, observed_at: datetime) -> list[ActionResult]:
+        """Close a room under its lock, after checking that no trigger came in since the observation.
+
+        A trigger claims its room under the same lock (in this process) and stamps the room metadata
+        when the room is in grace (for other processes): either it comes first and the room is kept
+        with its agent, or the close comes first and the trigger then finds no container and launches
+        a fresh one in a fresh room. It can never answer "reused" for a container this close removes.
+        """
+        client_id, name = room_key
+        async with self._room_locks.hold(room_key):
+            why = await self._retriggered(room_key, observed_at=observed_at)
+            if why is not None:
+                log.info("not closing room %s: %s", name, why, extra={"client_id": client_id, "room": name})
+                return [ActionResult(a, ok=True, skipped=why) for a in actions]
+            removals = [a for a in actions if not isinstance(a, DeleteRoom)]
+            results = list(await asyncio.gather(*(self._execute(a) for a in removals)))
+            if self._view is not None:
+                # The trigger waiting on this lock answers from the view: it must not see the removed agent,
+                # whose delete event may still be on its way from the engine.
+                for r in results:
+                    if r.ok and isinstance(r.action, RemoveContainer) and r.action.container_id:
+                        gone = ContainerInfo(id=r.action.container_id, name=r.action.name, status=ContainerStatus.exited)
+                        self._view.apply(WatchEvent(kind="delete", info=gone), now=self._clock())
+            for a in actions:
+                if isinstance(a, DeleteRoom):
+                    results.append(r := await self._execute(a))
+                    if r.ok:
+                        self.registry.forget(client_id, name)
+            order = {id(r.action): r for r in results}
+            return [order[id(a)] for a in actions]
+
+    async def _retriggered(self, room_key: RoomKey, *, observed_at: datetime) -> str | None:
+        """Why the room must not be closed after all, or None to go on."""
+        client_id, name = room_key
+        room, now = self.registry.rooms.get(room_key), self._clock()
+        s = self.settings
+        if room is not None and room.state is not RoomState.CLOSING and due(
+            room, now=now, grace_s=s.grace_period_s, startup_timeout_s=s.agent_startup_timeout_s
+        ) is not Due.GRACE_EXPIRED:
+            return f"a trigger came in (room is {room.state.value} again)"
+        try:
+            client = await self._tenants.get_client(client_id)
+            found = await self._livekit.list_rooms(client.livekit, names=[name])
+        except OrchestratorError:
+            return None  # cannot see the stamp: close as planned (the in-process lock still holds)
+        stamp = room_metadata.triggered(found[0].metadata) if found else None
+        if stamp is not None and stamp > observed_at:
+            # Another process triggered this room: treat it as a trigger here (a fresh grace period).
+            self.registry.apply(client_id, name, AgentLaunched(), now=now)
+            return "a trigger in another process came in (room metadata stamp)"
+        return None
 
     async def _execute(self, action: Action) -> ActionResult:
         """Idempotent: NotFound counts as done; one failure never stops the other actions."""

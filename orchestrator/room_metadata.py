@@ -53,3 +53,27 @@ def with_grace(metadata: str, at: datetime | None) -> str | None:
     else:
         body[GRACE_KEY] = at.isoformat()
     return json.dumps(body, sort_keys=True)
+
+
+def claimed(existing: str, *, ours: str) -> str | None:
+    """Metadata that names us while keeping what was there; None when it is not a JSON object we can extend."""
+    body = _body(existing)
+    return None if body is None else json.dumps({**body, **json.loads(ours)}, sort_keys=True)
+
+
+TRIGGER_KEY = "orchestrator_triggered_at"  # the last trigger of a room in grace: every process checks it before closing
+
+
+def triggered(metadata: str) -> datetime | None:
+    """The last trigger stamped into the metadata while the room was in grace (trigger._claim_room)."""
+    value = (_body(metadata) or {}).get(TRIGGER_KEY)
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def with_trigger(metadata: str, at: datetime) -> str | None:
+    """The metadata with the trigger stamp set; None when it is not a JSON object we can extend."""
+    body = _body(metadata)
+    return None if body is None else json.dumps({**body, TRIGGER_KEY: at.isoformat()}, sort_keys=True)

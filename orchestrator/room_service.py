@@ -7,7 +7,7 @@ one. Errors are typed at the implementation (errors.DependencyUnavailable / Depe
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from .models import LiveKitCredentials
 from .rooms import RoomSnapshot
@@ -28,6 +28,10 @@ class RoomService(Protocol):
 
     async def update_room_metadata(self, creds: LiveKitCredentials, *, room: str, metadata: str) -> None: ...
 
+    async def list_rooms(self, creds: LiveKitCredentials, *, names: list[str] | None = None) -> list[Any]:
+        """The rooms that exist (objects with at least `name` and `metadata`)."""
+        ...
+
     async def delete_room(self, creds: LiveKitCredentials, *, room: str) -> None:
         """Deleting a room that is already gone counts as done."""
         ...
@@ -36,7 +40,9 @@ class RoomService(Protocol):
         """A token that joins exactly one room and nothing else."""
         ...
 
-    def agent_token(self, creds: LiveKitCredentials, *, slug: str, name: str, room: str, ttl_s: int) -> str:
+    def agent_token(
+        self, creds: LiveKitCredentials, *, slug: str, name: str, room: str, ttl_s: int, client_id: str | None = None
+    ) -> str:
         """The agent container's only credential: one room, kind agent, a fixed identity per slug."""
         ...
 

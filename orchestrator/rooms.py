@@ -178,8 +178,10 @@ def _observe(room: Room, obs: RoomObserved, *, now: datetime) -> Room:
         return replace(r, state=RoomState.STARTING, since=obs.launched_at or now)
     if not seen.humans and not seen.agents and not obs.has_containers:
         return replace(r, state=RoomState.EMPTY, since=None) if r.state is not RoomState.GRACE_PERIOD else r
-    # After a restart the grace start comes from the room metadata, else from now: never earlier.
-    persisted = room_metadata.grace_started(seen.metadata)
+    # After a restart the grace start comes from the room metadata, else from now: never earlier. A trigger
+    # stamped into a room in grace restarts its grace (another process answered someone who is on the way).
+    persisted = max((t for t in (room_metadata.grace_started(seen.metadata), room_metadata.triggered(seen.metadata)) if t),
+                    default=None)
     grace_hint = min(persisted, now) if persisted else None
     return _settle(r, now=now, grace_hint=grace_hint, start_hint=obs.launched_at)
 

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     agent_restart_policy: Literal["no", "on-failure", "unless-stopped", "always"] = "on-failure"
     agent_restart_max: int = Field(default=3, ge=0)
     agent_stop_timeout_s: int = Field(default=10, ge=1)
+    # Docker's json-file driver keeps agent logs forever unless capped: at most max_files × max_size per agent.
+    agent_log_max_size: str = Field(default="10m", pattern=r"^[1-9][0-9]*[kmg]$")
+    agent_log_max_files: int = Field(default=3, ge=1, le=100)
     container_start_timeout_s: float = Field(default=30.0, gt=0)
     # The most a tenant store may give one agent (per-agent overrides are lowered to these; '0' = no
     # memory limit is refused).
@@ -147,6 +150,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     admin_api_key: SecretStr | None = None
+    # Bodies larger than these are refused (413) before they are read or parsed.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_webhook_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
 

@@ -27,9 +27,9 @@ from .naming import (
 )
 from . import room_metadata
 from .room_service import RoomService
+from .rooms import RoomRegistry, RoomState, known_to_exist
 from .runtime import ContainerRuntime, ContainerSpec, NameTaken
 from .settings import Settings
-from .rooms import RoomRegistry, known_to_exist
 from .tenants import TenantStore
 from .view import AgentView
 
@@ -73,8 +73,10 @@ class TriggerService:
         self._runtime = runtime
         self._clock = clock
         self._locks = KeyedLocks()
+        # Per (client, room): a trigger claims its room under it, a closing pass closes the room under it,
+        # so a trigger never reuses a container that a close is about to remove (reconciler._close_room).
+        self.room_locks = KeyedLocks()
         self._on_launched = on_launched  # the room registry hears of every launch/reuse (STARTING)
-        self._admitting: set[ContainerKey] = set()  # creations in flight, counted against the limits
         self._limits = Admissions(settings)  # in-flight and recent creations, counted against the limits
         self._view = view  # watch-fed: a running agent and the limits are answered without an engine call
         self._rooms = rooms  # a live room confirmed recently is not created again
@@ -90,9 +92,7 @@ class TriggerService:
         ctx = {"client_id": client.id, "agent_slug": agent.slug, "room": room}
         s = self._settings
         key = ContainerKey(client_id=client.id, agent_slug=agent.slug, room=room)
-        outcome, info = await self._settle(key, client=client, agent=agent, mode=mode)
-        if self._on_launched is not None:
-            self._on_launched(key)
+        outcome, info = await self._settle(key, client=client, agent=agent, mode=mode, announce=True)
         mode = _mode_of(info, default=mode)  # a reused container keeps the mode it was launched with
         image = agent.image or s.agent_image
         stale = info.labels.get(Label.SPEC_HASH) != spec_hash(agent, image=image, mode=mode)
@@ -113,34 +113,95 @@ class TriggerService:
         return await self._settle(key, client=client, agent=agent, mode=mode)
 
     async def _settle(
-        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode
+        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode, announce: bool = False
     ) -> tuple[TriggerOutcome, ContainerInfo]:
-        """The room first (with timeouts covering the grace period), then the container under the key's lock."""
+        """Limits, then the room (ours, with timeouts covering the grace period), then the container under the key's lock."""
         s = self._settings
-        known = self._rooms is not None and known_to_exist(
-            self._rooms.get(client.id, key.room), now=self._clock(), trust_s=s.room_trust_s
-        )
-        if not known:
-            await self._livekit.ensure_room(
-                client.livekit, room=key.room, metadata=room_metadata.for_new_room(agent=agent, client_id=client.id),
-                empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
+        if await self._needs_admission(key):
+            await self._admit(key, reserve=False)  # a refusal must not leave a LiveKit room behind
+        async with self.room_locks.hold((key.client_id, key.room)):
+            # Inside the lock: a close that held it may just have deleted the room.
+            tracked = self._rooms.get(client.id, key.room) if self._rooms is not None else None
+            known = (
+                tracked is not None
+                # Only a room in a call: any other may be closing in another process, whose close looks for
+                # the trigger stamp that only _claim_room writes.
+                and tracked.state is RoomState.ACTIVE
+                and known_to_exist(tracked, now=self._clock(), trust_s=s.room_trust_s)
             )
-            if self._rooms is not None:
-                self._rooms.confirm(client.id, key.room, now=self._clock())
+            if not known:
+                await self._claim_room(key, client=client, agent=agent)
+                if self._rooms is not None:
+                    self._rooms.confirm(client.id, key.room, now=self._clock())
+            if announce and self._on_launched is not None:
+                self._on_launched(key)  # before the reuse: a close that has not started yet now sees the trigger
         async with self._locks.hold(key):
             return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
 
-    async def _admit(self, key: ContainerKey) -> None:
-        """The limits (admission.Admissions), counted from the watch-fed view when it is synced, else one list."""
+    async def _needs_admission(self, key: ContainerKey) -> bool:
+        """Whether this trigger may create a container (then the limits apply): none of the key is live."""
+        if self._running_in_view(key) is not None:
+            return False
         if self._view is not None and self._view.synced:
-            self._limits.admit(key, self._view.state.containers(), asked_at=None)
+            return all(c.status.gone for c in self._view.state.for_key(key))
+        existing = await self._runtime.get(container_name(key))
+        return existing is None or existing.status.gone
+
+    async def _claim_room(self, key: ContainerKey, *, client: Client, agent: Agent) -> None:
+        """Create the room, or accept an existing one only when its metadata names this client.
+
+        Tenants may share one LiveKit project: a room named by another client's metadata, or by none
+        (made outside the orchestrator, e.g. auto-created by a join) on a shared project, is refused.
+        On a project of this client alone, an unnamed room is its own and is claimed.
+        """
+        s = self._settings
+        ours = room_metadata.for_new_room(agent=agent, client_id=client.id)
+        room = await self._livekit.ensure_room(
+            client.livekit, room=key.room, metadata=ours,
+            empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
+        )
+        owner = room_metadata.owner(room.metadata)
+        if owner == client.id:
+            if room_metadata.grace_started(room.metadata) is not None:
+                # The room is in grace, so a pass of another process may be about to close it: stamp the
+                # trigger where every process looks before closing (reconciler._close_room).
+                stamped = room_metadata.with_trigger(room.metadata, self._clock())
+                if stamped is not None:
+                    await self._livekit.update_room_metadata(client.livekit, room=key.room, metadata=stamped)
+            return
+        if owner is None and not await self._shared_project(client):
+            if (claimed := room_metadata.claimed(room.metadata, ours=ours)) is not None:
+                await self._livekit.update_room_metadata(client.livekit, room=key.room, metadata=claimed)
+            return
+        log.warning(
+            "refused room %s: it belongs to %s", key.room, "another client" if owner else "no client of ours",
+            extra={"client_id": client.id, "room": key.room, "room_owner": owner or "-"},
+        )
+        raise Conflict(
+            f"room_name '{key.room}' is already in use on this LiveKit project by "
+            f"{'another client' if owner else 'a room the orchestrator did not create'}; "
+            "choose another room_name, or omit it to get a fresh room",
+            details={"field": "room_name"},
+        )
+
+    async def _shared_project(self, client: Client) -> bool:
+        """Whether another client uses the same LiveKit project (url and API key)."""
+        same_key = await self._tenants.clients_for_livekit_key(client.livekit.api_key)
+        return any(c.id != client.id and c.livekit.url == client.livekit.url for c in same_key)
+
+    async def _admit(self, key: ContainerKey, *, reserve: bool = True) -> None:
+        """The limits (admission.Admissions), counted from the watch-fed view when it is synced, else one list.
+
+        `reserve=False` only checks (before the room is made: a refusal must leave no LiveKit room behind)."""
+        if self._view is not None and self._view.synced:
+            self._limits.admit(key, self._view.state.containers(), asked_at=None, reserve=reserve)
             return
         asked_at = self._limits.listing()
         try:
             listed = await self._runtime.list_managed(scope=self._settings.scope)
         finally:
             self._limits.listed(asked_at)
-        self._limits.admit(key, listed, asked_at=asked_at)
+        self._limits.admit(key, listed, asked_at=asked_at, reserve=reserve)
 
     async def spawn(self, *, client_id: str, agent_id: str, mode: Mode, user_id: str) -> TriggerResult:
         """The dashboard's Test Agent: find the agent by id, then trigger it in a fresh `agent-<id>-<8 hex>` room.
@@ -278,7 +339,8 @@ class TriggerService:
             "LIVEKIT_ROOM": key.room,
             # A room-scoped agent token; the tenant's API secret never enters the container.
             "LIVEKIT_TOKEN": self._livekit.agent_token(
-                client.livekit, slug=agent.slug, name=agent.name, room=key.room, ttl_s=s.agent_token_ttl_s
+                client.livekit, slug=agent.slug, name=agent.name, room=key.room, ttl_s=s.agent_token_ttl_s,
+                client_id=client.id,
             ),
             "AGENT_MODE": mode.value,
             "AGENT_CONFIG": json.dumps(agent.public_config()),
@@ -293,7 +355,7 @@ class TriggerService:
             name=name, image=image, labels=labels, env=env,
             memory=res.memory or s.agent_memory, cpus=res.cpus or s.agent_cpus, pids=res.pids or s.agent_pids,
             network=s.agent_network, restart_policy=s.agent_restart_policy, restart_max=s.agent_restart_max,
-            stop_timeout_s=s.agent_stop_timeout_s,
+            stop_timeout_s=s.agent_stop_timeout_s, log_max_size=s.agent_log_max_size, log_max_files=s.agent_log_max_files,
         )
 
 

@@ -1,4 +1,4 @@
-"""LiveKit webhooks into room events: deduplicated by event id, applied for every tenant on that key."""
+"""LiveKit webhooks into room events: deduplicated by event id, applied to the rooms this process tracks."""
 
 from __future__ import annotations
 
@@ -31,12 +31,15 @@ class WebhookIntake:
     def __init__(
         self, *, registry: RoomRegistry, on_change: Callable[[], None], remember: int = 10_000,
         on_event: Callable[[WebhookNotice, str, Room, Room], None] | None = None,
+        reconciling: bool = True,
     ) -> None:
         self._registry = registry
         self._on_change = on_change
         self._on_event = on_event  # (notice, client_id, before, after): the lifecycle feed hears every room event
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
+        # Without the reconcile loop in this process nothing acts on a finished room: forget it at once.
+        self._forget_finished = not reconciling
 
     def accept(self, notice: WebhookNotice, *, client_ids: list[str], now: datetime) -> bool:
         """Apply once; returns False for a duplicate delivery."""
@@ -53,7 +56,13 @@ class WebhookIntake:
             return True
         changed = False
         for client_id in client_ids:
+            if (client_id, notice.room) not in self._registry.rooms:
+                # Only rooms a trigger launched into, or a pass saw a container of ours in, are tracked: a
+                # shared LiveKit project reports every room, and those entries would never be cleaned up.
+                continue
             before, after = self._registry.apply(client_id, notice.room, event, now=now)
+            if self._forget_finished and isinstance(event, RoomFinished):
+                self._registry.forget(client_id, notice.room)
             changed |= (before.state, before.since) != (after.state, after.since)
             if self._on_event is not None:
                 self._on_event(notice, client_id, before, after)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -32,7 +33,7 @@ async def stream_events(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-sent events: `id` is the event's seq, so a reconnect with Last-Event-ID resumes without gaps."""
-    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    start = resume_after(last_event_id, after=after)
 
     async def body() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
@@ -45,3 +46,12 @@ async def stream_events(
     # no-transform / X-Accel-Buffering: proxies must not buffer a live stream.
     headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+
+_EVENT_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only (`²`.isdigit() is true), small enough for int()
+
+
+def resume_after(last_event_id: str | None, *, after: int) -> int:
+    """The seq to resume after: Last-Event-ID when it is one of our ids, else `after` (a bad header is ignored)."""
+    return int(last_event_id) if last_event_id and _EVENT_ID.fullmatch(last_event_id) else after

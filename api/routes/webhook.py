@@ -46,10 +46,10 @@ async def livekit_webhook(request: Request, tenants: TenantsDep, intake: Webhook
         notice, creds = verify_webhook(body, auth, candidates=[c.livekit for c in clients])
     except Unauthorized:
         raise Unauthorized(_REFUSED) from None
-    # Several tenants may share one LiveKit project: the room metadata we wrote names the owner;
-    # for a room without it, each tenant on that project holds its own (client, room) entry.
+    # Several tenants may share one LiveKit project: the room metadata we wrote names the owner (the
+    # trigger refuses rooms named by another client). A room naming none is not ours on a shared project.
     owners = [c.id for c in clients if c.livekit.api_secret == creds.api_secret]
-    if notice.room_client_id in owners:
-        owners = [notice.room_client_id]
+    named = notice.room_client_id
+    owners = [named] if named in owners else (owners if named is None and len(owners) == 1 else [])
     fresh = intake.accept(notice, client_ids=owners, now=utcnow())
     return {"ok": True, "duplicate": not fresh, "event": notice.event}

@@ -28,6 +28,8 @@ class ContainerSpec(Frozen):
     restart_policy: str
     restart_max: int
     stop_timeout_s: int
+    log_max_size: str = "10m"  # per log file, Docker notation; an engine without such a knob ignores it
+    log_max_files: int = 3
 
 
 class NameTaken(Exception):

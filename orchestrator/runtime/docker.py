@@ -22,6 +22,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ..errors import ConfigurationError, DependencyRejected, DependencyUnavailable, dependency_error
+from ..logs import clip_tail
 from ..models import ContainerInfo, ContainerStatus, Health
 from ..naming import Label
 from ..settings import Settings
@@ -209,6 +210,7 @@ class DockerRuntime:
                 restart_policy=restart,
                 network_mode=spec.network,
                 init=True,
+                log_config={"type": "json-file", "config": {"max-size": spec.log_max_size, "max-file": str(spec.log_max_files)}},
             )
         except DockerException as exc:  # the SDK's own check of a value (e.g. memory "lots"): no retry helps
             raise DependencyRejected(f"Docker cannot use the container's settings: {exc}", dependency="docker") from None
@@ -260,9 +262,15 @@ class DockerRuntime:
     async def logs_tail(self, name: str, *, lines: int = 20) -> str:
         def tail() -> str:
             try:
-                return self.client.api.logs(name, tail=lines).decode(errors="replace")
+                stream = self.client.api.logs(name, tail=lines, stream=True, follow=False)  # stream alone follows
             except NotFound:
                 return ""
+            try:
+                return clip_tail(stream)  # bounded in bytes, read as a stream: lines can be of any length
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
 
         return await self._call("logs", tail)
 

@@ -84,7 +84,7 @@ async def test_admin_api(make_settings: Callable[..., Settings], docker_client: 
 
     # This test reaches into the app (the reconciler's heartbeat), so it builds the app itself.
     app = create_app(make_settings(reconcile_enabled=False, agent_startup_timeout_s=0))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as c:
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
         r = await c.post("/api/v1/trigger-agent", json={"agent_slug": "farah", "room_name": "adm-1", "user_id": "u", "client_id": CLIENT_ID})
         assert r.status_code == 200
         name = r.json()["container_name"]

@@ -36,7 +36,8 @@ async def test_two_scopes_on_one_engine_stay_apart(make_settings: Callable[..., 
         a = make_settings()
         b = make_settings(scope=other_scope)
         ra = await _trigger(a, {"agent_slug": "farah", "user_id": "u", "client_id": CLIENT_ID, "room_name": room})
-        rb = await _trigger(b, {"agent_slug": "farah", "user_id": "u", "client_id": OTHER_CLIENT_ID, "room_name": room})
+        # Both clients share one LiveKit project: one room name is one client's (test_room_ownership).
+        rb = await _trigger(b, {"agent_slug": "farah", "user_id": "u", "client_id": OTHER_CLIENT_ID, "room_name": room + "-b"})
         assert ra.status_code == rb.status_code == 200, (ra.text, rb.text)
 
         runtime = DockerRuntime(base_url=None)

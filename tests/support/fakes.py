@@ -8,6 +8,8 @@ integration tests; these add a tier, they replace nothing.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
@@ -197,6 +199,11 @@ class FakeRooms:
         self._check("observe_rooms", ",".join(names))
         return {n: self.rooms.get((creds.api_key, n), RoomSnapshot(exists=False)) for n in names}
 
+    async def list_rooms(self, creds: LiveKitCredentials, *, names: list[str] | None = None) -> list[Any]:
+        self._check("list_rooms", ",".join(names or []))
+        return [SimpleNamespace(name=n, metadata=snap.metadata) for (key, n), snap in self.rooms.items()
+                if key == creds.api_key and snap.exists and (not names or n in names)]
+
     async def update_room_metadata(self, creds: LiveKitCredentials, *, room: str, metadata: str) -> None:
         self._check("update_room_metadata", room)
         if (snap := self.rooms.get((creds.api_key, room))) is not None:
@@ -214,7 +221,9 @@ class FakeRooms:
     def user_token(self, creds: LiveKitCredentials, *, identity: str, room: str, ttl_s: int) -> str:
         return f"user-token:{identity}:{room}"
 
-    def agent_token(self, creds: LiveKitCredentials, *, slug: str, name: str, room: str, ttl_s: int) -> str:
+    def agent_token(
+        self, creds: LiveKitCredentials, *, slug: str, name: str, room: str, ttl_s: int, client_id: str | None = None
+    ) -> str:
         return f"agent-token:{slug}:{room}"
 
     async def aclose(self) -> None:
@@ -293,5 +302,5 @@ async def fake_app(settings: Settings | None = None, **adapters: Any) -> AsyncIt
     parts = {"runtime": FakeRuntime(), "livekit": FakeRooms(), "tenants": tenants(), **adapters}
     app = create_app(settings, **parts)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orchestrator") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
             yield client, app.state.engine

@@ -47,5 +47,5 @@ async def app_client(settings: Settings, **adapters: Any) -> AsyncIterator[httpx
 
     app = create_app(settings, **adapters)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orchestrator") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
             yield client

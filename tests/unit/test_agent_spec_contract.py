@@ -24,8 +24,8 @@ class RealTokens(FakeRooms):
     def user_token(self, creds, *, identity, room, ttl_s):  # type: ignore[no-untyped-def]
         return livekit.user_token(creds, identity=identity, room=room, ttl_s=ttl_s)
 
-    def agent_token(self, creds, *, slug, name, room, ttl_s):  # type: ignore[no-untyped-def]
-        return livekit.agent_token(creds, slug=slug, name=name, room=room, ttl_s=ttl_s)
+    def agent_token(self, creds, *, slug, name, room, ttl_s, client_id=None):  # type: ignore[no-untyped-def]
+        return livekit.agent_token(creds, slug=slug, name=name, room=room, ttl_s=ttl_s, client_id=client_id)
 
 # Every variable the agent reads from its environment (agent_image/config.py parse_env).
 AGENT_READS = {

@@ -71,7 +71,7 @@ async def test_healthz_is_503_when_the_first_pass_never_completes() -> None:
     app = create_app(Settings(**QUIET, reconcile_interval_s=1), runtime=rt, livekit=FakeRooms(), tenants=tenants(),
                      clock=clock)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
             await _until(lambda: rt.listing == 1)
             first = await http.get("/healthz")
             assert (first.status_code, first.json()["reconciler"]) == (200, "starting")
