@@ -28,6 +28,7 @@ def container_row(c: ContainerInfo, *, now: datetime) -> dict[str, Any]:
         "name": c.name, "id": c.id[:12], "status": c.status.value, "health": c.health.value,
         "exit_code": c.exit_code, "client_id": c.labels.get(Label.CLIENT_ID), "agent": c.labels.get(Label.AGENT_SLUG),
         "room": c.labels.get(Label.ROOM), "created_at": c.labels.get(Label.CREATED_AT),
+        "node": c.node, "reason": c.reason,
         "age_s": int((now - c.created_at).total_seconds()) if c.created_at else None,
     }
 

@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     docker_timeout_s: float = Field(default=30.0, gt=0)
     docker_retries: int = Field(default=3, ge=1)
 
+    # Which engine runs the agents; the trigger, planner and reconciler do not know which.
+    runtime: Literal["docker", "kubernetes"] = "docker"
+    # Kubernetes: the namespace of this deployment's agent pods ("{scope}" is replaced by the scope),
+    # a kubeconfig file (default: in-cluster when run in a pod, else KUBECONFIG or ~/.kube/config).
+    kube_namespace: str = "agents-{scope}"
+    kubeconfig: Path | None = None
+    kube_restricted: bool = True  # agent pods meet the `restricted` Pod Security Standard
+    kube_watch_timeout_s: int = Field(default=300, ge=1)  # server-side watch timeout; the watch then resumes
+    kube_timeout_s: float = Field(default=30.0, gt=0)
+
     # Room lifecycle (seed 003): the grace period after the last human leaves.
     grace_period_s: float = Field(default=60.0, ge=0)
     room_empty_timeout_s: int = Field(default=300, ge=1)
