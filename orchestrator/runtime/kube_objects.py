@@ -103,17 +103,22 @@ def restricted_security() -> tuple[dict[str, Any], dict[str, Any]]:
     return pod, container
 
 
+def secret_name(pod: str, suffix: str) -> str:
+    """A fresh name per Pod (suffix: random), so creating it never meets a leftover and needs no delete right."""
+    return f"{pod}-env-{suffix}"
+
+
 def pod_manifest(
-    spec: ContainerSpec, *, namespace: str, restricted: bool = True, service_account: str | None = None
+    spec: ContainerSpec, *, namespace: str, secret: str, restricted: bool = True, service_account: str | None = None
 ) -> dict[str, Any]:
-    """The Pod for one agent. Secret env values are referenced from a Secret named like the Pod."""
+    """The Pod for one agent. Secret env values are referenced from the Secret `secret`, made right after."""
     name = pod_name(spec.name)
     labels, annotations = split_labels(spec.labels)
     annotations[LABEL_PREFIX + "container-name"] = spec.name
     env: list[dict[str, Any]] = []
     for key, value in sorted(spec.env.items()):
         if key in SECRET_ENV_KEYS:
-            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
         else:
             env.append({"name": key, "value": value})
     resources = {"cpu": cpu_quantity(spec.cpus), "memory": memory_quantity(spec.memory)}
@@ -145,19 +150,19 @@ def pod_manifest(
     }
 
 
-def secret_manifest(spec: ContainerSpec, *, namespace: str, owner_uid: str) -> dict[str, Any] | None:
+def secret_manifest(spec: ContainerSpec, *, namespace: str, name: str, owner_uid: str) -> dict[str, Any] | None:
     """The agent's secret env values, owned by its Pod so the garbage collector removes them with it."""
     data = {k: v for k, v in spec.env.items() if k in SECRET_ENV_KEYS}
     if not data:
         return None
-    name = pod_name(spec.name)
+    owner = pod_name(spec.name)
     labels, _ = split_labels({k: v for k, v in spec.labels.items() if k in (Label.MANAGED, Label.SCOPE)})
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
             "name": name, "namespace": namespace, "labels": labels,
-            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": owner_uid}],
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": owner, "uid": owner_uid}],
         },
         "type": "Opaque",
         "stringData": data,

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +40,7 @@ from .kube_objects import (
     pod_manifest,
     pod_name,
     secret_manifest,
+    secret_name,
     selector,
 )
 
@@ -232,7 +234,8 @@ class KubernetesRuntime:
 
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
         """Create the Pod (the kubelet starts it), then its Secret owned by it; no half-made Pod is left."""
-        manifest = pod_manifest(spec, namespace=self.namespace, restricted=self._restricted)
+        env_secret = secret_name(pod_name(spec.name), secrets.token_hex(4))
+        manifest = pod_manifest(spec, namespace=self.namespace, secret=env_secret, restricted=self._restricted)
         try:
             pod = await self._json(
                 "create", lambda c: c.create_namespaced_pod(self.namespace, manifest, _preload_content=False, _request_timeout=self._timeout_s)
@@ -249,32 +252,18 @@ class KubernetesRuntime:
                 raise DependencyUnavailable(f"Kubernetes refused the agent pod: {_message(exc)}", retry_after=60) from None
             raise
         info = self._remember(info_from_pod(pod))
-        secret = secret_manifest(spec, namespace=self.namespace, owner_uid=info.id)
+        secret = secret_manifest(spec, namespace=self.namespace, name=env_secret, owner_uid=info.id)
         if secret is not None:
             try:
-                try:
-                    await self._call(
-                        "create-secret", lambda c: c.create_namespaced_secret(self.namespace, secret, _request_timeout=self._timeout_s)
-                    )
-                except ApiException as exc:
-                    if exc.status != 409:
-                        raise
-                    await self._replace_secret(secret)  # left by an earlier Pod of this name, not yet collected
+                await self._call(
+                    "create-secret", lambda c: c.create_namespaced_secret(self.namespace, secret, _request_timeout=self._timeout_s)
+                )
             except BaseException as exc:
-                await asyncio.shield(self.remove(info.id))  # no Pod waiting for a Secret that never comes
+                await asyncio.shield(self.remove(info.id))  # no Pod left waiting for a Secret that never comes
                 if isinstance(exc, ApiException):
                     raise DependencyUnavailable(f"Kubernetes refused the agent's secret: {_message(exc)}") from None
                 raise
         return info
-
-    async def _replace_secret(self, secret: dict[str, Any]) -> None:
-        name = secret["metadata"]["name"]
-        try:
-            await self._call("delete-secret", lambda c: c.delete_namespaced_secret(name, self.namespace))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        await self._call("create-secret", lambda c: c.create_namespaced_secret(self.namespace, secret))
 
     async def start(self, name: str) -> None:
         """Pods are started by their kubelet; nothing to do once the Pod exists."""

@@ -78,7 +78,7 @@ def _spec(**over: object) -> ContainerSpec:
 
 
 def test_manifest_is_restricted_limited_and_keeps_secrets_out_of_the_pod() -> None:
-    pod = pod_manifest(_spec(), namespace="ns")
+    pod = pod_manifest(_spec(), namespace="ns", secret="sec")
     spec, c = pod["spec"], pod["spec"]["containers"][0]
     assert spec["restartPolicy"] == "OnFailure" and spec["terminationGracePeriodSeconds"] == 7
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -87,18 +87,18 @@ def test_manifest_is_restricted_limited_and_keeps_secrets_out_of_the_pod() -> No
     assert c["resources"]["limits"] == {"cpu": "500m", "memory": "256Mi"} == c["resources"]["requests"]
     assert "tok-secret" not in str(pod) and "sk-secret" not in str(pod)
     env = {e["name"]: e for e in c["env"]}
-    assert env["LIVEKIT_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": pod["metadata"]["name"], "key": "LIVEKIT_TOKEN"}
+    assert env["LIVEKIT_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "sec", "key": "LIVEKIT_TOKEN"}
     assert env["LIVEKIT_URL"]["value"] == "ws://x"
     assert pod["metadata"]["annotations"][Label.ROOM] == "Room 1"
-    secret = secret_manifest(_spec(), namespace="ns", owner_uid="uid-1")
+    secret = secret_manifest(_spec(), namespace="ns", name="sec", owner_uid="uid-1")
     assert secret is not None and secret["stringData"] == {"LIVEKIT_TOKEN": "tok-secret", "OPENAI_API_KEY": "sk-secret"}
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
-    assert "securityContext" not in pod_manifest(_spec(), namespace="ns", restricted=False)["spec"]
+    assert "securityContext" not in pod_manifest(_spec(), namespace="ns", secret="sec", restricted=False)["spec"]
 
 
 @pytest.mark.parametrize(("ours", "theirs"), [("no", "Never"), ("on-failure", "OnFailure"), ("always", "Always"), ("unless-stopped", "Always")])
 def test_restart_rules(ours: str, theirs: str) -> None:
-    assert pod_manifest(_spec(restart_policy=ours), namespace="ns")["spec"]["restartPolicy"] == theirs
+    assert pod_manifest(_spec(restart_policy=ours), namespace="ns", secret="sec")["spec"]["restartPolicy"] == theirs
 
 
 def _pod(phase: str, *, conditions: list[dict] | None = None, state: dict | None = None, deleting: bool = False,
