@@ -14,6 +14,7 @@ precondition, so acting on an observed id never deletes a newer Pod that took th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ T = TypeVar("T")
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+_LOGS_TIMEOUT_S = 5.0  # logs are best effort (shown before a replace); a node that does not answer must not stall a trigger
 
 
 class _Gone(Exception):
@@ -99,7 +101,7 @@ class KubernetesRuntime:
     @classmethod
     def from_settings(cls, settings: Settings) -> "KubernetesRuntime":
         return cls(
-            namespace=namespace_for(settings), kubeconfig=settings.kubeconfig, restricted=settings.kube_restricted,
+            namespace=namespace_for(settings), kubeconfig=settings.kubeconfig.expanduser() if settings.kubeconfig else None, restricted=settings.kube_restricted,
             pool_size=settings.docker_pool_size, timeout_s=settings.kube_timeout_s, retries=settings.docker_retries,
             watch_timeout_s=settings.kube_watch_timeout_s,
         )
@@ -310,7 +312,7 @@ class KubernetesRuntime:
             return ""
         try:
             return str(await self._call(
-                "logs", lambda c: c.read_namespaced_pod_log(pod, self.namespace, tail_lines=lines, _request_timeout=self._timeout_s)
+                "logs", lambda c: c.read_namespaced_pod_log(pod, self.namespace, tail_lines=lines, _request_timeout=_LOGS_TIMEOUT_S)
             ))
         except (ApiException, DependencyUnavailable) as exc:
             # No container yet, or a node that serves no logs: nothing to show is not an error here.
@@ -337,16 +339,17 @@ class KubernetesRuntime:
                     items = tuple(self._remember(info_from_pod(p)) for p in pods)
                     yield WatchEvent(kind="relist", items=items, resource_version=rv)
                     backoff = 0.2
-                async for kind, pod in self._watch_stream(scope, rv):
-                    rv = pod["metadata"].get("resourceVersion") or rv
-                    if kind == "BOOKMARK":
-                        continue
-                    info = self._remember(info_from_pod(pod))
-                    if kind == "DELETED":
-                        self._where.pop(info.id, None)
-                        yield WatchEvent(kind="delete", info=info, resource_version=rv)
-                    else:
-                        yield WatchEvent(kind="upsert", info=info, resource_version=rv)
+                async with contextlib.aclosing(self._watch_stream(scope, rv)) as stream:
+                    async for kind, pod in stream:
+                        rv = pod["metadata"].get("resourceVersion") or rv
+                        if kind == "BOOKMARK":
+                            continue
+                        info = self._remember(info_from_pod(pod))
+                        if kind == "DELETED":
+                            self._where.pop(info.id, None)
+                            yield WatchEvent(kind="delete", info=info, resource_version=rv)
+                        else:
+                            yield WatchEvent(kind="upsert", info=info, resource_version=rv)
                 # The server closed the stream at its timeout: resume from rv, no relist needed.
             except _Gone:
                 log.info("pod watch: resourceVersion %s expired (410 Gone); relisting", rv)

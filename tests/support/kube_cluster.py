@@ -124,8 +124,10 @@ class KubeCluster:
         ])
         self._spawn("kwok", [
             str(self.bindir / "kwok"), f"--kubeconfig={kc}", f"--config={self.bindir / 'kwok-stages.yaml'}",
-            f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake", "--cidr=10.0.0.1/24", "--node-ip=10.0.0.1",
-            f"--server-address=127.0.0.1:{free_port()}",
+            # Pod IPs from the CIDR are only status values; the node's "kubelet" address is loopback with nothing
+            # listening, so the apiserver's log/exec requests are refused at once and never leave the machine.
+            f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake", "--cidr=10.0.0.1/24", "--node-ip=127.0.0.1",
+            f"--node-port={free_port()}", f"--server-address=127.0.0.1:{free_port()}",
         ])
         for node in NODES:
             self.create_node(node)
