@@ -337,7 +337,7 @@ class KubernetesRuntime:
                     rv, pods = await self._list_raw(scope)
                     self.watch_relists += 1
                     items = tuple(self._remember(info_from_pod(p)) for p in pods)
-                    yield WatchEvent(kind="relist", items=items, resource_version=rv)
+                    yield WatchEvent(kind="relist", items=items, resource_version=rv, seq=_seq(rv))
                     backoff = 0.2
                 async with contextlib.aclosing(self._watch_stream(scope, rv)) as stream:
                     async for kind, pod in stream:
@@ -347,16 +347,18 @@ class KubernetesRuntime:
                         info = self._remember(info_from_pod(pod))
                         if kind == "DELETED":
                             self._where.pop(info.id, None)
-                            yield WatchEvent(kind="delete", info=info, resource_version=rv)
+                            yield WatchEvent(kind="delete", info=info, resource_version=rv, seq=_seq(rv))
                         else:
-                            yield WatchEvent(kind="upsert", info=info, resource_version=rv)
+                            yield WatchEvent(kind="upsert", info=info, resource_version=rv, seq=_seq(rv))
                 # The server closed the stream at its timeout: resume from rv, no relist needed.
             except _Gone:
                 log.info("pod watch: resourceVersion %s expired (410 Gone); relisting", rv)
                 rv = None
+                yield WatchEvent(kind="broken")  # events may have been missed: distrust the view until the relist
             except (ApiException, DependencyUnavailable, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, ValueError) as exc:
                 log.warning("pod watch broke (%s); relisting in %.1f s", getattr(exc, "status", None) or type(exc).__name__, backoff)
                 rv = None
+                yield WatchEvent(kind="broken")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
@@ -396,6 +398,8 @@ class KubernetesRuntime:
                     if not first:
                         on_event("reconnected", "")
                     first = False
+                elif ev.kind == "broken":
+                    continue
                 elif ev.kind == "delete" and ev.info is not None:
                     on_event("die", ev.info.name)
                 elif ev.info is not None and ev.info.status in (ContainerStatus.exited, ContainerStatus.dead, ContainerStatus.restarting):
@@ -403,6 +407,11 @@ class KubernetesRuntime:
 
         task = asyncio.get_running_loop().create_task(follow(), name=f"kube-events-{scope}")
         return task.cancel
+
+
+def _seq(resource_version: str | None) -> int | None:
+    """Kubernetes calls resourceVersions opaque; in practice they are etcd revisions, which order events."""
+    return int(resource_version) if resource_version and resource_version.isdigit() else None
 
 
 def _message(exc: ApiException) -> str:

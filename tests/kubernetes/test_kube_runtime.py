@@ -163,6 +163,7 @@ async def test_watch_relists_sees_a_pod_deleted_behind_our_back_and_recovers_fro
         gone = await _next_event(events, lambda e: e.kind == "delete", timeout=1.0)
         print(f"delete seen by the watch {1000 * (time.monotonic() - t0):.0f} ms after the API answered")
         assert gone.info is not None and gone.info.id == result.container.id
+        assert added.seq is not None and gone.seq is not None and gone.seq > added.seq  # etcd revisions order events
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -176,6 +177,8 @@ async def test_watch_relists_sees_a_pod_deleted_behind_our_back_and_recovers_fro
     relists_before = kruntime.watch_relists
     task = asyncio.create_task(consume(resource_version=stale))
     try:
+        broken = await asyncio.wait_for(events.get(), 10)
+        assert broken.kind == "broken"  # 410 Gone: what the reader held may have missed events
         relist = await asyncio.wait_for(events.get(), 10)
         assert relist.kind == "relist" and kruntime.watch_relists == relists_before + 1
         assert [c.labels[Label.ROOM] for c in relist.items] == ["after-gone"]
