@@ -101,7 +101,9 @@ class KubernetesRuntime:
     @classmethod
     def from_settings(cls, settings: Settings) -> "KubernetesRuntime":
         return cls(
-            namespace=namespace_for(settings), kubeconfig=settings.kubeconfig.expanduser() if settings.kubeconfig else None, restricted=settings.kube_restricted,
+            namespace=namespace_for(settings),
+            kubeconfig=settings.kubeconfig.expanduser() if settings.kubeconfig else None,
+            restricted=settings.kube_restricted,
             pool_size=settings.docker_pool_size, timeout_s=settings.kube_timeout_s, retries=settings.docker_retries,
             watch_timeout_s=settings.kube_watch_timeout_s,
         )
@@ -155,6 +157,11 @@ class KubernetesRuntime:
             try:
                 return await fn(core)
             except Exception as exc:
+                if isinstance(exc, ApiException) and exc.status in (401, 403):
+                    raise DependencyUnavailable(
+                        f"Kubernetes refused {what} in namespace '{self.namespace}' ({exc.status}): {_message(exc)}; "
+                        "check the orchestrator's credentials, its Role (deploy/kubernetes/rbac.yaml) and the namespace's admission rules"
+                    ) from None
                 if not _transient(exc):
                     raise
                 if attempt == self._retries:
