@@ -19,7 +19,7 @@ RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.
 
 @pytest.fixture(scope="session")
 def kube_cluster() -> Iterator[KubeCluster]:
-    cluster = start_cluster()
+    cluster = start_cluster(pod_watch_cache=False)  # so that compacting etcd really expires resourceVersions
     try:
         yield cluster
     finally:

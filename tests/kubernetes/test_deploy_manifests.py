@@ -30,7 +30,7 @@ SA = "agent-orchestrator"
 CAN_I = [
     ("create", "pods", True), ("get", "pods", True), ("list", "pods", True), ("watch", "pods", True), ("delete", "pods", True),
     ("get", "pods/log", True), ("create", "secrets", True), ("list", "events", True), ("watch", "events.events.k8s.io", True),
-    ("patch", "pods", False), ("update", "pods", False), ("create", "pods/exec", False), ("get", "secrets", False),
+    ("patch", "pods", False), ("update", "pods", False), ("create", "pods/exec", False), ("create", "pods/eviction", False), ("get", "pods/status", False), ("get", "secrets", False),
     ("list", "secrets", False), ("delete", "secrets", False), ("create", "deployments.apps", False), ("list", "nodes", False),
     ("create", "roles.rbac.authorization.k8s.io", False), ("create", "rolebindings.rbac.authorization.k8s.io", False),
     ("list", "configmaps", False), ("create", "serviceaccounts/token", False), ("delete", "namespaces", False),
@@ -89,10 +89,13 @@ async def test_manifests_apply_and_the_orchestrator_pod_is_scheduled(deployed: s
 def test_service_account_can_do_what_it_needs_and_no_more(
     deployed: str, kube_cluster: KubeCluster, verb: str, resource: str, allowed: bool
 ) -> None:
-    result = kube_cluster.kubectl("auth", "can-i", verb, resource, "-n", deployed, f"--as=system:serviceaccount:{deployed}:{SA}", check=False)
+    what = resource.split("/")
+    # `pods/exec` would mean the pod named "exec": a subresource needs --subresource.
+    target = [what[0], f"--subresource={what[1]}"] if len(what) == 2 else what
+    result = kube_cluster.kubectl("auth", "can-i", verb, *target, "-n", deployed, f"--as=system:serviceaccount:{deployed}:{SA}", check=False)
     assert (result.stdout.strip() == "yes") is allowed, (verb, resource, result.stdout, result.stderr)
     # Nothing at all outside its namespace.
-    other = kube_cluster.kubectl("auth", "can-i", verb, resource, "-n", "default", f"--as=system:serviceaccount:{deployed}:{SA}", check=False)
+    other = kube_cluster.kubectl("auth", "can-i", verb, *target, "-n", "default", f"--as=system:serviceaccount:{deployed}:{SA}", check=False)
     assert other.stdout.strip() == "no"
 
 

@@ -168,7 +168,8 @@ async def test_watch_relists_sees_a_pod_deleted_behind_our_back_and_recovers_fro
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    # A resourceVersion the server no longer keeps (etcd compacted past it): 410 Gone, then a relist.
+    # The watch's first resourceVersion after etcd was compacted past it (the session cluster has no pod watch
+    # cache, which would otherwise still serve it): 410 Gone, then a relist.
     await service(settings, kruntime, livekit).trigger(
         client_id=CLIENT_ID, agent_slug="farah", mode=Mode.voice, user_id="u", room_name="after-gone")
     stale = first.resource_version

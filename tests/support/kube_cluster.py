@@ -59,6 +59,9 @@ class KubeCluster:
     etcd_port: int = 0
     api_port: int = 0
     admin_token: str = ""
+    # Without the apiserver's watch cache for pods, watches read etcd directly, so compacting etcd really
+    # expires old resourceVersions (410 Gone); with it, a young cluster serves every version since start-up.
+    pod_watch_cache: bool = True
 
     @property
     def server(self) -> str:
@@ -109,6 +112,7 @@ class KubeCluster:
             f"--service-account-key-file={w / 'sa.key'}", f"--service-account-signing-key-file={w / 'sa.key'}",
             f"--token-auth-file={w / 'tokens.csv'}", "--authorization-mode=RBAC", "--service-cluster-ip-range=10.96.0.0/16",
             "--endpoint-reconciler-type=none", "--enable-priority-and-fairness=false", "--v=1",
+            *([] if self.pod_watch_cache else ["--watch-cache-sizes=pods#0"]),
         ])
         self.admin_kubeconfig.write_text(yaml.safe_dump(kubeconfig(server=self.server, token=self.admin_token, user="admin")))
         self._wait(lambda: self._api("GET", "/readyz").status_code == 200, timeout_s, "kube-apiserver ready")
@@ -228,11 +232,12 @@ class KubeCluster:
         return rev
 
 
-def start_cluster() -> KubeCluster:
+def start_cluster(*, pod_watch_cache: bool = True) -> KubeCluster:
     # etcd fsyncs every write: on tmpfs (when there is one) that costs nothing, and the data is throwaway.
     shm = Path("/dev/shm")
     base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return KubeCluster(workdir=Path(tempfile.mkdtemp(prefix="kube-", dir=base)), bindir=kube_bin_dir()).start()
+    workdir = Path(tempfile.mkdtemp(prefix="kube-", dir=base))
+    return KubeCluster(workdir=workdir, bindir=kube_bin_dir(), pod_watch_cache=pod_watch_cache).start()
 
 
 def pod_summary(pods: list[dict[str, Any]]) -> str:
