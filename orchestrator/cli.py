@@ -12,7 +12,7 @@ import typer
 from .logs import configure as configure_logging
 from .cli_tenants import keys_app, tenants_app
 from .naming import Label
-from .settings import Settings
+from .settings import Settings, SettingsProblem
 
 app = typer.Typer(help="Runs LiveKit agents as one Docker container per (client, agent, room).", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
@@ -21,9 +21,9 @@ app.add_typer(keys_app, name="keys")
 
 def _settings() -> Settings:
     try:
-        return Settings()
-    except Exception as exc:  # pydantic's message names the bad variable; show it without a traceback
-        typer.echo(f"invalid settings: {exc}", err=True)
+        return Settings.load()
+    except SettingsProblem as exc:  # one line naming the variables; never their values (secrets)
+        typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
 
 
@@ -68,7 +68,7 @@ def ps(
     Room state, humans, CPU and memory come from the orchestrator API (ORCH_URL) when it answers; otherwise
     the list comes from Docker alone (labels) and says so on stderr.
     """
-    from .ps_view import API_COLUMNS, DOCKER_COLUMNS, table
+    from .ps_view import API_COLUMNS, DOCKER_COLUMNS, table, with_node
 
     rows, note = (None, "not asked (--docker-only)") if docker_only else _from_api(url, api_key)
     if rows is None:
@@ -80,7 +80,7 @@ def ps(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        typer.echo(table(rows, columns))
+        typer.echo(table(rows, with_node(columns, rows)))
 
 
 def _api_get(url: str, api_key: str | None, path: str) -> dict:  # type: ignore[type-arg]

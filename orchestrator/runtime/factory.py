@@ -1,4 +1,4 @@
-"""Build the configured ContainerRuntime from settings: the one place that knows the engines by name."""
+"""One place that picks the container runtime from settings (ORCH_RUNTIME), importing only that engine's adapter."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from . import ContainerRuntime
 
 
 def runtime_from_settings(settings: Settings) -> ContainerRuntime:
-    """`ORCH_RUNTIME` picks the engine; each adapter is imported only when chosen (one SDK per adapter)."""
+    if settings.runtime == "swarm":
+        from .swarm import SwarmRuntime
+
+        return SwarmRuntime.from_settings(settings)
     if settings.runtime == "kubernetes":
         from .kubernetes import KubernetesRuntime
 
