@@ -276,3 +276,26 @@ async def test_reconcile_pass_over_100_pods_is_one_list_call(
         assert len(left) == 97 and not left & {"rc-0", "rc-1", "rc-2"}
     finally:
         await livekit.aclose()
+
+
+async def test_the_app_on_kubernetes_triggers_and_shows_node_and_reason(
+    kube_settings: Callable[..., Settings], kube_cluster: KubeCluster
+) -> None:
+    """The whole app (ORCH_RUNTIME=kubernetes through the factory, the watch-fed view, the admin API), in-process."""
+    from tests.conftest import app_client
+
+    settings = kube_settings()
+    body = {"agent_slug": "farah", "mode": "voice", "room_name": "via-http", "user_id": "u", "client_id": CLIENT_ID}
+    async with app_client(settings) as api:
+        first = await api.post("/api/v1/trigger-agent", json=body)
+        assert first.status_code == 200, first.text
+
+        async def listed() -> dict | None:  # type: ignore[type-arg]
+            rows = (await api.get("/api/v1/admin/containers")).json()["containers"]
+            return rows[0] if rows and rows[0].get("node") in NODES and rows[0]["status"] == "running" else None
+
+        row = await eventually(listed, timeout=30, what="the admin API listing the pod Running on a node")
+        assert row["room"] == "via-http" and row["reason"] is None
+        again = await api.post("/api/v1/trigger-agent", json=body)
+        assert again.status_code == 200 and again.json()["status"] == "reused"
+    assert len(kube_cluster.pods(f"agents-{settings.scope}")) == 1
