@@ -125,6 +125,8 @@ class KubeCluster:
             str(self.bindir / "kube-controller-manager"), f"--kubeconfig={kc}", "--leader-elect=false",
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}", f"--service-account-private-key-file={w / 'sa.key'}",
             f"--root-ca-file={w / 'certs' / 'apiserver.crt'}", "--use-service-account-credentials=false", "--v=1",
+            # kwok's condition heartbeats come every 20-45 s; a busy CI machine must not turn nodes NotReady.
+            "--node-monitor-grace-period=10m",
         ])
         self._spawn("kwok", [
             str(self.bindir / "kwok"), f"--kubeconfig={kc}", f"--config={self.bindir / 'kwok-stages.yaml'}",
