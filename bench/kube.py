@@ -190,6 +190,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("bench deadline reached")))
     signal.alarm(args.deadline)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit("terminated")))  # still stop the cluster
     result = asyncio.run(main(args))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "kube.json").write_text(json.dumps(result, indent=2))
