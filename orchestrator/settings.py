@@ -93,8 +93,9 @@ class Settings(BaseSettings):
     # key of their own (clients.llm_api_key); unset: those agents run the offline mode. Env only.
     agent_llm_api_key: SecretStr | None = None
 
-    # Which engine runs the agents: one Docker engine, or a Docker Swarm (one service per agent, any node).
-    runtime: Literal["docker", "swarm"] = "docker"
+    # Which engine runs the agents: one Docker engine, a Docker Swarm (one service per agent, any node),
+    # or Kubernetes (one Pod per agent).
+    runtime: Literal["docker", "swarm", "kubernetes"] = "docker"
     # Swarm placement constraints by "*" (every agent), a client id, or "client/slug" (all that match apply),
     # e.g. {"acme": ["node.labels.tenant==acme"]}; and an optional spread preference (e.g. node.labels.zone).
     swarm_placement: dict[str, list[str]] = {}
@@ -105,6 +106,14 @@ class Settings(BaseSettings):
     docker_pool_size: int = Field(default=32, ge=2)
     docker_timeout_s: float = Field(default=30.0, gt=0)
     docker_retries: int = Field(default=3, ge=1)
+
+    # Kubernetes (ORCH_RUNTIME=kubernetes): the namespace of this deployment's agent pods ("{scope}" is replaced by the scope),
+    # a kubeconfig file (default: in-cluster when run in a pod, else KUBECONFIG or ~/.kube/config).
+    kube_namespace: str = "agents-{scope}"
+    kubeconfig: Path | None = None
+    kube_restricted: bool = True  # agent pods meet the `restricted` Pod Security Standard
+    kube_watch_timeout_s: int = Field(default=300, ge=1)  # server-side watch timeout; the watch then resumes
+    kube_timeout_s: float = Field(default=30.0, gt=0)
 
     # Room lifecycle: the grace period after the last human leaves.
     grace_period_s: float = Field(default=60.0, ge=0)
