@@ -30,7 +30,7 @@ from orchestrator.trigger import TriggerService
 from orchestrator.webhooks import WebhookIntake
 
 from . import errors
-from .routes import admin, dashboard, events, health, metrics, spawn, tenants_admin, trigger, webhook
+from .routes import admin, dashboard, dispatch, events, health, metrics, spawn, tenants_admin, trigger, webhook
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,24 @@ def create_app(
         on_pass=telemetry.reconcile_pass,
     )
 
+    dispatch_service = None
+    if settings.dispatch_enabled:
+        from orchestrator.dispatch import DispatchService  # the worker protocol is only loaded when dispatch is on
+
+        dispatch_service = DispatchService(
+            settings=settings, tenants=tenants, runtime=runtime, trigger=trigger_service, livekit=livekit,
+            metrics=metrics_, feed=telemetry.feed,
+        )
+
     def on_docker_event(action: str, name: str) -> None:
         reconciler.wake()
         telemetry.container_event(action, name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = stop_events = sampling = None
+        task = stop_events = sampling = dispatching = None
+        if dispatch_service is not None:
+            dispatching = asyncio.create_task(dispatch_service.run_forever(), name="dispatch")
         if settings.usage_sampling_enabled:
             sampling = asyncio.create_task(sampler.run_forever(), name="usage-sampler")
         if settings.reconcile_enabled:
@@ -93,7 +104,7 @@ def create_app(
         yield
         if stop_events is not None:
             stop_events()
-        for running in (task, sampling):
+        for running in (task, sampling, dispatching):
             if running is not None:
                 running.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -117,6 +128,7 @@ def create_app(
     app.state.tenants = tenants
     app.state.api_keys = build_keyring(settings)
     app.state.reconciler = reconciler
+    app.state.dispatch = dispatch_service
     app.state.webhooks = WebhookIntake(
         registry=registry, on_change=reconciler.wake,
         on_event=lambda notice, client_id, before, after: telemetry.room_event(notice.event, notice.identity, client_id, before, after),
@@ -126,6 +138,7 @@ def create_app(
     app.include_router(trigger.router)
     app.include_router(webhook.router)
     app.include_router(admin.router)
+    app.include_router(dispatch.router)
     app.include_router(metrics.router)
     app.include_router(spawn.router)
     app.include_router(tenants_admin.router)

@@ -8,7 +8,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Collection, Mapping
 
 from .clock import utcnow
 from .errors import Conflict, ContainerFailed, DependencyUnavailable, LimitExceeded
@@ -115,16 +115,26 @@ class TriggerService:
             return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
 
     async def _admit(self, key: ContainerKey) -> None:
-        """Limits (seed 003): per room (distinct slugs), per client, total; 429 + Retry-After when full.
+        """Limits (seed 003): per room (distinct slugs), per client, total; 429 + Retry-After when full."""
+        refused = await self.admission_error(key)
+        if refused is not None:
+            raise refused
+        self._admitting.add(key)
 
-        Counted from the one labelled list plus creations in flight in this process, so concurrent
-        triggers here cannot overshoot; two orchestrator processes may overshoot by their in-flight count.
+    async def admission_error(
+        self, key: ContainerKey, *, reserved: Collection[ContainerKey] = ()
+    ) -> LimitExceeded | None:
+        """Why a new container for `key` would be over a limit now, or None; changes nothing.
+
+        Counted from the one labelled list plus creations in flight in this process (and `reserved`:
+        keys a caller has promised but not launched yet), so concurrent launches here cannot overshoot;
+        two orchestrator processes may overshoot by their in-flight count.
         """
         s = self._settings
         live = {
             k for c in await self._runtime.list_managed(scope=s.scope)
             if c.status not in _DEAD_STATES and (k := key_from_labels(c.labels)) is not None
-        } | self._admitting
+        } | self._admitting | set(reserved)
         live.discard(key)
         checks = [
             (sum(k.client_id == key.client_id and k.room == key.room for k in live), s.max_agents_per_room,
@@ -135,8 +145,21 @@ class TriggerService:
         ]
         for used, limit, message in checks:
             if used >= limit:
-                raise LimitExceeded(message, retry_after=s.limit_retry_after_s, details={"rule": message})
-        self._admitting.add(key)
+                return LimitExceeded(message, retry_after=s.limit_retry_after_s, details={"rule": message})
+        return None
+
+    async def launch_dispatched(
+        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode, token: str, labels: Mapping[str, str]
+    ) -> tuple[TriggerOutcome, ContainerInfo]:
+        """A job LiveKit dispatched: the room exists already; same lock, limits and reuse-or-launch as a trigger.
+
+        The container joins with `token` (the one LiveKit minted for the job) and carries `labels` on top of ours.
+        """
+        async with self._locks.hold(key):
+            result = await self._reuse_or_launch(key, client=client, agent=agent, mode=mode, token=token, extra_labels=labels)
+        if self._on_launched is not None:
+            self._on_launched(key)
+        return result
 
     async def spawn(self, *, client_id: str, agent_id: str, mode: Mode, user_id: str) -> TriggerResult:
         """Seed 001's Test Agent: find the agent by id, then trigger it in a fresh `agent-<id>-<8 hex>` room.
@@ -152,7 +175,8 @@ class TriggerService:
         )
 
     async def _reuse_or_launch(
-        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode
+        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode,
+        token: str | None = None, extra_labels: Mapping[str, str] | None = None,
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         name = container_name(key)
         backoff = _NAME_RACE_BACKOFF_S
@@ -162,7 +186,9 @@ class TriggerService:
                 await self._admit(key)
                 try:
                     return TriggerOutcome.created, await self._runtime.create_and_start(
-                        self._spec(key, name=name, client=client, agent=agent, mode=mode)
+                        self._spec(
+                            key, name=name, client=client, agent=agent, mode=mode, token=token, extra_labels=extra_labels
+                        )
                     )
                 except NameTaken:
                     # Another process won the name. Docker reserves a name before the container can be
@@ -225,18 +251,22 @@ class TriggerService:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def _spec(self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode) -> ContainerSpec:
+    def _spec(
+        self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode,
+        token: str | None = None, extra_labels: Mapping[str, str] | None = None,
+    ) -> ContainerSpec:
         s = self._settings
         image = agent.image or s.agent_image
-        labels = container_labels(
+        labels = {**(extra_labels or {}), **container_labels(
             key, agent=agent, mode=mode, scope=s.scope,
             spec=spec_hash(agent, image=image, mode=mode), created_at=self._clock(),
-        )
+        )}
         env = {
             "LIVEKIT_URL": client.livekit.url,
             "LIVEKIT_ROOM": key.room,
-            # A room-scoped agent token; the tenant's API secret never enters the container.
-            "LIVEKIT_TOKEN": agent_token(
+            # A room-scoped agent token (ours, or the one LiveKit minted for a dispatched job); the
+            # tenant's API secret never enters the container.
+            "LIVEKIT_TOKEN": token or agent_token(
                 client.livekit, slug=agent.slug, name=agent.name, room=key.room, ttl_s=s.agent_token_ttl_s
             ),
             "AGENT_MODE": mode.value,
