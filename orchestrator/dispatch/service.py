@@ -39,7 +39,7 @@ from .rules import (
     registration_changes,
     room_owner,
 )
-from .worker import Accept, Reject, WorkerConnection
+from .worker import Accept, Reject, Served, WorkerConnection
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +202,15 @@ class DispatchService:
                 self._end(rec, pb.JobStatus.JS_SUCCESS, "")
 
     # -- the worker protocol's questions ----------------------------------------------------------------------
-    async def availability(self, reg: RegistrationKey, job: pb.Job) -> Accept | Reject:
+    async def availability(self, reg: RegistrationKey, job: pb.Job) -> Accept | Reject | Served:
         received = self._clock()
         self._metrics.dispatch_jobs.labels(outcome="received").inc()
         answer = await self._decide(reg, job, received=received)
         where = {"client_id": reg.client_id, "room": job.room.name, "job_id": job.id, "dispatch_id": job.dispatch_id or None}
+        if isinstance(answer, Served):
+            self._metrics.dispatch_jobs.labels(outcome="served").inc()
+            self._feed.publish("dispatch", f"job {job.id}: the agent already runs ({answer.container}); no second container",
+                               agent=reg.agent_name or "*", container=answer.container, outcome="reused", **where)
         if isinstance(answer, Reject):
             self._metrics.dispatch_jobs.labels(outcome="rejected").inc()
             self._metrics.dispatch_rejections.labels(reason=answer.kind).inc()
@@ -216,7 +220,7 @@ class DispatchService:
                                reason=answer.kind, ok=False, **where)
         return answer
 
-    async def _decide(self, reg: RegistrationKey, job: pb.Job, *, received: float) -> Accept | Reject:
+    async def _decide(self, reg: RegistrationKey, job: pb.Job, *, received: float) -> Accept | Reject | Served:
         room, room_meta, job_meta = job.room.name, job.room.metadata, job.metadata
         try:
             client = await self._tenants.get_client(reg.client_id)
@@ -244,22 +248,23 @@ class DispatchService:
         except InvalidInput as exc:
             return Reject(exc.message, kind="invalid")
         key = ContainerKey(client_id=client.id, agent_slug=agent.slug, room=room)
-        if not await self._runs(key):
-            refused = await self._trigger.admission_error(key, reserved=self._promised())
-            if refused is not None:
-                return Reject(refused.message, kind="limits")
+        if (serving := await self._serving(key)) is not None:
+            return Served(serving)
+        refused = await self._trigger.admission_error(key, reserved=self._promised())
+        if refused is not None:
+            return Reject(refused.message, kind="limits")
         self._pending[job.id] = JobRecord(
             job_id=job.id, dispatch_id=job.dispatch_id, reg=reg, key=key, client=client, agent=agent,
             mode=job_mode(job_meta, room_meta), received_at=received,
         )
         return Accept(identity=agent_identity(agent.slug), name=agent.name)
 
-    async def _runs(self, key: ContainerKey) -> bool:
-        """Reusing a running container is never limited (as for triggers); a key already promised is not new."""
-        if any(j.key == key for j in [*self._pending.values(), *self._jobs.values()]):
-            return True
+    async def _serving(self, key: ContainerKey) -> str | None:
+        """The container (or promised job) that already serves `key`: a second job for it gets no container."""
+        if (rec := next((j for j in [*self._pending.values(), *self._jobs.values()] if j.key == key), None)) is not None:
+            return rec.container or f"job {rec.job_id}"
         info = await self._runtime.get(container_name(key))
-        return info is not None and info.status in _LIVE
+        return info.name if info is not None and info.status in _LIVE else None
 
     def _promised(self) -> set[ContainerKey]:
         return {j.key for j in self._pending.values()} | {j.key for j in self._jobs.values() if j.status == "accepted"}
@@ -296,8 +301,8 @@ class DispatchService:
     async def terminated(self, reg: RegistrationKey, job_id: str) -> None:
         """LiveKit ended a job: its dispatch was deleted, or its agent left the room.
 
-        Deleted while the agent is still in the room → stop it (SIGTERM, the agent leaves, the reconciler
-        removes the exited container) unless another job still wants that key. An agent that left on its
+        Deleted while the agent is still in the room → stop it (SIGTERM within the stop timeout: the agent
+        says goodbye and leaves; the reconciler removes the exited container). An agent that left on its
         own is the reconciler's business (restart in a call, clean-up after the grace).
         """
         rec = self._jobs.pop(job_id, None) or self._pending.pop(job_id, None)
@@ -306,8 +311,8 @@ class DispatchService:
         rec.status = "ended"
         self._metrics.dispatch_jobs.labels(outcome="ended").inc()
         where = {"client_id": rec.key.client_id, "agent": rec.key.agent_slug, "room": rec.key.room, "job_id": job_id}
-        if any(j.key == rec.key for j in [*self._jobs.values(), *self._pending.values()]) or rec.container is None:
-            self._feed.publish("dispatch", f"job {job_id} ended", **where)
+        if rec.container is None:
+            self._feed.publish("dispatch", f"job {job_id} ended before its agent started", **where)
             return
         try:
             people = await self._livekit.list_participants(rec.client.livekit, room=rec.key.room)

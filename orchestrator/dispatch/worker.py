@@ -45,10 +45,21 @@ class Reject:
     kind: str = "error"  # unknown_client | unknown_agent | other_client | no_pattern | invalid | limits | error
 
 
+@dataclass(frozen=True)
+class Served:
+    """The job's key already has its agent: LiveKit records the job as done, with no second participant.
+
+    (Accepting it under the same identity would let LiveKit tie two jobs to one participant and kick the
+    agent out of the room when either dispatch is deleted.)
+    """
+
+    container: str
+
+
 class JobHandler(Protocol):
     """What a registration asks of the dispatch service."""
 
-    async def availability(self, reg: RegistrationKey, job: pb.Job) -> Accept | Reject: ...
+    async def availability(self, reg: RegistrationKey, job: pb.Job) -> Accept | Reject | Served: ...
 
     async def assigned(self, reg: RegistrationKey, assignment: pb.JobAssignment) -> None: ...
 
@@ -205,7 +216,7 @@ class WorkerConnection:
         except Exception as exc:  # a slow or failing decision must still be answered: no is safe
             log.exception("dispatch availability for job %s failed", job.id)
             answer = Reject(f"could not decide: {type(exc).__name__}", kind="error")
-        resp = pb.AvailabilityResponse(job_id=job.id, available=isinstance(answer, Accept))
+        resp = pb.AvailabilityResponse(job_id=job.id, available=isinstance(answer, Accept), terminate=isinstance(answer, Served))
         if isinstance(answer, Accept):
             resp.participant_identity = answer.identity
             resp.participant_name = answer.name
