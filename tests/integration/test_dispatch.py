@@ -233,7 +233,7 @@ async def test_unknown_or_other_tenants_agent_is_rejected_and_nothing_is_created
 ) -> None:
     theirs, unknown_room = f"{scope}-acme", f"agent-no-such-agent-{scope[-8:]}"
     async with app_client(settings_for(other_client=True, dispatch_automatic=True)) as orch, lkapi(lk) as lkc:
-        await registered(orch, count=6)  # clarence, farah, acme's litebridge, and one unnamed per client
+        await registered(orch, count=5)  # clarence, farah, acme's litebridge, and one unnamed per client
         # Acme's room (its metadata names Acme) asks for clarence, which only the other tenant has.
         await lkc.room.create_room(api.CreateRoomRequest(name=theirs, metadata=json.dumps({"client_id": OTHER_CLIENT_ID})))
         await lkc.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="clarence-coherence", room=theirs))
