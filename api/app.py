@@ -109,6 +109,8 @@ def create_app(
                 running.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await running
+        if dispatch_service is not None:
+            await dispatch_service.aclose()  # also when its task was cancelled before it ran
         await livekit.aclose()
         runtime.close()
         aclose = getattr(tenants, "aclose", None)

@@ -20,7 +20,7 @@ from typing import Any
 class LifecycleEvent:
     seq: int
     at: datetime
-    kind: str  # trigger | launch | reconcile | room | container
+    kind: str  # trigger | launch | reconcile | room | container | dispatch
     message: str
     fields: dict[str, Any] = field(default_factory=dict)  # client_id, agent, room, container, ... never a secret
 

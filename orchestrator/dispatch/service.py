@@ -378,7 +378,8 @@ class DispatchService:
         return [
             {"client_id": reg.client_id, "agent_name": reg.agent_name, "automatic": reg.agent_name == AUTOMATIC,
              "url": conn.creds.url, "state": conn.state, "worker_id": conn.worker_id or None,
-             "registrations": conn.registrations, "last_error": conn.last_error or None}
+             "registrations": conn.registrations, "last_error": conn.last_error or None,
+             "load": round(conn.load.value, 3) if conn.load else None, "full": conn.load.full if conn.load else None}
             for reg, conn in sorted(self._connections.items(), key=lambda kv: str(kv[0]))
         ]
 

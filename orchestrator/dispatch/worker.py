@@ -96,6 +96,11 @@ class WorkerConnection:
         self._answers: set[asyncio.Task[None]] = set()
         self._last_load: Load | None = None
 
+    @property
+    def load(self) -> Load | None:
+        """The load last reported (or to be reported once registered)."""
+        return self._last_load
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"dispatch-worker {self.reg}")
 

@@ -249,6 +249,52 @@ async def test_unknown_or_other_tenants_agent_is_rejected_and_nothing_is_created
         assert 'orchestrator_dispatch_rejections_total{reason="other_client"}' in metrics
 
 
+async def test_limits_full_deployment_gets_no_jobs_and_a_full_room_is_refused(
+    settings_for: Callable[..., Settings], lk: LiveKitServer, scope: str, docker_client: docker.DockerClient
+) -> None:
+    room, other = f"{scope}-limits", f"{scope}-limits-2"
+    meta = json.dumps({"client_id": CLIENT_ID})
+    async with app_client(settings_for(max_agents_per_room=1, max_agents_per_client=2)) as orch, lkapi(lk) as lkc:
+        await registered(orch, count=2)
+        await lkc.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="clarence-coherence", room=room, metadata=meta))
+        await agent_listed(lk, room, "agent-clarence-coherence")
+        # The room is full (one agent per room here): a second agent's job is refused at availability.
+        await lkc.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="farah", room=room, metadata=meta))
+        event = await rejected(orch, room, "limits")
+        assert "max_agents_per_room" in event["message"]
+        assert [c["Labels"][Label.AGENT_SLUG] for c in containers(docker_client, scope, room=room)] == ["clarence-coherence"]
+
+        # A second room fills the client's limit of 2: the registrations report FULL and LiveKit stops sending jobs.
+        await lkc.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="farah", room=other, metadata=meta))
+        await agent_listed(lk, other, "agent-farah")
+
+        async def full() -> bool:
+            rows = (await orch.get("/api/v1/admin/dispatch")).json()["registrations"]
+            return all(r["full"] and r["load"] == 1.0 for r in rows)
+
+        await eventually(full, timeout=15, what="every registration reporting a full load")
+        before = _jobs_received((await orch.get("/metrics")).text)
+        third = f"{scope}-limits-3"
+        await lkc.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="farah", room=third, metadata=meta))
+
+        async def livekit_gave_up() -> bool:
+            # A FULL worker has no affinity: LiveKit's job request finds no server and it says so in its log.
+            lines = lk.log_tail(1_000_000).splitlines()
+            start = next((i for i, line in enumerate(lines) if "CreateDispatch" in line and third in line), None)
+            return start is not None and any(
+                "failed to send job request" in line and '"agentName": "farah"' in line for line in lines[start:]
+            )
+
+        await eventually(livekit_gave_up, timeout=15, what="LiveKit finding no worker to send the third room's job to")
+        assert _jobs_received((await orch.get("/metrics")).text) == before, "LiveKit sent a job to a FULL worker"
+        assert containers(docker_client, scope, room=third) == []
+
+
+def _jobs_received(metrics: str) -> float:
+    line = next((x for x in metrics.splitlines() if x.startswith('orchestrator_dispatch_jobs_total{outcome="received"}')), "")
+    return float(line.split()[-1]) if line else 0.0
+
+
 class SwitchableTenants:
     """Two real file stores, one answering at a time: a tenant change without restarting the orchestrator."""
 
