@@ -68,6 +68,16 @@ class JobHandler(Protocol):
     def connection_changed(self, reg: RegistrationKey, state: str, detail: str) -> None: ...
 
 
+def availability_response(job_id: str, answer: Accept | Reject | Served) -> pb.AvailabilityResponse:
+    """Accept → available with our identity; Served → terminate (LiveKit marks the job done); Reject → not available."""
+    resp = pb.AvailabilityResponse(job_id=job_id, available=isinstance(answer, Accept), terminate=isinstance(answer, Served))
+    if isinstance(answer, Accept):
+        resp.participant_identity = answer.identity
+        resp.participant_name = answer.name
+        resp.participant_attributes.update(answer.attributes)
+    return resp
+
+
 def agent_url(livekit_url: str) -> str:
     """`ws(s)://host[/path]/agent` from the client's LiveKit URL (http(s) becomes ws(s))."""
     parsed = urlparse(livekit_url)
@@ -221,12 +231,7 @@ class WorkerConnection:
         except Exception as exc:  # a slow or failing decision must still be answered: no is safe
             log.exception("dispatch availability for job %s failed", job.id)
             answer = Reject(f"could not decide: {type(exc).__name__}", kind="error")
-        resp = pb.AvailabilityResponse(job_id=job.id, available=isinstance(answer, Accept), terminate=isinstance(answer, Served))
-        if isinstance(answer, Accept):
-            resp.participant_identity = answer.identity
-            resp.participant_name = answer.name
-            resp.participant_attributes.update(answer.attributes)
-        self._send(pb.WorkerMessage(availability=resp))
+        self._send(pb.WorkerMessage(availability=availability_response(job.id, answer)))
 
     def _set_state(self, state: str, detail: str) -> None:
         if self.state == "closed":

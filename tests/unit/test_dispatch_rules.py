@@ -19,7 +19,7 @@ from orchestrator.dispatch.rules import (
     registration_changes,
     room_owner,
 )
-from orchestrator.dispatch.worker import agent_url
+from orchestrator.dispatch.worker import Accept, Reject, Served, agent_url, availability_response
 from orchestrator.models import LiveKitCredentials, Mode
 from orchestrator.settings import Settings
 
@@ -134,3 +134,15 @@ def test_agent_url(url: str, want: str) -> None:
 def test_bad_room_pattern_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="not a regular expression"):
         Settings(dispatch_room_patterns=["agent-(unclosed"])
+
+
+@pytest.mark.parametrize(
+    ("answer", "available", "terminate", "identity"),
+    [(Accept(identity="agent-farah", name="Farah"), True, False, "agent-farah"),
+     (Served(container="agent_x"), False, True, ""),
+     (Reject("room is full", kind="limits"), False, False, "")],
+)
+def test_availability_response(answer: object, available: bool, terminate: bool, identity: str) -> None:
+    resp = availability_response("AJ_1", answer)  # type: ignore[arg-type]
+    assert (resp.job_id, resp.available, resp.terminate, resp.participant_identity) == ("AJ_1", available, terminate, identity)
+    assert "room is full" not in resp.SerializeToString().decode(errors="replace")  # the protocol carries no reason
