@@ -152,7 +152,8 @@ class DispatchService:
             await self._connections.pop(reg).close()
             self._feed.publish("dispatch", f"registration {reg} removed", client_id=reg.client_id, agent=reg.agent_name or "*")
         if start and self._session is None:
-            self._session = aiohttp.ClientSession()
+            # No total timeout (a registration lives for hours); a connect that hangs is given up after 10 s.
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10))
         for reg in start:
             assert self._session is not None
             conn = WorkerConnection(

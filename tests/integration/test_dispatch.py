@@ -174,6 +174,26 @@ async def test_create_dispatch_runs_one_container_and_twice_still_one(
         assert "agent-clarence-coherence" not in await agents_in(lk, room)
 
 
+async def test_a_launch_that_fails_reports_the_job_failed_with_the_reason_to_livekit(
+    settings_for: Callable[..., Settings], lk: LiveKitServer, scope: str, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    room = f"{scope}-noimage"
+    broken = {**FARAH, "image": "agent-orchestrator/does-not-exist:0"}
+    settings = settings_for(tenants_file=tenants(tmp_path / "broken.yaml", lk, agents=[broken]))
+    async with app_client(settings) as orch, lkapi(lk) as lkc:
+        await registered(orch, count=1)
+        await lkc.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="farah", room=room))
+
+        async def job_failed_in_livekit() -> str | None:
+            return next((line for line in lk.log_tail(1_000_000).splitlines()
+                         if "job ended" in line and "JS_FAILED" in line and "does-not-exist" in line), None)
+
+        line = await eventually(job_failed_in_livekit, timeout=20, what="LiveKit logging the job ended JS_FAILED with our reason")
+        assert "image" in line
+        assert containers(docker_client, scope, room=room) == []
+        assert 'orchestrator_dispatch_jobs_total{outcome="failed"} 1.0' in (await orch.get("/metrics")).text
+
+
 async def test_token_room_configuration_brings_the_agent_without_our_api(
     settings_for: Callable[..., Settings], lk: LiveKitServer, scope: str, docker_client: docker.DockerClient
 ) -> None:
