@@ -194,6 +194,25 @@ async def test_a_launch_that_fails_reports_the_job_failed_with_the_reason_to_liv
         assert 'orchestrator_dispatch_jobs_total{outcome="failed"} 1.0' in (await orch.get("/metrics")).text
 
 
+async def test_room_closed_the_agent_leaves_and_its_job_ends(
+    settings_for: Callable[..., Settings], lk: LiveKitServer, scope: str, docker_client: docker.DockerClient
+) -> None:
+    room = f"{scope}-closed"
+    async with app_client(settings_for()) as orch, lkapi(lk) as lkc:
+        await registered(orch, count=2)
+        await lkc.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="farah", room=room))
+        await agent_listed(lk, room, "agent-farah")
+        await lkc.room.delete_room(api.DeleteRoomRequest(room=room))
+
+        async def ended() -> bool:
+            jobs = [j for j in (await orch.get("/api/v1/admin/dispatch")).json()["jobs"] if j["room"] == room]
+            (c,) = containers(docker_client, scope, room=room)
+            return not jobs and c["State"] == "exited" and "Exited (0)" in c["Status"]
+
+        await eventually(ended, timeout=20, what="the agent gone with its room (exit 0) and its job ended", interval=0.3)
+        assert any(e.get("room") == room and " ended" in e["message"] for e in await feed(orch))
+
+
 async def test_token_room_configuration_brings_the_agent_without_our_api(
     settings_for: Callable[..., Settings], lk: LiveKitServer, scope: str, docker_client: docker.DockerClient
 ) -> None:
