@@ -128,13 +128,13 @@ class DispatchService:
         """Registrations follow the tenants: new agents register, removed ones leave, rotated credentials reconnect."""
         found: list[tuple[str, LiveKitCredentials, list[str]]] = []
         keep: set[str] = set()  # clients we could not read now: their registrations stay as they are
-        errors = []
-        for client_id in await self._client_ids():
+        errors: list[str] = []
+        for client_id in await self._client_ids(errors):
             try:
                 client = await self._tenants.get_client(client_id)
                 found.append((client.id, client.livekit, await self._tenants.list_agent_slugs(client)))
-            except NotFound:
-                continue
+            except NotFound as exc:
+                errors.append(exc.message)  # its registrations go: the client is gone (or was never there)
             except OrchestratorError as exc:
                 keep.add(client_id)
                 errors.append(f"{client_id}: {exc.message}")
@@ -163,18 +163,19 @@ class DispatchService:
             conn.start()
         self._count_registrations()
 
-    async def _client_ids(self) -> list[str]:
+    async def _client_ids(self, errors: list[str]) -> list[str]:
+        """ORCH_DISPATCH_CLIENTS, else every client the store lists; when it cannot list now, the current ones."""
         if self._settings.dispatch_clients:
             return list(self._settings.dispatch_clients)
         lister = getattr(self._tenants, "list_clients", None)
         if lister is None:
-            self.last_sync_error = "this tenant store cannot list clients: set ORCH_DISPATCH_CLIENTS"
+            errors.append("this tenant store cannot list clients: set ORCH_DISPATCH_CLIENTS")
             return []
         try:
             return [c.id for c in await lister()]
         except OrchestratorError as exc:
-            self.last_sync_error = exc.message
-            return [reg.client_id for reg in self._connections]
+            errors.append(exc.message)
+            return sorted({reg.client_id for reg in self._connections})
 
     async def tick(self) -> None:
         """One labelled list: the load each registration reports, and which jobs' agents have ended."""
