@@ -101,21 +101,23 @@ def create_app(
                 stop_events = runtime.follow_events(
                     scope=settings.scope, on_event=lambda action, name: loop.call_soon_threadsafe(on_docker_event, action, name)
                 )
-        yield
-        if stop_events is not None:
-            stop_events()
-        for running in (task, sampling, dispatching):
-            if running is not None:
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
-        if dispatch_service is not None:
-            await dispatch_service.aclose()  # also when its task was cancelled before it ran
-        await livekit.aclose()
-        runtime.close()
-        aclose = getattr(tenants, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        try:
+            yield
+        finally:  # also when the lifespan is aborted (a failing in-process test): no loop may outlive its app
+            if stop_events is not None:
+                stop_events()
+            for running in (task, sampling, dispatching):
+                if running is not None:
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
+            if dispatch_service is not None:
+                await dispatch_service.aclose()  # also when its task was cancelled before it ran
+            await livekit.aclose()
+            runtime.close()
+            aclose = getattr(tenants, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     app = FastAPI(title="Agent container orchestrator", version=__version__, lifespan=lifespan)
     app.state.settings = settings

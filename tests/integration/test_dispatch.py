@@ -96,10 +96,12 @@ async def agents_in(lk: LiveKitServer, room: str) -> dict[str, api.ParticipantIn
 
 
 async def agent_listed(lk: LiveKitServer, room: str, identity: str, *, timeout: float = 30) -> api.ParticipantInfo:
+    """Listed and ACTIVE (connected): LiveKit lists a participant already while its connection is being set up."""
     async def probe() -> api.ParticipantInfo | None:
-        return (await agents_in(lk, room)).get(identity)
+        p = (await agents_in(lk, room)).get(identity)
+        return p if p is not None and p.state == api.ParticipantInfo.State.ACTIVE else None
 
-    return await eventually(probe, timeout=timeout, what=f"{identity} listed in {room}", interval=0.2)
+    return await eventually(probe, timeout=timeout, what=f"{identity} connected in {room}", interval=0.2)
 
 
 def containers(docker_client: docker.DockerClient, scope: str, **labels: str) -> list[dict[str, Any]]:
