@@ -12,7 +12,7 @@ import typer
 from .logs import configure as configure_logging
 from .cli_tenants import keys_app, tenants_app
 from .naming import Label
-from .settings import Settings
+from .settings import Settings, SettingsProblem
 
 app = typer.Typer(help="Runs LiveKit agents as one Docker container per (client, agent, room).", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
@@ -21,9 +21,9 @@ app.add_typer(keys_app, name="keys")
 
 def _settings() -> Settings:
     try:
-        return Settings()
-    except Exception as exc:  # pydantic's message names the bad variable; show it without a traceback
-        typer.echo(f"invalid settings: {exc}", err=True)
+        return Settings.load()
+    except SettingsProblem as exc:  # one line naming the variables; never their values (secrets)
+        typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
 
 
