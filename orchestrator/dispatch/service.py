@@ -44,9 +44,9 @@ from .worker import Accept, Reject, Served, WorkerConnection
 log = logging.getLogger(__name__)
 
 _LIVE = {ContainerStatus.running, ContainerStatus.created, ContainerStatus.restarting}
-_JOIN_POLL_S = 0.1
-_JOIN_GIVE_UP_S = 120.0
-_ASSIGNMENT_WAIT_S = 15.0  # LiveKit assigns within its 10 s availability timeout or not at all  # stop looking for an agent that never came (the reconciler's startup rule handles it)
+_JOIN_POLL_S = 0.25  # one ListParticipants per joining room per poll: a burst of N rooms costs 4N calls/s
+_JOIN_GIVE_UP_S = 30.0  # stop looking for an agent that never came (the reconciler's startup rule handles it)
+_ASSIGNMENT_WAIT_S = 15.0  # LiveKit assigns within its 10 s availability timeout or not at all
 
 
 @dataclass
@@ -356,7 +356,7 @@ class DispatchService:
             self._joining = asyncio.create_task(self._join_loop(), name="dispatch-join-watch")
 
     async def _join_loop(self) -> None:
-        """While an accepted job's agent is not listed in its room yet, look (ListParticipants) every 0.1 s."""
+        """While an accepted job's agent is not listed in its room yet, look (ListParticipants) every 0.25 s."""
         while waiting := [j for j in self._jobs.values() if j.status == "running" and j.joined_after_s is None]:
             for rec in waiting:
                 if self._clock() - rec.received_at > _JOIN_GIVE_UP_S:
