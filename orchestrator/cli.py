@@ -68,7 +68,7 @@ def ps(
     Room state, humans, CPU and memory come from the orchestrator API (ORCH_URL) when it answers; otherwise
     the list comes from Docker alone (labels) and says so on stderr.
     """
-    from .ps_view import API_COLUMNS, DOCKER_COLUMNS, table
+    from .ps_view import API_COLUMNS, DOCKER_COLUMNS, table, with_node
 
     rows, note = (None, "not asked (--docker-only)") if docker_only else _from_api(url, api_key)
     if rows is None:
@@ -80,7 +80,7 @@ def ps(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        typer.echo(table(rows, columns))
+        typer.echo(table(rows, with_node(columns, rows)))
 
 
 def _api_get(url: str, api_key: str | None, path: str) -> dict:  # type: ignore[type-arg]
@@ -111,10 +111,10 @@ def _from_api(url: str, api_key: str | None) -> tuple[list[dict] | None, str]:  
 
 def _from_docker() -> list[dict]:  # type: ignore[type-arg]
     from .ps_view import container_row
-    from .runtime.docker import DockerRuntime
+    from .runtime.factory import runtime_from_settings
 
     settings = _settings()
-    runtime = DockerRuntime.from_settings(settings)
+    runtime = runtime_from_settings(settings)
     try:
         found = asyncio.run(runtime.list_managed(scope=settings.scope))
     finally:
@@ -208,10 +208,10 @@ def logs(
     tail: int = typer.Option(50, help="lines per container"),
 ) -> None:
     """Show the logs of the agent container(s) of a room, or of one container."""
-    from .runtime.docker import DockerRuntime
+    from .runtime.factory import runtime_from_settings
 
     settings = _settings()
-    runtime = DockerRuntime.from_settings(settings)
+    runtime = runtime_from_settings(settings)
 
     async def collect() -> list[tuple[str, str]]:
         managed = await runtime.list_managed(scope=settings.scope)
@@ -235,7 +235,7 @@ def reconcile(
     action failed (or part of LiveKit/tenants unobservable), 2 Docker could not be observed."""
     from .livekit import LiveKitGateway
     from .reconciler import Reconciler
-    from .runtime.docker import DockerRuntime
+    from .runtime.factory import runtime_from_settings
     from .tenants.factory import tenant_store
     from .trigger import TriggerService
 
@@ -243,7 +243,7 @@ def reconcile(
     configure_logging(fmt=settings.log_format, level="WARNING")
 
     async def main() -> int:
-        runtime = DockerRuntime.from_settings(settings)
+        runtime = runtime_from_settings(settings)
         tenants = tenant_store(settings)
         livekit = LiveKitGateway()
         launcher = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)

@@ -88,7 +88,14 @@ class Settings(BaseSettings):
     # key of their own (clients.llm_api_key); unset: those agents run the offline mode. Env only.
     agent_llm_api_key: SecretStr | None = None
 
-    # Docker access.
+    # Which engine runs the agents: one Docker engine, or a Docker Swarm (one service per agent, any node).
+    runtime: Literal["docker", "swarm"] = "docker"
+    # Swarm placement constraints by "*" (every agent), a client id, or "client/slug" (all that match apply),
+    # e.g. {"acme": ["node.labels.tenant==acme"]}; and an optional spread preference (e.g. node.labels.zone).
+    swarm_placement: dict[str, list[str]] = {}
+    swarm_spread: str | None = None
+
+    # Docker access (for a swarm: a manager's socket or address).
     docker_host: str | None = None  # default: DOCKER_HOST or the local socket
     docker_pool_size: int = Field(default=32, ge=2)
     docker_timeout_s: float = Field(default=30.0, gt=0)
