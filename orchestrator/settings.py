@@ -152,6 +152,19 @@ class Settings(BaseSettings):
     usage_sample_concurrency: int = Field(default=8, ge=1)  # stats calls in flight at once (of docker_pool_size)
     event_buffer_size: int = Field(default=500, ge=10)  # lifecycle events kept for the dashboard / SSE
 
+    # LiveKit dispatch: register as an agent worker per (client, agent slug) and run each dispatched job
+    # in its own container. Off by default: triggers keep working without it.
+    dispatch_enabled: bool = False
+    dispatch_clients: list[str] = []  # client ids to serve; empty = every client the tenant store lists
+    # Also register unnamed (automatic dispatch: every new room), taking only rooms that match a pattern.
+    dispatch_automatic: bool = False
+    # Regexes over the room name; the agent comes from room/job metadata ({"agent_id"|"agent_slug": ...})
+    # or else the pattern's named group `agent_id` or `agent_slug`. Default: `agent-<agent_id>-<suffix>`.
+    dispatch_room_patterns: list[str] = [r"^agent-(?P<agent_id>.+)-[A-Za-z0-9]+$"]
+    dispatch_sync_interval_s: float = Field(default=30.0, gt=0)  # how soon registrations follow tenant changes
+    dispatch_status_interval_s: float = Field(default=2.5, gt=0)  # load reports and job-end checks
+    dispatch_reconnect_max_s: float = Field(default=30.0, gt=0)  # backoff cap while LiveKit is away
+
     # HTTP server.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -214,6 +227,16 @@ class Settings(BaseSettings):
         if self.room_empty_timeout_s < self.grace_period_s:
             raise ValueError("ORCH_ROOM_EMPTY_TIMEOUT_S must be at least ORCH_GRACE_PERIOD_S")
         return self
+
+    @field_validator("dispatch_room_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"ORCH_DISPATCH_ROOM_PATTERNS: {pattern!r} is not a regular expression ({exc})") from None
+        return v
 
     @classmethod
     def load(cls) -> "Settings":
