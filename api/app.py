@@ -20,7 +20,7 @@ from orchestrator.tenants import TenantStore
 
 from . import errors
 from .guards import RequestGuards
-from .routes import admin, dashboard, events, health, metrics, spawn, tenants_admin, trigger, webhook
+from .routes import admin, dashboard, dispatch, events, health, metrics, spawn, tenants_admin, trigger, webhook
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def create_app(
     app.state.reconciler = engine.reconciler
     app.state.informer = engine.informer
     app.state.webhooks = engine.webhooks
+    app.state.dispatch = engine.dispatch
     errors.install(app)
     app.add_middleware(
         RequestGuards, keyring=lambda: app.state.api_keys, throttle=lambda: app.state.auth_failures,
@@ -79,6 +80,7 @@ def create_app(
     app.include_router(trigger.router)
     app.include_router(webhook.router)
     app.include_router(admin.router)
+    app.include_router(dispatch.router)
     app.include_router(metrics.router)
     app.include_router(spawn.router)
     app.include_router(tenants_admin.router)

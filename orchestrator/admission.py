@@ -9,7 +9,7 @@ two orchestrator processes may still overshoot by their in-flight count.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from .errors import LimitExceeded
@@ -51,6 +51,19 @@ class Admissions:
 
         `asked_at` is the token of the list `shown` came from, or None for the watch-fed view.
         """
+        refused = self.refusal(key, shown, asked_at=asked_at)
+        if refused is not None:
+            raise refused
+        if reserve:
+            self.in_flight.add(key)
+
+    def refusal(
+        self, key: ContainerKey, shown: Iterable[ContainerInfo], *, asked_at: int | None, reserved: Collection[ContainerKey] = ()
+    ) -> LimitExceeded | None:
+        """The limit `key` would break, or None; counts nothing in flight (a dispatch offer asks before it accepts).
+
+        `reserved`: keys promised elsewhere but not launched yet, counted like creations in flight.
+        """
         s, now, shown = self._settings, self._clock(), list(shown)
         live = {k for c in shown if not c.status.gone and (k := key_from_labels(c.labels)) is not None}
         if asked_at is None:  # the view: count what it has not shown yet
@@ -60,7 +73,7 @@ class Admissions:
             recent = {k for k, m in self._created.items() if m.container_id and not m.seen and now - m.at < VIEW_LAG_S}
         else:  # a list: count what was made after it was asked for
             recent = {k for k, m in self._created.items() if m.number > asked_at}
-        live |= self.in_flight | recent
+        live |= self.in_flight | recent | set(reserved)
         self._prune(now)
         live.discard(key)
         checks = [
@@ -72,9 +85,8 @@ class Admissions:
         ]
         for used, limit, message in checks:
             if used >= limit:
-                raise LimitExceeded(message, retry_after=s.limit_retry_after_s, details={"rule": message})
-        if reserve:
-            self.in_flight.add(key)
+                return LimitExceeded(message, retry_after=s.limit_retry_after_s, details={"rule": message})
+        return None
 
     def finished(self, key: ContainerKey, *, container_id: str | None) -> None:
         """A creation ended (made: its id; lost the name race or failed: None): from in flight to recent."""

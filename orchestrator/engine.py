@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .clock import utcnow
 from .errors import DependencyUnavailable
@@ -35,6 +36,9 @@ from .tenants import TenantStore
 from .trigger import TriggerService
 from .view import AgentView, change_signal
 from .webhooks import WebhookIntake
+
+if TYPE_CHECKING:
+    from .dispatch import DispatchService
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,8 @@ class Engine:
                 notice.event, notice.identity, client_id, before, after
             ),
         )
+        # LiveKit dispatch: registers as an agent worker and runs each job through the trigger (off by default).
+        self.dispatch: DispatchService | None = self._dispatch_service() if settings.dispatch_enabled else None
         self._tasks: list[asyncio.Task[None]] = []
         self._resettling: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected
         self._stream_broken = False
@@ -134,6 +140,17 @@ class Engine:
         finally:
             await engine.stop()
 
+    def _dispatch_service(self) -> DispatchService:
+        from .dispatch import DispatchService  # the worker protocol is only loaded when dispatch is on
+        from .livekit import LiveKitGateway
+
+        return DispatchService(
+            settings=self.settings, tenants=self.tenants, runtime=self.runtime, trigger=self.trigger,
+            metrics=self.metrics, feed=self.telemetry.feed,
+            # A test's in-memory room service cannot list a real room's participants: dispatch then has its own gateway.
+            livekit=self.livekit if isinstance(self.livekit, LiveKitGateway) else None,
+        )
+
     def _launched(self, key: ContainerKey) -> None:
         """The room registry hears of every launch or reuse (the room is STARTING)."""
         self.registry.apply(key.client_id, key.room, AgentLaunched(), now=self.clock())
@@ -159,6 +176,8 @@ class Engine:
         if s.docker_events_enabled:
             # The watch-fed view: reuse and limits answered without engine calls, deaths seen at once.
             self._tasks.append(asyncio.create_task(self.informer.run_forever(), name="informer"))
+        if self.dispatch is not None:
+            self._tasks.append(asyncio.create_task(self.dispatch.run_forever(), name="dispatch"))
         if s.reconcile_enabled:
             # The first pass rebuilds room state from the engine's labels + LiveKit (nothing else survives a restart).
             self._tasks.append(asyncio.create_task(self.reconciler.run_forever(), name="reconciler"))
@@ -194,6 +213,8 @@ class Engine:
         if self._closed:
             return
         self._closed = True
+        if self.dispatch is not None:
+            await self.dispatch.aclose()  # also when its task was cancelled before it ran
         await self.livekit.aclose()
         self.runtime.close()
         await self.tenants.aclose()

@@ -72,7 +72,7 @@ class LimitExceeded(TemporaryError):
     code = "limit_exceeded"
 
 
-Dependency = Literal["docker", "livekit", "tenants", "unknown"]
+Dependency = Literal["docker", "kubernetes", "livekit", "tenants", "unknown"]
 
 
 class DependencyError(OrchestratorError):
@@ -97,7 +97,7 @@ class DependencyError(OrchestratorError):
 
 
 class DependencyUnavailable(DependencyError, TemporaryError):
-    """Docker, LiveKit or the tenant store cannot be reached right now (connection, timeout, 408/429/5xx)."""
+    """Docker, Kubernetes, LiveKit or the tenant store cannot be reached right now (connection, timeout, 408/429/5xx)."""
 
     code = "dependency_unavailable"
 

@@ -22,7 +22,7 @@ from .clock import utcnow
 class LifecycleEvent:
     seq: int
     at: datetime
-    kind: str  # trigger | launch | reconcile | room | container
+    kind: str  # trigger | launch | reconcile | room | container | dispatch
     message: str
     fields: dict[str, Any] = field(default_factory=dict)  # client_id, agent, room, container, ... never a secret
 

@@ -48,3 +48,16 @@ class Metrics:
         self.usage_sample_age = Gauge(
             "orchestrator_usage_sample_age_seconds", "Age of the newest CPU/memory sample (background sampler)", registry=r
         )
+        # LiveKit dispatch: jobs by outcome (received/accepted/rejected/failed/ended), rejections by why,
+        # and how long from a job's arrival to its agent listed in the room.
+        self.dispatch_jobs = Counter("orchestrator_dispatch_jobs", "Jobs LiveKit dispatched, by outcome", ["outcome"], registry=r)
+        self.dispatch_rejections = Counter(
+            "orchestrator_dispatch_rejections", "Dispatched jobs refused at availability, by why", ["reason"], registry=r
+        )
+        self.dispatch_join_seconds = Histogram(
+            "orchestrator_dispatch_join_seconds", "Job received → its agent listed in the room", registry=r,
+            buckets=(0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30),
+        )
+        self.dispatch_registrations = Gauge(
+            "orchestrator_dispatch_registrations", "Agent-worker registrations with LiveKit, by state", ["state"], registry=r
+        )

@@ -48,6 +48,9 @@ class Label:
     MODE = LABEL_PREFIX + "mode"
     SPEC_HASH = LABEL_PREFIX + "spec-hash"
     CREATED_AT = LABEL_PREFIX + "created-at"
+    # Set only on containers launched for a job LiveKit dispatched (the job that launched it).
+    JOB_ID = LABEL_PREFIX + "job-id"
+    DISPATCH_ID = LABEL_PREFIX + "dispatch-id"
 
 
 def normalise_slug(raw: str) -> str:

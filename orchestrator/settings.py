@@ -96,8 +96,9 @@ class Settings(BaseSettings):
     # key of their own (clients.llm_api_key); unset: those agents run the offline mode. Env only.
     agent_llm_api_key: SecretStr | None = None
 
-    # Which engine runs the agents: one Docker engine, or a Docker Swarm (one service per agent, any node).
-    runtime: Literal["docker", "swarm"] = "docker"
+    # Which engine runs the agents: one Docker engine, a Docker Swarm (one service per agent, any node),
+    # or Kubernetes (one Pod per agent).
+    runtime: Literal["docker", "swarm", "kubernetes"] = "docker"
     # Swarm placement constraints by "*" (every agent), a client id, or "client/slug" (all that match apply),
     # e.g. {"acme": ["node.labels.tenant==acme"]}; and an optional spread preference (e.g. node.labels.zone).
     swarm_placement: dict[str, list[str]] = {}
@@ -108,6 +109,14 @@ class Settings(BaseSettings):
     docker_pool_size: int = Field(default=32, ge=2)
     docker_timeout_s: float = Field(default=30.0, gt=0)
     docker_retries: int = Field(default=3, ge=1)
+
+    # Kubernetes (ORCH_RUNTIME=kubernetes): the namespace of this deployment's agent pods ("{scope}" is replaced by the scope),
+    # a kubeconfig file (default: in-cluster when run in a pod, else KUBECONFIG or ~/.kube/config).
+    kube_namespace: str = "agents-{scope}"
+    kubeconfig: Path | None = None
+    kube_restricted: bool = True  # agent pods meet the `restricted` Pod Security Standard
+    kube_watch_timeout_s: int = Field(default=300, ge=1)  # server-side watch timeout; the watch then resumes
+    kube_timeout_s: float = Field(default=30.0, gt=0)
 
     # Room lifecycle: the grace period after the last human leaves.
     grace_period_s: float = Field(default=60.0, ge=0)
@@ -145,6 +154,19 @@ class Settings(BaseSettings):
     # Engine 20.10 answers a one-shot stats call on its collector's next 1 s tick: a pass takes ~N/concurrency s.
     usage_sample_concurrency: int = Field(default=8, ge=1)  # stats calls in flight at once (of docker_pool_size)
     event_buffer_size: int = Field(default=500, ge=10)  # lifecycle events kept for the dashboard / SSE
+
+    # LiveKit dispatch: register as an agent worker per (client, agent slug) and run each dispatched job
+    # in its own container. Off by default: triggers keep working without it.
+    dispatch_enabled: bool = False
+    dispatch_clients: list[str] = []  # client ids to serve; empty = every client the tenant store lists
+    # Also register unnamed (automatic dispatch: every new room), taking only rooms that match a pattern.
+    dispatch_automatic: bool = False
+    # Regexes over the room name; the agent comes from room/job metadata ({"agent_id"|"agent_slug": ...})
+    # or else the pattern's named group `agent_id` or `agent_slug`. Default: `agent-<agent_id>-<suffix>`.
+    dispatch_room_patterns: list[str] = [r"^agent-(?P<agent_id>.+)-[A-Za-z0-9]+$"]
+    dispatch_sync_interval_s: float = Field(default=30.0, gt=0)  # how soon registrations follow tenant changes
+    dispatch_status_interval_s: float = Field(default=2.5, gt=0)  # load reports and job-end checks
+    dispatch_reconnect_max_s: float = Field(default=30.0, gt=0)  # backoff cap while LiveKit is away
 
     # HTTP server.
     host: str = "127.0.0.1"
@@ -211,6 +233,16 @@ class Settings(BaseSettings):
         if self.room_empty_timeout_s < self.grace_period_s:
             raise ValueError("ORCH_ROOM_EMPTY_TIMEOUT_S must be at least ORCH_GRACE_PERIOD_S")
         return self
+
+    @field_validator("dispatch_room_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"ORCH_DISPATCH_ROOM_PATTERNS: {pattern!r} is not a regular expression ({exc})") from None
+        return v
 
     @classmethod
     def load(cls) -> "Settings":

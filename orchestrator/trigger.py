@@ -9,10 +9,10 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Collection, Mapping
 
 from .clock import utcnow
-from .errors import Conflict, ContainerFailed, DependencyUnavailable, OrchestratorError
+from .errors import Conflict, ContainerFailed, DependencyUnavailable, LimitExceeded, OrchestratorError
 from .admission import Admissions
 from .locks import KeyedLocks
 from .models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
@@ -203,6 +203,34 @@ class TriggerService:
             self._limits.listed(asked_at)
         self._limits.admit(key, listed, asked_at=asked_at, reserve=reserve)
 
+    async def admission_error(self, key: ContainerKey, *, reserved: Collection[ContainerKey] = ()) -> LimitExceeded | None:
+        """Why a new container for `key` would be over a limit now, or None; changes nothing.
+
+        Counted as `_admit` counts (admission.Admissions), plus `reserved`: keys a caller has promised
+        but not launched yet (dispatch jobs accepted before LiveKit assigns them).
+        """
+        if self._view is not None and self._view.synced:
+            return self._limits.refusal(key, self._view.state.containers(), asked_at=None, reserved=reserved)
+        asked_at = self._limits.listing()
+        try:
+            listed = await self._runtime.list_managed(scope=self._settings.scope)
+        finally:
+            self._limits.listed(asked_at)
+        return self._limits.refusal(key, listed, asked_at=asked_at, reserved=reserved)
+
+    async def launch_dispatched(
+        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode, token: str, labels: Mapping[str, str]
+    ) -> tuple[TriggerOutcome, ContainerInfo]:
+        """A job LiveKit dispatched: the room exists already; same lock, limits and reuse-or-launch as a trigger.
+
+        The container joins with `token` (the one LiveKit minted for the job) and carries `labels` on top of ours.
+        """
+        async with self._locks.hold(key):
+            result = await self._reuse_or_launch(key, client=client, agent=agent, mode=mode, token=token, extra_labels=labels)
+        if self._on_launched is not None:
+            self._on_launched(key)
+        return result
+
     async def spawn(self, *, client_id: str, agent_id: str, mode: Mode, user_id: str) -> TriggerResult:
         """The dashboard's Test Agent: find the agent by id, then trigger it in a fresh `agent-<id>-<8 hex>` room.
 
@@ -217,7 +245,8 @@ class TriggerService:
         )
 
     async def _reuse_or_launch(
-        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode
+        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode,
+        token: str | None = None, extra_labels: Mapping[str, str] | None = None,
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         name = container_name(key)
         backoff = _NAME_RACE_BACKOFF_S
@@ -234,7 +263,9 @@ class TriggerService:
                 made: ContainerInfo | None = None
                 try:
                     made = await self._runtime.create_and_start(
-                        self._spec(key, name=name, client=client, agent=agent, mode=mode)
+                        self._spec(
+                            key, name=name, client=client, agent=agent, mode=mode, token=token, extra_labels=extra_labels
+                        )
                     )
                     return TriggerOutcome.created, made
                 except NameTaken:
@@ -327,18 +358,22 @@ class TriggerService:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def _spec(self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode) -> ContainerSpec:
+    def _spec(
+        self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode,
+        token: str | None = None, extra_labels: Mapping[str, str] | None = None,
+    ) -> ContainerSpec:
         s = self._settings
         image = agent.image or s.agent_image
-        labels = container_labels(
+        labels = {**(extra_labels or {}), **container_labels(
             key, agent=agent, mode=mode, scope=s.scope,
             spec=spec_hash(agent, image=image, mode=mode), created_at=self._clock(),
-        )
+        )}
         env = {
             "LIVEKIT_URL": client.livekit.url,
             "LIVEKIT_ROOM": key.room,
-            # A room-scoped agent token; the tenant's API secret never enters the container.
-            "LIVEKIT_TOKEN": self._livekit.agent_token(
+            # A room-scoped agent token (ours, or the one LiveKit minted for a dispatched job); the
+            # tenant's API secret never enters the container.
+            "LIVEKIT_TOKEN": token or self._livekit.agent_token(
                 client.livekit, slug=agent.slug, name=agent.name, room=key.room, ttl_s=s.agent_token_ttl_s,
                 client_id=client.id,
             ),

@@ -117,7 +117,7 @@ function renderContainers(rows) {
     parts.push(el("table", { class: "containers", "data-client": client },
       el("thead", {}, el("tr", {}, ...["Name", "Agent", "Room", "Status", "Health", "Uptime", "CPU", "Memory"].map((h) => el("th", {}, h)))),
       el("tbody", {}, ...list.map((c) => el("tr", { "data-container": c.name },
-        el("td", { class: "wrap" }, c.name), el("td", {}, c.agent), el("td", { class: "wrap" }, c.room),
+        el("td", { class: "wrap" }, c.name), el("td", {}, c.agent), el("td", { class: "wrap", title: c.job ? "launched for LiveKit job " + c.job : "" }, c.room),
         el("td", {}, el("span", { class: "state status-" + c.status }, c.status)),
         el("td", {}, el("span", { class: "state health-" + c.health }, c.health)),
         el("td", {}, c.status === "running" ? fmtAge(c.age_s) : "–"),

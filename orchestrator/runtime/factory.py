@@ -11,6 +11,10 @@ def runtime_from_settings(settings: Settings) -> ContainerRuntime:
         from .swarm import SwarmRuntime
 
         return SwarmRuntime.from_settings(settings)
+    if settings.runtime == "kubernetes":
+        from .kubernetes import KubernetesRuntime
+
+        return KubernetesRuntime.from_settings(settings)
     from .docker import DockerRuntime
 
     return DockerRuntime.from_settings(settings)

@@ -71,6 +71,10 @@ class FileTenantStore:
                 return agent
         raise unknown_agent_id(client, agent_id)
 
+    async def list_clients(self) -> list[Client]:
+        """Every client in the file (LiveKit dispatch registers for each one's agents)."""
+        return list(self._clients.values())
+
     async def list_agent_slugs(self, client: Client) -> list[str]:
         return sorted(self._agents.get(client.id, {}))
 

@@ -28,6 +28,7 @@ PROTECTED = {
     ("get", "/metrics"): None,
     ("get", "/api/v1/admin/events"): None,
     ("get", "/api/v1/admin/events/stream"): None,
+    ("get", "/api/v1/admin/dispatch"): None,
 }
 ADMIN_ONLY = {k for k in PROTECTED if k[1].startswith("/api/v1/admin/") or k[1] == "/metrics"}
 

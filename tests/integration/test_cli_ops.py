@@ -48,8 +48,8 @@ def test_ps_shows_room_state_and_falls_back_to_docker(served: str, scope: str) -
     assert rows[0]["age_s"] is not None and rows[0]["health"] == "none"
     human = cli("ps", scope=scope, url=served)
     header, line = human.stdout.splitlines()
-    assert header.split() == ["NAME", "STATUS", "HEALTH", "CLIENT_ID", "AGENT", "ROOM", "ROOM_STATE", "HUMANS", "AGE", "CPU", "MEMORY"]
-    assert line.split()[:8] == [name, "running", "none", CLIENT_ID, "farah", "ps-room", "starting", "0"]
+    assert header.split() == ["NAME", "STATUS", "HEALTH", "CLIENT_ID", "AGENT", "ROOM", "JOB", "ROOM_STATE", "HUMANS", "AGE", "CPU", "MEMORY"]
+    assert line.split()[:9] == [name, "running", "none", CLIENT_ID, "farah", "ps-room", "-", "starting", "0"]  # JOB: triggered, not dispatched
     print("\n" + human.stdout)
 
     # Without the key, or with nothing listening: Docker's view, and stderr says why.
@@ -59,7 +59,7 @@ def test_ps_shows_room_state_and_falls_back_to_docker(served: str, scope: str) -
     assert "room_state" not in json.loads(refused.stdout)[0]
     down = cli("ps", scope=scope, url=f"http://127.0.0.1:{free_port()}")
     assert down.returncode == 0 and "not reachable" in down.stderr
-    assert down.stdout.splitlines()[0].split() == ["NAME", "STATUS", "HEALTH", "CLIENT_ID", "AGENT", "ROOM", "AGE"]
+    assert down.stdout.splitlines()[0].split() == ["NAME", "STATUS", "HEALTH", "CLIENT_ID", "AGENT", "ROOM", "JOB", "AGE"]
     assert ADMIN not in human.stdout + human.stderr + refused.stderr
 
 

@@ -13,18 +13,18 @@ def test_age(seconds: int | None, text: str) -> None:
 
 
 C = {"name": "agent_a", "status": "running", "health": "healthy", "client_id": "c1", "agent": "farah", "room": "r1",
-     "age_s": 75, "cpu_ratio": 0.0123, "memory_bytes": 52428800}
+     "job": "AJ_abc", "age_s": 75, "cpu_ratio": 0.0123, "memory_bytes": 52428800}
 
 
 def test_join_rooms_and_table() -> None:
     rooms = [{"client_id": "c1", "room": "r1", "state": "grace_period", "humans": [], "agents": ["agent-farah"], "grace_remaining_s": 41.7},
              {"client_id": "c2", "room": "r1", "state": "active", "humans": ["u"], "agents": []}]
-    orphan = {**C, "name": "agent_b", "client_id": "c3", "cpu_ratio": None, "memory_bytes": None, "age_s": None}
+    orphan = {**C, "name": "agent_b", "client_id": "c3", "job": None, "cpu_ratio": None, "memory_bytes": None, "age_s": None}
     rows = join_rooms([orphan, C], rooms)
     assert [(r["name"], r["room_state"], r["humans"]) for r in rows] == [("agent_a", "grace_period", 0), ("agent_b", None, None)]
     lines = table(rows, API_COLUMNS).splitlines()
-    assert lines[1].split() == ["agent_a", "running", "healthy", "c1", "farah", "r1", "grace(41s)", "0", "1m", "1.2%", "50.0MiB"]
-    assert lines[2].split() == ["agent_b", "running", "healthy", "c3", "farah", "r1", "-", "-", "-", "-", "-"]
+    assert lines[1].split() == ["agent_a", "running", "healthy", "c1", "farah", "r1", "AJ_abc", "grace(41s)", "0", "1m", "1.2%", "50.0MiB"]
+    assert lines[2].split() == ["agent_b", "running", "healthy", "c3", "farah", "r1", "-", "-", "-", "-", "-", "-"]
 
 
 def test_rooms_named() -> None:

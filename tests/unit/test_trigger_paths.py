@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.errors import Conflict, DependencyUnavailable, LimitExceeded
 from orchestrator.models import ContainerKey, ContainerStatus, Mode, TriggerOutcome
-from orchestrator.naming import container_labels, container_name, spec_hash
+from orchestrator.naming import Label, container_labels, container_name, spec_hash
 from orchestrator.settings import Settings
 from orchestrator.trigger import TriggerService
 from tests.support.fakes import CLARENCE, FARAH, T0, FakeRooms, FakeRuntime, tenants
@@ -206,3 +206,25 @@ async def test_once_the_view_has_shown_a_container_its_removal_frees_the_slot_at
     await rt.remove(made.name)
     view.apply(WatchEvent(kind="delete", info=made), now=T0)
     assert (await trigger(rt, room="rb", svc=svc)).outcome is TriggerOutcome.created
+
+
+async def test_admission_error_counts_reserved_keys_and_changes_nothing() -> None:
+    """A dispatch offer asks before it accepts: the answer counts promised keys and holds no slot itself."""
+    rt = FakeRuntime()
+    svc = service(rt, settings=S.model_copy(update={"max_agents_per_room": 1}))
+    promised = ContainerKey(client_id="c1", agent_slug="clarence-coherence", room="r1")
+    assert await svc.admission_error(KEY) is None
+    assert await svc.admission_error(KEY) is None  # asking twice took no slot
+    refused = await svc.admission_error(KEY, reserved=[promised])
+    assert isinstance(refused, LimitExceeded) and "max_agents_per_room" in refused.message
+    assert (await trigger(rt, svc=svc)).outcome is TriggerOutcome.created  # nothing was left in flight
+
+
+async def test_a_dispatched_launch_joins_with_the_jobs_token_and_labels() -> None:
+    rt = FakeRuntime()
+    outcome, _ = await service(rt).launch_dispatched(
+        KEY, client=await tenants().get_client("c1"), agent=FARAH, mode=Mode.voice, token="job-token",
+        labels={Label.JOB_ID: "AJ_1"},
+    )
+    assert outcome is TriggerOutcome.created and rt.last_spec.env["LIVEKIT_TOKEN"] == "job-token"
+    assert rt.last_spec.labels[Label.JOB_ID] == "AJ_1"

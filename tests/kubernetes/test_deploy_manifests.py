@@ -1,0 +1,130 @@
+"""deploy/kubernetes applied to the real apiserver: every object is admitted (restricted Pod Security
+included), the orchestrator's pod gets scheduled, and its ServiceAccount can do what the runtime needs
+and nothing more — checked with `kubectl auth can-i` and by running the runtime on its own token."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestrator.livekit import LiveKitGateway
+from orchestrator.models import ContainerStatus, Mode, TriggerOutcome
+from orchestrator.runtime.kubernetes import KubernetesRuntime
+from orchestrator.settings import Settings
+from orchestrator.tenants.file_store import FileTenantStore
+from orchestrator.trigger import TriggerService
+from tests.conftest import CLIENT_ID
+from tests.support.agent_room import eventually
+from tests.support.kube_cluster import NODES, KubeCluster, pod_summary
+
+pytestmark = pytest.mark.kubernetes
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+SA = "agent-orchestrator"
+
+# (verb, resource, allowed): what the runtime needs, and a sample of what it must not have.
+CAN_I = [
+    ("create", "pods", True), ("get", "pods", True), ("list", "pods", True), ("watch", "pods", True), ("delete", "pods", True),
+    ("get", "pods/log", True), ("create", "secrets", True), ("list", "events", True), ("watch", "events.events.k8s.io", True),
+    ("patch", "pods", False), ("update", "pods", False), ("create", "pods/exec", False), ("create", "pods/eviction", False), ("get", "pods/status", False), ("get", "secrets", False),
+    ("list", "secrets", False), ("delete", "secrets", False), ("create", "deployments.apps", False), ("list", "nodes", False),
+    ("create", "roles.rbac.authorization.k8s.io", False), ("create", "rolebindings.rbac.authorization.k8s.io", False),
+    ("list", "configmaps", False), ("create", "serviceaccounts/token", False), ("delete", "namespaces", False),
+]
+
+
+def rendered(namespace: str, kube_cluster: KubeCluster) -> list[dict[str, Any]]:
+    """`kubectl kustomize deploy/kubernetes`, moved to the test's namespace (objects and the binding's subject)."""
+    docs = [d for d in yaml.safe_load_all(kube_cluster.kubectl("kustomize", str(DEPLOY)).stdout) if d]
+    for doc in docs:
+        if doc["kind"] == "Namespace":
+            doc["metadata"]["name"] = namespace
+        else:
+            doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects", []):
+            subject["namespace"] = namespace
+        if doc["kind"] == "Secret":
+            doc["stringData"]["ORCH_ADMIN_API_KEY"] = secrets.token_hex(16)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def deployed(kube_cluster: KubeCluster) -> Iterator[str]:
+    namespace = f"orch-{secrets.token_hex(4)}"
+    docs = rendered(namespace, kube_cluster)
+    out = kube_cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(docs))
+    assert out.returncode == 0, out.stderr
+    yield namespace
+    kube_cluster.delete_namespace(namespace)
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    listed = set(yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"])
+    assert listed == {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+async def test_manifests_apply_and_the_orchestrator_pod_is_scheduled(deployed: str, kube_cluster: KubeCluster) -> None:
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in rendered(deployed, kube_cluster)}
+    for kind, name in kinds:
+        assert kube_cluster.kubectl("get", kind.lower(), name, "-n", deployed, check=False).returncode == 0, (kind, name)
+
+    async def running() -> list[dict[str, Any]] | None:
+        pods = kube_cluster.pods(deployed, selector="app.kubernetes.io/name=agent-orchestrator")
+        return pods if pods and pods[0]["status"].get("phase") == "Running" else None
+
+    try:
+        pods = await eventually(running, timeout=60, what="the orchestrator Deployment's pod Running on a kwok node")
+    except AssertionError:
+        print(pod_summary(kube_cluster.pods(deployed)))
+        print(kube_cluster.kubectl("get", "events", "-n", deployed, check=False).stdout)
+        raise
+    assert pods[0]["spec"]["nodeName"] in NODES and pods[0]["spec"]["serviceAccountName"] == SA
+
+
+@pytest.mark.parametrize(("verb", "resource", "allowed"), CAN_I)
+def test_service_account_can_do_what_it_needs_and_no_more(
+    deployed: str, kube_cluster: KubeCluster, verb: str, resource: str, allowed: bool
+) -> None:
+    what = resource.split("/")
+    # `pods/exec` would mean the pod named "exec": a subresource needs --subresource.
+    target = [what[0], f"--subresource={what[1]}"] if len(what) == 2 else what
+    result = kube_cluster.kubectl("auth", "can-i", verb, *target, "-n", deployed, f"--as=system:serviceaccount:{deployed}:{SA}", check=False)
+    assert (result.stdout.strip() == "yes") is allowed, (verb, resource, result.stdout, result.stderr)
+    # Nothing at all outside its namespace.
+    other = kube_cluster.kubectl("auth", "can-i", verb, *target, "-n", "default", f"--as=system:serviceaccount:{deployed}:{SA}", check=False)
+    assert other.stdout.strip() == "no"
+
+
+async def test_the_runtime_works_with_the_service_accounts_own_token(
+    deployed: str, kube_cluster: KubeCluster, ktenants: Path
+) -> None:
+    kubeconfig = kube_cluster.service_account_kubeconfig(namespace=deployed, name=SA)
+    settings = Settings(runtime="kubernetes", scope="sa", tenants_file=ktenants, kubeconfig=kubeconfig, kube_namespace=deployed,
+                        agent_memory="64m", agent_cpus=0.1, reconcile_enabled=False)  # type: ignore[call-arg]
+    runtime = KubernetesRuntime.from_settings(settings)
+    livekit = LiveKitGateway()
+    svc = TriggerService(settings=settings, tenants=FileTenantStore(ktenants), livekit=livekit, runtime=runtime)
+    try:
+        result = await svc.trigger(client_id=CLIENT_ID, agent_slug="farah", mode=Mode.voice, user_id="u", room_name="rbac")
+        assert result.outcome is TriggerOutcome.created
+        watch = runtime.watch(scope="sa")
+        first = await anext(watch)
+        await watch.aclose()
+        assert first.kind == "relist" and [c.id for c in first.items] == [result.container.id]
+
+        async def running() -> bool:
+            info = await runtime.get(result.container.name)
+            return info is not None and info.status is ContainerStatus.running
+
+        await eventually(running, timeout=30, what="the pod Running")
+        assert await runtime.logs_tail(result.container.name) == ""  # kwok serves no logs; allowed, just empty
+        await runtime.stop(result.container.id, timeout_s=1)
+        await runtime.remove(result.container.id)
+        assert await runtime.get(result.container.name) is None
+    finally:
+        await livekit.aclose()
+        await runtime.aclose()
