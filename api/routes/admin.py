@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query
 from orchestrator.errors import NotFound
 from orchestrator.models import ContainerStatus
 from orchestrator.naming import Label, validate_room
-from orchestrator.ps_view import container_row
+from orchestrator.cli.views import container_row
 
 from ..auth import require_admin
 from ..deps import ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep

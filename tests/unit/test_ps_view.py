@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.ps_view import API_COLUMNS, age, join_rooms, rooms_named, table
+from orchestrator.cli.views import API_COLUMNS, age, join_rooms, rooms_named, table
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0, "0s"), (59, "59s"), (60, "1m"), (3599, "59m"), (7200, "2h"), (90000, "1d")])
