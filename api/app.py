@@ -30,7 +30,7 @@ from orchestrator.trigger import TriggerService
 from orchestrator.webhooks import WebhookIntake
 
 from . import errors
-from .routes import admin, dashboard, events, health, metrics, spawn, tenants_admin, trigger, webhook
+from .routes import admin, dashboard, events, health, metrics, rooms, spawn, tenants_admin, trigger, webhook
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,11 @@ def create_app(
         if aclose is not None:
             await aclose()
 
-    app = FastAPI(title="Agent container orchestrator", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="Agent container orchestrator", version=__version__, lifespan=lifespan,
+        generate_unique_id_function=errors.operation_id,  # stable ids: the route function's name
+        responses=errors.COMMON_RESPONSES,
+    )
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.metrics = metrics_
@@ -114,6 +118,7 @@ def create_app(
     metrics_.agent_limit.labels(limit="total").set(settings.max_agents_total)
     metrics_.agent_limit.labels(limit="per_client").set(settings.max_agents_per_client)
     app.state.trigger = trigger_service
+    app.state.livekit = livekit
     app.state.tenants = tenants
     app.state.api_keys = build_keyring(settings)
     app.state.reconciler = reconciler
@@ -128,6 +133,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(metrics.router)
     app.include_router(spawn.router)
+    app.include_router(rooms.router)
     app.include_router(tenants_admin.router)
     app.include_router(events.router)
     app.include_router(dashboard.router)

@@ -28,7 +28,7 @@ def _human_identity(v: str) -> str:
 
 
 class TriggerAgentRequest(BaseModel):
-    """The body the user's frontend already sends (seed 004's curl)."""
+    """The body the user's frontend already sends."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
@@ -88,7 +88,7 @@ class TriggerAgentResponse(BaseModel):
 
 
 class SpawnAgentRequest(BaseModel):
-    """Seed 001's "Test Agent" button posts `{}`; everything is optional."""
+    """The dashboard's "Test Agent" button posts `{}`; everything is optional."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -111,7 +111,7 @@ class SpawnAgentRequest(BaseModel):
 
 
 class SpawnAgentResponse(BaseModel):
-    """What the dashboard needs to join the room (seed 001), plus which container serves it."""
+    """What the dashboard needs to join the room, plus which container serves it."""
 
     status: Literal["created", "reused"]
     room_name: str

@@ -52,7 +52,7 @@ def bare_docker_run(client: docker.DockerClient, *, image: str, scope: str, i: i
 def timed_post(c: httpx.Client, url: str, room: str) -> tuple[float, dict[str, object]]:
     t0 = time.perf_counter()
     r = c.post(f"{url}/api/v1/trigger-agent", json=body(room))
-    return time.perf_counter() - t0, (r.json() if r.status_code == 200 else {"error": r.status_code})
+    return time.perf_counter() - t0, (r.json() if r.status_code in (200, 201) else {"error": r.status_code})
 
 
 async def burst(url: str, n: int, tag: str) -> dict[str, object]:
@@ -61,7 +61,7 @@ async def burst(url: str, n: int, tag: str) -> dict[str, object]:
         rs = await asyncio.gather(*(c.post(f"{url}/api/v1/trigger-agent", json=body(f"burst-{tag}-{i}")) for i in range(n)),
                                   return_exceptions=True)
         wall = time.perf_counter() - t0
-    ok = [r for r in rs if isinstance(r, httpx.Response) and r.status_code == 200]
+    ok = [r for r in rs if isinstance(r, httpx.Response) and r.status_code in (200, 201)]
     kinds = Counter(str(r.status_code) if isinstance(r, httpx.Response) else type(r).__name__ for r in rs if r not in ok)
     names = [r.json()["container_name"] for r in ok]
     return {"n": n, "wall_s": round(wall, 2), "containers_per_s": round(len(ok) / wall, 1),

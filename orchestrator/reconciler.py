@@ -15,6 +15,7 @@ from .errors import NotFound, OrchestratorError
 from .livekit import LiveKitGateway
 from .models import ContainerKey, ContainerStatus, Mode
 from .naming import agent_identity, key_from_labels
+from .agent_state import GaveUpRecord
 from .planner import (
     Action,
     DeleteRoom,
@@ -126,6 +127,7 @@ class Reconciler:
         self._on_pass = on_pass  # metrics and the lifecycle feed hear every finished pass (dry runs too)
         self.registry = registry or RoomRegistry()
         self.restarts: dict[ContainerKey, RestartRecord] = {}
+        self.gave_up: dict[ContainerKey, GaveUpRecord] = {}  # the client API reports these (last 1000 kept)
         self.heartbeat: datetime | None = None  # end of the last loop iteration; /healthz reads it
         self.last_report: PassReport | None = None
         self.passes = 0
@@ -252,6 +254,10 @@ class Reconciler:
                 self.restarts[a.key] = RestartRecord(attempts=a.attempt, last_at=now)
             if isinstance(a, DeleteRoom) and r.ok:
                 self.registry.forget(a.client_id, a.room)
+            if isinstance(a, GiveUp) and a.key is not None and r.ok:
+                self.gave_up[a.key] = GaveUpRecord(reason=a.reason, at=now, attempts=a.attempts)
+                while len(self.gave_up) > 1000:
+                    del self.gave_up[next(iter(self.gave_up))]
         keys = {k for c in observed.containers if (k := key_from_labels(c.labels))}
         for key in list(self.restarts):
             room = self.registry.rooms.get((key.client_id, key.room))

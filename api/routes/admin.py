@@ -17,18 +17,22 @@ from orchestrator.cli.views import container_row
 
 from ..auth import require_admin
 from ..deps import ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
+from ..responses import CloseOut, ContainersOut, PassOut, RoomsOut, StatsOut
+from ..schemas import ErrorBody
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)],
+                   responses={code: {"model": ErrorBody} for code in (401, 403, 404, 422, 503)})
 
 
-@router.get("/rooms")
+@router.get("/rooms", response_model=RoomsOut)
 async def list_rooms(reconciler: ReconcilerDep) -> dict[str, Any]:
     """Rooms that hold an agent of ours: state, humans, agents, grace remaining."""
     return {"rooms": reconciler.room_rows()}
 
 
-@router.get("/stats")
-async def stats(reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep) -> dict[str, Any]:
+@router.get("/stats", response_model=StatsOut)
+async def admin_stats(reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep) -> dict[str, Any]:
+    """Rooms by state, containers, limits and the reconciler's last pass."""
     containers = await runtime.list_managed(scope=settings.scope)
     states: dict[str, int] = {}
     for row in reconciler.room_rows():
@@ -52,8 +56,8 @@ async def stats(reconciler: ReconcilerDep, runtime: RuntimeDep, settings: Settin
     }
 
 
-@router.post("/rooms/{client_id}/{room}/close")
-async def force_close(
+@router.post("/rooms/{client_id}/{room}/close", response_model=CloseOut)
+async def close_room(
     client_id: str, room: str, reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep
 ) -> dict[str, Any]:
     """Close a room now: its agent containers are stopped and the LiveKit room is deleted."""
@@ -70,14 +74,15 @@ async def force_close(
     return {"closed": {"client_id": client_id, "room": room}, "pass": report.to_dict()}
 
 
-@router.post("/reconcile")
+@router.post("/reconcile", response_model=PassOut)
 async def reconcile_now(reconciler: ReconcilerDep, dry_run: bool = Query(False)) -> dict[str, Any]:
     """Run one reconcile pass now and return its actions (or only the plan with dry_run=true)."""
     return (await reconciler.run_once(dry_run=dry_run)).to_dict()
 
 
-@router.get("/containers")
-async def containers(runtime: RuntimeDep, settings: SettingsDep, sampler: SamplerDep) -> dict[str, Any]:
+@router.get("/containers", response_model=ContainersOut)
+async def list_containers(runtime: RuntimeDep, settings: SettingsDep, sampler: SamplerDep) -> dict[str, Any]:
+    """This deployment's agent containers, with the background sampler's latest CPU and memory."""
     rows = await runtime.list_managed(scope=settings.scope)
     now = datetime.now(timezone.utc)
     usage = sampler.latest  # the background sampler's last one-shot stats: no Docker call per container here

@@ -16,13 +16,15 @@ from orchestrator.rooms import grace_remaining
 from orchestrator.telemetry import room_state_counts
 
 from ..auth import require_admin
+from ..schemas import ErrorBody
 from ..deps import MetricsDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
 
 # Admin key needed (Prometheus sends it as a bearer token): per-client figures are not for every caller.
-router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)])
+router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)],
+                   responses={code: {"model": ErrorBody} for code in (401, 403)})
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
 async def metrics_endpoint(
     metrics: MetricsDep, runtime: RuntimeDep, settings: SettingsDep, reconciler: ReconcilerDep, sampler: SamplerDep
 ) -> Response:

@@ -1,4 +1,4 @@
-"""POST /api/v1/agents/{agent_id}/spawn: seed 001's "Test Agent" flow on top of the trigger path."""
+"""POST /api/v1/agents/{agent_id}/spawn: the dashboard's "Test Agent" flow on top of the trigger path."""
 
 from __future__ import annotations
 

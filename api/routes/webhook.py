@@ -9,13 +9,14 @@ from orchestrator.livekit import verify_webhook, webhook_issuer
 from orchestrator.clock import utcnow
 
 from ..deps import TenantsDep, WebhookIntakeDep
+from ..responses import WebhookAck
 from ..schemas import ErrorBody
 
 router = APIRouter(prefix="/api/v1/livekit", tags=["livekit"])
 
 
-@router.post("/webhook", responses={401: {"model": ErrorBody}})
-async def livekit_webhook(request: Request, tenants: TenantsDep, intake: WebhookIntakeDep) -> dict[str, object]:
+@router.post("/webhook", response_model=WebhookAck, responses={401: {"model": ErrorBody}})
+async def livekit_webhook(request: Request, tenants: TenantsDep, intake: WebhookIntakeDep) -> WebhookAck:
     """Verified with the API secret of the tenant whose key signed it (`iss`); anything else is a 401."""
     auth = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     if not auth:
@@ -31,5 +32,5 @@ async def livekit_webhook(request: Request, tenants: TenantsDep, intake: Webhook
     if notice.room_client_id in owners:
         owners = [notice.room_client_id]
     fresh = intake.accept(notice, client_ids=owners, now=utcnow())
-    return {"ok": True, "duplicate": not fresh, "event": notice.event}
+    return WebhookAck(ok=True, duplicate=not fresh, event=notice.event)
 
