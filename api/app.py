@@ -30,7 +30,7 @@ from orchestrator.trigger import TriggerService
 from orchestrator.webhooks import WebhookIntake
 
 from . import errors
-from .routes import admin, dashboard, events, health, metrics, rooms, spawn, tenants_admin, trigger, webhook
+from .routes import admin, dashboard, docs, events, health, metrics, rooms, spawn, tenants_admin, trigger, webhook
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ def create_app(
         title="Agent container orchestrator", version=__version__, lifespan=lifespan,
         generate_unique_id_function=errors.operation_id,  # stable ids: the route function's name
         responses=errors.COMMON_RESPONSES,
+        docs_url=None, redoc_url=None,  # /docs from vendored files (routes/docs.py), never a CDN
     )
     app.state.settings = settings
     app.state.runtime = runtime
@@ -138,4 +139,5 @@ def create_app(
     app.include_router(events.router)
     app.include_router(dashboard.router)
     dashboard.mount_static(app)
+    docs.install(app)
     return app

@@ -30,19 +30,20 @@ def cli(*args: str, scope: str, url: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_trigger_ps_and_logs(served: str, scope: str) -> None:
-    out = cli("trigger", "clarence_coherence", "--client", CLIENT_ID, "--room", "cli-room", "--json", scope=scope, url=served)
+    room = f"cli-room-{scope}"  # the engine is shared: another run's "cli-room" would be a 409 here
+    out = cli("trigger", "clarence_coherence", "--client", CLIENT_ID, "--room", room, "--json", scope=scope, url=served)
     assert out.returncode == 0, out.stderr
     created = json.loads(out.stdout)
     assert created["status"] == "created"
 
     ps = json.loads(cli("ps", "--json", scope=scope, url=served).stdout)
     assert [(r["name"], r["agent"], r["room"], r["status"]) for r in ps] == [
-        (created["container_name"], "clarence-coherence", "cli-room", "running")
+        (created["container_name"], "clarence-coherence", room, "running")
     ]
     table = cli("ps", scope=scope, url=served).stdout
     assert "CLIENT_ID" in table and created["container_name"] in table
 
-    logs = cli("logs", "cli-room", scope=scope, url=served)
+    logs = cli("logs", room, scope=scope, url=served)
     assert logs.returncode == 0 and "tiny agent up" in logs.stdout
 
     missing = cli("trigger", "nobody", "--client", CLIENT_ID, scope=scope, url=served)
