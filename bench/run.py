@@ -15,6 +15,7 @@ import signal
 import secrets
 import statistics
 import tempfile
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -236,13 +237,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sections", nargs="*", default=["trigger", "joined", "reconcile"],
                    choices=["trigger", "joined", "reconcile"])
     p.add_argument("--deadline", type=int, default=540, help="hard limit in seconds for the whole bench")
-    p.add_argument("--out", default="latest", help="file stem under bench-results/")
+    p.add_argument("--out", default=None,
+                   help="file stem under bench-results/ (e.g. `latest`, the committed results); default: a "
+                        "timestamped file under the git-ignored bench-results/tmp/, so a run never dirties the tree")
     args = p.parse_args(argv)
     result = run(args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{args.out}.md").write_text(markdown(result) + "\n")
+    stem = RESULTS / args.out if args.out else RESULTS / "tmp" / time.strftime("run-%Y%m%dT%H%M%S")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result) + "\n")
     print(markdown(result))
+    print(f"written to {stem}.json and {stem}.md", file=sys.stderr)
     if result.get("aborted"):
         raise SystemExit(3)
 

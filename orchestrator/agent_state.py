@@ -48,6 +48,18 @@ class AgentStatus:
 _UP = (ContainerStatus.running, ContainerStatus.created, ContainerStatus.restarting, ContainerStatus.paused)
 
 
+def ended_abnormally(c: ContainerInfo) -> bool:
+    """Worth keeping the agent's last log lines for: it crashed, died, is restarting, or never became healthy.
+
+    A normal end (its room closed, the grace period over, a clean exit) is not: those last lines are the
+    agent's goodbye noise (e.g. LiveKit's "data channel closed" errors) and would read as alarms."""
+    if c.status in (ContainerStatus.exited, ContainerStatus.dead):
+        return c.exit_code != 0
+    if c.status is ContainerStatus.restarting:
+        return True
+    return c.status is ContainerStatus.running and c.health.value in ("unhealthy", "starting")
+
+
 def agent_status(
     slug: str, container: ContainerInfo | None, *, room: Room | None, in_room: frozenset[str] | None = None,
     restart: RestartRecord | None = None, gave_up: GaveUpRecord | None = None, now: datetime, grace_s: float,

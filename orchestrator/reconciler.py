@@ -15,7 +15,7 @@ from .errors import NotFound, OrchestratorError
 from .livekit import LiveKitGateway
 from .models import ContainerKey, ContainerStatus, Mode
 from .naming import agent_identity, key_from_labels
-from .agent_state import GaveUpRecord
+from .agent_state import GaveUpRecord, ended_abnormally
 from .planner import (
     Action,
     DeleteRoom,
@@ -304,6 +304,11 @@ class Reconciler:
                 raise TypeError(f"no executor for {action!r}")
 
     async def _log_tail(self, name: str, action: Action) -> None:
+        """The agent's last lines go to our log only when it ended abnormally (agent_state.ended_abnormally)."""
+        info = await self._runtime.get(name)
+        if info is None or not ended_abnormally(info):
+            log.info("%s %s (%s)", action.kind, name, action.reason, extra=log_fields(action))
+            return
         tail = await self._runtime.logs_tail(name, lines=20)
         log.info("%s %s (%s); last log lines:\n%s", action.kind, name, action.reason, tail, extra=log_fields(action))
 

@@ -47,3 +47,21 @@ def test_in_grace_says_how_long_is_left() -> None:
     tracked = room(RoomState.GRACE_PERIOD, frozenset({ME}), since=NOW - timedelta(seconds=20))
     s = agent_status("farah", box(), room=tracked, now=NOW, grace_s=60)
     assert s.grace_remaining_s == pytest.approx(40) and s.container_name == "agent_x_farah_r1"
+
+
+@pytest.mark.parametrize(("container", "abnormal"), [
+    (box(), False),  # removed because its room closed or the grace ended: its last lines are goodbye noise
+    (box(health=Health.healthy), False),
+    (box(ContainerStatus.exited, exit_code=0), False),
+    (box(ContainerStatus.created), False),
+    (box(ContainerStatus.exited, exit_code=1), True),
+    (box(ContainerStatus.exited, exit_code=137), True),
+    (box(ContainerStatus.dead), True),
+    (box(ContainerStatus.restarting), True),
+    (box(health=Health.unhealthy), True),
+    (box(health=Health.starting), True),  # never became healthy: never joined
+])
+def test_the_log_tail_is_kept_only_for_abnormal_ends(container: ContainerInfo, abnormal: bool) -> None:
+    from orchestrator.agent_state import ended_abnormally
+
+    assert ended_abnormally(container) is abnormal
