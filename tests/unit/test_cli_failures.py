@@ -169,3 +169,10 @@ def test_python_dash_m_has_no_traceback_either() -> None:
     done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "ps"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 3 and done.stdout == ""
     assert one_line(done.stderr).startswith("orchestrator: the orchestrator API at ")
+
+
+def test_dev_keys_do_not_put_pyjwt_warnings_into_cron_output() -> None:
+    """LiveKit's dev keys are short; PyJWT's InsecureKeyLengthWarning would land in every cron mail."""
+    code = "import orchestrator.cli.main, jwt; jwt.encode({'a': 1}, 'secret', algorithm='HS256')"
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "InsecureKeyLengthWarning" not in done.stderr, done.stderr
