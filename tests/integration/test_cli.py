@@ -49,3 +49,38 @@ def test_trigger_ps_and_logs(served: str, scope: str) -> None:
     missing = cli("trigger", "nobody", "--client", CLIENT_ID, scope=scope, url=served)
     assert missing.returncode == 1 and "not found" in missing.stderr
     assert cli("logs", "no-such-room", scope=scope, url=served).returncode == 1
+
+
+def test_ps_filters_quiet_wide_and_logs_follow(served: str, scope: str) -> None:
+    import docker
+
+    made = {}
+    for room in (f"f-a-{scope}", f"f-b-{scope}"):
+        out = cli("trigger", "farah", "--client", CLIENT_ID, "--room", room, "--json", scope=scope, url=served)
+        assert out.returncode == 0, out.stderr
+        made[room] = json.loads(out.stdout)["container_name"]
+    room_a = f"f-a-{scope}"
+
+    quiet = cli("ps", "-q", "--filter", f"label=agent-orchestrator.room={room_a}", scope=scope, url=served)
+    assert quiet.returncode == 0 and quiet.stdout.split() == [made[room_a]]
+    assert cli("ps", "-q", "--filter", f"room={room_a}", "--filter", "agent=nobody", scope=scope, url=served).stdout == ""
+    assert sorted(cli("ps", "-q", "-f", "agent=farah", scope=scope, url=served).stdout.split()) == sorted(made.values())
+    wide = cli("ps", "-o", "wide", scope=scope, url=served).stdout.splitlines()[0].split()
+    assert wide[-3:] == ["ID", "EXIT_CODE", "CREATED_AT"] and "ROOM_STATE" in wide
+    other = cli("ps", "--scope", "test-nobody-here", "-q", scope=scope, url=served)
+    assert other.returncode == 0 and other.stdout == ""  # another scope: Docker's view of it (empty)
+    bad = cli("ps", "--filter", "colour=red", scope=scope, url=served)
+    assert bad.returncode == 2 and "unknown filter 'colour'" in bad.stderr
+
+    # logs -f prints as lines come and ends when the container stops.
+    env = {**os.environ, "ORCH_SCOPE": scope, "ORCH_URL": served}
+    follow = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "logs", "-f", room_a], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert follow.stdout is not None
+        assert "tiny agent up" in follow.stdout.readline()
+        docker.from_env().containers.get(made[room_a]).stop(timeout=2)
+        assert follow.wait(timeout=30) == 0, follow.stderr.read() if follow.stderr else ""
+    finally:
+        if follow.poll() is None:
+            follow.kill()
