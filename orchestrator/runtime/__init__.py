@@ -8,7 +8,7 @@ accept an id or a name. Labels are the truth: the key of a container is read fro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
 
 from ..models import ContainerInfo, Frozen
@@ -87,10 +87,6 @@ class ContainerRuntime(Protocol):
         fresh `relist` after every reconnect, so a reader that applies events in order is never wrong for longer than the outage.
         Ends only when the consumer stops iterating (or `close`).
         """
-        ...
-
-    def follow_events(self, *, scope: str, on_event: Callable[[str, str], None]) -> Callable[[], None]:
-        """Report container deaths/health changes as they happen; returns a stop function."""
         ...
 
     def close(self) -> None: ...
