@@ -51,8 +51,17 @@ def test_trigger_ps_and_logs(served: str, scope: str) -> None:
     assert cli("logs", "no-such-room", scope=scope, url=served).returncode == 1
 
 
-def test_ps_filters_quiet_wide_and_logs_follow(served: str, scope: str) -> None:
+@pytest.fixture
+def served_still(scope: str, tenants_file: Path) -> Iterator[str]:
+    # No reconcile loop: the tiny agents never join, and a slow machine must not see them replaced mid-test.
+    with serve(scope=scope, tenants_file=tenants_file, image=TINY_IMAGE, ORCH_RECONCILE_ENABLED="false") as url:
+        yield url
+
+
+def test_ps_filters_quiet_wide_and_logs_follow(served_still: str, scope: str) -> None:
     import docker
+
+    served = served_still
 
     made = {}
     for room in (f"f-a-{scope}", f"f-b-{scope}"):
@@ -78,7 +87,8 @@ def test_ps_filters_quiet_wide_and_logs_follow(served: str, scope: str) -> None:
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert follow.stdout is not None
-        assert "tiny agent up" in follow.stdout.readline()
+        first = follow.stdout.readline()
+        assert "tiny agent up" in first, (first, follow.stderr.read() if follow.poll() is not None and follow.stderr else "")
         docker.from_env().containers.get(made[room_a]).stop(timeout=2)
         assert follow.wait(timeout=30) == 0, follow.stderr.read() if follow.stderr else ""
     finally:
