@@ -16,7 +16,7 @@ from orchestrator.naming import Label, validate_room
 from orchestrator.cli.views import container_row
 
 from ..auth import require_admin
-from ..deps import ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
+from ..deps import ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep, TriggerDep
 from ..responses import CloseOut, ContainersOut, PassOut, RoomsOut, StatsOut
 from ..schemas import ErrorBody
 
@@ -58,7 +58,7 @@ async def admin_stats(reconciler: ReconcilerDep, runtime: RuntimeDep, settings: 
 
 @router.post("/rooms/{client_id}/{room}/close", response_model=CloseOut)
 async def close_room(
-    client_id: str, room: str, reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep
+    client_id: str, room: str, reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep, trigger: TriggerDep
 ) -> dict[str, Any]:
     """Close a room now: its agent containers are stopped and the LiveKit room is deleted."""
     validate_room(room)
@@ -69,6 +69,7 @@ async def close_room(
     if not ours:
         # Only rooms holding one of our agents are ours to delete.
         raise NotFound(f"no agent container of this deployment in room '{room}' of client '{client_id}'")
+    trigger.forget_view_answers(client_id, room)  # closed on purpose: not to be re-launched
     reconciler.close_room(client_id, room)
     report = await reconciler.run_once()
     return {"closed": {"client_id": client_id, "room": room}, "pass": report.to_dict()}

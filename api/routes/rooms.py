@@ -151,6 +151,7 @@ async def stop_agent(
     found = [c for c in await _containers(runtime, settings, cid, name) if c.labels.get(Label.AGENT_SLUG) == slug]
     if not found:
         raise NotFound(f"no agent '{slug}' of client '{cid}' in room '{name}' on this deployment")
+    request.app.state.trigger.forget_view_answers(cid, name)  # stopped on purpose: not to be re-launched
     for c in found:
         await runtime.stop(c.id, timeout_s=settings.agent_stop_timeout_s)
         await runtime.remove(c.id)
@@ -160,13 +161,14 @@ async def stop_agent(
 
 @router.post("/{room}/close", response_model=CloseOut)
 async def close_client_room(
-    room: RoomPath, principal: PrincipalDep, reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep,
-    client_id: ClientQuery = None,
+    request: Request, room: RoomPath, principal: PrincipalDep, reconciler: ReconcilerDep, runtime: RuntimeDep,
+    settings: SettingsDep, client_id: ClientQuery = None,
 ) -> CloseOut:
     """Close the room now: every agent of this deployment in it is stopped and the LiveKit room is deleted."""
     cid, name = _client(principal, client_id), _room(room)
     if not await _containers(runtime, settings, cid, name):
         raise NotFound(f"no agent of client '{cid}' in room '{name}' on this deployment")
+    request.app.state.trigger.forget_view_answers(cid, name)  # closed on purpose: not to be re-launched
     reconciler.close_room(cid, name, reason="closed by its client")
     report = await reconciler.run_once()
     return CloseOut.model_validate({"closed": {"client_id": cid, "room": name}, "pass": report.to_dict()})
