@@ -16,7 +16,7 @@ from ..naming import Label
 from ..settings import Settings
 from .failures import FAILED, UNAVAILABLE, USAGE, CliFailure, fail
 from .http import KEY_VARIABLE, Api, ApiRefused
-from .views import API_COLUMNS, DOCKER_COLUMNS, WIDE_EXTRA, join_rooms, matches, parse_filter, rooms_named, table
+from .views import API_COLUMNS, DOCKER_COLUMNS, WIDE_EXTRA, join_rooms, matches, parse_filter, rooms_named, table, with_node
 
 URL_HELP = "the running orchestrator (default ORCH_URL, else http://127.0.0.1:$ORCH_PORT)"
 KEY_HELP = f"API key (default {KEY_VARIABLE}); prefer the variable: arguments show in `ps`"
@@ -88,7 +88,7 @@ def ps(
     elif output == "json":
         typer.echo(json.dumps(rows, indent=2))
     else:
-        typer.echo(table(rows, columns + (WIDE_EXTRA if output == "wide" else [])))
+        typer.echo(table(rows, with_node(columns, rows) + (WIDE_EXTRA if output == "wide" else [])))
 
 
 def _docker_failure(exc: Exception) -> CliFailure:
@@ -97,11 +97,11 @@ def _docker_failure(exc: Exception) -> CliFailure:
 
 def _from_docker(scope: str | None) -> list[dict[str, Any]]:
     from ..errors import OrchestratorError
-    from ..runtime.docker import DockerRuntime
+    from ..runtime.factory import runtime_from_settings
     from .views import container_row
 
-    settings = Settings()
-    runtime = DockerRuntime.from_settings(settings)
+    settings = Settings.load()
+    runtime = runtime_from_settings(settings)
     try:
         found = asyncio.run(runtime.list_managed(scope=scope or settings.scope))
     except OrchestratorError as exc:
@@ -123,11 +123,11 @@ def logs(
 ) -> None:
     """Show the logs of the agent container(s) of a room, or of one container (from Docker directly)."""
     from ..errors import OrchestratorError
-    from ..runtime.docker import DockerRuntime
+    from ..runtime.factory import runtime_from_settings
 
-    settings = Settings()
+    settings = Settings.load()
     scope = scope or settings.scope
-    runtime = DockerRuntime.from_settings(settings)
+    runtime = runtime_from_settings(settings)
 
     async def collect() -> list[str]:
         managed = await runtime.list_managed(scope=scope)
@@ -138,6 +138,8 @@ def logs(
         if not names:
             fail(f"no container of scope {scope!r} has room or name {target!r}")
         if follow:
+            if not hasattr(runtime, "follow_logs"):
+                fail(f"logs -f needs the Docker runtime (ORCH_RUNTIME={settings.runtime}); use the engine's own logs command", code=USAGE)
             _follow(runtime, names, tail=tail)
             return
         for name in names:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from ..config_files import ConfigFileError, validation_summary
 from ..errors import OrchestratorError, TemporaryError
+from ..settings import SettingsProblem
 
 OK, FAILED, USAGE, UNAVAILABLE = 0, 1, 2, 3
 
@@ -49,6 +50,8 @@ def explain(exc: BaseException) -> tuple[str, int] | None:
             return exc.message, exc.code
         case ConfigFileError():
             return f"bad configuration file {exc}", USAGE
+        case SettingsProblem():
+            return str(exc), USAGE
         case ValidationError():
             return f"invalid settings: {settings_problem(exc)}", USAGE
         case TemporaryError():

@@ -55,7 +55,7 @@ def serve(host: str = typer.Option(None, help="bind address (default ORCH_HOST)"
     from api.app import create_app
     from api.serving import run
 
-    settings = Settings()
+    settings = Settings.load()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     bind = host or settings.host
     application = create_app(settings)
@@ -85,7 +85,7 @@ def config(
     from .reference import current_rows
     from .views import plain_table
 
-    rows = current_rows(Settings())
+    rows = current_rows(Settings.load())
     if output == "json":
         typer.echo(json.dumps(rows, indent=2))
     elif output == "table":
@@ -103,15 +103,15 @@ def reconcile(
     action failed (or part of LiveKit/tenants unobservable), 2 Docker could not be observed."""
     from ..livekit import LiveKitGateway
     from ..reconciler import Reconciler
-    from ..runtime.docker import DockerRuntime
+    from ..runtime.factory import runtime_from_settings
     from ..tenants.factory import tenant_store
     from ..trigger import TriggerService
 
-    settings = Settings()
+    settings = Settings.load()
     configure_logging(fmt=settings.log_format, level="WARNING")
 
     async def run() -> int:
-        runtime = DockerRuntime.from_settings(settings)
+        runtime = runtime_from_settings(settings)
         tenants = tenant_store(settings)
         livekit = LiveKitGateway()
         launcher = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)
