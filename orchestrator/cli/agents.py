@@ -13,8 +13,7 @@ from typing import Any
 import typer
 
 from ..naming import Label
-from ..settings import Settings
-from .failures import FAILED, UNAVAILABLE, USAGE, CliFailure, fail
+from .failures import load_settings, FAILED, UNAVAILABLE, USAGE, CliFailure, fail
 from .http import KEY_VARIABLE, Api, ApiRefused
 from .views import API_COLUMNS, DOCKER_COLUMNS, WIDE_EXTRA, join_rooms, matches, parse_filter, rooms_named, table, with_node
 
@@ -100,7 +99,7 @@ def _from_docker(scope: str | None) -> list[dict[str, Any]]:
     from ..runtime.factory import runtime_from_settings
     from .views import container_row
 
-    settings = Settings.load()
+    settings = load_settings()
     runtime = runtime_from_settings(settings)
     try:
         found = asyncio.run(runtime.list_managed(scope=scope or settings.scope))
@@ -125,7 +124,7 @@ def logs(
     from ..errors import OrchestratorError
     from ..runtime.factory import runtime_from_settings
 
-    settings = Settings.load()
+    settings = load_settings()
     scope = scope or settings.scope
     runtime = runtime_from_settings(settings)
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from ..config_files import ConfigFileError, validation_summary
 from ..errors import OrchestratorError, TemporaryError
-from ..settings import SettingsProblem
+from ..settings import Settings, SettingsProblem
 
 OK, FAILED, USAGE, UNAVAILABLE = 0, 1, 2, 3
 
@@ -59,6 +59,15 @@ def explain(exc: BaseException) -> tuple[str, int] | None:
         case OrchestratorError():
             return exc.message, FAILED
     return None
+
+
+def load_settings() -> Settings:
+    """Settings, or one line naming the variables (never their values) and exit 2, also outside GuardedTyper."""
+    try:
+        return Settings.load()
+    except SettingsProblem as exc:
+        typer.echo(f"orchestrator: {exc}", err=True)
+        raise typer.Exit(USAGE) from None
 
 
 class GuardedTyper(typer.Typer):

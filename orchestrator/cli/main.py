@@ -14,9 +14,9 @@ import typer
 
 from .. import __version__
 from ..logs import configure as configure_logging
-from ..settings import Settings
+
 from . import agents
-from .failures import USAGE, GuardedTyper, fail
+from .failures import USAGE, GuardedTyper, fail, load_settings
 from .tenants import keys_app, tenants_app
 
 # Dev keys are short on purpose; PyJWT's InsecureKeyLengthWarning about them would land in every cron mail.
@@ -55,7 +55,7 @@ def serve(host: str = typer.Option(None, help="bind address (default ORCH_HOST)"
     from api.app import create_app
     from api.serving import run
 
-    settings = Settings.load()
+    settings = load_settings()
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     bind = host or settings.host
     application = create_app(settings)
@@ -85,7 +85,7 @@ def config(
     from .reference import current_rows
     from .views import plain_table
 
-    rows = current_rows(Settings.load())
+    rows = current_rows(load_settings())
     if output == "json":
         typer.echo(json.dumps(rows, indent=2))
     elif output == "table":
@@ -107,7 +107,7 @@ def reconcile(
     from ..tenants.factory import tenant_store
     from ..trigger import TriggerService
 
-    settings = Settings.load()
+    settings = load_settings()
     configure_logging(fmt=settings.log_format, level="WARNING")
 
     async def run() -> int:

@@ -150,12 +150,15 @@ def test_version_and_config_masks_secrets(capsys: pytest.CaptureFixture[str], mo
     from orchestrator import __version__
 
     assert run(capsys, "--version")[:2] == (0, f"orchestrator {__version__}\n")
-    monkeypatch.setenv("ORCH_ADMIN_API_KEY", "ak_a-real-looking-admin-key-123")
-    monkeypatch.setenv("ORCH_API_KEY", "ak_the-cli-key-456")
+    from orchestrator.apikeys import generate
+
+    admin, cli_key = generate(), generate()
+    monkeypatch.setenv("ORCH_ADMIN_API_KEY", admin)
+    monkeypatch.setenv("ORCH_API_KEY", cli_key)
     monkeypatch.setenv("ORCH_GRACE_PERIOD_S", "45")
     code, out, _ = run(capsys, "config", "-o", "json")
     rows = {r["variable"]: r for r in json.loads(out)}
-    assert code == 0 and "ak_a-real" not in out and "ak_the-cli" not in out
+    assert code == 0 and admin not in out and cli_key not in out
     assert rows["ORCH_ADMIN_API_KEY"]["value"] == rows["ORCH_API_KEY"]["value"] == "(set, hidden)"
     assert (rows["ORCH_GRACE_PERIOD_S"]["value"], rows["ORCH_GRACE_PERIOD_S"]["default"], rows["ORCH_GRACE_PERIOD_S"]["source"]) == ("45.0", "60.0", "env")
     from orchestrator.settings import Settings

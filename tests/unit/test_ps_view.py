@@ -35,7 +35,7 @@ def test_rooms_named() -> None:
 
 
 def test_node_column_only_when_a_row_has_a_node() -> None:
-    from orchestrator.ps_view import DOCKER_COLUMNS, with_node
+    from orchestrator.cli.views import DOCKER_COLUMNS, with_node
 
     assert with_node(DOCKER_COLUMNS, [C]) == DOCKER_COLUMNS
     cols = with_node(DOCKER_COLUMNS, [{**C, "node": "sw-n2"}])
