@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import typer
 from pydantic import ValidationError
 
-from ..config_files import ConfigFileError, validation_summary
+from ..config_files import ConfigFileError
 from ..errors import OrchestratorError, TemporaryError
 from ..settings import Settings, SettingsProblem
 
