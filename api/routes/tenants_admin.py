@@ -19,7 +19,7 @@ router = APIRouter(
 
 
 @router.post("/invalidate", response_model=InvalidateResponse)
-async def invalidate(tenants: TenantsDep, principal: AdminDep, body: InvalidateRequest | None = None) -> InvalidateResponse:
+async def invalidate_tenant_cache(tenants: TenantsDep, principal: AdminDep, body: InvalidateRequest | None = None) -> InvalidateResponse:
     """Expire cached clients and agents (one client's or all) so the next lookup re-reads Supabase."""
     client_id = body.client_id if body else None
     expired = await tenants.invalidate(client_id)
