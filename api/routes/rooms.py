@@ -13,7 +13,6 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from orchestrator.agent_state import AgentPhase, agent_status
-from orchestrator.clock import utcnow
 from orchestrator.errors import InvalidInput, NotFound, OrchestratorError
 from orchestrator.models import ContainerInfo
 from orchestrator.naming import Label, clean_slug, key_from_labels, validate_room
@@ -60,7 +59,7 @@ def _view(request: Request, client_id: str, room: str, containers: list[Containe
     """One room as its client sees it: the registry's state, each agent's phase and reason."""
     reconciler = request.app.state.reconciler
     settings = request.app.state.settings
-    now = utcnow()
+    now = request.app.state.engine.clock()  # the engine's one clock (tests may pass their own)
     tracked = reconciler.registry.rooms.get((client_id, room))
     by_slug: dict[str, ContainerInfo] = {}
     for c in sorted(containers, key=lambda c: c.created_at or now):
