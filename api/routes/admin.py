@@ -20,7 +20,7 @@ from ..responses import CloseOut, ContainersOut, PassOut, RoomsOut, StatsOut
 from ..schemas import ErrorBody
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)],
-                   responses={code: {"model": ErrorBody} for code in (401, 403, 404, 422, 503)})
+                   responses={code: {"model": ErrorBody} for code in (401, 403, 404, 422, 429, 503)})  # 429: too many wrong keys from one address
 
 
 @router.get("/rooms", response_model=RoomsOut)

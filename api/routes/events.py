@@ -15,7 +15,7 @@ from ..responses import EventsOut
 from ..schemas import ErrorBody
 
 router = APIRouter(prefix="/api/v1/admin/events", tags=["admin"], dependencies=[Depends(require_admin)],
-                   responses={code: {"model": ErrorBody} for code in (401, 403, 422)})
+                   responses={code: {"model": ErrorBody} for code in (401, 403, 422, 429)})  # 429: too many wrong keys from one address
 KEEPALIVE_S = 15.0  # below the usual 30-60 s idle timeouts of proxies in front of the API
 
 

@@ -20,7 +20,7 @@ from ..schemas import ErrorBody
 
 # Admin key needed (Prometheus sends it as a bearer token): per-client figures are not for every caller.
 router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)],
-                   responses={code: {"model": ErrorBody} for code in (401, 403)})
+                   responses={code: {"model": ErrorBody} for code in (401, 403, 429)})  # 429: too many wrong keys from one address
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})

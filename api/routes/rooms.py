@@ -24,7 +24,7 @@ from ..responses import AgentStateOut, ClientRoomOut, ClientRoomsOut, CloseOut, 
 from ..schemas import ErrorBody
 
 router = APIRouter(prefix="/api/v1/rooms", tags=["rooms"],
-                   responses={code: {"model": ErrorBody} for code in (401, 403, 404, 422, 503)})
+                   responses={code: {"model": ErrorBody} for code in (401, 403, 404, 422, 429, 503)})  # 429: too many wrong keys from one address
 
 ClientQuery = Annotated[str | None, Query(min_length=1, max_length=128, description="required with an admin key; a client key implies its own")]
 RoomPath = Annotated[str, Path(min_length=1, max_length=128, description="the room name")]

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(
     prefix="/api/v1/admin/tenants", tags=["admin"], dependencies=[Depends(require_admin)],
-    responses={code: {"model": ErrorBody} for code in (401, 403, 422)},
+    responses={code: {"model": ErrorBody} for code in (401, 403, 422, 429)},  # 429: too many wrong keys from one address
 )
 
 
