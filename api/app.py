@@ -20,7 +20,7 @@ from orchestrator.tenants import TenantStore
 
 from . import errors
 from .guards import RequestGuards
-from .routes import admin, dashboard, dispatch, events, health, metrics, spawn, tenants_admin, trigger, webhook
+from .routes import admin, dashboard, dispatch, docs, events, health, metrics, rooms, spawn, tenants_admin, trigger, webhook
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,12 @@ def create_app(
         finally:
             await engine.stop()
 
-    app = FastAPI(title="Agent container orchestrator", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="Agent container orchestrator", version=__version__, lifespan=lifespan,
+        generate_unique_id_function=errors.operation_id,  # stable ids: the route function's name
+        responses=errors.COMMON_RESPONSES,
+        docs_url=None, redoc_url=None,  # /docs from vendored files (routes/docs.py), never a CDN
+    )
     app.state.engine = engine
     app.state.settings = settings
     app.state.runtime = engine.runtime
@@ -64,6 +69,7 @@ def create_app(
     app.state.feed = engine.telemetry.feed
     app.state.sampler = engine.sampler
     app.state.trigger = engine.trigger
+    app.state.livekit = engine.livekit
     app.state.tenants = engine.tenants
     app.state.api_keys = build_keyring(settings)
     app.state.reconciler = engine.reconciler
@@ -83,8 +89,10 @@ def create_app(
     app.include_router(dispatch.router)
     app.include_router(metrics.router)
     app.include_router(spawn.router)
+    app.include_router(rooms.router)
     app.include_router(tenants_admin.router)
     app.include_router(events.router)
     app.include_router(dashboard.router)
     dashboard.mount_static(app)
+    docs.install(app)
     return app

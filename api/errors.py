@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from orchestrator.errors import OrchestratorError, TemporaryError
+
+from .schemas import ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,32 @@ async def _domain(_: Request, exc: OrchestratorError) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content=body, headers=headers)
 
 
+# Errors raised by the framework itself (unknown path, wrong method, ...) get our body and a code too.
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 406: "not_acceptable", 413: "too_large", 415: "unsupported_media_type"}
+
+
+async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _HTTP_CODES.get(exc.status_code, "invalid_input" if exc.status_code < 500 else "internal")
+    detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = "no such endpoint; see /docs for the API"
+    elif exc.status_code == 405:
+        detail = "method not allowed on this endpoint; see /docs for the API"
+    return JSONResponse(status_code=exc.status_code, content={"detail": detail, "code": code}, headers=getattr(exc, "headers", None))
+
+
+# Every route may answer these with our error body (a body that is not JSON; a field breaking its rule).
+COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorBody, "description": "the body is not valid JSON"},
+    422: {"model": ErrorBody, "description": "a field breaks its rule; `errors` names each field"},
+}
+
+
+def operation_id(route: APIRoute) -> str:
+    """The OpenAPI operationId of a route: its function's name, stable across path or tag changes."""
+    return route.name
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error")
     return JSONResponse(status_code=500, content={"detail": "internal error; see the orchestrator log", "code": "internal"})
@@ -47,4 +77,5 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(OrchestratorError, _domain)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

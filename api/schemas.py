@@ -28,7 +28,7 @@ def _human_identity(v: str) -> str:
 
 
 class TriggerAgentRequest(BaseModel):
-    """The body the user's frontend already sends (the documented curl)."""
+    """The body the user's frontend already sends."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
@@ -74,6 +74,14 @@ class AgentOut(BaseModel):
 
 
 class TriggerAgentResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "created", "client_id": "df91fd06-816f-4273-a903-5a4861277040",
+        "agent": {"id": "3f0c2a9e-7b1d-4c55-9d0e-1a2b3c4d5e6f", "slug": "clarence-coherence", "name": "Clarence Coherence"},
+        "room_name": "test-room-1", "mode": "voice", "container_name": "agent_df91fd06_clarence_coherence_test-room-1-6f0d2c1e9a",
+        "container_id": "64e8bb5f057d", "container_status": "running", "spec_stale": False,
+        "livekit_url": "ws://127.0.0.1:7880", "user_token": "eyJhbGciOiJIUzI1NiIs...",
+    }]})
+
     status: Literal["created", "reused"]
     client_id: str
     agent: AgentOut
@@ -132,6 +140,11 @@ class InvalidateResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """Every error the API answers, including unknown paths (404 `not_found`) and methods (405 `method_not_allowed`)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "detail": "agent 'clarence-coherense' not found for client 'df91fd06-816f-4273-a903-5a4861277040'",
+        "code": "not_found", "suggestions": ["clarence-coherence"]}]})
     detail: str
     code: str
     errors: list[dict[str, str]] | None = None

@@ -15,6 +15,7 @@ import signal
 import secrets
 import statistics
 import tempfile
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +53,7 @@ def bare_docker_run(client: docker.DockerClient, *, image: str, scope: str, i: i
 def timed_post(c: httpx.Client, url: str, room: str) -> tuple[float, dict[str, object]]:
     t0 = time.perf_counter()
     r = c.post(f"{url}/api/v1/trigger-agent", json=body(room))
-    return time.perf_counter() - t0, (r.json() if r.status_code == 200 else {"error": r.status_code})
+    return time.perf_counter() - t0, (r.json() if r.status_code in (200, 201) else {"error": r.status_code})
 
 
 async def burst(url: str, n: int, tag: str) -> dict[str, object]:
@@ -61,7 +62,7 @@ async def burst(url: str, n: int, tag: str) -> dict[str, object]:
         rs = await asyncio.gather(*(c.post(f"{url}/api/v1/trigger-agent", json=body(f"burst-{tag}-{i}")) for i in range(n)),
                                   return_exceptions=True)
         wall = time.perf_counter() - t0
-    ok = [r for r in rs if isinstance(r, httpx.Response) and r.status_code == 200]
+    ok = [r for r in rs if isinstance(r, httpx.Response) and r.status_code in (200, 201)]
     kinds = Counter(str(r.status_code) if isinstance(r, httpx.Response) else type(r).__name__ for r in rs if r not in ok)
     names = [r.json()["container_name"] for r in ok]
     return {"n": n, "wall_s": round(wall, 2), "containers_per_s": round(len(ok) / wall, 1),
@@ -248,13 +249,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sections", nargs="*", default=["trigger", "joined", "reconcile"],
                    choices=["trigger", "joined", "reconcile"])
     p.add_argument("--deadline", type=int, default=540, help="hard limit in seconds for the whole bench")
-    p.add_argument("--out", default="latest", help="file stem under bench-results/")
+    p.add_argument("--out", default=None,
+                   help="file stem under bench-results/ (e.g. `latest`, the committed results); default: a "
+                        "timestamped file under the git-ignored bench-results/tmp/, so a run never dirties the tree")
     args = p.parse_args(argv)
     result = run(args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{args.out}.md").write_text(markdown(result) + "\n")
+    stem = RESULTS / args.out if args.out else RESULTS / "tmp" / time.strftime("run-%Y%m%dT%H%M%S")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result) + "\n")
     print(markdown(result))
+    print(f"written to {stem}.json and {stem}.md", file=sys.stderr)
     if result.get("aborted"):
         raise SystemExit(3)
 

@@ -26,6 +26,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from .config_files import ConfigFileError, load_model, read_yaml
+
 log = logging.getLogger(__name__)
 
 PREFIX = "ak_"
@@ -90,6 +92,39 @@ class _KeysFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     keys: list[KeyEntry]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _tolerant(cls, data: object) -> object:
+        # An empty file, `keys:` with nothing under it, or a bare list of entries (what `keys new >> file`
+        # gives on a fresh file) all mean what they say.
+        if data is None:
+            return {"keys": []}
+        if isinstance(data, list):
+            return {"keys": data}
+        if isinstance(data, dict) and data.get("keys", []) is None:
+            return {**data, "keys": []}
+        return data
+
+
+def read_keys_file(path: Path) -> list[KeyEntry]:
+    """The entries of a keys file; a bad file is a ConfigFileError naming it and the problem."""
+    return load_model(path, _KeysFile, read_yaml(path)).keys
+
+
+def add_to_keys_file(path: Path, entry: KeyEntry) -> None:
+    """Append one entry, creating the file (mode 600) when missing; the result is always a loadable keys file.
+
+    Written whole through a temporary file and a rename, so a reader never sees half a file."""
+    entries = read_keys_file(path) if path.exists() and path.read_text().strip() else []
+    if any(e.name == entry.name for e in entries):
+        raise ConfigFileError(path, f"a key named {entry.name!r} is already there; pick another --name")
+    head = "# Hashes only: add entries with `orchestrator keys new --name NAME [--client ID] --file THIS_FILE`.\n"
+    body = yaml.safe_dump({"keys": [e.model_dump(exclude_none=True) for e in [*entries, entry]]}, sort_keys=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(head + body)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
 
 @dataclass(frozen=True)
 class KeyRing:
@@ -112,7 +147,7 @@ class KeyRing:
     def load(cls, *, path: Path | None, admin_key: SecretStr | None) -> "KeyRing":
         entries: list[KeyEntry] = []
         if path is not None:
-            entries += _KeysFile.model_validate(yaml.safe_load(Path(path).read_text()) or {"keys": []}).keys
+            entries += read_keys_file(Path(path))
             legacy = [e.name for e in entries if e.sha256 is not None]
             if legacy:
                 log.warning("API keys %s are stored as unsalted sha256; re-issue them with `orchestrator keys new`", ", ".join(legacy))
@@ -124,9 +159,13 @@ class KeyRing:
         return cls(entries=tuple(entries))
 
 
+def new_entry(*, name: str, key: str, client_id: str | None) -> KeyEntry:
+    return KeyEntry(name=name, role="client" if client_id else "admin", client_id=client_id, hash=salted_hash(key))
+
+
 def entry_yaml(*, name: str, key: str, client_id: str | None) -> str:
     """The keys-file entry for a freshly generated key (what `orchestrator keys new` prints)."""
-    entry = KeyEntry(name=name, role="client" if client_id else "admin", client_id=client_id, hash=salted_hash(key))
+    entry = new_entry(name=name, key=key, client_id=client_id)
     return yaml.safe_dump([entry.model_dump(exclude_none=True)], sort_keys=False)
 
 

@@ -14,6 +14,7 @@ from .clock import utcnow
 from .errors import DependencyError, NotFound, OrchestratorError
 from .models import ContainerInfo, ContainerKey, ContainerStatus, Mode
 from .naming import agent_identity, key_from_labels
+from .agent_state import GaveUpRecord, ended_abnormally
 from .planner import (
     Action,
     DeleteRoom,
@@ -88,6 +89,7 @@ class Reconciler:
         self._on_pass = on_pass  # metrics and the lifecycle feed hear every finished pass (dry runs too)
         self.registry = registry or RoomRegistry()
         self.restarts: dict[ContainerKey, RestartRecord] = {}
+        self.gave_up: dict[ContainerKey, GaveUpRecord] = {}  # the client API reports these (last 1000 kept)
         self.heartbeat: datetime | None = None  # end of the last loop iteration; /healthz reads it
         self.started_at: datetime | None = None  # when the loop began: a first pass that never ends is a stall too
         self.last_report: PassReport | None = None
@@ -235,6 +237,10 @@ class Reconciler:
             if isinstance(a, RestartAgent) and a.key is not None:
                 # A failed restart counts too: otherwise a broken image would be retried without backoff.
                 self.restarts[a.key] = RestartRecord(attempts=a.attempt, last_at=now)
+            if isinstance(a, GiveUp) and a.key is not None and r.ok:
+                self.gave_up[a.key] = GaveUpRecord(reason=a.reason, at=now, attempts=a.attempts)
+                while len(self.gave_up) > 1000:
+                    del self.gave_up[next(iter(self.gave_up))]
             if isinstance(a, SetRoomMetadata) and r.ok:
                 self.registry.apply(a.client_id, a.room, MetadataWritten(metadata=a.metadata), now=now)
         keys = {k for c in observed.containers if (k := key_from_labels(c.labels))}
@@ -357,6 +363,11 @@ class Reconciler:
                 raise TypeError(f"no executor for {action!r}")
 
     async def _log_tail(self, name: str, action: Action) -> None:
+        """The agent's last lines go to our log only when it ended abnormally (agent_state.ended_abnormally)."""
+        info = await self._runtime.get(name)
+        if info is None or not ended_abnormally(info):
+            log.info("%s %s (%s)", action.kind, name, action.reason, extra=log_fields(action))
+            return
         tail = await self._runtime.logs_tail(name, lines=20)
         log.info("%s %s (%s); last log lines:\n%s", action.kind, name, action.reason, tail, extra=log_fields(action))
 

@@ -327,6 +327,11 @@ class TriggerService:
         at = self._view_answers.pop(key, None) if key is not None else None
         return key if at is not None and time.monotonic() - at < _VIEW_RECHECK_S else None
 
+    def forget_view_answers(self, client_id: str, room: str) -> None:
+        """Its agents are being stopped on purpose (room closed, agent stopped): their deaths are no stale answer."""
+        for key in [k for k in self._view_answers if (k.client_id, k.room) == (client_id, room)]:
+            self._view_answers.pop(key, None)
+
     async def resettle(self, key: ContainerKey, *, mode: Mode) -> None:
         """Reuse-or-launch through the engine (never the view), for a reuse answer the watch contradicted."""
         try:

@@ -12,22 +12,26 @@ from fastapi import APIRouter, Depends, Query
 from orchestrator.errors import NotFound
 from orchestrator.models import ContainerStatus
 from orchestrator.naming import Label, validate_room
-from orchestrator.ps_view import container_row
+from orchestrator.cli.views import container_row
 
 from ..auth import require_admin
-from ..deps import ClockDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
+from ..deps import ClockDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep, TriggerDep
+from ..responses import CloseOut, ContainersOut, PassOut, RoomsOut, StatsOut
+from ..schemas import ErrorBody
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)],
+                   responses={code: {"model": ErrorBody} for code in (401, 403, 404, 422, 429, 503)})  # 429: too many wrong keys from one address
 
 
-@router.get("/rooms")
+@router.get("/rooms", response_model=RoomsOut)
 async def list_rooms(reconciler: ReconcilerDep) -> dict[str, Any]:
     """Rooms that hold an agent of ours: state, humans, agents, grace remaining."""
     return {"rooms": reconciler.room_rows()}
 
 
-@router.get("/stats")
-async def stats(reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep) -> dict[str, Any]:
+@router.get("/stats", response_model=StatsOut)
+async def admin_stats(reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep) -> dict[str, Any]:
+    """Rooms by state, containers, limits and the reconciler's last pass."""
     containers = await runtime.list_managed(scope=settings.scope)
     states: dict[str, int] = {}
     for row in reconciler.room_rows():
@@ -51,9 +55,9 @@ async def stats(reconciler: ReconcilerDep, runtime: RuntimeDep, settings: Settin
     }
 
 
-@router.post("/rooms/{client_id}/{room}/close")
-async def force_close(
-    client_id: str, room: str, reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep
+@router.post("/rooms/{client_id}/{room}/close", response_model=CloseOut)
+async def close_room(
+    client_id: str, room: str, reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep, trigger: TriggerDep
 ) -> dict[str, Any]:
     """Close a room now: its agent containers are stopped and the LiveKit room is deleted."""
     validate_room(room)
@@ -64,19 +68,21 @@ async def force_close(
     if not ours:
         # Only rooms holding one of our agents are ours to delete.
         raise NotFound(f"no agent container of this deployment in room '{room}' of client '{client_id}'")
+    trigger.forget_view_answers(client_id, room)  # closed on purpose: not to be re-launched
     reconciler.close_room(client_id, room)
     report = await reconciler.run_once()
     return {"closed": {"client_id": client_id, "room": room}, "pass": report.to_dict()}
 
 
-@router.post("/reconcile")
+@router.post("/reconcile", response_model=PassOut)
 async def reconcile_now(reconciler: ReconcilerDep, dry_run: bool = Query(False)) -> dict[str, Any]:
     """Run one reconcile pass now and return its actions (or only the plan with dry_run=true)."""
     return (await reconciler.run_once(dry_run=dry_run)).to_dict()
 
 
-@router.get("/containers")
-async def containers(runtime: RuntimeDep, settings: SettingsDep, sampler: SamplerDep, clock: ClockDep) -> dict[str, Any]:
+@router.get("/containers", response_model=ContainersOut)
+async def list_containers(runtime: RuntimeDep, settings: SettingsDep, sampler: SamplerDep, clock: ClockDep) -> dict[str, Any]:
+    """This deployment's agent containers, with the background sampler's latest CPU and memory."""
     rows = await runtime.list_managed(scope=settings.scope)
     now = clock()
     usage = sampler.latest  # the background sampler's last one-shot stats: no Docker call per container here

@@ -12,13 +12,16 @@ from fastapi.responses import StreamingResponse
 
 from ..auth import require_admin
 from ..deps import FeedDep
+from ..responses import EventsOut
+from ..schemas import ErrorBody
 
-router = APIRouter(prefix="/api/v1/admin/events", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/api/v1/admin/events", tags=["admin"], dependencies=[Depends(require_admin)],
+                   responses={code: {"model": ErrorBody} for code in (401, 403, 422, 429)})  # 429: too many wrong keys from one address
 KEEPALIVE_S = 15.0  # below the usual 30-60 s idle timeouts of proxies in front of the API
 
 
-@router.get("")
-async def recent_events(
+@router.get("", response_model=EventsOut)
+async def list_events(
     feed: FeedDep, after: int = Query(0, ge=0, description="only events with a larger seq"),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:

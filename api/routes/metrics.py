@@ -16,12 +16,14 @@ from orchestrator.telemetry import room_state_counts
 
 from ..auth import require_admin
 from ..deps import ClockDep, InformerDep, MetricsDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep, count_dependency
+from ..schemas import ErrorBody
 
 # Admin key needed (Prometheus sends it as a bearer token): per-client figures are not for every caller.
-router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)])
+router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)],
+                   responses={code: {"model": ErrorBody} for code in (401, 403, 429)})  # 429: too many wrong keys from one address
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
 async def metrics_endpoint(
     metrics: MetricsDep, runtime: RuntimeDep, settings: SettingsDep, reconciler: ReconcilerDep, sampler: SamplerDep,
     clock: ClockDep, informer: InformerDep,

@@ -14,12 +14,12 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(
     prefix="/api/v1/admin/tenants", tags=["admin"], dependencies=[Depends(require_admin)],
-    responses={code: {"model": ErrorBody} for code in (401, 403, 422)},
+    responses={code: {"model": ErrorBody} for code in (401, 403, 422, 429)},  # 429: too many wrong keys from one address
 )
 
 
 @router.post("/invalidate", response_model=InvalidateResponse)
-async def invalidate(tenants: TenantsDep, principal: AdminDep, body: InvalidateRequest | None = None) -> InvalidateResponse:
+async def invalidate_tenant_cache(tenants: TenantsDep, principal: AdminDep, body: InvalidateRequest | None = None) -> InvalidateResponse:
     """Expire cached clients and agents (one client's or all) so the next lookup re-reads Supabase."""
     client_id = body.client_id if body else None
     expired = await tenants.invalidate(client_id)

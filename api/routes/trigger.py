@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.models import TriggerOutcome
 
 from ..deps import FeedDep, MetricsDep, PrincipalDep, TriggerDep, count_dependency
 from ..schemas import AgentOut, ErrorBody, TriggerAgentRequest, TriggerAgentResponse
@@ -16,11 +17,14 @@ router = APIRouter(prefix="/api/v1", tags=["agents"])
 _ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 429, 502, 503)}
 
 
-@router.post("/trigger-agent", response_model=TriggerAgentResponse, responses=_ERRORS)
+@router.post(
+    "/trigger-agent", response_model=TriggerAgentResponse, status_code=200,
+    responses={201: {"model": TriggerAgentResponse, "description": "a container was created (`status: created`)"}, **_ERRORS},
+)
 async def trigger_agent(
-    body: TriggerAgentRequest, service: TriggerDep, metrics: MetricsDep, principal: PrincipalDep, feed: FeedDep
+    body: TriggerAgentRequest, response: Response, service: TriggerDep, metrics: MetricsDep, principal: PrincipalDep, feed: FeedDep
 ) -> TriggerAgentResponse:
-    """Reuse the agent's container for this room, or launch exactly one."""
+    """Reuse the agent's container for this room (200, `status: reused`), or launch exactly one (201, `status: created`)."""
     principal.require_client(body.client_id)
     started = time.perf_counter()
     try:
@@ -36,6 +40,7 @@ async def trigger_agent(
         )
         count_dependency(metrics, exc)
         raise
+    response.status_code = 201 if r.outcome is TriggerOutcome.created else 200
     metrics.triggers.labels(outcome=r.outcome.value).inc()
     elapsed = time.perf_counter() - started
     metrics.trigger_seconds.labels(outcome=r.outcome.value).observe(elapsed)

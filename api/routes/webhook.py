@@ -11,6 +11,7 @@ from orchestrator.errors import DependencyUnavailable, OrchestratorError, Tempor
 from orchestrator.livekit import verify_webhook, webhook_issuer
 
 from ..deps import TenantsDep, WebhookIntakeDep
+from ..responses import WebhookAck
 from ..schemas import ErrorBody
 
 router = APIRouter(prefix="/api/v1/livekit", tags=["livekit"])
@@ -22,8 +23,8 @@ _ISSUER = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 _REFUSED = "webhook refused: it must carry a LiveKit token signed by a key and secret this orchestrator serves"
 
 
-@router.post("/webhook", responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}})
-async def livekit_webhook(request: Request, tenants: TenantsDep, intake: WebhookIntakeDep) -> dict[str, object]:
+@router.post("/webhook", response_model=WebhookAck, responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+async def livekit_webhook(request: Request, tenants: TenantsDep, intake: WebhookIntakeDep) -> WebhookAck:
     """Verified with the API secret of the tenant whose key signed it (`iss`); anything else is a 401."""
     auth = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     try:
@@ -52,4 +53,4 @@ async def livekit_webhook(request: Request, tenants: TenantsDep, intake: Webhook
     named = notice.room_client_id
     owners = [named] if named in owners else (owners if named is None and len(owners) == 1 else [])
     fresh = intake.accept(notice, client_ids=owners, now=utcnow())
-    return {"ok": True, "duplicate": not fresh, "event": notice.event}
+    return WebhookAck(ok=True, duplicate=not fresh, event=notice.event)

@@ -274,6 +274,13 @@ class DockerRuntime:
 
         return await self._call("logs", tail)
 
+    def follow_logs(self, name: str, *, tail: int) -> Iterator[bytes]:
+        """Blocking, for `orchestrator logs -f`: the last `tail` lines, then new ones until the container stops."""
+        try:
+            yield from self.client.api.logs(name, stream=True, follow=True, tail=tail)
+        except (requests.exceptions.ConnectionError, DockerException) as exc:
+            raise DependencyUnavailable(f"Docker engine unavailable while following {name}: {type(exc).__name__}") from None
+
     async def stats(self, name: str) -> dict[str, Any] | None:
         def one_shot() -> dict[str, Any] | None:
             try:

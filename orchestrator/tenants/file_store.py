@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from ..config_files import load_model, read_yaml
 from ..models import Agent, Client, LiveKitCredentials
 from ..naming import clean_slug
 from ..settings import is_placeholder
@@ -46,10 +46,10 @@ class _TenantsFile(BaseModel):
 
 
 class FileTenantStore:
-    """Loads once; a malformed file fails start-up with pydantic's message naming the bad entry."""
+    """Loads once; a malformed file fails start-up with a ConfigFileError naming the file and the bad entry."""
 
     def __init__(self, path: Path) -> None:
-        data = _TenantsFile.model_validate(yaml.safe_load(Path(path).read_text()))
+        data = load_model(Path(path), _TenantsFile, read_yaml(Path(path)))
         self._clients = {c.id: Client(id=c.id, name=c.name, livekit=c.livekit, llm_api_key=c.llm_api_key) for c in data.clients}
         self._agents = {c.id: {a.slug: Agent.model_validate(a.model_dump()) for a in c.agents} for c in data.clients}
 

@@ -43,7 +43,7 @@ async def test_killed_agent_comes_back_while_the_human_stays(
         async with app_client(settings) as api:
             r = await api.post("/api/v1/trigger-agent",
                                json={"agent_slug": "farah", "room_name": room, "user_id": "alice", "client_id": CLIENT_ID})
-            assert r.status_code == 200, r.text
+            assert r.status_code == 201, r.text
             name, old_id = r.json()["container_name"], r.json()["container_id"]
             async with Participant(creds.url, r.json()["user_token"]) as human:
                 first_sid = await eventually(agent_sid, timeout=30, what="the agent in the room")

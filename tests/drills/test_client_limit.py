@@ -40,19 +40,19 @@ async def test_burst_over_client_limit_gets_429_and_never_runs_more(
     async with app_client(settings) as api:
         results = await asyncio.gather(*(api.post("/api/v1/trigger-agent", json=body(r)) for r in rooms))
         codes = sorted(r.status_code for r in results)
-        assert codes == [200] * LIMIT + [429] * (N - LIMIT), [r.text for r in results]
+        assert codes == [201] * LIMIT + [429] * (N - LIMIT), [r.text for r in results]
         for r in results:
             if r.status_code == 429:
                 assert r.headers["Retry-After"] == "7"
                 assert "max_agents_per_client" in r.json()["detail"], r.json()
-        admitted = {r.json()["room_name"] for r in results if r.status_code == 200}
+        admitted = {r.json()["room_name"] for r in results if r.status_code == 201}
         assert_tidy(docker_client, scope, rooms=admitted)
 
         # Reuse is never limited; another client has its own budget; still nothing over the limit.
         again = await api.post("/api/v1/trigger-agent", json=body(sorted(admitted)[0]))
         assert again.status_code == 200 and again.json()["status"] == "reused"
         other = await api.post("/api/v1/trigger-agent", json=body("lim-other", OTHER_CLIENT_ID))
-        assert other.status_code == 200, other.text
+        assert other.status_code == 201, other.text
         over = await api.post("/api/v1/trigger-agent", json=body("lim-late"))
         assert over.status_code == 429
 
@@ -61,7 +61,7 @@ async def test_burst_over_client_limit_gets_429_and_never_runs_more(
         r = await api.post(f"/api/v1/admin/rooms/{CLIENT_ID}/{closed}/close")
         assert r.status_code == 200, r.text
         late = await api.post("/api/v1/trigger-agent", json=body("lim-late"))
-        assert late.status_code == 200, late.text
+        assert late.status_code == 201, late.text
     created = await asyncio.to_thread(creations, docker_client, scope, t0, time.time())
     assert sorted(created) == sorted([*admitted, "lim-other", "lim-late"]), f"Docker created: {sorted(created)}"
     mine = [c for cs in by_room(docker_client, scope).values() for c in cs if c.labels.get(Label.CLIENT_ID) == CLIENT_ID]

@@ -48,7 +48,7 @@ async def test_livekit_down_gives_503_and_recovers(
                         agent_memory="64m", agent_cpus=0.2, reconcile_enabled=False)
     async with app_client(settings) as api:
         up = await api.post("/api/v1/trigger-agent", json=body("lk-a"))
-        assert up.status_code == 200, up.text
+        assert up.status_code == 201, up.text
 
         own_livekit.stop()
         r = await api.post("/api/v1/trigger-agent", json=body("lk-b"))  # a new room needs LiveKit to create it
@@ -62,7 +62,7 @@ async def test_livekit_down_gives_503_and_recovers(
 
         restart(own_livekit)  # same port, same keys: the tenant's URL is valid again (rooms are gone: in memory)
         b = await api.post("/api/v1/trigger-agent", json=body("lk-b"))
-        assert b.status_code == 200 and b.json()["status"] == "created", b.text
+        assert b.status_code == 201 and b.json()["status"] == "created", b.text
         a = await api.post("/api/v1/trigger-agent", json=body("lk-a"))
         assert a.status_code == 200 and a.json()["status"] == "reused", a.text
         assert a.json()["container_id"] == up.json()["container_id"]

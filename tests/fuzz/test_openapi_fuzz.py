@@ -1,4 +1,6 @@
-"""Schemathesis fuzz of the OpenAPI schema: whatever arrives, never a 500 (with and without a valid key).
+"""Schemathesis fuzz of the OpenAPI schema: whatever arrives, never a 500 (with and without a valid key), and
+every answer matches the schema: a documented status code, the documented content type and a body that
+validates against that status's response model (our error body included).
 
 Runs the real app (real Docker engine, real livekit-server); whatever it launches carries the
 test's scope label and is removed afterwards. Command: see README ("Tenants, API keys ..." section).
@@ -12,6 +14,12 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from orchestrator.apikeys import entry_yaml, generate
 from orchestrator.settings import Settings
@@ -40,9 +48,13 @@ def _openapi() -> dict:  # type: ignore[type-arg]
 schema = schemathesis.openapi.from_dict(_openapi()).exclude(path=["/api/v1/admin/events/stream", "/dashboard"])
 
 
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
 def _check(case, app, headers: dict[str, str]):  # type: ignore[no-untyped-def]
     response = case.call(app=app, headers=headers)
     assert response.status_code != 500, f"{case.method} {case.formatted_path} -> 500: {response.text[:500]}"
+    case.validate_response(response, checks=CHECKS)
     content_type = response.headers.get("content-type") or [""]
     content_type = content_type[0] if isinstance(content_type, list) else content_type
     # Prometheus' exposition format is text; every other answer (errors included) is JSON.

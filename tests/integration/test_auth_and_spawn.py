@@ -29,6 +29,12 @@ PROTECTED = {
     ("get", "/api/v1/admin/events"): None,
     ("get", "/api/v1/admin/events/stream"): None,
     ("get", "/api/v1/admin/dispatch"): None,
+    # A client's own rooms: `?client_id=` names the client (see _url), so another client's key is a 403.
+    ("get", "/api/v1/rooms"): None,
+    ("get", "/api/v1/rooms/{room}"): None,
+    ("get", "/api/v1/rooms/{room}/wait"): None,
+    ("delete", "/api/v1/rooms/{room}/agents/{agent_slug}"): None,
+    ("post", "/api/v1/rooms/{room}/close"): None,
 }
 ADMIN_ONLY = {k for k in PROTECTED if k[1].startswith("/api/v1/admin/") or k[1] == "/metrics"}
 
@@ -58,7 +64,9 @@ async def open_api(make_settings: Callable[..., Settings]) -> AsyncIterator[http
 
 
 def _url(path: str) -> str:
-    return path.replace("{agent_id}", "agent-farah").replace("{client_id}", CLIENT_ID).replace("{room}", "auth-room")
+    url = path.replace("{agent_id}", "agent-farah").replace("{client_id}", CLIENT_ID).replace("{room}", "auth-room")
+    url = url.replace("{agent_slug}", "farah")
+    return f"{url}?client_id={CLIENT_ID}&timeout_s=0" if path.startswith("/api/v1/rooms") else url
 
 
 def test_every_route_is_either_open_or_covered(make_settings: Callable[..., Settings], tmp_path: Path, keys: dict[str, str]) -> None:

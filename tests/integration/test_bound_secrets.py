@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import cli_tenants
+from orchestrator.cli import tenants as cli_tenants
 from orchestrator.cli import app as cli_app
 from orchestrator.credentials import _ad, _seal, unwrap_data_key
 from orchestrator.tenants import CredentialsUnusable

@@ -56,7 +56,7 @@ async def test_sse_stream_needs_admin_key_and_resumes(make_settings: Callable[..
             async with c.stream("GET", "/api/v1/admin/events/stream", headers=auth) as resp:
                 assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
                 started = time.monotonic()
-                assert (await c.post("/api/v1/trigger-agent", json=body, headers=auth)).status_code == 200
+                assert (await c.post("/api/v1/trigger-agent", json=body, headers=auth)).status_code == 201
                 events = await read_events(resp, lambda e: e["kind"] == "trigger", timeout_s=10)
                 print(f"\ntrigger event on the stream {time.monotonic() - started:.3f}s after the request was sent")
             first = events[-1]

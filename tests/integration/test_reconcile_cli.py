@@ -69,12 +69,12 @@ async def test_limits_answer_429_with_retry_after(make_settings: Callable[..., S
         async def trig(slug: str, room: str) -> httpx.Response:
             return await c.post("/api/v1/trigger-agent", json={"agent_slug": slug, "room_name": room, "user_id": "u", "client_id": CLIENT_ID})
 
-        assert (await trig("farah", "lim-a")).status_code == 200
-        assert (await trig("clarence-coherence", "lim-a")).status_code == 200  # distinct slugs share a room
+        assert (await trig("farah", "lim-a")).status_code == 201
+        assert (await trig("clarence-coherence", "lim-a")).status_code == 201  # distinct slugs share a room
         assert (await trig("farah", "lim-a")).json()["status"] == "reused"  # one per slug: reuse is never limited
         r = await trig("litebridge", "lim-a")
         assert r.status_code == 429 and r.headers["Retry-After"] == "7" and "max_agents_per_room" in r.json()["detail"]
-        assert (await trig("litebridge", "lim-b")).status_code == 200
+        assert (await trig("litebridge", "lim-b")).status_code == 201
         r = await trig("farah", "lim-c")
         assert r.status_code == 429 and "max_agents_per_client" in r.json()["detail"]
 
@@ -86,7 +86,7 @@ async def test_admin_api(make_settings: Callable[..., Settings], docker_client: 
     app = create_app(make_settings(reconcile_enabled=False, agent_startup_timeout_s=0))
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
         r = await c.post("/api/v1/trigger-agent", json={"agent_slug": "farah", "room_name": "adm-1", "user_id": "u", "client_id": CLIENT_ID})
-        assert r.status_code == 200
+        assert r.status_code == 201
         name = r.json()["container_name"]
         containers = (await c.get("/api/v1/admin/containers")).json()["containers"]
         assert [x["name"] for x in containers] == [name]

@@ -38,7 +38,7 @@ async def test_two_scopes_on_one_engine_stay_apart(make_settings: Callable[..., 
         ra = await _trigger(a, {"agent_slug": "farah", "user_id": "u", "client_id": CLIENT_ID, "room_name": room})
         # Both clients share one LiveKit project: one room name is one client's (test_room_ownership).
         rb = await _trigger(b, {"agent_slug": "farah", "user_id": "u", "client_id": OTHER_CLIENT_ID, "room_name": room + "-b"})
-        assert ra.status_code == rb.status_code == 200, (ra.text, rb.text)
+        assert ra.status_code == rb.status_code == 201, (ra.text, rb.text)
 
         runtime = DockerRuntime(base_url=None)
         seen_a = await runtime.list_managed(scope=scope)
@@ -68,7 +68,7 @@ async def test_each_deployments_reconciler_removes_only_its_own(
     try:
         ra = await _trigger(a, {"agent_slug": "farah", "user_id": "u", "client_id": CLIENT_ID, "room_name": room})
         rb = await _trigger(b, {"agent_slug": "litebridge", "user_id": "u", "client_id": CLIENT_ID, "room_name": room})
-        assert ra.status_code == rb.status_code == 200, (ra.text, rb.text)
+        assert ra.status_code == rb.status_code == 201, (ra.text, rb.text)
         async with lkapi.LiveKitAPI(livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret) as lk:
             await lk.room.delete_room(lkapi.DeleteRoomRequest(room=room))
 

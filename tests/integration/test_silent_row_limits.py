@@ -8,7 +8,7 @@ import os
 import psycopg
 import pytest
 
-from orchestrator.cli_tenants import rewrap_all
+from orchestrator.cli.tenants import rewrap_all
 from orchestrator.credentials import MasterKeys
 from orchestrator.tenants.records import client_changes
 from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)

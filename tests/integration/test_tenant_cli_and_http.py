@@ -16,7 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from orchestrator import cli_tenants
+from orchestrator.cli import tenants as cli_tenants
 from orchestrator.cli import app as cli_app
 from orchestrator.credentials import MasterKeys
 from orchestrator.settings import Settings

@@ -32,7 +32,8 @@ async def test_two_processes_racing_make_one_container(
         answers = await asyncio.gather(
             *(client.post(f"{two_orchestrators[i % 2]}/api/v1/trigger-agent", json=payload) for i in range(40))
         )
-    assert {r.status_code for r in answers} == {200}, [r.text for r in answers if r.status_code != 200][:3]
+    # One answer made the container (201), all others reused it (200), whichever process they reached.
+    assert sorted(r.status_code for r in answers) == [200] * 39 + [201], [r.text for r in answers if r.status_code not in (200, 201)][:3]
     assert len({r.json()["container_id"] for r in answers}) == 1
     assert [r.json()["status"] for r in answers].count("created") == 1
     assert len(scoped(docker_client, scope)) == 1

@@ -16,7 +16,7 @@ import pytest
 from orchestrator.livekit import LiveKitGateway
 from orchestrator.models import ContainerKey, ContainerStatus, Mode, TriggerOutcome
 from orchestrator.naming import Label, container_name
-from orchestrator.ps_view import container_row
+from orchestrator.cli.views import container_row
 from orchestrator.reconciler import Reconciler
 from orchestrator.runtime import WatchEvent
 from orchestrator.runtime.factory import runtime_from_settings

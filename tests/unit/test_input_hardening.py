@@ -13,7 +13,7 @@ from api.schemas import SpawnAgentRequest, TriggerAgentRequest
 from orchestrator.errors import InvalidInput
 from orchestrator.models import ContainerKey
 from orchestrator.naming import HASH_LEN, container_name, validate_room
-from orchestrator.ps_view import admin_path
+from orchestrator.cli.views import admin_path
 
 HASHED = re.compile(rf"-[0-9a-f]{{{HASH_LEN}}}$")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.ps_view import API_COLUMNS, age, join_rooms, rooms_named, table
+from orchestrator.cli.views import API_COLUMNS, age, join_rooms, rooms_named, table
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0, "0s"), (59, "59s"), (60, "1m"), (3599, "59m"), (7200, "2h"), (90000, "1d")])
@@ -35,7 +35,7 @@ def test_rooms_named() -> None:
 
 
 def test_node_column_only_when_a_row_has_a_node() -> None:
-    from orchestrator.ps_view import DOCKER_COLUMNS, with_node
+    from orchestrator.cli.views import DOCKER_COLUMNS, with_node
 
     assert with_node(DOCKER_COLUMNS, [C]) == DOCKER_COLUMNS
     cols = with_node(DOCKER_COLUMNS, [{**C, "node": "sw-n2"}])

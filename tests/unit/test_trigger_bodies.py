@@ -66,7 +66,7 @@ async def test_malformed_json_is_422(shared: tuple[httpx.AsyncClient, Any], raw:
 async def test_a_good_body_reaches_the_engine() -> None:
     async with fake_app() as (api, engine):
         resp = await api.post("/api/v1/trigger-agent", json=body("r1"))
-    assert resp.status_code == 200, resp.text
+    assert resp.status_code == 201, resp.text  # created; a reuse answers 200
     assert resp.json()["status"] == "created" and list(engine.runtime.containers) == [resp.json()["container_name"]]
 
 

@@ -1,4 +1,5 @@
-"""The rows of `orchestrator ps` (pure): Docker's view of containers, joined with the API's view of rooms when there is one."""
+"""The rows of `orchestrator ps` (pure): Docker's view of containers, joined with the API's view of rooms when there is one;
+filters and output formats like `docker ps`."""
 
 from __future__ import annotations
 
@@ -6,11 +7,41 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from .models import ContainerInfo
-from .naming import Label
+from ..models import ContainerInfo
+from ..naming import Label
 
 DOCKER_COLUMNS = ["name", "status", "health", "client_id", "agent", "room", "job", "age"]
 API_COLUMNS = ["name", "status", "health", "client_id", "agent", "room", "job", "room_state", "humans", "age", "cpu", "memory"]
+WIDE_EXTRA = ["id", "exit_code", "created_at"]  # `-o wide` adds these to either view
+
+# `--filter key=value`: the row field each key (or docker-style `label=<label>=<value>`) matches.
+FILTER_KEYS = {"name": "name", "id": "id", "status": "status", "health": "health", "client": "client_id",
+               "client_id": "client_id", "agent": "agent", "room": "room", "room_state": "room_state"}
+LABEL_FIELDS = {Label.CLIENT_ID: "client_id", Label.AGENT_SLUG: "agent", Label.ROOM: "room"}
+
+
+def parse_filter(text: str) -> tuple[str, str]:
+    """`room=r1` or `label=agent-orchestrator.room=r1` → (row field, value); ValueError names what is accepted."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"filter {text!r} is not key=value")
+    if key == "label":
+        label, sep, value = value.partition("=")
+        if not sep or label not in LABEL_FIELDS:
+            raise ValueError(f"label filters take label=<{'|'.join(LABEL_FIELDS)}>=<value>")
+        return LABEL_FIELDS[label], value
+    if key not in FILTER_KEYS:
+        raise ValueError(f"unknown filter {key!r}; use one of {', '.join(sorted(FILTER_KEYS))} or label=...")
+    return FILTER_KEYS[key], value
+
+
+def matches(row: dict[str, Any], filters: list[tuple[str, str]]) -> bool:
+    """Every filter must hold (like repeated `docker ps --filter`); `name` matches a part of the name, others exactly."""
+    for field, value in filters:
+        have = "" if row.get(field) is None else str(row[field])
+        if not (value in have if field == "name" else have == value):
+            return False
+    return True
 
 
 def age(seconds: int | None) -> str:
@@ -79,6 +110,11 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
+
+
+def plain_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Rows of plain strings as an aligned table with upper-case headers."""
+    return table([{c: ("-" if r.get(c) in (None, "") else str(r[c])) for c in columns} for r in rows], columns)
 
 
 def rooms_named(rooms: list[dict[str, Any]], containers: list[dict[str, Any]], room: str) -> list[str]:

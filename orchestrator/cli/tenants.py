@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import httpx
 import typer
 
-from .apikeys import entry_yaml, generate
-from .credentials import CredentialError, is_bound, open_sealed, rewrap_data_key, seal, unwrap_data_key, wrapped_key_id
-from .tenants.records import SECRET_COLUMNS
-from .settings import Settings, SettingsProblem
+from ..apikeys import add_to_keys_file, entry_yaml, generate, new_entry
+from ..credentials import CredentialError, is_bound, open_sealed, rewrap_data_key, seal, unwrap_data_key, wrapped_key_id
+from ..tenants.records import SECRET_COLUMNS
+from ..settings import Settings, SettingsProblem
+from .http import Api
 
 tenants_app = typer.Typer(help="Clients in the platform Supabase: credentials, master-key rotation, cache.", no_args_is_help=True)
 keys_app = typer.Typer(help="Orchestrator API keys (stored hashed).", no_args_is_help=True)
@@ -50,15 +50,15 @@ def read_secret(label: str) -> str:
 
 
 def _store(settings: Settings) -> Any:
-    from .tenants.supabase_store import store_from_settings
+    from ..tenants.supabase_store import store_from_settings
 
     return store_from_settings(settings)
 
 
 async def set_credentials(store: Any, *, client_id: str, plain: dict[str, Any], secrets: dict[str, str]) -> str:
     """Seal and write one client's credentials; returns 'created' or 'updated'. Plaintext only in memory."""
-    from .tenants.records import client_changes
-    from .tenants.supabase_store import PlatformWriter
+    from ..tenants.records import client_changes
+    from ..tenants.supabase_store import PlatformWriter
 
     writer = PlatformWriter(store)
     existing = await writer.existing(client_id)
@@ -80,8 +80,8 @@ class RewrapReport:
 async def rewrap_all(store: Any, *, bind_unbound: bool) -> RewrapReport:
     """Every client (paged): data key under the current master key; with `bind_unbound`, v1 secrets re-sealed
     bound to the row's current URLs. Then every row is read again and checked, and the count compared."""
-    from .tenants.records import DESTINATION
-    from .tenants.supabase_store import PlatformWriter
+    from ..tenants.records import DESTINATION
+    from ..tenants.supabase_store import PlatformWriter
 
     writer = PlatformWriter(store)
     keys = store._master_keys
@@ -203,31 +203,30 @@ def rewrap_cmd() -> None:
 
 @tenants_app.command("invalidate")
 def invalidate_cmd(
-    client_id: str = typer.Option(None, help="only this client (default: every client)"),
-    url: str = typer.Option(None, help="the running orchestrator (default http://ORCH_HOST:ORCH_PORT)"),
-    api_key_env: str = typer.Option("ORCH_CLI_API_KEY", help="environment variable holding an admin API key"),
+    client_id: str = typer.Option(None, "--client", "--client-id", help="only this client (default: every client)"),
+    url: str = typer.Option(None, "--url", help="the running orchestrator (default ORCH_URL, else http://127.0.0.1:$ORCH_PORT)"),
+    api_key: str = typer.Option(None, "--api-key", help="admin API key (default ORCH_API_KEY)", show_default=False),
 ) -> None:
     """Tell a running orchestrator to forget its cached clients/agents (POST /api/v1/admin/tenants/invalidate)."""
-    settings = _settings()
-    base = url or f"http://{settings.host}:{settings.port}"
-    headers = {"Authorization": f"Bearer {os.environ[api_key_env]}"} if os.environ.get(api_key_env) else {}
-    try:
-        r = httpx.post(f"{base}/api/v1/admin/tenants/invalidate", json={"client_id": client_id}, headers=headers, timeout=10)
-    except httpx.HTTPError as exc:
-        typer.echo(f"cannot reach {base}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if r.status_code != 200:
-        typer.echo(f"{r.status_code}: {r.json().get('detail', r.text) if r.headers.get('content-type', '').startswith('application/json') else r.text}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"expired {r.json()['expired']} cached entries")
+    _, body = Api.from_env(url=url, key=api_key, timeout_s=10).post("/api/v1/admin/tenants/invalidate", {"client_id": client_id})
+    typer.echo(f"expired {body['expired']} cached entries")
 
 
 @keys_app.command("new")
 def keys_new(
     name: str = typer.Option(..., help="who the key is for, e.g. autonomite-dashboard"),
-    client_id: str = typer.Option(None, help="bind the key to one client; omit for an admin key"),
+    client_id: str = typer.Option(None, "--client", "--client-id", help="bind the key to one client; omit for an admin key"),
+    file: Path = typer.Option(None, "--file", help="add the hashed entry to this keys file (created when missing)"),
 ) -> None:
-    """Generate an API key: the key goes to stderr once; the hashed entry for ORCH_API_KEYS_FILE to stdout."""
+    """Generate an API key: the key goes to stderr once; its hashed entry goes into --file (or to stdout).
+
+    `--file deploy/config/api-keys.yaml` is the way to build the file ORCH_API_KEYS_FILE names: it creates
+    the file or adds to it, and the result is always a file `serve` loads."""
     key = generate()
+    if file is not None:
+        add_to_keys_file(file, new_entry(name=name, key=key, client_id=client_id))
+        typer.echo(f"API key (shown once, store it now): {key}", err=True)
+        typer.echo(f"added {'client' if client_id else 'admin'} key {name!r} to {file}", err=True)
+        return
     typer.echo(f"API key (shown once, store it now): {key}", err=True)
     typer.echo(entry_yaml(name=name, key=key, client_id=client_id), nl=False)

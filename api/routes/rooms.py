@@ -1,0 +1,173 @@
+"""/api/v1/rooms...: a client's own rooms and agents, with its own key (an admin key names the client).
+
+List the rooms, read one room's agents (starting / joined / in grace / crashed / gave up, with reasons),
+wait until they joined (long-poll), stop one agent or close the room. Only this deployment's containers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from orchestrator.agent_state import AgentPhase, agent_status
+from orchestrator.errors import InvalidInput, NotFound, OrchestratorError
+from orchestrator.models import ContainerInfo
+from orchestrator.naming import Label, clean_slug, key_from_labels, validate_room
+from orchestrator.rooms import grace_remaining
+
+from ..auth import Principal
+from ..deps import PrincipalDep, ReconcilerDep, RuntimeDep, SettingsDep, TenantsDep
+from ..responses import AgentStateOut, ClientRoomOut, ClientRoomsOut, CloseOut, StoppedOut, WaitOut
+from ..schemas import ErrorBody
+
+router = APIRouter(prefix="/api/v1/rooms", tags=["rooms"],
+                   responses={code: {"model": ErrorBody} for code in (401, 403, 404, 422, 429, 503)})  # 429: too many wrong keys from one address
+
+ClientQuery = Annotated[str | None, Query(min_length=1, max_length=128, description="required with an admin key; a client key implies its own")]
+RoomPath = Annotated[str, Path(min_length=1, max_length=128, description="the room name")]
+SETTLED = (AgentPhase.joined, AgentPhase.in_grace)
+FINAL = (AgentPhase.gave_up, AgentPhase.stopped, AgentPhase.stopping)
+
+
+def _client(principal: Principal, client_id: str | None) -> str:
+    cid = client_id or principal.client_id
+    if cid is None:
+        raise InvalidInput("client_id is required when the API key is not bound to one client", details={"field": "client_id"})
+    principal.require_client(cid)
+    return cid
+
+
+def _room(room: str) -> str:
+    try:
+        return validate_room(room)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, details={"field": "room"}) from None
+
+
+async def _containers(runtime: RuntimeDep, settings: SettingsDep, client_id: str, room: str | None = None) -> list[ContainerInfo]:
+    return [
+        c for c in await runtime.list_managed(scope=settings.scope)
+        if c.labels.get(Label.CLIENT_ID) == client_id and (room is None or c.labels.get(Label.ROOM) == room)
+    ]
+
+
+def _view(request: Request, client_id: str, room: str, containers: list[ContainerInfo], *,
+          humans: frozenset[str] | None = None, in_room: frozenset[str] | None = None) -> ClientRoomOut:
+    """One room as its client sees it: the registry's state, each agent's phase and reason."""
+    reconciler = request.app.state.reconciler
+    settings = request.app.state.settings
+    now = request.app.state.engine.clock()  # the engine's one clock (tests may pass their own)
+    tracked = reconciler.registry.rooms.get((client_id, room))
+    by_slug: dict[str, ContainerInfo] = {}
+    for c in sorted(containers, key=lambda c: c.created_at or now):
+        if (key := key_from_labels(c.labels)) is not None:
+            by_slug[key.agent_slug] = c  # several for one key (a duplicate being removed): the newest speaks
+    gave_up = {k.agent_slug: r for k, r in reconciler.gave_up.items() if (k.client_id, k.room) == (client_id, room)}
+    restarts = {k.agent_slug: r for k, r in reconciler.restarts.items() if (k.client_id, k.room) == (client_id, room)}
+    agents = [
+        AgentStateOut(**vars(agent_status(slug, by_slug.get(slug), room=tracked, in_room=in_room, restart=restarts.get(slug),
+                                          gave_up=gave_up.get(slug), now=now, grace_s=settings.grace_period_s)))
+        for slug in sorted(set(by_slug) | set(gave_up))
+    ]
+    return ClientRoomOut(
+        client_id=client_id, room=room, state=tracked.state.value if tracked else "starting",
+        humans=sorted(humans if humans is not None else (tracked.humans if tracked else ())), agents=agents,
+        grace_remaining_s=grace_remaining(tracked, now=now, grace_s=settings.grace_period_s) if tracked else None,
+    )
+
+
+async def _fresh(request: Request, tenants: TenantsDep, client_id: str, room: str) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    """Humans and agents LiveKit lists right now; (None, None) when LiveKit cannot say (the registry answers then)."""
+    try:
+        client = await tenants.get_client(client_id)
+        view = (await request.app.state.livekit.observe_rooms(client.livekit, names=[room]))[room]
+    except OrchestratorError:
+        return None, None
+    return view.humans, view.agents
+
+
+async def _one_room(request: Request, runtime: RuntimeDep, settings: SettingsDep, tenants: TenantsDep,
+                    client_id: str, room: str) -> ClientRoomOut:
+    containers = await _containers(runtime, settings, client_id, room)
+    if not containers and not any((k.client_id, k.room) == (client_id, room) for k in request.app.state.reconciler.gave_up):
+        raise NotFound(f"no agent of client '{client_id}' in room '{room}' on this deployment")
+    humans, in_room = await _fresh(request, tenants, client_id, room)
+    return _view(request, client_id, room, containers, humans=humans, in_room=in_room)
+
+
+@router.get("", response_model=ClientRoomsOut)
+async def list_client_rooms(
+    request: Request, principal: PrincipalDep, runtime: RuntimeDep, settings: SettingsDep, client_id: ClientQuery = None,
+) -> ClientRoomsOut:
+    """The client's rooms that hold an agent of this deployment, each agent with its phase (from the tracked room state)."""
+    cid = _client(principal, client_id)
+    containers = await _containers(runtime, settings, cid)
+    rooms = sorted({c.labels.get(Label.ROOM, "") for c in containers} - {""})
+    return ClientRoomsOut(rooms=[_view(request, cid, r, [c for c in containers if c.labels.get(Label.ROOM) == r]) for r in rooms])
+
+
+@router.get("/{room}", response_model=ClientRoomOut)
+async def get_client_room(
+    request: Request, room: RoomPath, principal: PrincipalDep, runtime: RuntimeDep, settings: SettingsDep,
+    tenants: TenantsDep, client_id: ClientQuery = None,
+) -> ClientRoomOut:
+    """One room: its state, humans, and each agent's phase with the reason (LiveKit is asked now)."""
+    return await _one_room(request, runtime, settings, tenants, _client(principal, client_id), _room(room))
+
+
+@router.get("/{room}/wait", response_model=WaitOut)
+async def wait_for_joined(
+    request: Request, room: RoomPath, principal: PrincipalDep, runtime: RuntimeDep, settings: SettingsDep,
+    tenants: TenantsDep, client_id: ClientQuery = None,
+    agent: Annotated[str | None, Query(max_length=200, description="only this agent slug; default every agent in the room")] = None,
+    timeout_s: Annotated[float, Query(ge=0, le=60, description="longest wait; the answer comes as soon as the agents joined")] = 20.0,
+) -> WaitOut:
+    """Long-poll until the agents joined (or are in grace). `reached: false` after the timeout, or at once when an
+    agent gave up or stopped; the body then says why."""
+    cid, name = _client(principal, client_id), _room(room)
+    slug = clean_slug(agent) if agent else None
+    started = time.monotonic()
+    while True:
+        view = await _one_room(request, runtime, settings, tenants, cid, name)
+        agents = [a for a in view.agents if slug is None or a.agent_slug == slug]
+        reached = bool(agents) and all(a.phase in SETTLED for a in agents)
+        waited = time.monotonic() - started
+        if reached or any(a.phase in FINAL for a in agents) or waited >= timeout_s:
+            return WaitOut(**view.model_dump(), reached=reached, waited_s=round(waited, 3))
+        await asyncio.sleep(min(0.25, max(0.0, timeout_s - waited)))
+
+
+@router.delete("/{room}/agents/{agent_slug}", response_model=StoppedOut)
+async def stop_agent(
+    request: Request, room: RoomPath, agent_slug: Annotated[str, Path(min_length=1, max_length=200)],
+    principal: PrincipalDep, runtime: RuntimeDep, settings: SettingsDep, client_id: ClientQuery = None,
+) -> StoppedOut:
+    """Stop one agent in a room now: it leaves the room and its container is removed (the room stays open)."""
+    cid, name, slug = _client(principal, client_id), _room(room), clean_slug(agent_slug)
+    found = [c for c in await _containers(runtime, settings, cid, name) if c.labels.get(Label.AGENT_SLUG) == slug]
+    if not found:
+        raise NotFound(f"no agent '{slug}' of client '{cid}' in room '{name}' on this deployment")
+    request.app.state.trigger.forget_view_answers(cid, name)  # stopped on purpose: not to be re-launched
+    for c in found:
+        await runtime.stop(c.id, timeout_s=settings.agent_stop_timeout_s)
+        await runtime.remove(c.id)
+    request.app.state.reconciler.wake()
+    return StoppedOut(client_id=cid, room=name, agent_slug=slug, stopped=[c.name for c in found])
+
+
+@router.post("/{room}/close", response_model=CloseOut)
+async def close_client_room(
+    request: Request, room: RoomPath, principal: PrincipalDep, reconciler: ReconcilerDep, runtime: RuntimeDep,
+    settings: SettingsDep, client_id: ClientQuery = None,
+) -> CloseOut:
+    """Close the room now: every agent of this deployment in it is stopped and the LiveKit room is deleted."""
+    cid, name = _client(principal, client_id), _room(room)
+    if not await _containers(runtime, settings, cid, name):
+        raise NotFound(f"no agent of client '{cid}' in room '{name}' on this deployment")
+    request.app.state.trigger.forget_view_answers(cid, name)  # closed on purpose: not to be re-launched
+    reconciler.close_room(cid, name, reason="closed by its client")
+    report = await reconciler.run_once()
+    return CloseOut.model_validate({"closed": {"client_id": cid, "room": name}, "pass": report.to_dict()})

@@ -1,0 +1,127 @@
+"""`orchestrator serve | reconcile | config | ps | logs | close | trigger | tenants | keys`: the command line.
+
+Human output by default, `-o json` for scripts; expected failures are one line and an exit code
+(orchestrator/cli/failures.py), never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import warnings
+
+import typer
+
+from .. import __version__
+from ..logs import configure as configure_logging
+
+from . import agents
+from .failures import USAGE, GuardedTyper, fail, load_settings
+from .tenants import keys_app, tenants_app
+
+# Dev keys are short on purpose; PyJWT's InsecureKeyLengthWarning about them would land in every cron mail.
+# Matched by message, so the CLI does not import PyJWT (and cryptography) just to silence it.
+warnings.filterwarnings("ignore", message=r"The HMAC key is \d+ bytes long, which is below the minimum recommended length")
+
+app = GuardedTyper(
+    help="Runs LiveKit agents as one Docker container per (client, agent, room).",
+    no_args_is_help=True, pretty_exceptions_enable=False,
+)
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+agents.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"orchestrator {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
+) -> None:
+    """Runs LiveKit agents as one Docker container per (client, agent, room)."""
+
+
+def main() -> None:
+    app()
+
+
+@app.command()
+def serve(host: str = typer.Option(None, help="bind address (default ORCH_HOST)"), port: int = typer.Option(None)) -> None:
+    """Run the HTTP API (trigger-agent, health, docs at /docs). A bad keys or tenants file is one line, exit 2."""
+    from api.app import create_app
+    from api.serving import run
+
+    settings = load_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    bind = host or settings.host
+    application = create_app(settings)
+    if not application.state.api_keys.enabled and not is_loopback(bind):
+        fail(f"refusing to bind {bind}: no API keys are configured, so auth is disabled. Configure "
+             "ORCH_API_KEYS_FILE or ORCH_ADMIN_API_KEY, or bind 127.0.0.1.", code=USAGE)
+    run(application, host=bind, port=port or settings.port)
+
+
+def is_loopback(host: str) -> bool:
+    """Only loopback may serve without keys; `0.0.0.0`, `::` and names other than localhost may not."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def config(
+    output: str = typer.Option("table", "--format", "-o", help="table | json"),
+) -> None:
+    """List every setting: its variable, default and current value (secrets masked)."""
+    from .reference import current_rows
+    from .views import plain_table
+
+    rows = current_rows(load_settings())
+    if output == "json":
+        typer.echo(json.dumps(rows, indent=2))
+    elif output == "table":
+        typer.echo(plain_table(rows, ["variable", "value", "default", "source"]))
+    else:
+        fail(f"unknown format {output!r}; use table or json", code=USAGE)
+
+
+@app.command()
+def reconcile(
+    once: bool = typer.Option(False, "--once", help="run one pass and exit (cron mode)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan, change nothing"),
+) -> None:
+    """Keep Docker equal to what should exist. --once prints a JSON summary; exit 0 ok, 1 some
+    action failed (or part of LiveKit/tenants unobservable), 2 Docker could not be observed."""
+    from ..engine import Engine
+    from ..errors import ConfigurationError
+
+    settings = load_settings()
+    configure_logging(fmt=settings.log_format, level="WARNING")
+
+    async def run() -> int:
+        async with Engine.running(settings, loops=False) as engine:
+            if not once and not dry_run:
+                await engine.reconciler.run_forever()  # without HTTP: no webhooks, observation only
+            report = await engine.reconciler.run_once(dry_run=dry_run)
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+            return report.exit_code
+
+    try:
+        code = asyncio.run(run())
+    except ConfigurationError as exc:
+        typer.echo(f"invalid settings: {exc}", err=True)
+        raise typer.Exit(USAGE) from None
+    raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    main()
