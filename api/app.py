@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from orchestrator import __version__
 from orchestrator.apikeys import KeyRing
 from orchestrator.livekit import LiveKitGateway
+from orchestrator.errors import TemporaryError
 from orchestrator.events import EventFeed
 from orchestrator.metrics import Metrics
 from orchestrator.models import ContainerKey
@@ -44,6 +45,17 @@ def build_keyring(settings: Settings) -> KeyRing:
             "`orchestrator serve` refuses non-loopback addresses until you do."
         )
     return ring
+
+
+async def ensure_agent_network(trigger_service: TriggerService) -> None:
+    """Make the agents' network at start: a bad network setting stops us here, not at the first trigger.
+
+    An engine that is down now is not fatal (the first trigger makes the network instead), as for every
+    other Docker call."""
+    try:
+        await trigger_service.networks.ensure_default()
+    except TemporaryError as exc:
+        log.warning("agent network not ready at start (%s); the first trigger makes it", exc.message)
 
 
 def create_app(
@@ -80,6 +92,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = stop_events = sampling = None
+        await ensure_agent_network(trigger_service)
         if settings.usage_sampling_enabled:
             sampling = asyncio.create_task(sampler.run_forever(), name="usage-sampler")
         if settings.reconcile_enabled:

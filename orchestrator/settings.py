@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .isolation import is_root_user, split_image
 
 DEFAULT_TENANTS_FILE = Path(__file__).parent / "tenants" / "default_tenants.yaml"
 
@@ -17,6 +19,18 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "change_me", "replace-
 def is_placeholder(value: str) -> bool:
     v = value.strip().lower()
     return not v or v in PLACEHOLDER_SECRETS or (v.startswith("<") and v.endswith(">")) or v.startswith("your_") or v.startswith("your-")
+
+
+class AgentSecurityException(BaseModel):
+    """What an operator may loosen for one agent; everything else stays hardened."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    writable_root: bool = False
+    cap_add: list[str] = []
+    user: str | None = None  # may be root: the operator's explicit choice
+    allow_new_privileges: bool = False
+    runtime: str | None = None
 
 
 class Settings(BaseSettings):
@@ -45,7 +59,22 @@ class Settings(BaseSettings):
 
     # The agent containers.
     agent_image: str = "agent-orchestrator/agent:latest"
-    agent_network: str = "host"  # "host" lets agents reach a LiveKit server on the host's loopback
+    # Isolation: "" = a network the orchestrator makes (`orch-agents-<scope>`, or one per client); a name = that
+    # network (made, labelled ours, when missing); "host" = the explicit opt-out (agents reach the host's loopback).
+    agent_network: str = ""
+    agent_network_per_client: bool = False
+    agent_subnet: str | None = None  # fixed subnet of the deployment network; else the first free one of the pool
+    agent_subnet_pool: Annotated[list[str], NoDecode] = ["172.29.0.0/16"]
+    agent_subnet_prefix: int = Field(default=24, ge=8, le=29)
+    # The LiveKit URL agents get; unset = the tenant's URL, a loopback host rewritten to the network's gateway.
+    agent_livekit_url: str | None = None
+    agent_user: str = "10001:10001"  # every agent runs as this, whatever the image's USER says
+    agent_tmpfs_size: str = "64m"  # the one writable place (/tmp) on a read-only root filesystem
+    agent_runtime: str | None = None  # e.g. "runsc" (gVisor), registered with the engine
+    # Repositories (any tag), `repo@sha256:…` or `sha256:…` digests agents may run; empty = ORCH_AGENT_IMAGE's repository.
+    agent_image_allowlist: Annotated[list[str], NoDecode] = []
+    # Operator-only loosening per agent, keyed `<client id>/<agent slug>` (JSON object); never tenant-writable.
+    agent_security_exceptions: dict[str, AgentSecurityException] = {}
     agent_memory: str = "512m"
     agent_cpus: float = Field(default=1.0, gt=0)
     agent_pids: int = Field(default=256, gt=0)
@@ -105,6 +134,44 @@ class Settings(BaseSettings):
         if v is not None and is_placeholder(v.get_secret_value()):
             raise ValueError("ORCH_ADMIN_API_KEY is a placeholder; set a real random key (e.g. `openssl rand -hex 32`)")
         return v
+
+    @field_validator("agent_subnet_pool", "agent_image_allowlist", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        """A JSON list or a plain comma-separated list (`repo-a, repo-b`)."""
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return v
+
+    @field_validator("agent_subnet", "agent_subnet_pool")
+    @classmethod
+    def _valid_subnets(cls, v: object) -> object:
+        import ipaddress
+
+        for item in v if isinstance(v, list) else [v] if v else []:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a subnet (e.g. 172.29.0.0/16)") from None
+        return v
+
+    @field_validator("agent_user")
+    @classmethod
+    def _non_root_user(cls, v: str) -> str:
+        if is_root_user(v):
+            raise ValueError("ORCH_AGENT_USER must be a non-root user (e.g. 10001:10001); loosen one agent "
+                             "with ORCH_AGENT_SECURITY_EXCEPTIONS instead")
+        return v
+
+    @property
+    def image_allowlist(self) -> list[str]:
+        """The allowlist in force: the configured one, or the default image's repository alone."""
+        return self.agent_image_allowlist or [split_image(self.agent_image)[0]]
 
     @model_validator(mode="after")
     def _supabase_complete(self) -> "Settings":

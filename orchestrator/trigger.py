@@ -11,7 +11,9 @@ from datetime import datetime
 from typing import Callable
 
 from .clock import utcnow
-from .errors import Conflict, ContainerFailed, DependencyUnavailable, LimitExceeded
+from .agent_networks import AgentNetworks
+from .errors import Conflict, ContainerFailed, DependencyUnavailable, ImageNotAllowed, LimitExceeded
+from .isolation import AgentNetwork, agent_livekit_url, image_allowed
 from .livekit import LiveKitGateway, agent_token, user_token
 from .locks import KeyedLocks
 from .models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
@@ -61,6 +63,7 @@ class TriggerService:
         runtime: ContainerRuntime,
         clock: Callable[[], datetime] = utcnow,
         on_launched: Callable[[ContainerKey], None] | None = None,
+        networks: AgentNetworks | None = None,
     ) -> None:
         self._settings = settings
         self._tenants = tenants
@@ -70,6 +73,7 @@ class TriggerService:
         self._locks = KeyedLocks()
         self._on_launched = on_launched  # the room registry hears of every launch/reuse (STARTING)
         self._admitting: set[ContainerKey] = set()  # creations in flight, counted against the limits
+        self.networks = networks or AgentNetworks(settings=settings, provider=runtime)
 
     async def trigger(
         self, *, client_id: str, agent_slug: str, mode: Mode, user_id: str, room_name: str | None = None
@@ -107,6 +111,14 @@ class TriggerService:
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         """The room first (with timeouts covering the grace period), then the container under the key's lock."""
         s = self._settings
+        image = agent.image or s.agent_image
+        if not image_allowed(image, allowlist=s.image_allowlist):
+            # Before the room and the container: a refused agent leaves nothing behind.
+            raise ImageNotAllowed(
+                f"agent '{agent.slug}' names image '{image}', which this deployment does not allow; ask the operator "
+                "to add its repository or digest to ORCH_AGENT_IMAGE_ALLOWLIST",
+                details={"field": "agent.image", "image": image},
+            )
         await self._livekit.ensure_room(
             client.livekit, room=key.room, metadata=room_metadata(agent=agent, client_id=client.id),
             empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
@@ -159,10 +171,11 @@ class TriggerService:
         for _ in range(_MAX_ROUNDS):
             info = await self._runtime.get(name)
             if info is None:
+                network = await self.networks.for_client(client.id)
                 await self._admit(key)
                 try:
                     return TriggerOutcome.created, await self._runtime.create_and_start(
-                        self._spec(key, name=name, client=client, agent=agent, mode=mode)
+                        self._spec(key, name=name, client=client, agent=agent, mode=mode, network=network)
                     )
                 except NameTaken:
                     # Another process won the name. Docker reserves a name before the container can be
@@ -225,7 +238,9 @@ class TriggerService:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def _spec(self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode) -> ContainerSpec:
+    def _spec(
+        self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode, network: AgentNetwork
+    ) -> ContainerSpec:
         s = self._settings
         image = agent.image or s.agent_image
         labels = container_labels(
@@ -233,7 +248,7 @@ class TriggerService:
             spec=spec_hash(agent, image=image, mode=mode), created_at=self._clock(),
         )
         env = {
-            "LIVEKIT_URL": client.livekit.url,
+            "LIVEKIT_URL": agent_livekit_url(client.livekit.url, network=network, override=s.agent_livekit_url),
             "LIVEKIT_ROOM": key.room,
             # A room-scoped agent token; the tenant's API secret never enters the container.
             "LIVEKIT_TOKEN": agent_token(
@@ -246,9 +261,17 @@ class TriggerService:
         if s.agent_llm_api_key is not None:
             env["OPENAI_API_KEY"] = s.agent_llm_api_key.get_secret_value()
         res = agent.resources
+        # Hardened unless the operator (never the tenant) loosened this one agent.
+        loosen = s.agent_security_exceptions.get(f"{key.client_id}/{key.agent_slug}")
         return ContainerSpec(
             name=name, image=image, labels=labels, env=env,
             memory=res.memory or s.agent_memory, cpus=res.cpus or s.agent_cpus, pids=res.pids or s.agent_pids,
-            network=s.agent_network, restart_policy=s.agent_restart_policy, restart_max=s.agent_restart_max,
+            network=network.name, restart_policy=s.agent_restart_policy, restart_max=s.agent_restart_max,
             stop_timeout_s=s.agent_stop_timeout_s,
+            user=(loosen and loosen.user) or s.agent_user,
+            read_only_root=not (loosen and loosen.writable_root),
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={s.agent_tmpfs_size},mode=1777"},
+            cap_add=tuple(loosen.cap_add) if loosen else (),
+            no_new_privileges=not (loosen and loosen.allow_new_privileges),
+            runtime=(loosen and loosen.runtime) or s.agent_runtime,
         )

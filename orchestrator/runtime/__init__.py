@@ -28,6 +28,14 @@ class ContainerSpec(Frozen):
     restart_policy: str
     restart_max: int
     stop_timeout_s: int
+    # Hardened by default (an engine maps what it can): no capabilities, no privilege gain, read-only root
+    # with a small tmpfs, a non-root user whatever the image says; loosened only by operator settings.
+    user: str | None = None
+    read_only_root: bool = True
+    tmpfs: dict[str, str] = {"/tmp": "size=64m"}
+    cap_add: tuple[str, ...] = ()
+    no_new_privileges: bool = True
+    runtime: str | None = None  # an engine-level sandbox such as gVisor's runsc
 
 
 class NameTaken(Exception):

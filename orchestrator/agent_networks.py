@@ -1,0 +1,78 @@
+"""Which network an agent runs on: made once per deployment (or per client), remembered, never removed.
+
+The orchestrator only ever creates these networks; it does not delete them, because a network
+cannot go while agents use it and a new agent may arrive at any moment. An operator removes one
+by hand (`docker network rm`) once its deployment is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol, runtime_checkable
+
+from .isolation import HOST_NETWORK, AgentNetwork, network_name
+from .locks import KeyedLocks
+from .naming import LABEL_PREFIX, Label
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+NETWORK_LABEL = LABEL_PREFIX + "network"
+# Agents on one network cannot reach each other (only the gateway and the outside): one tenant's
+# agent never talks to another's, even on a shared deployment network.
+BRIDGE_OPTIONS = {"com.docker.network.bridge.enable_icc": "false"}
+
+
+@runtime_checkable
+class NetworkProvider(Protocol):
+    """An engine that can make an isolated network for agents (the Docker runtime)."""
+
+    async def ensure_network(
+        self, name: str, *, labels: dict[str, str], subnet: str | None, pool: list[str], prefix: int,
+        options: dict[str, str] | None = None,
+    ) -> AgentNetwork: ...
+
+
+class AgentNetworks:
+    """Resolves (and on first use creates) the network of a client's agents; cached per name."""
+
+    def __init__(self, *, settings: Settings, provider: object | None) -> None:
+        self._settings = settings
+        self._provider = provider if isinstance(provider, NetworkProvider) else None
+        self._known: dict[str, AgentNetwork] = {}
+        self._locks = KeyedLocks()
+
+    @property
+    def per_client(self) -> bool:
+        s = self._settings
+        return s.agent_network_per_client and s.agent_network != HOST_NETWORK
+
+    async def ensure_default(self) -> AgentNetwork | None:
+        """At start: the deployment network (per-client networks come with each client's first agent)."""
+        if self.per_client:
+            return None
+        return await self.for_client(None)
+
+    async def for_client(self, client_id: str | None) -> AgentNetwork:
+        s = self._settings
+        name = network_name(configured=s.agent_network, scope=s.scope, client_id=client_id if self.per_client else None)
+        known = self._known.get(name)
+        if known is not None:
+            return known
+        if self._provider is None or name == HOST_NETWORK:
+            return AgentNetwork(name=name)
+        async with self._locks.hold(name):
+            if name not in self._known:
+                labels = {Label.MANAGED: "true", Label.SCOPE: s.scope, NETWORK_LABEL: "agents"}
+                if self.per_client and client_id is not None:
+                    labels[Label.CLIENT_ID] = client_id
+                started = asyncio.get_running_loop().time()
+                net = await self._provider.ensure_network(
+                    name, labels=labels, subnet=None if self.per_client else s.agent_subnet,
+                    pool=s.agent_subnet_pool, prefix=s.agent_subnet_prefix, options=BRIDGE_OPTIONS,
+                )
+                log.info("agent network %s: subnet %s gateway %s (%.0f ms)", net.name, net.subnet, net.gateway,
+                         (asyncio.get_running_loop().time() - started) * 1000, extra={"client_id": client_id or ""})
+                self._known[name] = net
+        return self._known[name]
