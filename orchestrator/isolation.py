@@ -29,14 +29,14 @@ class AgentNetwork(Frozen):
 
 
 def network_name(*, configured: str, scope: str, client_id: str | None) -> str:
-    """The Docker network of an agent: the configured one, or `orch-agents-<scope>[-<client hash>]`.
+    """The Docker network of an agent: `<configured or orch-agents-<scope>>[-c<client hash>]` ("host" as is).
 
     Per-client names carry a hash of the exact client id: ids may hold characters a name may not,
     and two ids must never share a network.
     """
-    if configured:
+    if configured == HOST_NETWORK:
         return configured
-    base = f"{NETWORK_PREFIX}-{scope}"
+    base = configured or f"{NETWORK_PREFIX}-{scope}"
     if client_id is None:
         return base
     return f"{base}-c{hashlib.sha256(client_id.encode()).hexdigest()[:12]}"

@@ -16,7 +16,8 @@ import yaml
 
 from orchestrator.isolation import AgentNetwork
 from orchestrator.settings import Settings
-from tests.support.agent_net import session_network
+from orchestrator.naming import Label
+from tests.support.agent_net import remove_network, session_network
 from tests.support.docker_helpers import TINY_IMAGE, dump_logs, remove_scope
 from tests.support.livekit_server import LiveKitServer, free_port
 
@@ -64,6 +65,8 @@ def scope(request: pytest.FixtureRequest, docker_client: docker.DockerClient, ag
     if rep is not None and rep.failed:
         print(f"\n==== container logs for scope {name} ====\n{dump_logs(docker_client, name)}")
     remove_scope(docker_client, name)
+    for net in docker_client.networks.list(filters={"label": f"{Label.SCOPE}={name}"}):
+        remove_network(docker_client, net.name)  # agent networks a test's orchestrator made
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from orchestrator.isolation import (
@@ -23,8 +25,9 @@ NET = AgentNetwork(name="orch-agents-acme", subnet="172.29.3.0/24", gateway="172
 @pytest.mark.parametrize("configured,client,want", [
     ("", None, "orch-agents-acme"),
     ("my-net", None, "my-net"),
-    ("my-net", "c1", "my-net"),
+    ("my-net", "c1", "my-net-c" + hashlib.sha256(b"c1").hexdigest()[:12]),
     ("host", None, "host"),
+    ("host", "c1", "host"),
 ])
 def test_network_name(configured: str, client: str | None, want: str) -> None:
     assert network_name(configured=configured, scope="acme", client_id=client) == want
