@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Protocol, runtime_checkable
 
-from .isolation import HOST_NETWORK, AgentNetwork, network_name
+from .isolation import HOST_NETWORK, AgentNetwork, bridge_name, network_name
 from .locks import KeyedLocks
 from .naming import LABEL_PREFIX, Label
 from .settings import Settings
@@ -70,7 +70,7 @@ class AgentNetworks:
                 started = asyncio.get_running_loop().time()
                 net = await self._provider.ensure_network(
                     name, labels=labels, subnet=None if self.per_client else s.agent_subnet,
-                    pool=s.agent_subnet_pool, prefix=s.agent_subnet_prefix, options=BRIDGE_OPTIONS,
+                    pool=s.agent_subnet_pool, prefix=s.agent_subnet_prefix, options={**BRIDGE_OPTIONS, "com.docker.network.bridge.name": bridge_name(name)},
                 )
                 log.info("agent network %s: subnet %s gateway %s (%.0f ms)", net.name, net.subnet, net.gateway,
                          (asyncio.get_running_loop().time() - started) * 1000, extra={"client_id": client_id or ""})

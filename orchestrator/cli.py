@@ -76,7 +76,7 @@ def network() -> None:
         net = asyncio.run(AgentNetworks(settings=settings, provider=runtime).for_client(None))
     finally:
         runtime.close()
-    typer.echo(json.dumps({"name": net.name, "subnet": net.subnet, "gateway": net.gateway}))
+    typer.echo(json.dumps({"name": net.name, "subnet": net.subnet, "gateway": net.gateway, "bridge": net.bridge}))
 
 
 @app.command()

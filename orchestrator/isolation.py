@@ -22,6 +22,7 @@ class AgentNetwork(Frozen):
     name: str
     subnet: str | None = None
     gateway: str | None = None  # None on the host network (agents then see the host's loopback as theirs)
+    bridge: str | None = None  # the host interface of the network: where egress rules (DOCKER-USER) match
 
     @property
     def is_host(self) -> bool:
@@ -40,6 +41,12 @@ def network_name(*, configured: str, scope: str, client_id: str | None) -> str:
     if client_id is None:
         return base
     return f"{base}-c{hashlib.sha256(client_id.encode()).hexdigest()[:12]}"
+
+
+def bridge_name(network: str) -> str:
+    """A stable host interface name for a network we make (≤ 15 characters, Linux's limit), so operators'
+    firewall rules can name it before the network exists."""
+    return "oa-" + hashlib.sha256(network.encode()).hexdigest()[:10]
 
 
 def pick_subnet(*, pool: Iterable[str], prefix: int, taken: Iterable[str]) -> str | None:

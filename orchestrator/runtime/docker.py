@@ -88,7 +88,8 @@ def _network_info(attrs: dict[str, Any]) -> AgentNetwork:
     configs = (attrs.get("IPAM") or {}).get("Config") or [{}]
     subnet = configs[0].get("Subnet")
     gateway = configs[0].get("Gateway") or (gateway_of(subnet) if subnet else None)
-    return AgentNetwork(name=attrs["Name"], subnet=subnet, gateway=gateway)
+    bridge = (attrs.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{attrs['Id'][:12]}"
+    return AgentNetwork(name=attrs["Name"], subnet=subnet, gateway=gateway, bridge=bridge)
 
 
 class DockerRuntime:

@@ -11,6 +11,7 @@ import pytest
 
 from orchestrator.agent_networks import AgentNetworks
 from orchestrator.errors import InvalidInput
+from orchestrator.isolation import bridge_name
 from orchestrator.naming import Label
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.settings import Settings
@@ -42,6 +43,7 @@ async def test_made_once_even_by_racing_processes_and_found_again(
     assert attrs["Labels"][Label.SCOPE] == scope and attrs["Labels"][Label.MANAGED] == "true"
     assert attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
     assert attrs["IPAM"]["Config"][0]["Gateway"] == nets[0].gateway
+    assert attrs["Options"]["com.docker.network.bridge.name"] == nets[0].bridge == bridge_name(f"orch-agents-{scope}")
     # A restart finds it again, unchanged.
     async with app_client(settings) as api:
         assert (await api.get("/healthz")).status_code == 200

@@ -10,6 +10,7 @@ from orchestrator.isolation import (
     AgentNetwork,
     agent_livekit_url,
     api_reachable_by_agents,
+    bridge_name,
     gateway_of,
     image_allowed,
     is_root_user,
@@ -51,6 +52,11 @@ def test_per_client_names_differ_and_are_safe() -> None:
 ])
 def test_pick_subnet(pool: list[str], prefix: int, taken: list[str], want: str | None) -> None:
     assert pick_subnet(pool=pool, prefix=prefix, taken=taken) == want
+
+
+def test_bridge_names_fit_linux_and_differ() -> None:
+    a, b = bridge_name("orch-agents-acme"), bridge_name("orch-agents-acme-c0123456789ab")
+    assert a != b and len(a) <= 15 and len(b) <= 15 and a.startswith("oa-")
 
 
 def test_gateway_is_first_host() -> None:
