@@ -16,11 +16,13 @@ from orchestrator.livekit import LiveKitGateway
 from orchestrator.errors import TemporaryError
 from orchestrator.events import EventFeed
 from orchestrator.metrics import Metrics
-from orchestrator.models import ContainerKey
+from orchestrator.informer import Informer
+from orchestrator.models import ContainerInfo, ContainerKey, Mode
+from orchestrator.naming import Label, key_from_labels
 from orchestrator.clock import utcnow
 from orchestrator.reconciler import Reconciler
 from orchestrator.rooms import AgentLaunched, RoomRegistry
-from orchestrator.runtime import ContainerRuntime
+from orchestrator.runtime import ContainerRuntime, WatchEvent
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.sampler import UsageSampler
 from orchestrator.settings import Settings
@@ -28,6 +30,7 @@ from orchestrator.telemetry import Telemetry
 from orchestrator.tenants import TenantStore
 from orchestrator.tenants.factory import tenant_store
 from orchestrator.trigger import TriggerService
+from orchestrator.view import AgentView, change_signal
 from orchestrator.webhooks import WebhookIntake
 
 from . import errors
@@ -77,36 +80,52 @@ def create_app(
     def launched(key: ContainerKey) -> None:
         registry.apply(key.client_id, key.room, AgentLaunched(), now=utcnow())
 
+    view = AgentView()
     trigger_service = TriggerService(
-        settings=settings, tenants=tenants, livekit=livekit, runtime=runtime, on_launched=launched
+        settings=settings, tenants=tenants, livekit=livekit, runtime=runtime, on_launched=launched,
+        view=view, rooms=registry,
     )
     reconciler = Reconciler(
         settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=trigger_service, registry=registry,
-        on_pass=telemetry.reconcile_pass,
+        on_pass=telemetry.reconcile_pass, view=view,
     )
+    stream_broken = False
+    background: set[asyncio.Task[None]] = set()  # re-settles in flight (held so they are not garbage-collected)
 
-    def on_docker_event(action: str, name: str) -> None:
-        reconciler.wake()
-        telemetry.container_event(action, name)
+    def on_view_change(event: WatchEvent, before: ContainerInfo | None) -> None:
+        """Deaths, unhealthy agents and removals wake the reconciler; after a broken stream, one catch-up pass."""
+        nonlocal stream_broken
+        if event.kind in ("broken", "relist"):
+            if event.kind == "relist" and stream_broken:
+                telemetry.container_event("reconnected", "")
+                reconciler.wake()
+            stream_broken = event.kind == "broken"
+        elif (action := change_signal(event, before)) is not None and event.info is not None:
+            telemetry.container_event(action, event.info.name)
+            reconciler.wake()
+            if action == "die" and (key := key_from_labels(event.info.labels)) is not None:
+                registry.unconfirm(key.client_id, key.room)
+            if action in ("die", "destroy") and (key := trigger_service.answered_from_view(before or event.info)):
+                mode = Mode((before or event.info).labels.get(Label.MODE, Mode.voice.value))
+                background.add(task := asyncio.create_task(trigger_service.resettle(key, mode=mode)))
+                task.add_done_callback(background.discard)
+
+    informer = Informer(runtime=runtime, scope=settings.scope, view=view, resync_s=settings.view_resync_s, on_change=on_view_change)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = stop_events = sampling = None
+        task = watching = sampling = None
         await ensure_agent_network(trigger_service)
         if settings.usage_sampling_enabled:
             sampling = asyncio.create_task(sampler.run_forever(), name="usage-sampler")
+        if settings.docker_events_enabled:
+            # The watch-fed view: reuse and limits answered without engine calls, deaths seen at once.
+            watching = asyncio.create_task(informer.run_forever(), name="informer")
         if settings.reconcile_enabled:
             # The first pass rebuilds room state from Docker labels + LiveKit (nothing else survives a restart).
             task = asyncio.create_task(reconciler.run_forever(), name="reconciler")
-            if settings.docker_events_enabled:
-                loop = asyncio.get_running_loop()
-                stop_events = runtime.follow_events(
-                    scope=settings.scope, on_event=lambda action, name: loop.call_soon_threadsafe(on_docker_event, action, name)
-                )
         yield
-        if stop_events is not None:
-            stop_events()
-        for running in (task, sampling):
+        for running in (task, sampling, watching):
             if running is not None:
                 running.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -130,6 +149,7 @@ def create_app(
     app.state.tenants = tenants
     app.state.api_keys = build_keyring(settings)
     app.state.reconciler = reconciler
+    app.state.informer = informer
     app.state.webhooks = WebhookIntake(
         registry=registry, on_change=reconciler.wake,
         on_event=lambda notice, client_id, before, after: telemetry.room_event(notice.event, notice.identity, client_id, before, after),

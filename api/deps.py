@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from orchestrator.events import EventFeed
+from orchestrator.informer import Informer
 from orchestrator.metrics import Metrics
 from orchestrator.sampler import UsageSampler
 from orchestrator.reconciler import Reconciler
@@ -53,7 +54,12 @@ def _tenants(request: Request) -> TenantStore:
     return request.app.state.tenants
 
 
+def _informer(request: Request) -> Informer:
+    return request.app.state.informer
+
+
 ReconcilerDep = Annotated[Reconciler, Depends(_reconciler)]
+InformerDep = Annotated[Informer, Depends(_informer)]
 WebhookIntakeDep = Annotated[WebhookIntake, Depends(_intake)]
 TenantsDep = Annotated[TenantStore, Depends(_tenants)]
 # Authentication (api/auth.py): a route that declares one of these needs an API key.

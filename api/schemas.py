@@ -138,7 +138,17 @@ class ErrorBody(BaseModel):
     suggestions: list[str] | None = None
 
 
+class ViewHealth(BaseModel):
+    """The watch-fed view of containers: answers come from it only while `synced`."""
+
+    synced: bool
+    age_s: float | None = None  # since the last full relist
+    last_event_at: str | None = None
+    containers: int = 0
+
+
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     docker: str
     reconciler: str = "not running"  # ok | stalled | not running (cron deployments)
+    view: ViewHealth | None = None

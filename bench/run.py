@@ -181,6 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 t_rm = time.monotonic()
                 removed = remove_scope(client, scope_rc)
                 out["reconcile"]["removed"] = {"containers": removed, "seconds": round(time.monotonic() - t_rm, 1)}  # type: ignore[index]
+            out["reconcile"]["simulated"] = asyncio.run(scale.simulated(settings=settings, client_id=CLIENT_ID, n=args.simulated))  # type: ignore[index]
             timings["reconcile"] = round(time.monotonic() - t, 1)
     except Deadline:
         out["aborted"] = f"deadline of {args.deadline} s reached; figures above are partial"
@@ -224,6 +225,16 @@ def markdown(r: dict[str, object]) -> str:
             lines.append(f"| {p['n']} | {p['pass_median_ms']} ms | {p['pass_max_ms']} ms | {p['ms_per_container']} ms | "
                          f"{p['docker_calls_total']} ({calls}) | {lk} | {p['actions']} | {p['server_pass_ms']} ms | "
                          f"{p['server_rss_mb']} MB | {p['containers_per_s']} containers/s |")
+        lines += ["", "| managed containers | listed, every room polled: time / Docker / LiveKit calls | view, rooms known from webhooks: time / Docker / LiveKit calls |",
+                  "|---|---|---|"]
+        for p in rc["passes"]:
+            a, k = p["listed_rooms_unknown"], p["view_rooms_known"]
+            lines.append(f"| {p['n']} | {a['median_ms']} ms / {a['docker_calls']} / {sum(a['livekit_calls'].values())} | "
+                         f"{k['median_ms']} ms / {k['docker_calls']} / {sum(k['livekit_calls'].values())} |")
+        if "simulated" in rc:
+            sim = rc["simulated"]
+            lines += ["", f"Simulated {sim['n']} agents (planner + view, no engine, rooms known): one pass {sim['median_ms']} ms median "
+                      f"({sim['max_ms']} ms max), {sim['livekit_calls']} LiveKit calls."]
         g = rc.get("growth", {})
         lines += ["", f"Orchestrator RSS: {rc['rss_idle_mb']} MB idle, {rc['rss_with_max_mb']} MB with {rc['passes'][-1]['n']} managed containers. "
                   f"Pass time grew {g.get('time_ratio')}× for {g.get('n_ratio')}× the containers. "
@@ -240,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bursts", type=int, nargs="*", default=[10, 50, 100])
     p.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 500], help="managed containers per reconcile step")
     p.add_argument("--passes", type=int, default=5, help="timed reconcile passes per size")
+    p.add_argument("--simulated", type=int, default=5000, help="agents in the engine-free pass (planner + view)")
     p.add_argument("--sections", nargs="*", default=["trigger", "joined", "reconcile"],
                    choices=["trigger", "joined", "reconcile"])
     p.add_argument("--deadline", type=int, default=540, help="hard limit in seconds for the whole bench")

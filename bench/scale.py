@@ -1,5 +1,8 @@
 """One reconcile pass over 10, 100, 500 managed tiny containers: time, Docker/LiveKit calls, and the server's RSS.
 
+Three ways per size: listed (one list call, every room polled: no view), from the watch-fed view with every room
+polled (rooms unknown), and from the view with every room kept by webhooks (no LiveKit call).
+
 Docker calls are counted at the HTTP level (a response hook on docker-py's requests session), so
 every request the runtime makes is seen, whichever method made it.
 """
@@ -19,14 +22,18 @@ from typing import Any
 import docker
 import httpx
 
+from orchestrator.informer import Informer
 from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import Agent, Client, ContainerKey, Mode
-from orchestrator.naming import container_labels, container_name, room_metadata, spec_hash
+from orchestrator.models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode
+from orchestrator.naming import Label, container_labels, container_name, room_metadata, spec_hash
 from orchestrator.reconciler import Reconciler
+from orchestrator.rooms import Room, RoomState
+from orchestrator.runtime import WatchEvent
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
 from orchestrator.trigger import TriggerService
+from orchestrator.view import AgentView
 
 _API_VERSION = re.compile(r"^/v[\d.]+")
 
@@ -105,9 +112,25 @@ async def measure(*, client: docker.DockerClient, settings: Settings, client_id:
     tenant = await tenants.get_client(client_id)
     agent = await tenants.get_agent(tenant, "farah")
     launcher = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)
-    reconciler = Reconciler(settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=launcher)
+    informer = Informer(runtime=runtime, scope=settings.scope, resync_s=3600)
+    reconciler = Reconciler(settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=launcher,
+                            view=informer.view)
+    watching = asyncio.create_task(informer.run_forever())
     rows: list[dict[str, object]] = []
     out: dict[str, object] = {"rss_idle_mb": rss_mb(server_pid)}
+
+    async def timed(*, fresh: bool) -> dict[str, object]:
+        """`passes` passes in one mode: median/max time, calls of the last pass."""
+        times = []
+        for _ in range(passes):
+            counter.calls.clear()
+            livekit.calls.clear()
+            report = await reconciler.run_once(fresh=fresh)
+            times.append(report.duration_s)
+        return {"median_ms": round(statistics.median(times) * 1000, 1), "max_ms": round(max(times) * 1000, 1),
+                "docker_calls": sum(counter.calls.values()), "livekit_calls": dict(livekit.calls),
+                "observed": report.containers, "actions": len(report.results)}
+
     try:
         have = 0
         for n in sorted(sizes):
@@ -115,16 +138,23 @@ async def measure(*, client: docker.DockerClient, settings: Settings, client_id:
             await ensure_rooms(livekit, tenant, agent, keys, settings)
             create_s = await asyncio.to_thread(create_managed, client, keys=keys, agent=agent, image=image, scope=settings.scope)
             have = n
+            while len(informer.view.state.by_id) < n:  # the watch sees each start within milliseconds
+                await asyncio.sleep(0.05)
+            registry = reconciler.registry
+            registry.webhooks_seen.clear()
+            listed = await timed(fresh=True)  # the pass without the view: one list call, every room polled
             times, docker_calls, lk_calls, actions, seen = [], [], [], [], []
             for _ in range(passes):
                 counter.calls.clear()
                 livekit.calls.clear()
-                report = await reconciler.run_once()
+                report = await reconciler.run_once(fresh=False)
                 times.append(report.duration_s)
                 docker_calls.append(dict(counter.calls))
                 lk_calls.append(dict(livekit.calls))
                 actions.append(len(report.results))
                 seen.append(report.containers)
+            registry.webhooks_seen[client_id] = datetime.now(timezone.utc)  # as after the first verified webhook
+            known = await timed(fresh=False)  # every room observed once and kept by webhooks: no LiveKit calls
             async with httpx.AsyncClient(timeout=120) as http:
                 served = (await http.post(f"{server_url}/api/v1/admin/reconcile")).json()
             rows.append({
@@ -135,6 +165,7 @@ async def measure(*, client: docker.DockerClient, settings: Settings, client_id:
                 "docker_calls_per_pass": docker_calls[-1], "docker_calls_total": sum(docker_calls[-1].values()),
                 "livekit_calls_per_pass": lk_calls[-1], "actions": max(actions),
                 "server_pass_ms": round(served["duration_s"] * 1000, 1), "server_rss_mb": rss_mb(server_pid),
+                "listed_rooms_unknown": listed, "view_rooms_known": known,
             })
         first, last = rows[0], rows[-1]
         out["growth"] = {
@@ -142,8 +173,52 @@ async def measure(*, client: docker.DockerClient, settings: Settings, client_id:
             "time_ratio": round(float(last["pass_median_ms"]) / float(first["pass_median_ms"]), 1),  # type: ignore[arg-type]
         }
     finally:
+        watching.cancel()
         await livekit.aclose()
         runtime.close()
     out["passes"] = rows
     out["rss_with_max_mb"] = rows[-1]["server_rss_mb"] if rows else None
     return out
+
+
+class _NoEngine:
+    """Stands where the engine would be in the simulated pass: any call would be a bug in the measurement."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the simulated pass called the engine ({name})")
+
+
+async def simulated(*, settings: Settings, client_id: str, n: int, passes: int = 5) -> dict[str, object]:
+    """One pass over `n` agents held in the view (a relist), every room active and kept by webhooks: what the
+    planner + view cost per pass when the engine and LiveKit have nothing new to say."""
+    now = datetime.now(timezone.utc)
+    tenants = FileTenantStore(settings.tenants_file)
+    tenant = await tenants.get_client(client_id)
+    agent = await tenants.get_agent(tenant, "farah")
+    spec = spec_hash(agent, image=settings.agent_image, mode=Mode.voice)
+    items = []
+    for i in range(n):
+        key = ContainerKey(client_id=client_id, agent_slug="farah", room=f"sim-{i}")
+        labels = container_labels(key, agent=agent, mode=Mode.voice, scope=settings.scope, spec=spec, created_at=now)
+        items.append(ContainerInfo(id=f"sim{i:06d}", name=container_name(key), status=ContainerStatus.running, labels=labels))
+    view = AgentView()
+    view.apply(WatchEvent(kind="relist", items=tuple(items)), now=now)
+    livekit = CountingLiveKit()
+    reconciler = Reconciler(settings=settings, runtime=_NoEngine(), tenants=tenants, livekit=livekit,  # type: ignore[arg-type]
+                            launcher=_NoEngine(), view=view)  # type: ignore[arg-type]
+    registry = reconciler.registry
+    registry.webhooks_seen[client_id] = now
+    for c in items:
+        room = c.labels[Label.ROOM]
+        registry.rooms[(client_id, room)] = Room(
+            client_id=client_id, name=room, state=RoomState.ACTIVE, humans=frozenset({"h"}),
+            agents=frozenset({"agent-farah"}), observed_at=now, confirmed_at=now, metadata=room_metadata(agent=agent, client_id=client_id),
+        )
+    times = []
+    for _ in range(passes):
+        report = await reconciler.run_once(fresh=False)
+        times.append(report.duration_s)
+    assert report.containers == n and not report.results, report.to_dict()
+    await livekit.aclose()
+    return {"n": n, "median_ms": round(statistics.median(times) * 1000, 1), "max_ms": round(max(times) * 1000, 1),
+            "livekit_calls": sum(livekit.calls.values())}

@@ -96,15 +96,19 @@ class LiveKitGateway:
         req = api.UpdateRoomMetadataRequest(room=room, metadata=metadata)
         await self._call(creds, "update_room_metadata", lambda lk: lk.room.update_room_metadata(req))
 
-    async def observe_rooms(self, creds: LiveKitCredentials, *, names: list[str]) -> dict[str, RoomView]:
-        """ListRooms for `names`, then ListParticipants of each existing one; humans vs agents by kind."""
+    async def observe_rooms(
+        self, creds: LiveKitCredentials, *, names: list[str], concurrency: int = 16
+    ) -> dict[str, RoomView]:
+        """ListRooms for `names`, then ListParticipants of each existing one (at most `concurrency` at once)."""
         if not names:
             return {}
         found = {r.name: r for r in await self.list_rooms(creds, names=names)}
         views = {n: RoomView(exists=False) for n in names if n not in found}
+        gate = asyncio.Semaphore(concurrency)
 
         async def one(room: api.Room) -> None:
-            people = await self.list_participants(creds, room=room.name)
+            async with gate:
+                people = await self.list_participants(creds, room=room.name)
             agents = frozenset(p.identity for p in people if is_agent(p))
             humans = frozenset(p.identity for p in people if not is_agent(p))
             views[room.name] = RoomView(exists=True, humans=humans, agents=agents, metadata=room.metadata)

@@ -40,6 +40,11 @@ class Metrics:
             "orchestrator_rooms_grace_overdue", "Rooms still in grace although their grace period has ended", registry=r
         )
         self.agent_limit = Gauge("orchestrator_agent_limit", "Configured agent limits", ["limit"], registry=r)
+        self.view_synced = Gauge("orchestrator_view_synced", "1 while the watch-fed view of containers is current", registry=r)
+        self.view_age = Gauge("orchestrator_view_age_seconds", "Seconds since the view's last full relist", registry=r)
+        self.view_event_age = Gauge(
+            "orchestrator_view_last_event_age_seconds", "Seconds since the runtime's watch last delivered anything", registry=r
+        )
         self.usage_sample_age = Gauge(
             "orchestrator_usage_sample_age_seconds", "Age of the newest CPU/memory sample (background sampler)", registry=r
         )

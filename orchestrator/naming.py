@@ -7,6 +7,7 @@ Nothing here does I/O. These rules are what makes `clarence_coherence` and
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -76,6 +77,7 @@ def short_hash(*parts: str, length: int = HASH_LEN) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:length]
 
 
+@functools.lru_cache(maxsize=65536)
 def container_name(key: ContainerKey) -> str:
     """`agent_<client8>_<slug_with_underscores>_<room>`, deterministic and at most 63 chars.
 
@@ -120,11 +122,15 @@ def container_labels(
 def key_from_labels(labels: Mapping[str, str]) -> ContainerKey | None:
     """The key a managed container claims, or None when its labels are incomplete."""
     try:
-        return ContainerKey(
-            client_id=labels[Label.CLIENT_ID], agent_slug=labels[Label.AGENT_SLUG], room=labels[Label.ROOM]
-        )
+        return _key(labels[Label.CLIENT_ID], labels[Label.AGENT_SLUG], labels[Label.ROOM])
     except KeyError:
         return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _key(client_id: str, agent_slug: str, room: str) -> ContainerKey:
+    """Keys are immutable: one validated object per distinct key (a pass over thousands asks for each often)."""
+    return ContainerKey(client_id=client_id, agent_slug=agent_slug, room=room)
 
 
 AGENT_IDENTITY_PREFIX = "agent-"

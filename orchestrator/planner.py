@@ -6,6 +6,7 @@ It only ever names containers that carry this deployment's scope label.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ class Observed:
     rooms: Mapping[RoomKey, RoomView] = field(default_factory=dict)
     agents_by_client: Mapping[str, frozenset[str]] = field(default_factory=dict)
     unknown_clients: frozenset[str] = frozenset()
+    polled: frozenset[RoomKey] = frozenset()  # rooms LiveKit was asked about in this observation (others: webhook-fed)
 
 
 @dataclass(frozen=True)
@@ -130,12 +132,15 @@ def _aware(value: datetime | None) -> datetime | None:
 def created(c: ContainerInfo) -> datetime | None:
     """Our own created-at label first (exact), the engine's time otherwise."""
     label = c.labels.get(Label.CREATED_AT)
-    if label:
-        try:
-            return _aware(datetime.fromisoformat(label))
-        except ValueError:
-            pass
-    return _aware(c.created_at)
+    return (label and _created_label(label)) or _aware(c.created_at)
+
+
+@functools.lru_cache(maxsize=65536)
+def _created_label(label: str) -> datetime | None:
+    try:
+        return _aware(datetime.fromisoformat(label))
+    except ValueError:
+        return None
 
 
 def backoff_s(attempts: int, *, settings: Settings) -> float:
@@ -232,11 +237,15 @@ def plan(
             actions.append(_remove(c, key, f"older than the maximum lifetime ({settings.max_container_lifetime_s:g} s)"))
         elif c.status in _GONE:
             crashed = c.exit_code != 0
+            # A room still waiting for its agent (a trigger was just answered) needs it back, whatever the exit code.
+            awaited = room is not None and room.state is RoomState.STARTING
             if crashed and humans:
                 actions.extend(_restart(c, key, f"crashed (exit {c.exit_code}) with humans in the room", restarts, settings, now))
-            elif humans is not None or not crashed:
+            elif awaited and view is not None:
+                actions.extend(_restart(c, key, f"exited (code {c.exit_code}) while its room waits for it", restarts, settings, now))
+            elif humans is not None or not (crashed or awaited):
                 actions.append(_remove(c, key, f"exited (code {c.exit_code})"))
-            # crashed and humans unknown: wait for a pass that can see LiveKit
+            # crashed or awaited, and LiveKit not observable: wait for a pass that can see it
         elif c.status is ContainerStatus.running and c.health is Health.unhealthy:
             if humans:
                 actions.extend(_restart(c, key, "unhealthy with humans in the room", restarts, settings, now))

@@ -30,11 +30,20 @@ from .planner import (
     next_deadline,
     plan,
 )
-from .rooms import CloseRequested, RoomRegistry, RoomState, grace_from_metadata, grace_remaining
+from .rooms import (
+    CloseRequested,
+    MetadataWritten,
+    RoomRegistry,
+    RoomState,
+    grace_from_metadata,
+    grace_remaining,
+    needs_poll,
+)
 from .rooms import Observed as RoomObserved
 from .runtime import ContainerRuntime
 from .settings import Settings
 from .tenants import TenantStore
+from .view import AgentView
 
 log = logging.getLogger(__name__)
 _LIVE = {ContainerStatus.running, ContainerStatus.restarting, ContainerStatus.created, ContainerStatus.paused}
@@ -121,6 +130,7 @@ class Reconciler:
         registry: RoomRegistry | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_pass: Callable[["PassReport"], None] | None = None,
+        view: AgentView | None = None,
     ) -> None:
         self.settings = settings
         self._on_pass = on_pass  # metrics and the lifecycle feed hear every finished pass (dry runs too)
@@ -133,19 +143,24 @@ class Reconciler:
         self._tenants = tenants
         self._livekit = livekit
         self._launcher = launcher
+        self._view = view  # watch-fed containers; None (cron mode) or unsynced → one list call
         self._clock = clock
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 
     # ---- observe --------------------------------------------------------------------------
 
-    async def observe(self) -> tuple[Observed, list[str]]:
-        """One labelled list call, then per client: tenant lookup and LiveKit ListRooms/ListParticipants."""
-        at = self._clock()
-        try:
-            containers = await self._runtime.list_managed(scope=self.settings.scope)
-        except OrchestratorError as exc:
-            raise ObservationFailed(exc.message) from None
+    async def observe(self, *, fresh: bool = True) -> tuple[Observed, list[str]]:
+        """Containers (the watch-fed view unless `fresh`, else one labelled list call), then per client: tenant
+        lookup and LiveKit ListRooms/ListParticipants for the rooms webhooks do not keep current."""
+        at, s = self._clock(), self.settings
+        if not fresh and self._view is not None and self._view.synced:
+            containers = list(self._view.state.containers())  # watch-fed: no list call
+        else:
+            try:
+                containers = await self._runtime.list_managed(scope=s.scope)
+            except OrchestratorError as exc:
+                raise ObservationFailed(exc.message) from None
         rooms_by_client: dict[str, set[str]] = {}
         for c in containers:
             if (key := key_from_labels(c.labels)) is not None:
@@ -154,6 +169,7 @@ class Reconciler:
         views: dict[RoomKey, RoomView] = {}
         agents: dict[str, frozenset[str]] = {}
         unknown: set[str] = set()
+        polled: set[RoomKey] = set()
 
         async def one(client_id: str, names: set[str]) -> None:
             try:
@@ -165,16 +181,28 @@ class Reconciler:
             except OrchestratorError as exc:
                 warnings.append(f"tenant store: {exc.message}")
                 return
+            flowing = client_id in self.registry.webhooks_seen
+            poll = sorted(
+                n for n in names
+                if needs_poll(self.registry.rooms.get((client_id, n)), now=at, resync_s=s.room_resync_s, webhooks_flowing=flowing)
+            )
+            for n in set(names) - set(poll):  # kept current by webhooks since its last poll
+                room = self.registry.rooms[(client_id, n)]
+                views[(client_id, n)] = RoomView(exists=True, humans=room.humans, agents=room.agents, metadata=room.metadata)
             try:
-                found = await self._livekit.observe_rooms(client.livekit, names=sorted(names))
+                found = await self._livekit.observe_rooms(client.livekit, names=poll, concurrency=s.livekit_poll_concurrency)
             except OrchestratorError as exc:
                 warnings.append(f"LiveKit for client {client_id}: {exc.message}")
                 return
+            polled.update((client_id, name) for name in found)
             views.update({(client_id, name): v for name, v in found.items()})
 
         await asyncio.gather(*(one(cid, names) for cid, names in rooms_by_client.items()))
         return (
-            Observed(at=at, containers=tuple(containers), rooms=views, agents_by_client=agents, unknown_clients=frozenset(unknown)),
+            Observed(
+                at=at, containers=tuple(containers), rooms=views, agents_by_client=agents,
+                unknown_clients=frozenset(unknown), polled=frozenset(polled),
+            ),
             warnings,
         )
 
@@ -185,6 +213,8 @@ class Reconciler:
             if (key := key_from_labels(c.labels)) is not None and c.status in _LIVE:
                 live.setdefault((key.client_id, key.room), []).append(created(c) or observed.at)
         for (client_id, name), view in observed.rooms.items():
+            if (client_id, name) not in observed.polled:
+                continue  # the registry is where this view came from: nothing new to merge
             room = self.registry.get(client_id, name)
             if room.updated_at is not None and room.updated_at > observed.at:
                 continue
@@ -192,7 +222,7 @@ class Reconciler:
                 exists=view.exists, humans=view.humans, agents=view.agents,
                 has_containers=(client_id, name) in live,
                 launched_at=min(live[(client_id, name)]) if (client_id, name) in live else None,
-                grace_started_at=grace_from_metadata(view.metadata),
+                grace_started_at=grace_from_metadata(view.metadata), metadata=view.metadata,
             )
             self.registry.apply(client_id, name, event, now=observed.at)
         owned = {(key.client_id, key.room) for c in observed.containers if (key := key_from_labels(c.labels))}
@@ -203,12 +233,13 @@ class Reconciler:
 
     # ---- one pass -------------------------------------------------------------------------
 
-    async def run_once(self, *, dry_run: bool = False) -> PassReport:
+    async def run_once(self, *, dry_run: bool = False, fresh: bool = True) -> PassReport:
+        """One pass. The loop passes `fresh=False` (the view is enough); an explicit pass (an operator, cron) lists."""
         async with self._lock:
             started = time.monotonic()
             report = PassReport(started_at=self._clock(), dry_run=dry_run)
             try:
-                observed, report.warnings = await self.observe()
+                observed, report.warnings = await self.observe(fresh=fresh)
             except ObservationFailed as exc:
                 report.observe_error = str(exc)
                 log.error("reconcile: could not observe Docker: %s", exc)
@@ -252,6 +283,8 @@ class Reconciler:
                 self.restarts[a.key] = RestartRecord(attempts=a.attempt, last_at=now)
             if isinstance(a, DeleteRoom) and r.ok:
                 self.registry.forget(a.client_id, a.room)
+            if isinstance(a, SetRoomMetadata) and r.ok:
+                self.registry.apply(a.client_id, a.room, MetadataWritten(metadata=a.metadata), now=now)
         keys = {k for c in observed.containers if (k := key_from_labels(c.labels))}
         for key in list(self.restarts):
             room = self.registry.rooms.get((key.client_id, key.room))
@@ -318,7 +351,7 @@ class Reconciler:
         """Pass, then sleep until the interval, the next clock deadline or a wake-up, whichever is first."""
         while True:
             try:
-                await self.run_once()
+                await self.run_once(fresh=False)
             except Exception:  # the loop must outlive any one bad pass
                 log.exception("reconcile pass crashed")
             self.heartbeat = self._clock()

@@ -41,6 +41,9 @@ class Room:
     since: datetime | None = None  # when STARTING or GRACE_PERIOD began (the clock of `due`)
     updated_at: datetime | None = None  # last event applied; an older observation must not undo it
     reason: str = ""  # why CLOSING
+    confirmed_at: datetime | None = None  # last evidence the room exists in LiveKit (our create, a webhook, a poll)
+    observed_at: datetime | None = None  # last LiveKit poll of this room (membership + metadata)
+    metadata: str = ""  # the room metadata as last polled or written by us
 
     @property
     def key(self) -> tuple[str, str]:
@@ -91,9 +94,17 @@ class Observed:
     has_containers: bool = True
     launched_at: datetime | None = None
     grace_started_at: datetime | None = None
+    metadata: str = ""
 
 
-Event = AgentLaunched | ParticipantJoined | ParticipantLeft | RoomFinished | CloseRequested | Observed
+@dataclass(frozen=True)
+class MetadataWritten:
+    """We wrote the room metadata (grace start persisted or cleared): the view of it follows."""
+
+    metadata: str
+
+
+Event = AgentLaunched | ParticipantJoined | ParticipantLeft | RoomFinished | CloseRequested | Observed | MetadataWritten
 
 
 def _settle(room: Room, *, now: datetime, grace_hint: datetime | None = None, start_hint: datetime | None = None) -> Room:
@@ -122,7 +133,11 @@ def apply(room: Room, event: Event, *, now: datetime) -> Room:
             # A new trigger after (or during) a close starts the room afresh.
             return Room(client_id=room.client_id, name=room.name, state=RoomState.STARTING, since=now, updated_at=now)
         return room  # terminal: the executor is already tearing it down
+    if isinstance(event, MetadataWritten):
+        return replace(room, metadata=event.metadata)  # bookkeeping, not news: updated_at stays
     r = replace(room, updated_at=now)
+    if isinstance(event, ParticipantJoined | ParticipantLeft):
+        r = replace(r, confirmed_at=now)  # a webhook comes from the room itself
     match event:
         case AgentLaunched():
             if r.state is RoomState.EMPTY:
@@ -151,8 +166,8 @@ def apply(room: Room, event: Event, *, now: datetime) -> Room:
 def _observe(room: Room, obs: Observed, *, now: datetime) -> Room:
     """Resync membership from LiveKit. The observation does not bump `updated_at` (it is not news)."""
     if not obs.exists:
-        return replace(room, state=RoomState.CLOSING, since=now, reason="room gone from LiveKit")
-    r = replace(room, humans=obs.humans, agents=obs.agents)
+        return replace(room, state=RoomState.CLOSING, since=now, reason="room gone from LiveKit", observed_at=now)
+    r = replace(room, humans=obs.humans, agents=obs.agents, observed_at=now, confirmed_at=now, metadata=obs.metadata)
     if not obs.humans and not obs.agents and obs.has_containers and r.state is RoomState.EMPTY:
         # Launched before we knew (e.g. after our restart): the container's age is the startup clock.
         return replace(r, state=RoomState.STARTING, since=obs.launched_at or now)
@@ -161,6 +176,26 @@ def _observe(room: Room, obs: Observed, *, now: datetime) -> Room:
     # After a restart the grace start comes from the room metadata, else from now: never earlier.
     grace_hint = min(obs.grace_started_at, now) if obs.grace_started_at else None
     return _settle(r, now=now, grace_hint=grace_hint, start_hint=obs.launched_at)
+
+
+def known_to_exist(room: Room, *, now: datetime, trust_s: float) -> bool:
+    """A live room with recent evidence of existing: a trigger need not ask LiveKit to create it again."""
+    return (
+        room.state in (RoomState.STARTING, RoomState.ACTIVE, RoomState.GRACE_PERIOD)
+        and room.confirmed_at is not None
+        and (now - room.confirmed_at).total_seconds() < trust_s
+    )
+
+
+def needs_poll(room: Room | None, *, now: datetime, resync_s: float, webhooks_flowing: bool) -> bool:
+    """Whether the reconciler must ask LiveKit about this room, or may trust what webhooks keep current.
+
+    Webhooks are trusted only once they have been seen for the room's client (proof they are set up),
+    and only for a room polled once within `resync_s` (the slow sweep that repairs a lost webhook).
+    """
+    if room is None or room.observed_at is None or not webhooks_flowing or room.state is RoomState.CLOSING:
+        return True
+    return (now - room.observed_at).total_seconds() >= resync_s
 
 
 def due(room: Room, *, now: datetime, grace_s: float, startup_timeout_s: float) -> Due | None:
@@ -227,6 +262,7 @@ class RoomRegistry:
     """The live view of rooms, fed by webhooks and reconcile observations; rebuilt from both after a restart."""
 
     rooms: dict[tuple[str, str], Room] = field(default_factory=dict)
+    webhooks_seen: dict[str, datetime] = field(default_factory=dict)  # client id -> last verified webhook
 
     def get(self, client_id: str, name: str) -> Room:
         return self.rooms.get((client_id, name)) or Room(client_id=client_id, name=name)
@@ -237,6 +273,16 @@ class RoomRegistry:
         after = apply(before, event, now=now)
         self.rooms[(client_id, name)] = after
         return before, after
+
+    def confirm(self, client_id: str, name: str, *, now: datetime) -> None:
+        """LiveKit just answered for this room (CreateRoom): evidence that it exists."""
+        room = self.get(client_id, name)
+        self.rooms[(client_id, name)] = replace(room, confirmed_at=now)
+
+    def unconfirm(self, client_id: str, name: str) -> None:
+        """Its agent died: the room may be gone with it (a LiveKit restart), so the next trigger asks LiveKit."""
+        if (room := self.rooms.get((client_id, name))) is not None:
+            self.rooms[(client_id, name)] = replace(room, confirmed_at=None)
 
     def forget(self, client_id: str, name: str) -> None:
         self.rooms.pop((client_id, name), None)

@@ -106,7 +106,15 @@ class Settings(BaseSettings):
     restart_backoff_s: float = Field(default=2.0, ge=0)  # first retry immediate, then 2, 4, 8 ... s
     restart_backoff_max_s: float = Field(default=60.0, ge=0)
     restart_max_attempts: int = Field(default=5, ge=0)  # then give up and report
-    docker_events_enabled: bool = True  # follow die/oom/health_status for ~1 s reaction
+    # The watch-fed view of our containers (the runtime's event stream; deaths seen at once, reuse and limits
+    # answered without engine calls); a full relist every view_resync_s is the safety net. Off: every read asks the engine.
+    docker_events_enabled: bool = True
+    view_resync_s: float = Field(default=300.0, gt=0)
+    # Rooms: once webhooks are seen for a client, its rooms are polled only every room_resync_s (the sweep
+    # that repairs a lost webhook); a trigger skips CreateRoom for a live room confirmed within room_trust_s.
+    room_resync_s: float = Field(default=120.0, gt=0)
+    room_trust_s: float = Field(default=60.0, ge=0)
+    livekit_poll_concurrency: int = Field(default=16, ge=1)  # ListParticipants calls in flight per client
 
     # Limits (seed 003): over one, the trigger answers 429 with Retry-After.
     max_agents_per_room: int = Field(default=4, ge=1)  # distinct agent slugs sharing a room

@@ -6,13 +6,14 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
 from .clock import utcnow
 from .agent_networks import AgentNetworks
-from .errors import Conflict, ContainerFailed, DependencyUnavailable, ImageNotAllowed, LimitExceeded
+from .errors import Conflict, ContainerFailed, DependencyUnavailable, ImageNotAllowed, LimitExceeded, OrchestratorError
 from .isolation import AgentNetwork, agent_livekit_url, image_allowed
 from .livekit import LiveKitGateway, agent_token, user_token
 from .locks import KeyedLocks
@@ -29,7 +30,9 @@ from .naming import (
 )
 from .runtime import ContainerRuntime, ContainerSpec, NameTaken
 from .settings import Settings
+from .rooms import RoomRegistry, known_to_exist
 from .tenants import TenantStore
+from .view import AgentView
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ _WAIT_STATES = {ContainerStatus.restarting, ContainerStatus.removing}
 _DEAD_STATES = {ContainerStatus.exited, ContainerStatus.dead, ContainerStatus.paused}
 _MAX_ROUNDS = 8
 _NAME_RACE_BACKOFF_S = 0.02  # doubles per round: up to ~2.5 s in all for a slow winner's create
+_VIEW_RECHECK_S = 10.0  # a death reported this soon after a reuse answer from the view re-settles the key
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class TriggerService:
         runtime: ContainerRuntime,
         clock: Callable[[], datetime] = utcnow,
         on_launched: Callable[[ContainerKey], None] | None = None,
+        view: AgentView | None = None,
+        rooms: RoomRegistry | None = None,
         networks: AgentNetworks | None = None,
     ) -> None:
         self._settings = settings
@@ -73,6 +79,9 @@ class TriggerService:
         self._locks = KeyedLocks()
         self._on_launched = on_launched  # the room registry hears of every launch/reuse (STARTING)
         self._admitting: set[ContainerKey] = set()  # creations in flight, counted against the limits
+        self._view = view  # watch-fed: a running agent and the limits are answered without an engine call
+        self._rooms = rooms  # a live room confirmed recently is not created again
+        self._view_answers: dict[ContainerKey, float] = {}  # reuse answers given from the view, by monotonic time
         self.networks = networks or AgentNetworks(settings=settings, provider=runtime)
 
     async def trigger(
@@ -111,20 +120,29 @@ class TriggerService:
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         """The room first (with timeouts covering the grace period), then the container under the key's lock."""
         s = self._settings
-        image = agent.image or s.agent_image
-        if not image_allowed(image, allowlist=s.image_allowlist):
-            # Before the room and the container: a refused agent leaves nothing behind.
+        self._check_image(agent)
+        known = self._rooms is not None and known_to_exist(
+            self._rooms.get(client.id, key.room), now=self._clock(), trust_s=s.room_trust_s
+        )
+        if not known:
+            await self._livekit.ensure_room(
+                client.livekit, room=key.room, metadata=room_metadata(agent=agent, client_id=client.id),
+                empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
+            )
+            if self._rooms is not None:
+                self._rooms.confirm(client.id, key.room, now=self._clock())
+        async with self._locks.hold(key):
+            return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
+
+    def _check_image(self, agent: Agent) -> None:
+        """The deployment's image allowlist, before any room or container: a refused agent leaves nothing behind."""
+        image = agent.image or self._settings.agent_image
+        if not image_allowed(image, allowlist=self._settings.image_allowlist):
             raise ImageNotAllowed(
                 f"agent '{agent.slug}' names image '{image}', which this deployment does not allow; ask the operator "
                 "to add its repository or digest to ORCH_AGENT_IMAGE_ALLOWLIST",
                 details={"field": "agent.image", "image": image},
             )
-        await self._livekit.ensure_room(
-            client.livekit, room=key.room, metadata=room_metadata(agent=agent, client_id=client.id),
-            empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
-        )
-        async with self._locks.hold(key):
-            return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
 
     async def _admit(self, key: ContainerKey) -> None:
         """Limits (seed 003): per room (distinct slugs), per client, total; 429 + Retry-After when full.
@@ -133,8 +151,10 @@ class TriggerService:
         triggers here cannot overshoot; two orchestrator processes may overshoot by their in-flight count.
         """
         s = self._settings
+        synced = self._view is not None and self._view.synced
+        containers = self._view.state.containers() if synced else await self._runtime.list_managed(scope=s.scope)  # type: ignore[union-attr]
         live = {
-            k for c in await self._runtime.list_managed(scope=s.scope)
+            k for c in containers
             if c.status not in _DEAD_STATES and (k := key_from_labels(c.labels)) is not None
         } | self._admitting
         live.discard(key)
@@ -168,6 +188,12 @@ class TriggerService:
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         name = container_name(key)
         backoff = _NAME_RACE_BACKOFF_S
+        if (seen := self._running_in_view(key)) is not None:
+            if len(self._view_answers) > 10_000:  # deaths pop entries; prune what no event ever came for
+                cutoff = time.monotonic() - _VIEW_RECHECK_S
+                self._view_answers = {k: t for k, t in self._view_answers.items() if t > cutoff}
+            self._view_answers[key] = time.monotonic()
+            return TriggerOutcome.reused, seen
         for _ in range(_MAX_ROUNDS):
             info = await self._runtime.get(name)
             if info is None:
@@ -224,6 +250,31 @@ class TriggerService:
             )
             await self._runtime.remove(name)
         raise ContainerFailed(f"could not settle container {name} after {_MAX_ROUNDS} attempts; retry shortly")
+
+    def answered_from_view(self, info: ContainerInfo | None) -> ContainerKey | None:
+        """The key of a container the watch now reports dead or gone, if a reuse answer named it from the view
+        within the last few seconds: that answer may have been stale by the event's lag, so settle it again."""
+        key = key_from_labels(info.labels) if info is not None else None
+        at = self._view_answers.pop(key, None) if key is not None else None
+        return key if at is not None and time.monotonic() - at < _VIEW_RECHECK_S else None
+
+    async def resettle(self, key: ContainerKey, *, mode: Mode) -> None:
+        """Reuse-or-launch through the engine (never the view), for a reuse answer the watch contradicted."""
+        try:
+            outcome, info = await self.launch_for_key(key, mode=mode)
+        except OrchestratorError as exc:
+            log.warning("re-settling %s after a stale view answer failed: %s", key.room, exc.message,
+                        extra={"client_id": key.client_id, "agent_slug": key.agent_slug, "room": key.room})
+            return
+        log.info("re-settled %s after a stale view answer: %s %s", key.room, outcome.value, info.name,
+                 extra={"client_id": key.client_id, "agent_slug": key.agent_slug, "room": key.room, "container": info.name})
+
+    def _running_in_view(self, key: ContainerKey) -> ContainerInfo | None:
+        """The key's running container from the watch-fed view; None (ask the engine) on any doubt."""
+        if self._view is None or not self._view.synced:
+            return None
+        running = [c for c in self._view.state.for_key(key) if c.status is ContainerStatus.running]
+        return running[0] if len(running) == 1 else None  # a duplicate is the engine's (and reconciler's) call
 
     async def _wait_running(self, name: str) -> ContainerInfo:
         """Poll the real state until running (or dead), bounded by the start timeout."""

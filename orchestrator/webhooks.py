@@ -46,6 +46,8 @@ class WebhookIntake:
             self._seen[notice.id] = None
             if len(self._seen) > self._remember:
                 self._seen.popitem(last=False)
+        for client_id in client_ids:
+            self._registry.webhooks_seen[client_id] = now  # the pipeline works: rooms may be kept by webhooks
         event = room_event(notice)
         if event is None or not notice.room:
             return True

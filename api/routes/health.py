@@ -7,20 +7,23 @@ from fastapi.responses import JSONResponse
 
 from orchestrator.errors import OrchestratorError
 
-from ..deps import ReconcilerDep, RuntimeDep
-from ..schemas import Health
+from orchestrator.clock import utcnow
+
+from ..deps import InformerDep, ReconcilerDep, RuntimeDep
+from ..schemas import Health, ViewHealth
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
-async def healthz(runtime: RuntimeDep, reconciler: ReconcilerDep) -> JSONResponse:
+async def healthz(runtime: RuntimeDep, reconciler: ReconcilerDep, informer: InformerDep) -> JSONResponse:
     loop = "stalled" if reconciler.stalled() else ("ok" if reconciler.heartbeat else "not running")
+    view = ViewHealth.model_validate(informer.health(now=utcnow()))
     try:
         await runtime.ping()
     except OrchestratorError as exc:
-        return JSONResponse(status_code=503, content=Health(status="unavailable", docker=exc.message, reconciler=loop).model_dump())
+        return JSONResponse(status_code=503, content=Health(status="unavailable", docker=exc.message, reconciler=loop, view=view).model_dump())
     if loop == "stalled":
         # A stuck loop means no grace period ends and no crash is repaired: tell the supervisor.
-        return JSONResponse(status_code=503, content=Health(status="unavailable", docker="ok", reconciler=loop).model_dump())
-    return JSONResponse(content=Health(status="ok", docker="ok", reconciler=loop).model_dump())
+        return JSONResponse(status_code=503, content=Health(status="unavailable", docker="ok", reconciler=loop, view=view).model_dump())
+    return JSONResponse(content=Health(status="ok", docker="ok", reconciler=loop, view=view).model_dump())

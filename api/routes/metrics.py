@@ -1,5 +1,5 @@
 """GET /metrics: Prometheus text format. Gauges are refreshed at scrape time from cheap in-memory views
-(containers from one labelled Docker list, rooms from the room registry, CPU/memory from the background
+(containers from the watch-fed view, or one labelled list while it is not synced, rooms from the room registry, CPU/memory from the background
 sampler's latest samples): a scrape never makes a Docker call per container."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from orchestrator.rooms import grace_remaining
 from orchestrator.telemetry import room_state_counts
 
 from ..auth import require_admin
-from ..deps import MetricsDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
+from ..deps import InformerDep, MetricsDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
 
 # Admin key needed (Prometheus sends it as a bearer token): per-client figures are not for every caller.
 router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)])
@@ -24,16 +24,24 @@ router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)])
 
 @router.get("/metrics", response_class=Response)
 async def metrics_endpoint(
-    metrics: MetricsDep, runtime: RuntimeDep, settings: SettingsDep, reconciler: ReconcilerDep, sampler: SamplerDep
+    metrics: MetricsDep, runtime: RuntimeDep, settings: SettingsDep, reconciler: ReconcilerDep, sampler: SamplerDep,
+    informer: InformerDep,
 ) -> Response:
+    now = datetime.now(timezone.utc)
+    view = informer.view
     try:
-        states = Counter(c.status.value for c in await runtime.list_managed(scope=settings.scope))
+        containers = view.state.containers() if view.synced else await runtime.list_managed(scope=settings.scope)
     except OrchestratorError:
         metrics.dependency_errors.labels(dependency="docker").inc()
     else:
+        states = Counter(c.status.value for c in containers)
         for state in ContainerStatus:
             metrics.containers.labels(state=state.value).set(states.get(state.value, 0))
-    now = datetime.now(timezone.utc)
+    metrics.view_synced.set(1 if view.synced else 0)
+    if (age := view.age_s(now=now)) is not None:
+        metrics.view_age.set(age)
+    if view.last_event_at is not None:
+        metrics.view_event_age.set((now - view.last_event_at).total_seconds())
     rooms = list(reconciler.registry.rooms.values())
     for state, count in room_state_counts(rooms).items():
         metrics.rooms.labels(state=state).set(count)

@@ -8,7 +8,7 @@ accept an id or a name. Labels are the truth: the key of a container is read fro
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
 
 from ..models import ContainerInfo, Frozen
@@ -47,13 +47,16 @@ class WatchEvent(Frozen):
 
     `relist` carries the complete current list of this scope's containers (at start and after every
     reconnect: it replaces whatever the reader held); `upsert` one container's new state; `delete` one
-    container gone (`info` is its last known state, at least `id` and `name`).
+    container gone (`info` is its last known state, at least `id` and `name`); `broken` says the stream
+    was lost (the reader must stop trusting what it holds until the next `relist`).
     """
 
-    kind: Literal["relist", "upsert", "delete"]
+    kind: Literal["relist", "upsert", "delete", "broken"]
     info: ContainerInfo | None = None
     items: tuple[ContainerInfo, ...] = ()
-    resource_version: str | None = None  # the engine's ordering token where it has one (Kubernetes)
+    resource_version: str | None = None  # the engine's own opaque token where it has one (Kubernetes)
+    seq: int | None = None  # a number that grows with the engine's time (Docker's timeNano, an etcd revision):
+    # lets a reader drop an event older than what it already holds for that container
 
 
 class ContainerRuntime(Protocol):
@@ -88,14 +91,10 @@ class ContainerRuntime(Protocol):
     def watch(self, *, scope: str) -> AsyncIterator[WatchEvent]:
         """This scope's containers as a stream: a `relist` first, then `upsert`/`delete` as they happen.
 
-        Reconnects by itself after errors (with backoff) and yields a fresh `relist` after every
-        reconnect, so a reader that applies events in order is never wrong for longer than the outage.
+        Reconnects by itself after errors (with backoff), yielding `broken` when the stream is lost and a
+        fresh `relist` after every reconnect, so a reader that applies events in order is never wrong for longer than the outage.
         Ends only when the consumer stops iterating (or `close`).
         """
-        ...
-
-    def follow_events(self, *, scope: str, on_event: Callable[[str, str], None]) -> Callable[[], None]:
-        """Report container deaths/health changes as they happen; returns a stop function."""
         ...
 
     def close(self) -> None: ...

@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 from datetime import datetime
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Callable, TypeVar
 
 import anyio
@@ -25,7 +26,8 @@ from ..isolation import HOST_NETWORK, AgentNetwork, gateway_of, pick_subnet
 from ..models import ContainerInfo, ContainerStatus, Health
 from ..naming import Label
 from ..settings import Settings
-from . import ContainerSpec, NameTaken
+from . import ContainerSpec, NameTaken, WatchEvent
+from .docker_watch import watch_docker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -329,51 +331,16 @@ class DockerRuntime:
 
         return await self._call("stats", one_shot)
 
-    def follow_events(self, *, scope: str, on_event: Callable[[str, str], None]) -> Callable[[], None]:
-        """Call `on_event(action, container_name)` for die/oom/health_status of this scope's containers.
+    def open_event_stream(self, filters: dict[str, Any]) -> tuple[Iterator[dict[str, Any]], Callable[[], None]]:
+        """A blocking event stream on a client of its own, and the function that ends it (for a watcher thread)."""
+        client = docker.DockerClient(base_url=self._base_url) if self._base_url else docker.from_env()
+        stream = client.api.events(decode=True, filters=filters)
 
-        Runs a daemon thread on its own Docker client (a stream holds its connection for ever);
-        reconnects after errors. Returns a function that stops it.
-        """
-        stopped = threading.Event()
-        current: list[Any] = []
-        filters = {"type": "container", "label": [f"{Label.MANAGED}=true", f"{Label.SCOPE}={scope}"]}
+        def close() -> None:
+            stream.close()
+            client.close()
 
-        def follow() -> None:
-            missed = False
-            while not stopped.is_set():
-                client = None
-                try:
-                    # Inside the try: while the daemon is down (restart, upgrade) building the client itself
-                    # fails, and an escaped exception would end this thread for good.
-                    client = docker.DockerClient(base_url=self._base_url) if self._base_url else docker.from_env()
-                    stream = client.api.events(decode=True, filters=filters)
-                    current[:] = [stream]
-                    if missed:
-                        # Deaths while the stream was down were never reported: ask for one catch-up pass.
-                        on_event("reconnected", "")
-                        missed = False
-                    for ev in stream:
-                        action = str(ev.get("Action") or ev.get("status") or "")
-                        if action.split(":")[0] in ("die", "oom", "health_status"):
-                            on_event(action, (ev.get("Actor") or {}).get("Attributes", {}).get("name", ""))
-                    missed = True  # the daemon ended the stream (shutting down)
-                except Exception as exc:  # daemon restart, socket closed by stop(): reconnect unless stopping
-                    missed = True
-                    if not stopped.is_set():
-                        log.warning("docker event stream broke (%s); reconnecting", type(exc).__name__)
-                        stopped.wait(1.0)
-                finally:
-                    if client is not None:
-                        client.close()
+        return stream, close
 
-        def stop() -> None:
-            stopped.set()
-            for stream in current:
-                try:
-                    stream.close()
-                except Exception:
-                    pass
-
-        threading.Thread(target=follow, name=f"docker-events-{scope}", daemon=True).start()
-        return stop
+    def watch(self, *, scope: str) -> AsyncIterator[WatchEvent]:
+        return watch_docker(self, scope=scope)

@@ -10,6 +10,7 @@ import pytest
 from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
+from tests.support.agent_room import view_sees
 from tests.support.docker_helpers import scoped
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
@@ -34,7 +35,8 @@ async def test_reconciler_never_removes_the_container_a_trigger_just_made(
     body = {"agent_slug": "farah", "room_name": "race-reconcile", "user_id": "u", "client_id": CLIENT_ID}
     async with app_client(make_settings(), runtime=runtime) as c:
         old = (await c.post("/api/v1/trigger-agent", json=body)).json()
-        docker_client.containers.get(old["container_id"]).stop(timeout=2)  # exited: the next pass removes it
+        docker_client.containers.get(old["container_id"]).stop(timeout=2)  # exited: the next pass replaces it
+        await view_sees(c, old["container_id"], status="exited")
         replaced: dict[str, str] = {}
 
         async def trigger_meanwhile() -> None:

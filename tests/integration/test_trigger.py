@@ -15,8 +15,10 @@ import yaml
 from livekit import api as lkapi
 
 from orchestrator.naming import Label
+from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client, write_tenants
+from tests.support.agent_room import eventually, view_sees
 from tests.support.docker_helpers import scoped
 from tests.support.livekit_server import LiveKitServer, free_port
 
@@ -69,6 +71,7 @@ async def test_created_then_reused_with_exact_labels(
 async def test_exited_container_is_replaced(api: httpx.AsyncClient, docker_client: docker.DockerClient, scope: str) -> None:
     first = (await api.post("/api/v1/trigger-agent", json=body("room-exit"))).json()
     docker_client.containers.get(first["container_id"]).stop(timeout=5)
+    await view_sees(api, first["container_id"], status="exited")  # the reuse answer comes from the watch-fed view
     second = (await api.post("/api/v1/trigger-agent", json=body("room-exit"))).json()
     assert second["status"] == "created"
     assert second["container_name"] == first["container_name"] and second["container_id"] != first["container_id"]
@@ -86,6 +89,7 @@ async def test_created_but_never_started_container_is_started(
         old.image.id, name=first["container_name"], labels=old.labels, detach=True
     )
     assert half.status == "created"
+    await view_sees(api, half.id, status="created")  # the reuse answer would otherwise come from the view
     again = (await api.post("/api/v1/trigger-agent", json=body("room-created"))).json()
     assert again["status"] == "reused" and again["container_id"] == half.id
     assert docker_client.containers.get(half.id).status == "running"
@@ -222,4 +226,40 @@ async def test_livekit_unreachable_is_503_and_creates_nothing(
 
 async def test_healthz_ok(api: httpx.AsyncClient) -> None:
     resp = await api.get("/healthz")
-    assert resp.status_code == 200 and resp.json() == {"status": "ok", "docker": "ok", "reconciler": "not running"}
+    body = resp.json()
+    assert resp.status_code == 200 and {k: body[k] for k in ("status", "docker", "reconciler")} == {
+        "status": "ok", "docker": "ok", "reconciler": "not running"
+    }
+    assert body["view"]["containers"] == 0 and isinstance(body["view"]["synced"], bool)
+
+
+class LaggingRuntime(DockerRuntime):
+    """The real engine, with its watch delivering changes half a second late: a stale view, on purpose."""
+
+    def watch(self, *, scope: str):  # type: ignore[no-untyped-def]
+        async def late():  # type: ignore[no-untyped-def]
+            async for event in super(LaggingRuntime, self).watch(scope=scope):
+                if event.kind != "relist":
+                    await asyncio.sleep(0.5)
+                yield event
+
+        return late()
+
+
+async def test_a_stale_reuse_answer_from_the_view_is_settled_again(
+    make_settings: Callable[..., Settings], docker_client: docker.DockerClient, scope: str
+) -> None:
+    """A reuse answered from the view just before the watch reports that container dead gets a running agent."""
+    async with app_client(make_settings(), runtime=LaggingRuntime()) as api:
+        first = (await api.post("/api/v1/trigger-agent", json=body("room-stale"))).json()
+        await view_sees(api, first["container_id"], status="running")
+        docker_client.containers.get(first["container_id"]).stop(timeout=2)
+        stale = (await api.post("/api/v1/trigger-agent", json=body("room-stale"))).json()
+        assert stale["status"] == "reused" and stale["container_id"] == first["container_id"]  # the lag, on purpose
+
+        async def replaced() -> list[str]:
+            running = [c for c in scoped(docker_client, scope) if c.status == "running"]
+            return [c.id for c in running if c.id != first["container_id"]]
+
+        (new_id,) = await eventually(replaced, timeout=10, what="the key settled again after the watch saw the death")
+        assert [c.id for c in scoped(docker_client, scope)] == [new_id]

@@ -6,9 +6,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from livekit import rtc
+
+if TYPE_CHECKING:
+    import httpx
 
 T = TypeVar("T")
 CHAT_TOPIC = "lk.chat"
@@ -114,3 +117,15 @@ async def loudest_sample(track: rtc.Track, *, timeout: float, enough: int) -> in
     finally:
         await stream.aclose()
     return peak
+
+
+async def view_sees(api: "httpx.AsyncClient", container_id: str, *, status: str, timeout: float = 5.0) -> None:
+    """Wait until an in-process app's watch-fed view holds `container_id` in `status` ("gone": absent) (a change made behind
+    the orchestrator's back reaches the view within milliseconds, not instantly)."""
+    view = api._transport.app.state.informer.view  # type: ignore[attr-defined]  # the app under test (app_client)
+
+    async def caught_up() -> bool:
+        info = view.state.by_id.get(container_id)
+        return info is None if status == "gone" else (info is not None and info.status.value == status)
+
+    await eventually(caught_up, timeout=timeout, what=f"the view to see {container_id[:12]} {status}", interval=0.01)

@@ -128,3 +128,57 @@ def test_grace_metadata_round_trip() -> None:
     assert grace_from_metadata(metadata_with_grace(md, None) or "") is None
     assert metadata_with_grace("not json", T0) is None  # someone else's metadata is left alone
     assert grace_from_metadata("") is None and grace_from_metadata("[1]") is None
+
+
+# ---- rooms kept by webhooks: when a trigger may skip CreateRoom, when the reconciler must poll ----------
+
+from orchestrator.rooms import RoomRegistry, known_to_exist, needs_poll  # noqa: E402
+
+
+def _room(state: RoomState, *, confirmed_s: float | None = None, observed_s: float | None = None) -> Room:
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    at = lambda s: t0 - timedelta(seconds=s) if s is not None else None  # noqa: E731
+    return Room(client_id="c", name="r", state=state, confirmed_at=at(confirmed_s), observed_at=at(observed_s))
+
+
+KNOWN = [
+    ("live and confirmed recently", _room(RoomState.ACTIVE, confirmed_s=5), True),
+    ("starting, confirmed by our CreateRoom", _room(RoomState.STARTING, confirmed_s=1), True),
+    ("confirmed too long ago", _room(RoomState.ACTIVE, confirmed_s=61), False),
+    ("never confirmed (a launch alone proves nothing)", _room(RoomState.STARTING), False),
+    ("closing", _room(RoomState.CLOSING, confirmed_s=1), False),
+    ("empty", _room(RoomState.EMPTY, confirmed_s=1), False),
+]
+
+
+@pytest.mark.parametrize("title, room, expected", KNOWN, ids=[k[0] for k in KNOWN])
+def test_known_to_exist(title: str, room: Room, expected: bool) -> None:
+    assert known_to_exist(room, now=datetime(2026, 1, 1, tzinfo=timezone.utc), trust_s=60) is expected
+
+
+POLL = [
+    ("never seen", None, True, True),
+    ("never polled", _room(RoomState.STARTING), True, True),
+    ("polled recently, webhooks flowing", _room(RoomState.ACTIVE, observed_s=10), True, False),
+    ("polled recently, no webhook ever seen", _room(RoomState.ACTIVE, observed_s=10), False, True),
+    ("sweep due", _room(RoomState.ACTIVE, observed_s=120), True, True),
+    ("closing: LiveKit decides", _room(RoomState.CLOSING, observed_s=1), True, True),
+]
+
+
+@pytest.mark.parametrize("title, room, flowing, expected", POLL, ids=[p[0] for p in POLL])
+def test_needs_poll(title: str, room: Room | None, flowing: bool, expected: bool) -> None:
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert needs_poll(room, now=now, resync_s=120, webhooks_flowing=flowing) is expected
+
+
+def test_evidence_confirms_and_a_death_unconfirms() -> None:
+    reg, now = RoomRegistry(), datetime(2026, 1, 1, tzinfo=timezone.utc)
+    reg.apply("c", "r", AgentLaunched(), now=now)
+    assert reg.get("c", "r").confirmed_at is None
+    reg.confirm("c", "r", now=now)
+    assert known_to_exist(reg.get("c", "r"), now=now, trust_s=60)
+    reg.unconfirm("c", "r")
+    assert not known_to_exist(reg.get("c", "r"), now=now, trust_s=60)
+    reg.apply("c", "r", ParticipantJoined(identity="alice", is_agent=False), now=now)
+    assert reg.get("c", "r").confirmed_at == now  # a webhook about the room is evidence too
