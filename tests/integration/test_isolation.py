@@ -19,7 +19,7 @@ from orchestrator.livekit import LiveKitGateway
 from orchestrator.models import LiveKitCredentials
 from orchestrator.naming import Label
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, write_tenants
-from tests.support.agent_room import eventually
+from tests.support.agent_room import CHAT_TOPIC, Participant, eventually, loudest_sample
 from tests.support.livekit_server import LiveKitServer
 from tests.support.postgres import PostgresCluster
 from tests.support.serve import serve
@@ -85,6 +85,13 @@ async def test_agent_reaches_its_room_and_nothing_else(
                 # The real agent image joins on the new network (through the gateway) — for both tenants.
                 await eventually(lambda: listed(mine), timeout=30, what="my agent listed by LiveKit")
                 await eventually(lambda: listed(theirs), timeout=30, what="the other tenant's agent listed by LiveKit")
+                # ... and speaks and answers a human on the host, through LiveKit on the gateway.
+                async with Participant(creds.url, answers[mine]["user_token"]) as human:
+                    track = await human.track_from("agent-farah")
+                    assert await loudest_sample(track, timeout=10, enough=5000) >= 5000
+                    await human.room.local_participant.send_text("who is there?", topic=CHAT_TOPIC)
+                    reply = await human.next_text(sender="agent-farah")
+                    assert "who is there?" in reply.text
                 # Positive controls from the host: the API answers on loopback, PostgreSQL takes connections.
                 assert (await http.get("/api/v1/admin/containers")).status_code == 200
                 assert _connects("127.0.0.1", postgres.port)
