@@ -54,6 +54,10 @@ class AgentNetworks:
             return None
         return await self.for_client(None)
 
+    def forget(self, network: AgentNetwork) -> None:
+        """Drop a remembered network (it vanished): the next agent's launch finds or makes it again."""
+        self._known.pop(network.name, None)
+
     async def for_client(self, client_id: str | None) -> AgentNetwork:
         s = self._settings
         name = network_name(configured=s.agent_network, scope=s.scope, client_id=client_id if self.per_client else None)

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     agent_subnet_pool: Annotated[list[str], NoDecode] = ["172.29.0.0/16"]
     agent_subnet_prefix: int = Field(default=24, ge=8, le=29)
     # The LiveKit URL agents get; unset = the tenant's URL, a loopback host rewritten to the network's gateway.
-    agent_livekit_url: str | None = None
+    agent_livekit_url: str | None = Field(default=None, pattern=r"^wss?://")
     agent_user: str = "10001:10001"  # every agent runs as this, whatever the image's USER says
     agent_tmpfs_size: str = "64m"  # the one writable place (/tmp) on a read-only root filesystem
     agent_runtime: str | None = None  # e.g. "runsc" (gVisor), registered with the engine

@@ -203,6 +203,9 @@ class TriggerService:
                     return TriggerOutcome.created, await self._runtime.create_and_start(
                         self._spec(key, name=name, client=client, agent=agent, mode=mode, network=network)
                     )
+                except DependencyUnavailable:
+                    self.networks.forget(network)  # in case it was the network that went missing
+                    raise
                 except NameTaken:
                     # Another process won the name. Docker reserves a name before the container can be
                     # inspected, so give the winner's create a moment to become visible, then reuse it.

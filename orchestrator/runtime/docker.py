@@ -86,6 +86,11 @@ def _info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
     )
 
 
+def _network_gone(network: str) -> DependencyUnavailable:
+    """Removed behind our back: the next trigger makes it again (the caller forgets its copy)."""
+    return DependencyUnavailable(f"agent network '{network}' is gone; retry to have it made again", retry_after=1)
+
+
 def _network_info(attrs: dict[str, Any]) -> AgentNetwork:
     configs = (attrs.get("IPAM") or {}).get("Config") or [{}]
     subnet = configs[0].get("Subnet")
@@ -176,10 +181,12 @@ class DockerRuntime:
         await self._call("create", functools.partial(self._create, spec))
         try:
             await self.start(spec.name)
-        except BaseException:
+        except BaseException as exc:
             # No half-made container: a container that cannot start is removed, then we report.
             with anyio.CancelScope(shield=True):
                 await self.remove(spec.name)
+            if isinstance(exc, NotFound) and "network" in str(exc.explanation or ""):
+                raise _network_gone(spec.network) from None
             raise
         info = await self.get(spec.name)
         if info is None:
@@ -222,6 +229,10 @@ class DockerRuntime:
                 f"agent image '{spec.image}' is not on this Docker engine; build it with scripts/build-images",
                 retry_after=60,
             ) from None
+        except NotFound as exc:
+            if "network" not in str(exc.explanation or ""):
+                raise
+            raise _network_gone(spec.network) from None
         except APIError as exc:
             if exc.status_code == 409:
                 raise NameTaken(spec.name) from None

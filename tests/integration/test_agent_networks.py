@@ -98,3 +98,25 @@ async def test_network_per_client_when_asked(
     assert labels[Label.CLIENT_ID] == OTHER_CLIENT_ID and labels[Label.SCOPE] == scope
     print(f"\ntrigger incl. a new client network: {timings['first'] * 1000:.0f} ms (other client "
           f"{timings['other'] * 1000:.0f} ms); same client, network known: {timings['cached'] * 1000:.0f} ms")
+
+
+async def test_a_network_removed_behind_our_back_is_made_again(
+    make_settings: Callable[..., Settings], scope: str, docker_client: docker.DockerClient,
+) -> None:
+    settings = make_settings(agent_network="")
+    name = f"orch-agents-{scope}"
+
+    def trigger_body(room: str) -> dict[str, str]:
+        return {"agent_slug": "farah", "room_name": f"{scope}-{room}", "user_id": "u", "client_id": CLIENT_ID}
+
+    async with app_client(settings) as api:
+        first = await api.post("/api/v1/trigger-agent", json=trigger_body("a"))
+        assert first.status_code == 200, first.text
+        docker_client.api.remove_container(first.json()["container_id"], force=True)
+        docker_client.networks.get(name).remove()
+        lost = await api.post("/api/v1/trigger-agent", json=trigger_body("b"))
+        assert lost.status_code == 503 and "is gone" in lost.json()["detail"], lost.text
+        assert int(lost.headers["Retry-After"]) >= 1
+        again = await api.post("/api/v1/trigger-agent", json=trigger_body("b"))
+        assert again.status_code == 200, again.text
+    assert len(networks_named(docker_client, name)) == 1
