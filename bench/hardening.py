@@ -39,15 +39,15 @@ DOCKER_DEFAULT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NE
                        "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"]
 
 
-async def joined(*, before: str, after: str, key: str, creds: LiveKitCredentials, runs: int, tag: str) -> dict[str, object]:
+async def joined(*, arms: dict[str, str], key: str, creds: LiveKitCredentials, runs: int, tag: str) -> dict[str, object]:
     from orchestrator.livekit import LiveKitGateway
 
     gateway = LiveKitGateway()
-    times: dict[str, list[float]] = {"before": [], "after": []}
+    times: dict[str, list[float]] = {label: [] for label in arms}
     try:
         async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:
             for i in range(-1, runs):  # run -1 warms both paths
-                for label, url in (("before", before), ("after", after)):
+                for label, url in arms.items():
                     room = f"{tag}-{label}-{i}"
                     t0 = time.perf_counter()
                     r = await http.post(f"{url}/api/v1/trigger-agent", json={
@@ -59,8 +59,8 @@ async def joined(*, before: str, after: str, key: str, creds: LiveKitCredentials
                         times[label].append(t1 - t0)
     finally:
         await gateway.aclose()
-    return {"before_hardening": summary(times["before"]), "after_hardening": summary(times["after"]),
-            "ratio_after_to_before": ratio(times["after"], times["before"])}
+    return {**{label: summary(t) for label, t in times.items()},
+            **{f"ratio_{label}_to_before": ratio(t, times["before"]) for label, t in times.items() if label != "before"}}
 
 
 def network_cost(client: docker.DockerClient, *, n: int, tag: str) -> dict[str, object]:
@@ -89,7 +89,7 @@ def main() -> None:
     client = docker.from_env()
     client.images.get(IMAGE)
     tag = secrets.token_hex(3)
-    scopes = [f"bench-{tag}-before", f"bench-{tag}-after", f"bench-{tag}"]
+    scopes = [f"bench-{tag}-before", f"bench-{tag}-after", f"bench-{tag}", f"bench-{tag}-spec"]
     net = make_network(f"orch-bench-{tag}", scope=f"bench-{tag}")
     lk = LiveKitServer(api_key="benchkey", api_secret=secrets.token_hex(32), port=free_port(), agent_gateway=net.gateway).start()
     key = secrets.token_hex(24)
@@ -99,10 +99,13 @@ def main() -> None:
     try:
         tenants = write_tenants(Path(tempfile.mkdtemp()) / "tenants.yaml", lk)
         creds = LiveKitCredentials(url=lk.url, api_key=lk.api_key, api_secret=lk.api_secret)
+        # before: the old spec; spec_only: hardened spec, host network (what the spec itself costs); after: both.
         with serve(scope=scopes[0], tenants_file=tenants, image=IMAGE, ORCH_AGENT_NETWORK="host",
                    ORCH_AGENT_SECURITY_EXCEPTIONS=json.dumps(loosened), **common) as before, \
+             serve(scope=scopes[3], tenants_file=tenants, image=IMAGE, ORCH_AGENT_NETWORK="host", **common) as spec_only, \
              serve(scope=scopes[1], tenants_file=tenants, image=IMAGE, ORCH_AGENT_NETWORK=net.name, **common) as after:
-            result = {"joined": asyncio.run(joined(before=before, after=after, key=key, creds=creds, runs=args.runs, tag=tag))}
+            arms = {"before": before, "spec_only": spec_only, "after": after}
+            result = {"joined": asyncio.run(joined(arms=arms, key=key, creds=creds, runs=args.runs, tag=tag))}
         result["network"] = network_cost(client, n=args.networks, tag=tag)
         print(json.dumps(result, indent=2))
     finally:
