@@ -44,29 +44,39 @@ async def joined(*, arms: dict[str, str], key: str, creds: LiveKitCredentials, r
 
     gateway = LiveKitGateway()
     times: dict[str, list[float]] = {label: [] for label in arms}
+    answers: dict[str, list[float]] = {label: [] for label in arms}
     try:
         async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:
             for i in range(-1, runs):  # run -1 warms both paths
-                for label, url in arms.items():
+                order = list(arms.items())
+                k = i % len(order)  # rotate: no arm always runs right after another's removal
+                for label, url in order[k:] + order[:k]:
                     room = f"{tag}-{label}-{i}"
                     t0 = time.perf_counter()
                     r = await http.post(f"{url}/api/v1/trigger-agent", json={
                         "agent_slug": "farah", "room_name": room, "user_id": "bench", "client_id": CLIENT_ID})
                     r.raise_for_status()
+                    t_answer = time.perf_counter()
                     t1 = await listed_at(gateway, creds, room, timeout=30)
                     await asyncio.to_thread(docker.from_env().api.remove_container, r.json()["container_name"], force=True)
                     if i >= 0:
                         times[label].append(t1 - t0)
+                        answers[label].append(t_answer - t0)
     finally:
         await gateway.aclose()
-    return {**{label: summary(t) for label, t in times.items()},
+    return {**{label: {**summary(t), "of_which_trigger_answer": summary(answers[label])} for label, t in times.items()},
             **{f"ratio_{label}_to_before": ratio(t, times["before"]) for label, t in times.items() if label != "before"}}
 
 
 def network_cost(client: docker.DockerClient, *, n: int, tag: str) -> dict[str, object]:
-    """Creating an agent network (our code path: list subnets, create) next to a bare `docker run -d` of the tiny image."""
-    create_s, run_s = [], []
+    """Creating an agent network (our code path: list subnets, create) next to a bare `docker run -d` of the tiny image
+    on it, and on the host network (what attaching a container to a bridge costs the engine)."""
+    create_s, run_s, host_s = [], [], []
     for i in range(n):
+        t0 = time.perf_counter()
+        c = client.containers.run(TINY_IMAGE, detach=True, labels={Label.SCOPE: f"bench-{tag}"}, network_mode="host")
+        host_s.append(time.perf_counter() - t0)
+        c.remove(force=True)
         t0 = time.perf_counter()
         net = make_network(f"orch-bench-{tag}-{i}", scope=f"bench-{tag}")
         create_s.append(time.perf_counter() - t0)
@@ -75,7 +85,8 @@ def network_cost(client: docker.DockerClient, *, n: int, tag: str) -> dict[str, 
         run_s.append(time.perf_counter() - t0)
         c.remove(force=True)
         remove_network(client, net.name)
-    return {"network_create": summary(create_s), "docker_run_on_it": summary(run_s), "ratio_create_to_run": ratio(create_s, run_s)}
+    return {"network_create": summary(create_s), "docker_run_on_it": summary(run_s), "docker_run_host_network": summary(host_s),
+            "ratio_create_to_run": ratio(create_s, run_s), "ratio_run_on_it_to_host": ratio(run_s, host_s)}
 
 
 def main() -> None:
