@@ -23,7 +23,7 @@ from orchestrator.clock import utcnow
 from orchestrator.reconciler import Reconciler
 from orchestrator.rooms import AgentLaunched, RoomRegistry
 from orchestrator.runtime import ContainerRuntime, WatchEvent
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.runtime.factory import runtime_from_settings
 from orchestrator.sampler import UsageSampler
 from orchestrator.settings import Settings
 from orchestrator.telemetry import Telemetry
@@ -65,7 +65,7 @@ def create_app(
     settings: Settings, *, runtime: ContainerRuntime | None = None, tenants: TenantStore | None = None
 ) -> FastAPI:
     """Wire adapters once per app; tests pass their own runtime or tenant store."""
-    runtime = runtime or DockerRuntime.from_settings(settings)
+    runtime = runtime or runtime_from_settings(settings)
     tenants = tenants or tenant_store(settings)
     livekit = LiveKitGateway()
     registry = RoomRegistry()

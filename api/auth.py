@@ -9,8 +9,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from orchestrator.apikeys import KeyRing
-from orchestrator.errors import Forbidden, Unauthorized
+import math
+
+from orchestrator.apikeys import FailureThrottle, KeyRing
+from orchestrator.errors import Forbidden, LimitExceeded, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,13 @@ def _keyring(request: Request) -> KeyRing:
     return request.app.state.api_keys
 
 
+def _throttle(request: Request) -> FailureThrottle:
+    throttle = getattr(request.app.state, "auth_failures", None)
+    if throttle is None:  # one per app, made on first use
+        throttle = request.app.state.auth_failures = FailureThrottle()
+    return throttle
+
+
 async def require_api_key(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -53,8 +62,16 @@ async def require_api_key(
     presented = header or (bearer.credentials if bearer else None)
     if not presented:
         raise Unauthorized("an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
+    # Wrong keys are throttled per source (a missing key guesses nothing and is not counted).
+    source = request.client.host if request.client else "unknown"
+    throttle = _throttle(request)
+    wait = throttle.retry_after(source)
+    if wait is not None:
+        raise LimitExceeded("too many wrong API keys from this address; wait before trying again", retry_after=math.ceil(wait))
     entry = ring.verify(presented)
     if entry is None:
+        throttle.failed(source)
+        log.info("wrong API key", extra={"source": source})
         raise Unauthorized("the API key is not valid")
     return Principal(name=entry.name, client_id=entry.client_id)
 

@@ -44,9 +44,22 @@ class AgentNetworks:
         self._locks = KeyedLocks()
 
     @property
-    def per_client(self) -> bool:
+    def configured(self) -> str:
+        """The network setting in force: an engine that cannot make networks (a swarm) keeps the host
+        network unless the operator names one of its own (e.g. an overlay network)."""
         s = self._settings
-        return s.agent_network_per_client and s.agent_network != HOST_NETWORK
+        if not s.agent_network and self._provider is None:
+            return HOST_NETWORK
+        return s.agent_network
+
+    @property
+    def shares_host_network(self) -> bool:
+        """Agents see the host's loopback as theirs (then a keyless API on loopback is open to them)."""
+        return self.configured == HOST_NETWORK
+
+    @property
+    def per_client(self) -> bool:
+        return self._settings.agent_network_per_client and not self.shares_host_network
 
     async def ensure_default(self) -> AgentNetwork | None:
         """At start: the deployment network (per-client networks come with each client's first agent)."""
@@ -60,7 +73,7 @@ class AgentNetworks:
 
     async def for_client(self, client_id: str | None) -> AgentNetwork:
         s = self._settings
-        name = network_name(configured=s.agent_network, scope=s.scope, client_id=client_id if self.per_client else None)
+        name = network_name(configured=self.configured, scope=s.scope, client_id=client_id if self.per_client else None)
         known = self._known.get(name)
         if known is not None:
             return known

@@ -1,10 +1,24 @@
-"""API keys: generated once, stored only as SHA-256 hashes, verified with constant-time comparison (pure)."""
+"""API keys: generated once, stored only as salted hashes, verified in constant time; weak keys refused (pure).
+
+Hash choice: HMAC-SHA256 under a random per-entry salt (`hmac-sha256$<salt hex>$<digest hex>`).
+Keys are 256-bit random tokens (`orchestrator keys new`) and typed keys below an entropy floor are
+refused, so password-style stretching (scrypt) would add nothing against guessing while costing
+CPU on every request for every entry, which a flood of wrong keys would turn into a lever. A
+deployment-wide pepper would add a secret to provision and rotate for the same small gain. The salt
+makes equal keys hash differently and defeats precomputed tables. Entries written before
+(`sha256: <hex>`, unsalted) are still read, with a warning to re-issue them.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import math
 import secrets
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -12,16 +26,38 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+log = logging.getLogger(__name__)
+
 PREFIX = "ak_"
+SCHEME = "hmac-sha256"
+MIN_KEY_CHARS = 24
+MIN_KEY_BITS = 128  # estimated from the key's own character frequencies (generated keys: ~210; hex of 32 bytes: ~240)
 
 
 def generate() -> str:
-    """A new key: 256 random bits. It is shown once; only its hash is kept."""
+    """A new key: 256 random bits. It is shown once; only its salted hash is kept."""
     return PREFIX + secrets.token_urlsafe(32)
 
 
-def digest(key: str) -> str:
-    # Keys are random 256-bit tokens, so a fast hash is enough (no password-style stretching needed).
+def weakness(key: str) -> str | None:
+    """Why `key` is too weak to guard an API, or None. A floor, not a proof: length and a Shannon estimate."""
+    if len(key) < MIN_KEY_CHARS:
+        return f"is shorter than {MIN_KEY_CHARS} characters"
+    if key in (key + key)[1:-1]:
+        return "repeats a shorter pattern"
+    counts = Counter(key)
+    bits = -sum(n * math.log2(n / len(key)) for n in counts.values())
+    if bits < MIN_KEY_BITS:
+        return f"is too predictable (about {bits:.0f} bits; at least {MIN_KEY_BITS} needed)"
+    return None
+
+
+def salted_hash(key: str, *, salt: bytes | None = None) -> str:
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    return f"{SCHEME}${salt.hex()}${hmac.new(salt, key.encode(), hashlib.sha256).hexdigest()}"
+
+
+def _legacy_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -32,13 +68,22 @@ class KeyEntry(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     role: Literal["admin", "client"]
     client_id: str | None = Field(default=None, min_length=1, max_length=128)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    hash: str | None = Field(default=None, pattern=r"^hmac-sha256\$[0-9a-f]{32}\$[0-9a-f]{64}$")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # unsalted, from before; still read
 
     @model_validator(mode="after")
-    def _client_needs_id(self) -> "KeyEntry":
+    def _checks(self) -> "KeyEntry":
         if (self.role == "client") != (self.client_id is not None):
             raise ValueError("a client key needs client_id; an admin key must not have one")
+        if (self.hash is None) == (self.sha256 is None):
+            raise ValueError("an entry needs exactly one of `hash` (from `orchestrator keys new`) or `sha256`")
         return self
+
+    def matches(self, presented: str) -> bool:
+        if self.hash is not None:
+            _, salt, digest = self.hash.split("$")
+            return hmac.compare_digest(salted_hash(presented, salt=bytes.fromhex(salt)), self.hash)
+        return hmac.compare_digest(_legacy_digest(presented), self.sha256 or "")
 
 
 class _KeysFile(BaseModel):
@@ -57,10 +102,9 @@ class KeyRing:
 
     def verify(self, presented: str) -> KeyEntry | None:
         """The entry whose hash matches; every entry is compared, in constant time, with no early exit."""
-        wanted = digest(presented).encode()
         found: KeyEntry | None = None
         for entry in self.entries:
-            if hmac.compare_digest(wanted, entry.sha256.encode()):
+            if entry.matches(presented):
                 found = entry
         return found
 
@@ -69,12 +113,53 @@ class KeyRing:
         entries: list[KeyEntry] = []
         if path is not None:
             entries += _KeysFile.model_validate(yaml.safe_load(Path(path).read_text()) or {"keys": []}).keys
+            legacy = [e.name for e in entries if e.sha256 is not None]
+            if legacy:
+                log.warning("API keys %s are stored as unsalted sha256; re-issue them with `orchestrator keys new`", ", ".join(legacy))
         if admin_key is not None:  # ORCH_ADMIN_API_KEY: hashed on load, the plaintext is not kept
-            entries.append(KeyEntry(name="env-admin", role="admin", sha256=digest(admin_key.get_secret_value())))
+            problem = weakness(admin_key.get_secret_value())
+            if problem:
+                raise ValueError(f"ORCH_ADMIN_API_KEY {problem}; use e.g. `openssl rand -hex 32`")
+            entries.append(KeyEntry(name="env-admin", role="admin", hash=salted_hash(admin_key.get_secret_value())))
         return cls(entries=tuple(entries))
 
 
 def entry_yaml(*, name: str, key: str, client_id: str | None) -> str:
     """The keys-file entry for a freshly generated key (what `orchestrator keys new` prints)."""
-    entry = KeyEntry(name=name, role="client" if client_id else "admin", client_id=client_id, sha256=digest(key))
+    entry = KeyEntry(name=name, role="client" if client_id else "admin", client_id=client_id, hash=salted_hash(key))
     return yaml.safe_dump([entry.model_dump(exclude_none=True)], sort_keys=False)
+
+
+class FailureThrottle:
+    """Wrong API keys per source: after `max_failures` in `window_s`, that source waits out the window.
+
+    Memory is bounded: at most `max_sources` sources are remembered (least recently failing forgotten).
+    """
+
+    def __init__(self, *, max_failures: int = 20, window_s: float = 60.0, max_sources: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._max, self._window, self._cap, self._clock = max_failures, window_s, max_sources, clock
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # source -> (window start, failures)
+
+    def retry_after(self, source: str) -> float | None:
+        """Seconds this source must wait before its key is even checked; None when it may try."""
+        entry = self._seen.get(source)
+        if entry is None:
+            return None
+        left = entry[0] + self._window - self._clock()
+        if left <= 0:
+            del self._seen[source]
+            return None
+        return left if entry[1] >= self._max else None
+
+    def failed(self, source: str) -> None:
+        now = self._clock()
+        start, count = self._seen.pop(source, (now, 0))
+        if now - start > self._window:
+            start, count = now, 0
+        self._seen[source] = (start, count + 1)
+        while len(self._seen) > self._cap:
+            self._seen.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._seen)

@@ -13,7 +13,7 @@ from .logs import configure as configure_logging
 from .cli_tenants import keys_app, tenants_app
 from .isolation import api_reachable_by_agents
 from .naming import Label
-from .settings import Settings
+from .settings import Settings, SettingsProblem
 
 app = typer.Typer(help="Runs LiveKit agents as one Docker container per (client, agent, room).", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
@@ -22,9 +22,9 @@ app.add_typer(keys_app, name="keys")
 
 def _settings() -> Settings:
     try:
-        return Settings()
-    except Exception as exc:  # pydantic's message names the bad variable; show it without a traceback
-        typer.echo(f"invalid settings: {exc}", err=True)
+        return Settings.load()
+    except SettingsProblem as exc:  # one line naming the variables; never their values (secrets)
+        typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
 
 
@@ -42,7 +42,8 @@ def serve(host: str = typer.Option(None, help="bind address (default ORCH_HOST)"
         typer.echo(f"refusing to bind {bind}: no API keys are configured, so auth is disabled. Configure "
                    "ORCH_API_KEYS_FILE or ORCH_ADMIN_API_KEY, or bind 127.0.0.1.", err=True)
         raise typer.Exit(2)
-    if not application.state.api_keys.enabled and api_reachable_by_agents(bind, agent_network=settings.agent_network):
+    agent_network = application.state.trigger.networks.configured
+    if not application.state.api_keys.enabled and api_reachable_by_agents(bind, agent_network=agent_network):
         typer.echo(f"refusing to serve on {bind} without API keys: agent containers run on the host network "
                    "(ORCH_AGENT_NETWORK=host) and reach the host's loopback, so any agent could call this API. "
                    "Configure ORCH_API_KEYS_FILE or ORCH_ADMIN_API_KEY, or leave ORCH_AGENT_NETWORK unset.", err=True)
@@ -91,7 +92,7 @@ def ps(
     Room state, humans, CPU and memory come from the orchestrator API (ORCH_URL) when it answers; otherwise
     the list comes from Docker alone (labels) and says so on stderr.
     """
-    from .ps_view import API_COLUMNS, DOCKER_COLUMNS, table
+    from .ps_view import API_COLUMNS, DOCKER_COLUMNS, table, with_node
 
     rows, note = (None, "not asked (--docker-only)") if docker_only else _from_api(url, api_key)
     if rows is None:
@@ -103,7 +104,7 @@ def ps(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        typer.echo(table(rows, columns))
+        typer.echo(table(rows, with_node(columns, rows)))
 
 
 def _api_get(url: str, api_key: str | None, path: str) -> dict:  # type: ignore[type-arg]
@@ -134,10 +135,10 @@ def _from_api(url: str, api_key: str | None) -> tuple[list[dict] | None, str]:  
 
 def _from_docker() -> list[dict]:  # type: ignore[type-arg]
     from .ps_view import container_row
-    from .runtime.docker import DockerRuntime
+    from .runtime.factory import runtime_from_settings
 
     settings = _settings()
-    runtime = DockerRuntime.from_settings(settings)
+    runtime = runtime_from_settings(settings)
     try:
         found = asyncio.run(runtime.list_managed(scope=settings.scope))
     finally:
@@ -231,10 +232,10 @@ def logs(
     tail: int = typer.Option(50, help="lines per container"),
 ) -> None:
     """Show the logs of the agent container(s) of a room, or of one container."""
-    from .runtime.docker import DockerRuntime
+    from .runtime.factory import runtime_from_settings
 
     settings = _settings()
-    runtime = DockerRuntime.from_settings(settings)
+    runtime = runtime_from_settings(settings)
 
     async def collect() -> list[tuple[str, str]]:
         managed = await runtime.list_managed(scope=settings.scope)
@@ -258,7 +259,7 @@ def reconcile(
     action failed (or part of LiveKit/tenants unobservable), 2 Docker could not be observed."""
     from .livekit import LiveKitGateway
     from .reconciler import Reconciler
-    from .runtime.docker import DockerRuntime
+    from .runtime.factory import runtime_from_settings
     from .tenants.factory import tenant_store
     from .trigger import TriggerService
 
@@ -266,7 +267,7 @@ def reconcile(
     configure_logging(fmt=settings.log_format, level="WARNING")
 
     async def main() -> int:
-        runtime = DockerRuntime.from_settings(settings)
+        runtime = runtime_from_settings(settings)
         tenants = tenant_store(settings)
         livekit = LiveKitGateway()
         launcher = TriggerService(settings=settings, tenants=tenants, livekit=livekit, runtime=runtime)

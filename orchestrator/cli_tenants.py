@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import typer
 
 from .apikeys import entry_yaml, generate
-from .credentials import CredentialError, rewrap_data_key, wrapped_key_id
-from .settings import Settings
+from .credentials import CredentialError, is_bound, open_sealed, rewrap_data_key, seal, unwrap_data_key, wrapped_key_id
+from .tenants.records import SECRET_COLUMNS
+from .settings import Settings, SettingsProblem
 
 tenants_app = typer.Typer(help="Clients in the platform Supabase: credentials, master-key rotation, cache.", no_args_is_help=True)
 keys_app = typer.Typer(help="Orchestrator API keys (stored hashed).", no_args_is_help=True)
@@ -20,9 +22,9 @@ keys_app = typer.Typer(help="Orchestrator API keys (stored hashed).", no_args_is
 
 def _settings() -> Settings:
     try:
-        settings = Settings()
-    except Exception as exc:
-        typer.echo(f"invalid settings: {exc}", err=True)
+        settings = Settings.load()
+    except SettingsProblem as exc:  # one line naming the variables; never their values (secrets)
+        typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     return settings
 
@@ -59,27 +61,66 @@ async def set_credentials(store: Any, *, client_id: str, plain: dict[str, Any], 
     from .tenants.supabase_store import PlatformWriter
 
     writer = PlatformWriter(store)
-    existing = await writer.existing_data_key(client_id)
-    row = client_changes(store._master_keys, client_id=client_id, existing_data_key=existing, secrets=secrets, plain=plain)
+    existing = await writer.existing(client_id)
+    row = client_changes(store._master_keys, client_id=client_id, existing=existing, secrets=secrets, plain=plain)
     await writer.upsert(row, exists=existing is not None)
     return "updated" if existing else "created"
 
 
-async def rewrap_all(store: Any) -> tuple[int, int]:
-    """Re-wrap every client's data key under the current master key; returns (rewrapped, already current)."""
+@dataclass
+class RewrapReport:
+    rewrapped: int = 0  # data keys moved to the current master key
+    current: int = 0  # already under it
+    bound: int = 0  # clients whose v1 secrets were re-sealed bound to their URLs
+    unbound: list[str] = field(default_factory=list)  # clients still holding v1 secrets (not allowed to bind)
+    failed: list[str] = field(default_factory=list)  # clients whose data key or secrets do not open
+    verified: int = 0  # clients checked afterwards, all under the current key and bound
+
+
+async def rewrap_all(store: Any, *, bind_unbound: bool) -> RewrapReport:
+    """Every client (paged): data key under the current master key; with `bind_unbound`, v1 secrets re-sealed
+    bound to the row's current URLs. Then every row is read again and checked, and the count compared."""
+    from .tenants.records import DESTINATION
     from .tenants.supabase_store import PlatformWriter
 
     writer = PlatformWriter(store)
     keys = store._master_keys
-    done = current = 0
-    for client_id, wrapped in await writer.data_keys():
-        if wrapped_key_id(wrapped) == keys.current:
-            current += 1
+    report = RewrapReport()
+    rows = await writer.all_sealed()
+    for row in rows:
+        cid = row["id"]
+        try:
+            changes: dict[str, Any] = {}
+            if wrapped_key_id(row["data_key"]) != keys.current:
+                changes["data_key"] = rewrap_data_key(keys, client_id=cid, wrapped=row["data_key"])
+            legacy = [c for c in SECRET_COLUMNS if row.get(c) and not is_bound(row[c])]
+            if legacy and not bind_unbound:
+                report.unbound.append(cid)
+            elif legacy:
+                dk = unwrap_data_key(keys, client_id=cid, wrapped=row["data_key"])
+                for column in legacy:
+                    dest = row.get(DESTINATION[column]) if column in DESTINATION else None
+                    plain = open_sealed(dk, client_id=cid, column=column, token=row[column], destination=dest, allow_unbound=True)
+                    changes[column] = seal(dk, client_id=cid, column=column, plaintext=plain, destination=dest)
+                report.bound += 1
+        except CredentialError:
+            report.failed.append(cid)
             continue
-        await writer.set_data_key(client_id, rewrap_data_key(keys, client_id=client_id, wrapped=wrapped))
-        done += 1
+        if changes:
+            await writer.update(cid, changes)
+        if "data_key" in changes:
+            report.rewrapped += 1
+        else:
+            report.current += 1
     await store.invalidate()
-    return done, current
+    after = await writer.all_sealed()
+    report.verified = sum(
+        1 for r in after
+        if wrapped_key_id(r["data_key"]) == keys.current and all(is_bound(r[c]) for c in SECRET_COLUMNS if r.get(c))
+    )
+    if len(after) < len(rows):
+        report.failed.append(f"(listing shrank from {len(rows)} to {len(after)} rows)")
+    return report
 
 
 @tenants_app.command("set-credentials")
@@ -90,9 +131,12 @@ def set_credentials_cmd(
     livekit_api_key: str = typer.Option(None, help="the LiveKit API key (not secret; the secret is read from stdin/prompt)"),
     supabase_url: str = typer.Option(None, help="the client's own Supabase; omit to use the platform project"),
     platform_project: bool = typer.Option(False, "--platform-project", help="switch the client to the platform project"),
+    llm_key: bool = typer.Option(False, "--llm-key", help="also read the client's own LLM API key (given to its agents only)"),
+    no_llm_key: bool = typer.Option(False, "--no-llm-key", help="remove the client's own LLM key (the operator's fallback applies)"),
 ) -> None:
     """Add or rotate a client's credentials. Secrets are read from a hidden prompt or stdin, one per line:
-    the LiveKit API secret, then (with --supabase-url) the client's Supabase service key."""
+    the LiveKit API secret, then (with --supabase-url) the client's Supabase service key, then (with
+    --llm-key) the client's LLM API key."""
     settings = _supabase_settings()
     plain: dict[str, Any] = {k: v for k, v in {"name": name, "livekit_url": livekit_url, "livekit_api_key": livekit_api_key}.items() if v}
     secrets = {"livekit_api_secret": read_secret("LiveKit API secret")}
@@ -101,6 +145,10 @@ def set_credentials_cmd(
         secrets["supabase_service_key"] = read_secret("client Supabase service key")
     elif platform_project:
         plain["supabase_url"] = plain["supabase_service_key"] = None
+    if llm_key:
+        secrets["llm_api_key"] = read_secret("client LLM API key")
+    elif no_llm_key:
+        plain["llm_api_key"] = None
 
     async def run() -> str:
         store = _store(settings)
@@ -122,18 +170,35 @@ def set_credentials_cmd(
 
 @tenants_app.command("rewrap")
 def rewrap_cmd() -> None:
-    """After adding a new master key as ORCH_MASTER_KEY_ID (old one still in ORCH_MASTER_KEYS): move every client to it."""
+    """Move every client to the current master key (ORCH_MASTER_KEY_ID; old ids still in ORCH_MASTER_KEYS) and,
+    with ORCH_ALLOW_UNBOUND_SECRETS=true, bind secrets sealed before the upgrade to their rows' current URLs.
+    Every row is read back and checked; any client left behind is named and the exit code is 1."""
     settings = _supabase_settings()
 
-    async def run() -> tuple[int, int]:
+    async def run() -> RewrapReport:
         store = _store(settings)
         try:
-            return await rewrap_all(store)
+            return await rewrap_all(store, bind_unbound=settings.allow_unbound_secrets)
         finally:
             await store.aclose()
 
-    done, current = asyncio.run(run())
-    typer.echo(f"re-wrapped {done} client data keys under {settings.master_key_id}; {current} were already current")
+    try:
+        report = asyncio.run(run())
+    except Exception as exc:  # OrchestratorError and friends: message only, never a secret
+        typer.echo(f"rewrap failed: {getattr(exc, 'message', type(exc).__name__)}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"re-wrapped {report.rewrapped} client data keys under {settings.master_key_id}; {report.current} were already current; "
+        f"bound {report.bound} clients' secrets to their URLs; verified {report.verified} clients"
+    )
+    if report.unbound:
+        typer.echo(f"{len(report.unbound)} clients still hold secrets not bound to their URL ({', '.join(report.unbound[:20])}): "
+                   "check their livekit_url/supabase_url, then run again with ORCH_ALLOW_UNBOUND_SECRETS=true", err=True)
+    if report.failed:
+        typer.echo(f"{len(report.failed)} clients could not be opened ({', '.join(report.failed[:20])}); "
+                   "re-enter their credentials with `orchestrator tenants set-credentials`", err=True)
+    if report.unbound or report.failed:
+        raise typer.Exit(1)
 
 
 @tenants_app.command("invalidate")

@@ -1,8 +1,10 @@
 """Envelope encryption of per-client secrets at rest: AES-GCM data keys wrapped under rotatable master keys.
 
 Each client has its own random data key (DEK). Secret columns are sealed with the DEK and
-associated data naming the client and the column, so a ciphertext copied to another client's
-row or another column fails to open. The DEK is stored wrapped under a master key (KEK) that
+associated data naming the client, the column and the destination the secret is sent to (the
+LiveKit or Supabase URL), so a ciphertext copied to another client's row or another column, or a
+row whose URL was re-pointed elsewhere, fails to open. Values sealed before destinations were
+bound (`v1:`) open only when the caller allows it (an upgrade window; `tenants rewrap` binds them). The DEK is stored wrapped under a master key (KEK) that
 lives outside the database (settings), tagged with the master key's id so master keys can be
 rotated: old rows stay readable while their key id is still configured, and `rewrap` moves
 them to the current key without touching the sealed columns.
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-VERSION = "v1"
+VERSION = "v1"  # the wrapped data key's format, and sealed values from before destinations were bound
+SEALED = "v2"  # sealed values bound to (client, column, destination)
 _NONCE = 12
 _KEY_BYTES = 32
 _KEY_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -31,6 +34,16 @@ class CredentialError(Exception):
 def _ad(client_id: str, purpose: str) -> bytes:
     # Length-prefixed so no (client, purpose) pair can be spelled as another.
     return f"agent-orchestrator/{VERSION}|{len(client_id)}:{client_id}|{purpose}".encode()
+
+
+def _bound_ad(client_id: str, column: str, destination: str | None) -> bytes:
+    dest = normalise_destination(destination)
+    return f"agent-orchestrator/{SEALED}|{len(client_id)}:{client_id}|column:{len(column)}:{column}|dest:{len(dest)}:{dest}".encode()
+
+
+def normalise_destination(url: str | None) -> str:
+    """The form a destination is bound in: '' for none, else the URL without a trailing slash."""
+    return (url or "").strip().rstrip("/")
 
 
 def _b64(data: bytes) -> str:
@@ -113,13 +126,37 @@ def wrapped_key_id(wrapped: str) -> str:
     return wrapped.split(":", 2)[1] if wrapped.count(":") >= 2 else ""
 
 
-def seal(data_key: bytes, *, client_id: str, column: str, plaintext: str) -> str:
-    """`v1:<base64>`: the value bound to this client and column by the associated data."""
-    return f"{VERSION}:{_seal(data_key, plaintext.encode(), _ad(client_id, 'column:' + column))}"
+def seal(data_key: bytes, *, client_id: str, column: str, plaintext: str, destination: str | None) -> str:
+    """`v2:<base64>`: the value bound to this client, column and destination URL by the associated data."""
+    return f"{SEALED}:{_seal(data_key, plaintext.encode(), _bound_ad(client_id, column, destination))}"
 
 
-def open_sealed(data_key: bytes, *, client_id: str, column: str, token: str) -> str:
+def is_bound(token: str) -> bool:
+    return token.startswith(SEALED + ":")
+
+
+def open_sealed(
+    data_key: bytes, *, client_id: str, column: str, token: str, destination: str | None, allow_unbound: bool = False
+) -> str:
+    """The plaintext, if `token` was sealed for this client, column and destination.
+
+    A `v1:` value (sealed before destinations were bound) opens only with `allow_unbound`.
+    """
     version, _, body = token.partition(":")
-    if version != VERSION or not body:
-        raise CredentialError(f"client {client_id} {column}: not a {VERSION} ciphertext")
-    return _open(data_key, body, _ad(client_id, "column:" + column), f"client {client_id} {column}").decode()
+    what = f"client {client_id} {column}"
+    if version == SEALED and body:
+        try:
+            return _open(data_key, body, _bound_ad(client_id, column, destination), what).decode()
+        except CredentialError:
+            raise CredentialError(
+                f"{what}: does not decrypt for this client, column and destination "
+                "(URL changed, value moved or altered, or wrong key); re-enter it with `orchestrator tenants set-credentials`"
+            ) from None
+    if version == VERSION and body:
+        if not allow_unbound:
+            raise CredentialError(
+                f"{what}: sealed before secrets were bound to their destination; run `orchestrator tenants rewrap` "
+                "(with ORCH_ALLOW_UNBOUND_SECRETS=true for that upgrade only)"
+            )
+        return _open(data_key, body, _ad(client_id, "column:" + column), what).decode()
+    raise CredentialError(f"{what}: not a {SEALED} ciphertext")

@@ -61,11 +61,12 @@ class Agent(Frozen):
 
 
 class Client(Frozen):
-    """A tenant: its id, display name and LiveKit project."""
+    """A tenant: its id, display name, LiveKit project and (optionally) its own LLM key."""
 
     id: str
     name: str
     livekit: LiveKitCredentials
+    llm_api_key: SecretStr | None = None  # given to this client's agents only; None: the operator's fallback
 
 
 class ContainerKey(Frozen):

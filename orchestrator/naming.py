@@ -77,7 +77,7 @@ def short_hash(*parts: str, length: int = HASH_LEN) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:length]
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=8192)
 def container_name(key: ContainerKey) -> str:
     """`agent_<client8>_<slug_with_underscores>_<room>`, deterministic and at most 63 chars.
 
@@ -127,7 +127,7 @@ def key_from_labels(labels: Mapping[str, str]) -> ContainerKey | None:
         return None
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=8192)
 def _key(client_id: str, agent_slug: str, room: str) -> ContainerKey:
     """Keys are immutable: one validated object per distinct key (a pass over thousands asks for each often)."""
     return ContainerKey(client_id=client_id, agent_slug=agent_slug, room=room)

@@ -135,7 +135,7 @@ def created(c: ContainerInfo) -> datetime | None:
     return (label and _created_label(label)) or _aware(c.created_at)
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=8192)
 def _created_label(label: str) -> datetime | None:
     try:
         return _aware(datetime.fromisoformat(label))

@@ -29,7 +29,16 @@ def container_row(c: ContainerInfo, *, now: datetime) -> dict[str, Any]:
         "exit_code": c.exit_code, "client_id": c.labels.get(Label.CLIENT_ID), "agent": c.labels.get(Label.AGENT_SLUG),
         "room": c.labels.get(Label.ROOM), "created_at": c.labels.get(Label.CREATED_AT),
         "age_s": int((now - c.created_at).total_seconds()) if c.created_at else None,
+        "node": c.node, "reason": c.reason,  # where it runs on a multi-node engine (a swarm node), and why not running
     }
+
+
+def with_node(columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    """A NODE column after STATUS when any row runs on a named node (a swarm); single-engine output is unchanged."""
+    if not any(r.get("node") for r in rows) or "node" in columns:
+        return columns
+    at = columns.index("status") + 1
+    return [*columns[:at], "node", *columns[at:]]
 
 
 def join_rooms(containers: list[dict[str, Any]], rooms: list[dict[str, Any]]) -> list[dict[str, Any]]:

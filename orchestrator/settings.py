@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .isolation import is_root_user, split_image
@@ -19,6 +20,28 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "change_me", "replace-
 def is_placeholder(value: str) -> bool:
     v = value.strip().lower()
     return not v or v in PLACEHOLDER_SECRETS or (v.startswith("<") and v.endswith(">")) or v.startswith("your_") or v.startswith("your-")
+
+
+class SettingsProblem(ValueError):
+    """Settings cannot be built; the message names the variables and the problems, never their values."""
+
+
+def settings_error_line(exc: Exception) -> str:
+    """One line for a settings failure. Pydantic's own text prints `input_value` (the whole settings
+    dict for a model check, secrets included), so only the variable names and the rule are kept."""
+    if isinstance(exc, ValidationError):
+        problems = []
+        for e in exc.errors(include_input=False, include_url=False):
+            loc = [str(p) for p in e.get("loc", ()) if p != "__root__"]
+            name = f"ORCH_{loc[0].upper()}" if loc else ""
+            message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+            problems.append(f"{name}: {message}" if name else message)
+        return "invalid settings: " + "; ".join(problems)
+    field = getattr(exc, "args", [""])[0]
+    match = re.search(r'field "([a-z_]+)"', str(field))
+    if match:
+        return f"invalid settings: ORCH_{match.group(1).upper()}: cannot be parsed (complex values are JSON)"
+    return f"invalid settings: {type(exc).__name__}"
 
 
 class AgentSecurityException(BaseModel):
@@ -53,6 +76,9 @@ class Settings(BaseSettings):
     # Credentials at rest: master keys by id (JSON object of base64 32-byte keys) and the id new rows use.
     master_keys: dict[str, SecretStr] = {}
     master_key_id: str | None = None
+    # Accept secrets sealed before they were bound to their URL (`v1:`): only while upgrading, until
+    # `orchestrator tenants rewrap` has bound every row. Off, a re-pointed URL can never receive a secret.
+    allow_unbound_secrets: bool = False
 
     # API keys: a YAML file of sha256 hashes (never the keys); no key configured at all = auth disabled.
     api_keys_file: Path | None = None
@@ -82,11 +108,23 @@ class Settings(BaseSettings):
     agent_restart_max: int = Field(default=3, ge=0)
     agent_stop_timeout_s: int = Field(default=10, ge=1)
     container_start_timeout_s: float = Field(default=30.0, gt=0)
-    # Given to agent containers as OPENAI_API_KEY: with it they run a livekit-agents session, without
-    # it the built-in offline mode. Env only (never a label, never logged).
+    # The most a tenant store may give one agent (per-agent overrides are lowered to these; '0' = no
+    # memory limit is refused).
+    agent_memory_max: str = "4g"
+    agent_cpus_max: float = Field(default=4.0, gt=0)
+    agent_pids_max: int = Field(default=4096, gt=0)
+    # The operator's fallback LLM key, given as OPENAI_API_KEY to agents of clients that have no sealed
+    # key of their own (clients.llm_api_key); unset: those agents run the offline mode. Env only.
     agent_llm_api_key: SecretStr | None = None
 
-    # Docker access.
+    # Which engine runs the agents: one Docker engine, or a Docker Swarm (one service per agent, any node).
+    runtime: Literal["docker", "swarm"] = "docker"
+    # Swarm placement constraints by "*" (every agent), a client id, or "client/slug" (all that match apply),
+    # e.g. {"acme": ["node.labels.tenant==acme"]}; and an optional spread preference (e.g. node.labels.zone).
+    swarm_placement: dict[str, list[str]] = {}
+    swarm_spread: str | None = None
+
+    # Docker access (for a swarm: a manager's socket or address).
     docker_host: str | None = None  # default: DOCKER_HOST or the local socket
     docker_pool_size: int = Field(default=32, ge=2)
     docker_timeout_s: float = Field(default=30.0, gt=0)
@@ -139,8 +177,12 @@ class Settings(BaseSettings):
     @field_validator("admin_api_key")
     @classmethod
     def _no_placeholder_key(cls, v: SecretStr | None) -> SecretStr | None:
+        from .apikeys import weakness  # pure
+
         if v is not None and is_placeholder(v.get_secret_value()):
             raise ValueError("ORCH_ADMIN_API_KEY is a placeholder; set a real random key (e.g. `openssl rand -hex 32`)")
+        if v is not None and (problem := weakness(v.get_secret_value())):
+            raise ValueError(f"ORCH_ADMIN_API_KEY {problem}; set a random key (e.g. `openssl rand -hex 32`)")
         return v
 
     @field_validator("agent_subnet_pool", "agent_image_allowlist", mode="before")
@@ -182,6 +224,20 @@ class Settings(BaseSettings):
         return self.agent_image_allowlist or [split_image(self.agent_image)[0]]
 
     @model_validator(mode="after")
+    def _memory_in_range(self) -> "Settings":
+        from .tenants.limits import memory_bytes  # pure; imported here to keep settings free of domain imports
+
+        if memory_bytes(self.agent_memory) > memory_bytes(self.agent_memory_max):
+            raise ValueError("ORCH_AGENT_MEMORY must not exceed ORCH_AGENT_MEMORY_MAX")
+        return self
+
+    @property
+    def resource_ceiling(self):  # type: ignore[no-untyped-def]
+        from .tenants.limits import ResourceCeiling
+
+        return ResourceCeiling.parse(memory=self.agent_memory_max, cpus=self.agent_cpus_max, pids=self.agent_pids_max)
+
+    @model_validator(mode="after")
     def _supabase_complete(self) -> "Settings":
         if self.tenant_store == "supabase":
             missing = [n for n, v in (("ORCH_SUPABASE_URL", self.supabase_url), ("ORCH_SUPABASE_SERVICE_KEY", self.supabase_service_key),
@@ -198,6 +254,14 @@ class Settings(BaseSettings):
         if self.room_empty_timeout_s < self.grace_period_s:
             raise ValueError("ORCH_ROOM_EMPTY_TIMEOUT_S must be at least ORCH_GRACE_PERIOD_S")
         return self
+
+    @classmethod
+    def load(cls) -> "Settings":
+        """Settings from the environment; any problem raises SettingsProblem with one line and no values."""
+        try:
+            return cls()
+        except Exception as exc:  # ValidationError, or pydantic-settings' SettingsError for unparsable JSON
+            raise SettingsProblem(settings_error_line(exc)) from None
 
     @property
     def room_departure_timeout_s(self) -> int:

@@ -312,8 +312,10 @@ class TriggerService:
             "AGENT_CONFIG": json.dumps(agent.public_config()),
             "AGENT_GRACE_SECONDS": str(s.grace_period_s),
         }
-        if s.agent_llm_api_key is not None:
-            env["OPENAI_API_KEY"] = s.agent_llm_api_key.get_secret_value()
+        # The client's own LLM key; the operator's key only as the explicit fallback (never both).
+        llm_key = client.llm_api_key or s.agent_llm_api_key
+        if llm_key is not None:
+            env["OPENAI_API_KEY"] = llm_key.get_secret_value()
         res = agent.resources
         # Hardened unless the operator (never the tenant) loosened this one agent.
         loosen = s.agent_security_exceptions.get(f"{key.client_id}/{key.agent_slug}")

@@ -2,29 +2,50 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request
 
-from orchestrator.errors import Unauthorized
-from orchestrator.livekit import verify_webhook, webhook_issuer
 from orchestrator.clock import utcnow
+from orchestrator.errors import DependencyUnavailable, OrchestratorError, TemporaryError, Unauthorized
+from orchestrator.livekit import verify_webhook, webhook_issuer
 
 from ..deps import TenantsDep, WebhookIntakeDep
 from ..schemas import ErrorBody
 
 router = APIRouter(prefix="/api/v1/livekit", tags=["livekit"])
 
+# What a LiveKit API key looks like (LiveKit's own are `API` + base62); anything else is refused
+# before any tenant lookup, so a forged `iss` costs nothing.
+_ISSUER = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+# One answer for every failure: which failure it was would tell a caller which keys tenants use.
+_REFUSED = "webhook refused: it must carry a LiveKit token signed by a key and secret this orchestrator serves"
 
-@router.post("/webhook", responses={401: {"model": ErrorBody}})
+
+@router.post("/webhook", responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}})
 async def livekit_webhook(request: Request, tenants: TenantsDep, intake: WebhookIntakeDep) -> dict[str, object]:
     """Verified with the API secret of the tenant whose key signed it (`iss`); anything else is a 401."""
     auth = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not auth:
-        raise Unauthorized("missing Authorization: LiveKit sends the signed webhook token there")
+    try:
+        issuer = webhook_issuer(auth) if auth else ""
+    except Unauthorized:
+        issuer = ""
+    if not _ISSUER.fullmatch(issuer):
+        raise Unauthorized(_REFUSED)
     body = (await request.body()).decode("utf-8", errors="replace")
-    clients = await tenants.clients_for_livekit_key(webhook_issuer(auth))
+    try:
+        clients = await tenants.clients_for_livekit_key(issuer)
+    except TemporaryError as exc:
+        # The caller is not authenticated yet: no tenant, key id or store detail in the answer.
+        raise DependencyUnavailable("webhook cannot be verified right now; retry later", retry_after=exc.retry_after) from None
+    except OrchestratorError:
+        raise Unauthorized(_REFUSED) from None
     if not clients:
-        raise Unauthorized("webhook signed by an API key no tenant uses")
-    notice, creds = verify_webhook(body, auth, candidates=[c.livekit for c in clients])
+        raise Unauthorized(_REFUSED)
+    try:
+        notice, creds = verify_webhook(body, auth, candidates=[c.livekit for c in clients])
+    except Unauthorized:
+        raise Unauthorized(_REFUSED) from None
     # Several tenants may share one LiveKit project: the room metadata we wrote names the owner;
     # for a room without it, each tenant on that project holds its own (client, room) entry.
     owners = [c.id for c in clients if c.livekit.api_secret == creds.api_secret]
@@ -32,4 +53,3 @@ async def livekit_webhook(request: Request, tenants: TenantsDep, intake: Webhook
         owners = [notice.room_client_id]
     fresh = intake.accept(notice, client_ids=owners, now=utcnow())
     return {"ok": True, "duplicate": not fresh, "event": notice.event}
-

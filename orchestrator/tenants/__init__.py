@@ -4,9 +4,24 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..errors import NotFound
+from ..errors import NotFound, PermanentError
 from ..models import Agent, Client
 from ..naming import closest
+
+
+class CredentialsUnusable(PermanentError):
+    """A client's sealed credentials cannot be opened: its master key is not configured, or the ciphertext
+    was moved, altered or re-pointed at another destination. Retrying cannot help; an operator must."""
+
+    status_code = 502  # the tenant store handed over data we cannot use: an upstream fault, never a bare 500
+    code = "credentials_unusable"
+
+
+class TenantRecordInvalid(PermanentError):
+    """A client's or agent's row is malformed (missing or mistyped columns); the data must be fixed."""
+
+    status_code = 502
+    code = "tenant_record_invalid"
 
 
 class TenantStore(Protocol):

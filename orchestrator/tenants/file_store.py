@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from ..models import Agent, Client, LiveKitCredentials
 from ..naming import clean_slug
@@ -29,6 +29,7 @@ class _ClientEntry(BaseModel):
     id: str = Field(min_length=1, max_length=128)
     name: str
     livekit: LiveKitCredentials
+    llm_api_key: SecretStr | None = None  # this client's own LLM key (else the operator's fallback)
     agents: list[_AgentEntry] = []
 
     @field_validator("livekit")
@@ -49,7 +50,7 @@ class FileTenantStore:
 
     def __init__(self, path: Path) -> None:
         data = _TenantsFile.model_validate(yaml.safe_load(Path(path).read_text()))
-        self._clients = {c.id: Client(id=c.id, name=c.name, livekit=c.livekit) for c in data.clients}
+        self._clients = {c.id: Client(id=c.id, name=c.name, livekit=c.livekit, llm_api_key=c.llm_api_key) for c in data.clients}
         self._agents = {c.id: {a.slug: Agent.model_validate(a.model_dump()) for a in c.agents} for c in data.clients}
 
     async def get_client(self, client_id: str) -> Client:

@@ -19,23 +19,28 @@ from typing import Any
 
 import httpx
 from postgrest.exceptions import APIError
+from postgrest.types import CountMethod
 from pydantic import SecretStr, ValidationError
 from supabase import AsyncClient, AsyncClientOptions
 
 from ..credentials import CredentialError, MasterKeys, open_sealed, unwrap_data_key
-from ..errors import Conflict, DependencyUnavailable, NotFound
+from ..errors import Conflict, DependencyUnavailable, NotFound, PermanentError
 from ..models import Agent, Client, LiveKitCredentials, Resources
 from ..naming import normalise_slug
-from . import unknown_agent, unknown_agent_id, unknown_client
+from . import CredentialsUnusable, TenantRecordInvalid, unknown_agent, unknown_agent_id, unknown_client
 from .cache import OutageCache
+from .limits import DEFAULT_CEILING, ResourceCeiling
 
 log = logging.getLogger(__name__)
 
-CLIENT_COLUMNS = "id,name,active,livekit_url,livekit_api_key,livekit_api_secret,supabase_url,supabase_service_key,data_key"
+CLIENT_COLUMNS = "id,name,active,livekit_url,livekit_api_key,livekit_api_secret,supabase_url,supabase_service_key,llm_api_key,data_key"
 CONFIG_COLUMNS = "instructions,voice,greeting,model,image,memory,cpus,pids"
 # One round trip: the agent with its configuration embedded through the agent_id foreign key.
 AGENT_SELECT = f"id,slug,name,agent_configurations({CONFIG_COLUMNS})"
-MAX_SLUGS = 1000
+# Rows per page when listing. PostgREST caps every answer at its db-max-rows (Supabase: 1,000)
+# without saying so; listings page by key and check PostgREST's exact count instead of trusting it.
+PAGE_ROWS = 1000
+MAX_PAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class _Tenant:
     client: Client
     project_url: str
     project_key: SecretStr
+    own_project: bool  # the client owns that database outright: nothing in it may pick a container
 
 
 class SupabaseTenantStore:
@@ -62,7 +68,12 @@ class SupabaseTenantStore:
         max_stale_s: float = 3600.0,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        key_refresh_s: float = 10.0,
+        ceiling: ResourceCeiling = DEFAULT_CEILING,
+        allow_unbound: bool = False,
     ) -> None:
+        self._ceiling = ceiling
+        self._allow_unbound = allow_unbound  # accept v1 secrets (not bound to their URL): an upgrade window only
         self._url = url.rstrip("/")
         self._key = service_key
         self._master_keys = master_keys
@@ -73,7 +84,13 @@ class SupabaseTenantStore:
         self._projects: dict[tuple[str, str], AsyncClient] = {}
         self._clients: OutageCache[_Tenant] = OutageCache(ttl_s=ttl_s, max_stale_s=max_stale_s, what="platform Supabase", clock=clock)
         self._agents: OutageCache[Agent] = OutageCache(ttl_s=ttl_s, max_stale_s=max_stale_s, what="client Supabase", clock=clock)
-        self._by_key: OutageCache[tuple[str, ...]] = OutageCache(ttl_s=ttl_s, max_stale_s=max_stale_s, what="platform Supabase", clock=clock)
+        # Every active client's LiveKit API key, read whole (paged) instead of one query per key asked
+        # about: an unauthenticated webhook names any key it likes, so a miss must cost no query and
+        # no cache entry. An unknown key re-reads the directory at most once per `key_refresh_s`.
+        self._directory: OutageCache[dict[str, tuple[str, ...]]] = OutageCache(
+            ttl_s=ttl_s, max_stale_s=max_stale_s, what="platform Supabase", clock=clock
+        )
+        self._key_refresh_s = key_refresh_s
 
     # -- TenantStore -------------------------------------------------------------------------
 
@@ -99,20 +116,34 @@ class SupabaseTenantStore:
 
     async def list_agent_slugs(self, client: Client) -> list[str]:
         tenant = await self._tenant(client.id)
-        query = self._project(tenant).table("agents").select("slug").eq("client_id", client.id).order("slug").limit(MAX_SLUGS)
-        return [r["slug"] for r in await self._rows(f"agents of client {client.id}", query)]
+        # Complete or refused (503): a truncated list would make the planner remove valid agents as unknown.
+        rows = await self._all_rows(
+            f"agents of client {client.id}", lambda: self._project(tenant).table("agents"), "slug", key="slug", client_id=client.id
+        )
+        return [r["slug"] for r in rows]
 
     async def clients_for_livekit_key(self, api_key: str) -> list[Client]:
-        ids = await self._by_key.get(api_key, lambda: self._fetch_ids_for_key(api_key), label="clients of a LiveKit key")
-        return [await self.get_client(i) for i in ids]
+        directory = await self._directory.get("keys", self._fetch_key_directory, label="the LiveKit key directory")
+        if api_key not in directory and (self._directory.age("keys") or 0.0) >= self._key_refresh_s:
+            self._directory.invalidate()  # a client added since the last read is found within key_refresh_s
+            directory = await self._directory.get("keys", self._fetch_key_directory, label="the LiveKit key directory")
+        # Tenants sharing a LiveKit project share its key: one whose row cannot be used (undecryptable,
+        # malformed, deactivated meanwhile) is left out, logged, and the others still verify webhooks.
+        clients: list[Client] = []
+        for client_id in directory.get(api_key, ()):
+            try:
+                clients.append(await self.get_client(client_id))
+            except PermanentError as exc:
+                log.warning("client %s left out of its LiveKit key's tenants: %s", client_id, exc.message, extra={"client_id": client_id})
+        return clients
 
     async def invalidate(self, client_id: str | None = None) -> int:
         if client_id is None:
-            return self._clients.invalidate() + self._agents.invalidate() + self._by_key.invalidate()
+            return self._clients.invalidate() + self._agents.invalidate() + self._directory.invalidate()
         return (
             self._clients.invalidate(lambda k: k == client_id)
             + self._agents.invalidate(lambda k: isinstance(k, tuple) and k[0] == client_id)
-            + self._by_key.invalidate()
+            + self._directory.invalidate()
         )
 
     async def aclose(self) -> None:
@@ -133,29 +164,49 @@ class SupabaseTenantStore:
             raise NotFound(f"client '{client_id}' is deactivated", details={"field": "client_id"})
         return self._tenant_from_row(row)
 
-    async def _fetch_ids_for_key(self, api_key: str) -> tuple[str, ...]:
-        query = self._platform().table("clients").select("id,active").eq("livekit_api_key", api_key).limit(100)
-        return tuple(r["id"] for r in await self._rows("clients of a LiveKit key", query) if r.get("active", True))
+    async def _fetch_key_directory(self) -> dict[str, tuple[str, ...]]:
+        rows = await self._all_rows("the clients' LiveKit keys", lambda: self._platform().table("clients"), "id,livekit_api_key,active", key="id")
+        directory: dict[str, list[str]] = {}
+        for r in rows:
+            if r.get("active", True):
+                directory.setdefault(r["livekit_api_key"], []).append(r["id"])
+        return {k: tuple(v) for k, v in directory.items()}
 
     def _tenant_from_row(self, row: dict[str, Any]) -> _Tenant:
         cid = str(row["id"])
         try:
             data_key = unwrap_data_key(self._master_keys, client_id=cid, wrapped=row["data_key"])
-            secret = open_sealed(data_key, client_id=cid, column="livekit_api_secret", token=row["livekit_api_secret"])
+            unbound = self._allow_unbound
+            secret = open_sealed(data_key, client_id=cid, column="livekit_api_secret", token=row["livekit_api_secret"],
+                                 destination=row["livekit_url"], allow_unbound=unbound)
             own_url, own_key = row.get("supabase_url"), row.get("supabase_service_key")
             project_key = (
-                SecretStr(open_sealed(data_key, client_id=cid, column="supabase_service_key", token=own_key))
+                SecretStr(open_sealed(data_key, client_id=cid, column="supabase_service_key", token=own_key,
+                                      destination=own_url, allow_unbound=unbound))
                 if own_url and own_key else self._key
             )
+            llm = row.get("llm_api_key")
             client = Client(
                 id=cid, name=row["name"],
                 livekit=LiveKitCredentials(url=row["livekit_url"], api_key=row["livekit_api_key"], api_secret=SecretStr(secret)),
+                llm_api_key=SecretStr(open_sealed(data_key, client_id=cid, column="llm_api_key", token=llm, destination=None,
+                                                  allow_unbound=unbound)) if llm else None,
             )
         except CredentialError as exc:
-            raise DependencyUnavailable(f"credentials of client {cid} cannot be decrypted: {exc}", retry_after=60) from None
+            # Permanent, and the operator's to fix: the reason (which may name a master-key id) goes
+            # to the log only; callers get the client id and what to do.
+            log.error("credentials of client %s cannot be decrypted (%s); they stay unusable until re-entered "
+                      "with `orchestrator tenants set-credentials` or their master key is configured", cid, exc,
+                      extra={"client_id": cid})
+            raise CredentialsUnusable(
+                f"credentials of client {cid} cannot be decrypted; an operator must re-enter them "
+                "(`orchestrator tenants set-credentials`) or configure their master key (see the orchestrator log)"
+            ) from None
         except (KeyError, TypeError, ValidationError) as exc:
-            raise DependencyUnavailable(f"client {cid}'s row in the platform project is malformed ({type(exc).__name__})") from None
-        return _Tenant(client=client, project_url=(own_url or self._url).rstrip("/"), project_key=project_key)
+            raise TenantRecordInvalid(f"client {cid}'s row in the platform project is malformed ({type(exc).__name__})") from None
+        return _Tenant(
+            client=client, project_url=(own_url or self._url).rstrip("/"), project_key=project_key, own_project=bool(own_url and own_key)
+        )
 
     # -- client projects ---------------------------------------------------------------------
 
@@ -167,7 +218,7 @@ class SupabaseTenantStore:
             if column == "slug":
                 raise unknown_agent(tenant.client, value, await self.list_agent_slugs(tenant.client))
             raise unknown_agent_id(tenant.client, value)
-        return agent_from_row(rows[0], client_id=cid)
+        return agent_from_row(rows[0], client_id=cid, ceiling=None if tenant.own_project else self._ceiling)
 
     # -- supabase-py -------------------------------------------------------------------------
 
@@ -186,19 +237,56 @@ class SupabaseTenantStore:
 
     async def _rows(self, what: str, query: Any) -> list[dict[str, Any]]:
         """Run one PostgREST query; map every transport or API failure to a 503 naming what failed."""
+        return list((await self._execute(what, query)).data or [])
+
+    async def _execute(self, what: str, query: Any) -> Any:
         try:
-            response = await query.execute()
+            return await query.execute()
         except httpx.TimeoutException:
             raise DependencyUnavailable(f"Supabase did not answer for {what} within {self._timeout_s:g} s") from None
         except httpx.HTTPError as exc:
             raise DependencyUnavailable(f"Supabase unreachable for {what}: {type(exc).__name__}: {exc}") from None
         except APIError as exc:
             raise DependencyUnavailable(f"Supabase refused the query for {what}: {exc.code or ''} {exc.message or ''}".strip()) from None
-        return list(response.data or [])
 
 
-def agent_from_row(row: dict[str, Any], *, client_id: str) -> Agent:
-    """An `agents` row with its embedded configuration (object, one-element list, or null) as an Agent."""
+    async def _all_rows(self, what: str, table: Callable[[], Any], columns: str, *, key: str, **eq: str) -> list[dict[str, Any]]:
+        """Every matching row, paged by `key` (keyset), and as many as PostgREST's exact count says.
+
+        A server that caps answers below PAGE_ROWS is paged past; if the rows still fall short of
+        the count, the listing is refused (DependencyUnavailable) rather than silently truncated.
+        """
+        rows: list[dict[str, Any]] = []
+        total: int | None = None
+        last: Any = None
+        for _ in range(MAX_PAGES):
+            query = table().select(columns, count=CountMethod.exact if total is None else None)
+            for column, value in eq.items():
+                query = query.eq(column, value)
+            if last is not None:
+                query = query.gt(key, last)
+            response = await self._execute(what, query.order(key).limit(PAGE_ROWS))
+            page = list(response.data or [])
+            if total is None:
+                total = response.count
+            rows += page
+            if not page or (total is not None and len(rows) >= total):
+                break
+            last = page[-1][key]
+        else:
+            raise DependencyUnavailable(f"listing {what} did not end within {MAX_PAGES} pages")
+        if total is not None and len(rows) < total:
+            raise DependencyUnavailable(f"listing {what} returned {len(rows)} of {total} rows; not trusting a partial list")
+        return rows
+
+
+def agent_from_row(row: dict[str, Any], *, client_id: str, ceiling: ResourceCeiling | None) -> Agent:
+    """An `agents` row with its embedded configuration (object, one-element list, or null) as an Agent.
+
+    The container columns (image, memory, cpus, pids) count only where the operator wrote them (the
+    platform project, clamped to `ceiling`); `ceiling=None` means the client owns the project, so they
+    are ignored and the deployment's defaults apply.
+    """
     cfg = row.get("agent_configurations") or {}
     if isinstance(cfg, list):
         cfg = cfg[0] if cfg else {}
@@ -209,18 +297,27 @@ def agent_from_row(row: dict[str, Any], *, client_id: str) -> Agent:
             f"rename it to '{normalise_slug(slug)}'"
         )
     try:
+        resources = Resources()
+        if ceiling is not None:
+            try:
+                resources = ceiling.clamp(Resources(
+                    memory=cfg.get("memory"),
+                    cpus=float(cfg["cpus"]) if cfg.get("cpus") is not None else None,
+                    pids=cfg.get("pids"),
+                ))
+            except ValueError as exc:
+                raise Conflict(
+                    f"agent {row.get('id')} of client {client_id}: {exc}; the operator must set a value up to {ceiling.memory}"
+                ) from None
         return Agent(
             id=str(row["id"]), slug=slug, name=row["name"],
             instructions=cfg.get("instructions") or "", voice=cfg.get("voice") or "alloy",
-            greeting=cfg.get("greeting") or "", model=cfg.get("model") or "", image=cfg.get("image") or None,
-            resources=Resources(
-                memory=cfg.get("memory"),
-                cpus=float(cfg["cpus"]) if cfg.get("cpus") is not None else None,
-                pids=cfg.get("pids"),
-            ),
+            greeting=cfg.get("greeting") or "", model=cfg.get("model") or "",
+            image=(cfg.get("image") or None) if ceiling is not None else None,
+            resources=resources,
         )
     except (KeyError, TypeError, ValueError, ValidationError) as exc:
-        raise DependencyUnavailable(f"agent {row.get('id')} of client {client_id} is malformed in its project ({type(exc).__name__})") from None
+        raise TenantRecordInvalid(f"agent {row.get('id')} of client {client_id} is malformed in its project ({type(exc).__name__})") from None
 
 
 class PlatformWriter:
@@ -232,10 +329,11 @@ class PlatformWriter:
     def __init__(self, store: SupabaseTenantStore) -> None:
         self._store = store
 
-    async def existing_data_key(self, client_id: str) -> str | None:
-        query = self._store._platform().table("clients").select("id,data_key").eq("id", client_id).limit(1)
+    async def existing(self, client_id: str) -> dict[str, Any] | None:
+        """The client's data key and the URLs its secrets are bound to; None for a new client."""
+        query = self._store._platform().table("clients").select("id,data_key,livekit_url,supabase_url").eq("id", client_id).limit(1)
         rows = await self._store._rows(f"client {client_id}", query)
-        return rows[0]["data_key"] if rows else None
+        return rows[0] if rows else None
 
     async def upsert(self, row: dict[str, Any], *, exists: bool) -> None:
         table = self._store._platform().table("clients")
@@ -246,12 +344,13 @@ class PlatformWriter:
         await self._store._rows(f"client {row['id']}", query)
         await self._store.invalidate(row["id"])
 
-    async def data_keys(self) -> list[tuple[str, str]]:
-        query = self._store._platform().table("clients").select("id,data_key").order("id").limit(10000)
-        return [(r["id"], r["data_key"]) for r in await self._store._rows("all clients", query)]
+    async def all_sealed(self) -> list[dict[str, Any]]:
+        """Every client's data key, sealed columns and their URLs (paged; never silently truncated)."""
+        columns = "id,data_key,livekit_url,supabase_url,livekit_api_secret,supabase_service_key,llm_api_key"
+        return await self._store._all_rows("all clients", lambda: self._store._platform().table("clients"), columns, key="id")
 
-    async def set_data_key(self, client_id: str, wrapped: str) -> None:
-        query = self._store._platform().table("clients").update({"data_key": wrapped}).eq("id", client_id)
+    async def update(self, client_id: str, changes: dict[str, Any]) -> None:
+        query = self._store._platform().table("clients").update(changes).eq("id", client_id)
         await self._store._rows(f"client {client_id}", query)
 
 
@@ -267,4 +366,5 @@ def store_from_settings(settings: Any, *, transport: httpx.AsyncBaseTransport | 
         url=settings.supabase_url, service_key=settings.supabase_service_key, master_keys=keys,
         timeout_s=settings.supabase_timeout_s, retry=settings.supabase_retry,
         ttl_s=settings.tenant_cache_ttl_s, max_stale_s=settings.tenant_cache_max_stale_s, transport=transport,
+        ceiling=settings.resource_ceiling, allow_unbound=settings.allow_unbound_secrets,
     )

@@ -141,3 +141,23 @@ async def test_spawn_by_id_with_own_client_key(  # type: ignore[no-untyped-def]
     async with lkapi.LiveKitAPI(livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret) as lk:
         rooms = await lk.room.list_rooms(lkapi.ListRoomsRequest(names=[body["room_name"]]))
     assert json.loads(rooms.rooms[0].metadata)["agent_id"] == "agent-clarence"
+
+
+async def test_repeated_wrong_keys_from_one_source_are_throttled(
+    make_settings: Callable[..., Settings], tmp_path: Path, keys: dict[str, str]
+) -> None:
+    from api.app import create_app
+
+    app = create_app(make_settings(api_keys_file=tmp_path / "keys.yaml"))
+    async with app.router.lifespan_context(app):
+        def client(source: str) -> httpx.AsyncClient:
+            return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(source, 4000)), base_url="http://orchestrator")
+
+        async with client("203.0.113.7") as guesser, client("203.0.113.8") as bystander:
+            codes = [(await guesser.get("/api/v1/admin/containers", headers={"X-API-Key": generate()})).status_code for _ in range(40)]
+            assert codes[0] == 401 and codes[-1] == 429, codes
+            blocked = await guesser.get("/api/v1/admin/containers", headers={"X-API-Key": generate()})
+            assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
+            # Another source is unaffected, and a missing key (nothing guessed) is a plain 401.
+            assert (await bystander.get("/api/v1/admin/containers", headers={"X-API-Key": generate()})).status_code == 401
+            assert (await bystander.get("/api/v1/admin/containers", headers={"X-API-Key": keys["admin"]})).status_code == 200

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from orchestrator.credentials import MasterKeys
-from orchestrator.errors import DependencyUnavailable
+from orchestrator.tenants import CredentialsUnusable
 from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
 from tests.support.postgres import _as_postgres, _bindir
 from tests.support.supabase_world import ACME, AUTONOMITE, BETA, World, claims
@@ -82,7 +82,7 @@ async def test_moved_ciphertext_in_the_database_fails_to_decrypt(world: World) -
             (BETA, AUTONOMITE),
         )
     store = world.store()
-    with pytest.raises(DependencyUnavailable, match="cannot be decrypted") as info:
+    with pytest.raises(CredentialsUnusable, match="cannot be decrypted") as info:
         await store.get_client(AUTONOMITE)
     assert world.secrets["beta_lk"] not in info.value.message
     assert (await store.get_client(BETA)).livekit.api_secret.get_secret_value() == world.secrets["beta_lk"]
@@ -93,6 +93,6 @@ async def test_dump_plus_wrong_master_key_opens_nothing(world: World) -> None:
     import os
 
     store = world.store(master_keys=MasterKeys(keys={"k1": os.urandom(32)}, current="k1"))
-    with pytest.raises(DependencyUnavailable, match="cannot be decrypted"):
+    with pytest.raises(CredentialsUnusable, match="cannot be decrypted"):
         await store.get_client(ACME)
     await store.aclose()

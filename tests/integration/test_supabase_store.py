@@ -48,7 +48,7 @@ async def test_client_on_platform_project_by_slug(world: World) -> None:
     first, second = world.handler.requests
     assert (first.method, first.url.host, first.url.path) == ("GET", PLATFORM_HOST, "/rest/v1/clients")
     assert _params(first) == [
-        ("select", "id,name,active,livekit_url,livekit_api_key,livekit_api_secret,supabase_url,supabase_service_key,data_key"),
+        ("select", "id,name,active,livekit_url,livekit_api_key,livekit_api_secret,supabase_url,supabase_service_key,llm_api_key,data_key"),
         ("id", f"eq.{AUTONOMITE}"), ("limit", "1"),
     ]
     # The shared project is queried with the platform key and filtered by client: Beta's agents stay out.
@@ -103,6 +103,7 @@ async def test_unknown_agent_is_404_with_suggestions(world: World) -> None:
     assert info.value.details["suggestions"] == ["clarence-coherence"]
     slugs = world.handler.requests[-1]
     assert _params(slugs) == [("select", "slug"), ("client_id", f"eq.{AUTONOMITE}"), ("order", "slug.asc"), ("limit", "1000")]
+    assert slugs.headers["prefer"] == "count=exact"  # the count tells a capped answer from a complete one
     with pytest.raises(NotFound, match="agent id"):
         await store.get_agent_by_id(client, "not-a-uuid")  # refused before any request
     with pytest.raises(NotFound, match="agent id"):

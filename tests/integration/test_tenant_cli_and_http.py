@@ -55,7 +55,7 @@ def test_set_credentials_reads_secrets_from_stdin_and_stores_only_ciphertext(
     assert not any("lk-secret-newco-123" in p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file())
     with psycopg.connect(world.platform.dsn) as conn:
         row = conn.execute("select livekit_api_secret, data_key from clients where id = 'newco'").fetchone()
-    assert row[0].startswith("v1:") and "lk-secret-newco-123" not in row[0] and row[1].startswith("v1:k1:")
+    assert row[0].startswith("v2:") and "lk-secret-newco-123" not in row[0] and row[1].startswith("v1:k1:")
     assert asyncio.run(_secret_of(world.store(), "newco")) == "lk-secret-newco-123"
 
     # Rotating only the LiveKit secret keeps the data key, so nothing else needs re-entering.
@@ -107,9 +107,9 @@ def test_keys_new_prints_the_key_once_and_only_a_hash_to_stdout() -> None:
     entry = yaml.safe_load(result.stdout)[0]
     key = result.stderr.split(": ")[-1].strip()
     assert entry["role"] == "client" and entry["client_id"] == AUTONOMITE and key not in result.stdout
-    import hashlib
+    from orchestrator.apikeys import KeyEntry
 
-    assert entry["sha256"] == hashlib.sha256(key.encode()).hexdigest()
+    assert entry["hash"].startswith("hmac-sha256$") and KeyEntry.model_validate(entry).matches(key)
 
 
 def test_docker_compose_file_is_valid_and_scoped(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ No PostgREST or Supabase server can be obtained on these machines, so this handl
 HTTP boundary (an `httpx.MockTransport`): it checks the `apikey` and `Authorization` headers,
 verifies the JWT, runs each request as the JWT's role with `request.jwt.claims` set (so row-level
 security applies exactly as on Supabase), and supports the subset supabase-py sends here:
-`select` with one level of embedding through a foreign key, `eq.` filters, `order`, `limit`,
-insert/upsert (POST) and update (PATCH). Every request is recorded for the contract assertions.
+`select` with one level of embedding through a foreign key, `eq.`/`gt.` filters, `order`, `limit`,
+`Prefer: count=exact`, insert/upsert (POST) and update (PATCH). `max_rows` caps every answer the way
+PostgREST's `db-max-rows` does (Supabase's default is 1,000): silently. Every request is recorded for the contract assertions.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class PostgrestHandler:
         self.down: set[str] = set()  # hosts that refuse connections
         self.slow: set[str] = set()  # hosts that time out
         self.fail_with: dict[str, list[int]] = {}  # host -> statuses to answer next, in order
+        self.max_rows: int | None = None  # PostgREST's db-max-rows: a silent cap on every answer
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -131,11 +133,12 @@ class PostgrestHandler:
                 conn.execute(sql.SQL("set local role {}").format(sql.Identifier(claims["role"])))
                 conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
                 if request.method == "GET":
-                    rows = self._select(conn, table, params)
+                    rows, total = self._select(conn, table, params, max_rows=self.max_rows,
+                                               count="count=exact" in request.headers.get("prefer", ""))
                 elif request.method == "POST":
-                    rows = self._insert(conn, table, params, request)
+                    rows, total = self._insert(conn, table, params, request)
                 elif request.method == "PATCH":
-                    rows = self._update(conn, table, params, request)
+                    rows, total = self._update(conn, table, params, request)
                 else:
                     raise _Reject(405, "PGRST117", f"unsupported method {request.method}")
         except psycopg.errors.InsufficientPrivilege as exc:
@@ -145,7 +148,7 @@ class PostgrestHandler:
         body = rows if "return=representation" in request.headers.get("prefer", "") or request.method == "GET" else []
         return httpx.Response(
             200 if request.method == "GET" else 201 if request.method == "POST" else 200,
-            json=body, headers={"Content-Range": f"0-{max(len(rows) - 1, 0)}/*"}, request=request,
+            json=body, headers={"Content-Range": f"0-{max(len(rows) - 1, 0)}/{'*' if total is None else total}"}, request=request,
         )
 
     # -- the SQL ---------------------------------------------------------------------------
@@ -167,14 +170,16 @@ class PostgrestHandler:
                     order.append(sql.SQL("t.{} {}").format(_ident(col), sql.SQL("desc" if direction.startswith("desc") else "asc")))
             else:
                 op, _, operand = value.partition(".")
-                if op != "eq":
+                if op not in ("eq", "gt"):
                     raise _Reject(400, "PGRST100", f"unsupported operator {op!r}")
-                conds.append(sql.SQL("t.{} = %s").format(_ident(key)))
+                conds.append(sql.SQL("t.{} {} %s").format(_ident(key), sql.SQL("=" if op == "eq" else ">")))
                 args.append(operand)
         where = sql.SQL(" and ").join(conds) if conds else sql.SQL("true")
         return where, args, limit, order
 
-    def _select(self, conn: psycopg.Connection[Any], table: str, params: list[tuple[str, str]]) -> list[Any]:
+    def _select(
+        self, conn: psycopg.Connection[Any], table: str, params: list[tuple[str, str]], *, max_rows: int | None, count: bool
+    ) -> tuple[list[Any], int | None]:
         select = dict(params).get("select", "*")
         cols: list[sql.Composable] = []
         for item in _split_top(select):
@@ -186,12 +191,15 @@ class PostgrestHandler:
             else:
                 cols.append(sql.SQL("t.{}").format(_ident(item)))
         where, args, limit, order = self._filters(table, params)
+        if max_rows is not None:
+            limit = max_rows if limit is None else min(limit, max_rows)
+        total = conn.execute(sql.SQL("select count(*) from {} t where {}").format(_ident(table), where), args).fetchone()[0] if count else None
         query = sql.SQL("select row_to_json(r) from (select {cols} from {table} t where {where}{order}{limit}) r").format(
             cols=sql.SQL(", ").join(cols), table=_ident(table), where=where,
             order=sql.SQL(" order by ") + sql.SQL(", ").join(order) if order else sql.SQL(""),
             limit=sql.SQL(" limit {}").format(sql.Literal(limit)) if limit is not None else sql.SQL(""),
         )
-        return [row[0] for row in conn.execute(query, args).fetchall()]
+        return [row[0] for row in conn.execute(query, args).fetchall()], total
 
     @staticmethod
     def _embed(conn: psycopg.Connection[Any], table: str, rel: str, inner: str) -> sql.Composable:
@@ -217,7 +225,7 @@ class PostgrestHandler:
             cols=inner_cols, rel=_ident(rel), join=join, alias=_ident(rel)
         )
 
-    def _insert(self, conn: psycopg.Connection[Any], table: str, params: list[tuple[str, str]], request: httpx.Request) -> list[Any]:
+    def _insert(self, conn: psycopg.Connection[Any], table: str, params: list[tuple[str, str]], request: httpx.Request) -> tuple[list[Any], None]:
         body = json.loads(request.content)
         rows = body if isinstance(body, list) else [body]
         upsert = "resolution=merge-duplicates" in request.headers.get("prefer", "")
@@ -235,12 +243,12 @@ class PostgrestHandler:
                 )
             stmt += sql.SQL(" returning row_to_json(t)")
             out.extend(r[0] for r in conn.execute(stmt, [row[c] for c in cols]).fetchall())
-        return out
+        return out, None
 
-    def _update(self, conn: psycopg.Connection[Any], table: str, params: list[tuple[str, str]], request: httpx.Request) -> list[Any]:
+    def _update(self, conn: psycopg.Connection[Any], table: str, params: list[tuple[str, str]], request: httpx.Request) -> tuple[list[Any], None]:
         body = json.loads(request.content)
         where, args, _, _ = self._filters(table, params)
         stmt = sql.SQL("update {table} as t set {sets} where {where} returning row_to_json(t)").format(
             table=_ident(table), sets=sql.SQL(", ").join(sql.SQL("{} = %s").format(_ident(c)) for c in body), where=where
         )
-        return [r[0] for r in conn.execute(stmt, [*body.values(), *args]).fetchall()]
+        return [r[0] for r in conn.execute(stmt, [*body.values(), *args]).fetchall()], None

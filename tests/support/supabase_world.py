@@ -57,13 +57,16 @@ class World:
 
 
 def _insert_client(dsn: str, keys: MasterKeys, *, client_id: str, name: str, lk_secret: str,
-                   own_url: str | None = None, own_key: str | None = None) -> None:
+                   own_url: str | None = None, own_key: str | None = None, llm_key: str | None = None,
+                   livekit_api_key: str | None = None) -> None:
     secrets_ = {"livekit_api_secret": lk_secret}
     if own_key:
         secrets_["supabase_service_key"] = own_key
+    if llm_key:
+        secrets_["llm_api_key"] = llm_key
     row = client_changes(
-        keys, client_id=client_id, existing_data_key=None, secrets=secrets_,
-        plain={"name": name, "livekit_url": "ws://127.0.0.1:7880", "livekit_api_key": f"key-{client_id[:6]}", "supabase_url": own_url},
+        keys, client_id=client_id, existing=None, secrets=secrets_,
+        plain={"name": name, "livekit_url": "ws://127.0.0.1:7880", "livekit_api_key": livekit_api_key or f"key-{client_id[:6]}", "supabase_url": own_url},
     )
     cols = list(row)
     with psycopg.connect(dsn, autocommit=True) as conn:

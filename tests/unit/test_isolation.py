@@ -140,3 +140,12 @@ def test_settings_refuse_a_root_agent_user(user: str) -> None:
 def test_settings_refuse_a_bad_subnet() -> None:
     with pytest.raises(ValueError, match="not a subnet"):
         Settings(agent_subnet_pool=["172.29.0.0/33"])
+
+
+async def test_an_engine_that_makes_no_networks_keeps_the_host_network_unless_one_is_named() -> None:
+    from orchestrator.agent_networks import AgentNetworks
+
+    nets = AgentNetworks(settings=Settings(agent_network=""), provider=object())
+    assert nets.shares_host_network and (await nets.for_client("c1")).name == "host"
+    named = AgentNetworks(settings=Settings(agent_network="overlay-agents"), provider=object())
+    assert not named.shares_host_network and (await named.for_client("c1")).name == "overlay-agents"

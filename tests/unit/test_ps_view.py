@@ -32,3 +32,12 @@ def test_rooms_named() -> None:
     containers = [{"client_id": "c3", "room": "r1"}, {"client_id": "", "room": "r1"}]
     assert rooms_named(rooms, containers, "r1") == ["c1", "c3"]
     assert rooms_named(rooms, containers, "zz") == []
+
+
+def test_node_column_only_when_a_row_has_a_node() -> None:
+    from orchestrator.ps_view import DOCKER_COLUMNS, with_node
+
+    assert with_node(DOCKER_COLUMNS, [C]) == DOCKER_COLUMNS
+    cols = with_node(DOCKER_COLUMNS, [{**C, "node": "sw-n2"}])
+    assert cols[:3] == ["name", "status", "node"]
+    assert table([{**C, "node": "sw-n2"}], cols).splitlines()[1].split()[:3] == ["agent_a", "running", "sw-n2"]
