@@ -12,8 +12,10 @@ from datetime import datetime
 from typing import Callable
 
 from .clock import utcnow
-from .errors import Conflict, ContainerFailed, DependencyUnavailable, OrchestratorError
+from .agent_networks import AgentNetworks
+from .errors import Conflict, ContainerFailed, DependencyUnavailable, ImageNotAllowed, OrchestratorError
 from .admission import Admissions
+from .isolation import AgentNetwork, agent_livekit_url, image_allowed
 from .locks import KeyedLocks
 from .models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
 from .naming import (
@@ -66,6 +68,7 @@ class TriggerService:
         on_launched: Callable[[ContainerKey], None] | None = None,
         view: AgentView | None = None,
         rooms: RoomRegistry | None = None,
+        networks: AgentNetworks | None = None,
     ) -> None:
         self._settings = settings
         self._tenants = tenants
@@ -79,6 +82,7 @@ class TriggerService:
         self._view = view  # watch-fed: a running agent and the limits are answered without an engine call
         self._rooms = rooms  # a live room confirmed recently is not created again
         self._view_answers: dict[ContainerKey, float] = {}  # reuse answers given from the view, by monotonic time
+        self.networks = networks or AgentNetworks(settings=settings, provider=runtime)
 
     async def trigger(
         self, *, client_id: str, agent_slug: str, mode: Mode, user_id: str, room_name: str | None = None
@@ -117,6 +121,7 @@ class TriggerService:
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         """The room first (with timeouts covering the grace period), then the container under the key's lock."""
         s = self._settings
+        self._check_image(agent)
         known = self._rooms is not None and known_to_exist(
             self._rooms.get(client.id, key.room), now=self._clock(), trust_s=s.room_trust_s
         )
@@ -129,6 +134,16 @@ class TriggerService:
                 self._rooms.confirm(client.id, key.room, now=self._clock())
         async with self._locks.hold(key):
             return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
+
+    def _check_image(self, agent: Agent) -> None:
+        """The deployment's image allowlist, before any room or container: a refused agent leaves nothing behind."""
+        image = agent.image or self._settings.agent_image
+        if not image_allowed(image, allowlist=self._settings.image_allowlist):
+            raise ImageNotAllowed(
+                f"agent '{agent.slug}' names image '{image}', which this deployment does not allow; ask the operator "
+                "to add its repository or digest to ORCH_AGENT_IMAGE_ALLOWLIST",
+                details={"field": "agent.image", "image": image},
+            )
 
     async def _admit(self, key: ContainerKey) -> None:
         """The limits (admission.Admissions), counted from the watch-fed view when it is synced, else one list."""
@@ -169,13 +184,17 @@ class TriggerService:
         for _ in range(_MAX_ROUNDS):
             info = await self._runtime.get(name)
             if info is None:
+                network = await self.networks.for_client(client.id)
                 await self._admit(key)
                 made: ContainerInfo | None = None
                 try:
                     made = await self._runtime.create_and_start(
-                        self._spec(key, name=name, client=client, agent=agent, mode=mode)
+                        self._spec(key, name=name, client=client, agent=agent, mode=mode, network=network)
                     )
                     return TriggerOutcome.created, made
+                except DependencyUnavailable:
+                    self.networks.forget(network)  # in case it was the network that went missing
+                    raise
                 except NameTaken:
                     # Another process won the name. Docker reserves a name before the container can be
                     # inspected, so give the winner's create a moment to become visible, then reuse it.
@@ -266,7 +285,9 @@ class TriggerService:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def _spec(self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode) -> ContainerSpec:
+    def _spec(
+        self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode, network: AgentNetwork
+    ) -> ContainerSpec:
         s = self._settings
         image = agent.image or s.agent_image
         labels = container_labels(
@@ -274,7 +295,7 @@ class TriggerService:
             spec=spec_hash(agent, image=image, mode=mode), created_at=self._clock(),
         )
         env = {
-            "LIVEKIT_URL": client.livekit.url,
+            "LIVEKIT_URL": agent_livekit_url(client.livekit.url, network=network, override=s.agent_livekit_url),
             "LIVEKIT_ROOM": key.room,
             # A room-scoped agent token; the tenant's API secret never enters the container.
             "LIVEKIT_TOKEN": self._livekit.agent_token(
@@ -289,11 +310,19 @@ class TriggerService:
         if llm_key is not None:
             env["OPENAI_API_KEY"] = llm_key.get_secret_value()
         res = agent.resources
+        # Hardened unless the operator (never the tenant) loosened this one agent.
+        loosen = s.agent_security_exceptions.get(f"{key.client_id}/{key.agent_slug}")
         return ContainerSpec(
             name=name, image=image, labels=labels, env=env,
             memory=res.memory or s.agent_memory, cpus=res.cpus or s.agent_cpus, pids=res.pids or s.agent_pids,
-            network=s.agent_network, restart_policy=s.agent_restart_policy, restart_max=s.agent_restart_max,
+            network=network.name, restart_policy=s.agent_restart_policy, restart_max=s.agent_restart_max,
             stop_timeout_s=s.agent_stop_timeout_s,
+            user=(loosen and loosen.user) or s.agent_user,
+            read_only_root=not (loosen and loosen.writable_root),
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={s.agent_tmpfs_size},mode=1777"},
+            cap_add=tuple(loosen.cap_add) if loosen else (),
+            no_new_privileges=not (loosen and loosen.allow_new_privileges),
+            runtime=(loosen and loosen.runtime) or s.agent_runtime,
         )
 
 
