@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .isolation import HOST_NETWORK, AgentNetwork, bridge_name, network_name
+from .isolation import HOST_NETWORK, AgentNetwork, bridge_name, engine_network, network_name
 from .locks import KeyedLocks
 from .naming import LABEL_PREFIX, Label
 from .runtime import NetworkProvider
@@ -67,7 +67,7 @@ class AgentNetworks:
         known = self._known.get(name)
         if known is not None:
             return known
-        if self._provider is None or name == HOST_NETWORK:
+        if self._provider is None or name == HOST_NETWORK or engine_network(name):
             return AgentNetwork(name=name)
         async with self._locks.hold(name):
             if name not in self._known:

@@ -31,6 +31,11 @@ class AgentNetwork(BaseModel):
         return self.name == HOST_NETWORK
 
 
+def engine_network(name: str) -> bool:
+    """Docker's own modes (`none`, `container:<name>`): nothing to make or inspect, used as they are."""
+    return name == "none" or name.startswith("container:")
+
+
 def network_name(*, configured: str, scope: str, client_id: str | None) -> str:
     """The Docker network of an agent: `<configured or orch-agents-<scope>>[-c<client hash>]` ("host" as is).
 

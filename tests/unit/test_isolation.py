@@ -149,3 +149,16 @@ async def test_an_engine_that_makes_no_networks_keeps_the_host_network_unless_on
     assert nets.shares_host_network and (await nets.for_client("c1")).name == "host"
     named = AgentNetworks(settings=Settings(agent_network="overlay-agents"), provider=object())
     assert not named.shares_host_network and (await named.for_client("c1")).name == "overlay-agents"
+
+
+class _MustNotMake:
+    async def ensure_network(self, name: str, **_: object) -> object:
+        raise AssertionError(f"asked to make {name}")
+
+
+@pytest.mark.parametrize("mode", ["none", "container:sidecar"])
+async def test_docker_network_modes_are_used_as_they_are(mode: str) -> None:
+    from orchestrator.agent_networks import AgentNetworks
+
+    nets = AgentNetworks(settings=Settings(agent_network=mode), provider=_MustNotMake())
+    assert (await nets.ensure_default()) == AgentNetwork(name=mode)
