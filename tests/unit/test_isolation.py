@@ -162,3 +162,13 @@ async def test_docker_network_modes_are_used_as_they_are(mode: str) -> None:
 
     nets = AgentNetworks(settings=Settings(agent_network=mode), provider=_MustNotMake())
     assert (await nets.ensure_default()) == AgentNetwork(name=mode)
+
+
+def test_only_the_docker_runtime_makes_agent_networks() -> None:
+    """A swarm inherits the Docker adapter's calls but not its networks (a local bridge cannot carry services)."""
+    from orchestrator.runtime import NetworkProvider
+    from orchestrator.runtime.docker import DockerRuntime
+    from orchestrator.runtime.swarm import SwarmRuntime
+
+    assert isinstance(DockerRuntime(), NetworkProvider)
+    assert not isinstance(SwarmRuntime(base_url="tcp://127.0.0.1:1"), NetworkProvider)
