@@ -28,6 +28,7 @@ from orchestrator.models import LiveKitCredentials
 from orchestrator.naming import Label
 from orchestrator.settings import Settings
 from tests.support.world import CLIENT_ID, write_tenants
+from tests.support.agent_net import make_network, remove_network
 from tests.support.docker_helpers import TINY_IMAGE, scoped
 from tests.support.livekit_server import LiveKitServer, free_port
 from tests.support.serve import serve, serve_process
@@ -117,7 +118,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     client = docker.from_env(max_pool_size=16)
     tag = secrets.token_hex(3)
     scope, scope_join, scope_rc = f"bench-{tag}", f"bench-{tag}-join", f"bench-{tag}-rc"
-    livekit = LiveKitServer(api_key="benchkey", api_secret=secrets.token_hex(32), port=free_port()).start()
+    # Agents on a network of the bench's own (as a deployment's), LiveKit bound to its gateway too.
+    net = make_network(f"orch-bench-{tag}", scope=f"bench-{tag}-net")
+    os.environ["ORCH_AGENT_NETWORK"] = net.name  # every served orchestrator below inherits it
+    livekit = LiveKitServer(api_key="benchkey", api_secret=secrets.token_hex(32), port=free_port(),
+                            agent_gateway=net.gateway).start()
     creds = LiveKitCredentials(url=livekit.url, api_key=livekit.api_key, api_secret=livekit.api_secret)
     tenants = write_tenants(Path(tempfile.mkdtemp()) / "tenants.yaml", livekit)
     out: dict[str, object] = {"machine": machine(), "image": args.image, "agent_image": args.agent_image, "runs": args.runs,
@@ -186,6 +191,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         for s in (scope, scope_join, scope_rc):
             remove_scope(client, s)
         livekit.stop()
+        os.environ.pop("ORCH_AGENT_NETWORK", None)
+        remove_network(client, net.name)
     timings["total"] = round(time.monotonic() - t_start, 1)
     return out
 

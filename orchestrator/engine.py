@@ -18,8 +18,9 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from .agent_networks import AgentNetworks
 from .clock import utcnow
-from .errors import DependencyUnavailable
+from .errors import ConfigurationError, DependencyRejected, DependencyUnavailable
 from .events import EventFeed
 from .informer import Informer
 from .metrics import Metrics
@@ -91,9 +92,11 @@ class Engine:
             on_error=lambda dependency: self.metrics.dependency_errors.labels(dependency=dependency).inc(),
         )
         self.view = AgentView()  # watch-fed: reuse and limits answered without engine calls once synced
+        # The agents' own network (made by a runtime that can, else the one named or the host's).
+        self.networks = AgentNetworks(settings=settings, provider=self.runtime)
         self.trigger = TriggerService(
             settings=settings, tenants=self.tenants, livekit=self.livekit, runtime=self.runtime,
-            clock=clock, on_launched=self._launched, view=self.view, rooms=self.registry,
+            clock=clock, on_launched=self._launched, view=self.view, rooms=self.registry, networks=self.networks,
         )
         self.reconciler = Reconciler(
             settings=settings, runtime=self.runtime, tenants=self.tenants, livekit=self.livekit,
@@ -158,11 +161,20 @@ class Engine:
     async def preflight(self) -> None:
         """Settings only the engine can judge fail here, naming the variable (errors.ConfigurationError).
 
-        An engine that does not answer yet is no reason to refuse to start: /healthz reports it.
+        The agents' network is made first (a bad network setting stops us here, not at the first trigger),
+        then checked. An engine that does not answer yet is no reason to refuse to start: /healthz reports it,
+        and the first trigger makes the network instead.
         """
-        if isinstance(self.runtime, Preflight):
+        try:
+            network = await self.networks.ensure_default()
+        except DependencyUnavailable as exc:
+            log.warning("agent network not ready at start (%s); the first trigger makes it", exc.message)
+            return
+        except DependencyRejected as exc:
+            raise ConfigurationError(f"ORCH_AGENT_NETWORK={self.networks.configured!r}: {exc.message}") from None
+        if isinstance(self.runtime, Preflight) and network is not None:
             try:
-                await self.runtime.preflight(network=self.settings.agent_network)
+                await self.runtime.preflight(network=network.name)
             except DependencyUnavailable as exc:
                 log.warning("start-up check skipped: %s", exc.message)
 

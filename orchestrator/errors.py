@@ -131,3 +131,9 @@ class ContainerFailed(TemporaryError):
 
     status_code = 502
     code = "container_failed"
+
+
+class ImageNotAllowed(Forbidden):
+    """The agent names an image outside this deployment's allowlist (ORCH_AGENT_IMAGE_ALLOWLIST)."""
+
+    code = "image_not_allowed"

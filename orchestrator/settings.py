@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .isolation import is_root_user, split_image
 
 from .resources import MIN_MEMORY_BYTES, memory_bytes
 
@@ -47,6 +49,18 @@ def settings_error_line(exc: Exception) -> str:
     return f"invalid settings: {type(exc).__name__}"
 
 
+class AgentSecurityException(BaseModel):
+    """What an operator may loosen for one agent; everything else stays hardened."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    writable_root: bool = False
+    cap_add: list[str] = []
+    user: str | None = None  # may be root: the operator's explicit choice
+    allow_new_privileges: bool = False
+    runtime: str | None = None
+
+
 class Settings(BaseSettings):
     """Every knob of a deployment. Env prefix `ORCH_`; an optional `.env`-style file via ORCH_ENV_FILE."""
 
@@ -76,7 +90,22 @@ class Settings(BaseSettings):
 
     # The agent containers.
     agent_image: str = "agent-orchestrator/agent:latest"
-    agent_network: str = "host"  # "host" lets agents reach a LiveKit server on the host's loopback
+    # Isolation: "" = a network the orchestrator makes (`orch-agents-<scope>`, or one per client); a name = that
+    # network (made, labelled ours, when missing); "host" = the explicit opt-out (agents reach the host's loopback).
+    agent_network: str = ""
+    agent_network_per_client: bool = False
+    agent_subnet: str | None = None  # fixed subnet of the deployment network; else the first free one of the pool
+    agent_subnet_pool: Annotated[list[str], NoDecode] = ["172.29.0.0/16"]
+    agent_subnet_prefix: int = Field(default=24, ge=8, le=29)
+    # The LiveKit URL agents get; unset = the tenant's URL, a loopback host rewritten to the network's gateway.
+    agent_livekit_url: str | None = Field(default=None, pattern=r"^wss?://")
+    agent_user: str = "10001:10001"  # every agent runs as this, whatever the image's USER says
+    agent_tmpfs_size: str = "64m"  # the one writable place (/tmp) on a read-only root filesystem
+    agent_runtime: str | None = None  # e.g. "runsc" (gVisor), registered with the engine
+    # Repositories (any tag), `repo@sha256:…` or `sha256:…` digests agents may run; empty = ORCH_AGENT_IMAGE's repository.
+    agent_image_allowlist: Annotated[list[str], NoDecode] = []
+    # Operator-only loosening per agent, keyed `<client id>/<agent slug>` (JSON object); never tenant-writable.
+    agent_security_exceptions: dict[str, AgentSecurityException] = {}
     agent_memory: str = "512m"
     agent_cpus: float = Field(default=1.0, gt=0)
     agent_pids: int = Field(default=256, gt=0)
@@ -195,8 +224,9 @@ class Settings(BaseSettings):
     @field_validator("agent_network")
     @classmethod
     def _network_name(cls, v: str) -> str:
-        if not _NETWORK.match(v):
-            raise ValueError("not a network name (letters, digits, '_', '.', '-'; or container:<name>)")
+        if v and not _NETWORK.match(v):  # "" = a network the orchestrator makes
+            raise ValueError("not a network name (letters, digits, '_', '.', '-'; or container:<name>); "
+                             "leave it unset for a network the orchestrator makes")
         return v
 
     @field_validator("admin_api_key")
@@ -209,6 +239,44 @@ class Settings(BaseSettings):
         if v is not None and (problem := weakness(v.get_secret_value())):
             raise ValueError(f"ORCH_ADMIN_API_KEY {problem}; set a random key (e.g. `openssl rand -hex 32`)")
         return v
+
+    @field_validator("agent_subnet_pool", "agent_image_allowlist", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        """A JSON list or a plain comma-separated list (`repo-a, repo-b`)."""
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return v
+
+    @field_validator("agent_subnet", "agent_subnet_pool")
+    @classmethod
+    def _valid_subnets(cls, v: object) -> object:
+        import ipaddress
+
+        for item in v if isinstance(v, list) else [v] if v else []:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a subnet (e.g. 172.29.0.0/16)") from None
+        return v
+
+    @field_validator("agent_user")
+    @classmethod
+    def _non_root_user(cls, v: str) -> str:
+        if is_root_user(v):
+            raise ValueError("ORCH_AGENT_USER must be a non-root user (e.g. 10001:10001); loosen one agent "
+                             "with ORCH_AGENT_SECURITY_EXCEPTIONS instead")
+        return v
+
+    @property
+    def image_allowlist(self) -> list[str]:
+        """The allowlist in force: the configured one, or the default image's repository alone."""
+        return self.agent_image_allowlist or [split_image(self.agent_image)[0]]
 
     @model_validator(mode="after")
     def _memory_in_range(self) -> "Settings":

@@ -12,8 +12,10 @@ from datetime import datetime
 from typing import Callable, Collection, Mapping
 
 from .clock import utcnow
-from .errors import Conflict, ContainerFailed, DependencyUnavailable, LimitExceeded, OrchestratorError
+from .agent_networks import AgentNetworks
+from .errors import Conflict, ContainerFailed, DependencyUnavailable, ImageNotAllowed, LimitExceeded, OrchestratorError
 from .admission import Admissions
+from .isolation import AgentNetwork, agent_livekit_url, image_allowed
 from .locks import KeyedLocks
 from .models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
 from .naming import (
@@ -66,6 +68,7 @@ class TriggerService:
         on_launched: Callable[[ContainerKey], None] | None = None,
         view: AgentView | None = None,
         rooms: RoomRegistry | None = None,
+        networks: AgentNetworks | None = None,
     ) -> None:
         self._settings = settings
         self._tenants = tenants
@@ -81,6 +84,7 @@ class TriggerService:
         self._view = view  # watch-fed: a running agent and the limits are answered without an engine call
         self._rooms = rooms  # a live room confirmed recently is not created again
         self._view_answers: dict[ContainerKey, float] = {}  # reuse answers given from the view, by monotonic time
+        self.networks = networks or AgentNetworks(settings=settings, provider=runtime)
 
     async def trigger(
         self, *, client_id: str, agent_slug: str, mode: Mode, user_id: str, room_name: str | None = None
@@ -117,6 +121,7 @@ class TriggerService:
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         """Limits, then the room (ours, with timeouts covering the grace period), then the container under the key's lock."""
         s = self._settings
+        self._check_image(agent)
         if await self._needs_admission(key):
             await self._admit(key, reserve=False)  # a refusal must not leave a LiveKit room behind
         async with self.room_locks.hold((key.client_id, key.room)):
@@ -137,6 +142,16 @@ class TriggerService:
                 self._on_launched(key)  # before the reuse: a close that has not started yet now sees the trigger
         async with self._locks.hold(key):
             return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
+
+    def _check_image(self, agent: Agent) -> None:
+        """The deployment's image allowlist, before any room or container: a refused agent leaves nothing behind."""
+        image = agent.image or self._settings.agent_image
+        if not image_allowed(image, allowlist=self._settings.image_allowlist):
+            raise ImageNotAllowed(
+                f"agent '{agent.slug}' names image '{image}', which this deployment does not allow; ask the operator "
+                "to add its repository or digest to ORCH_AGENT_IMAGE_ALLOWLIST",
+                details={"field": "agent.image", "image": image},
+            )
 
     async def _needs_admission(self, key: ContainerKey) -> bool:
         """Whether this trigger may create a container (then the limits apply): none of the key is live."""
@@ -259,15 +274,20 @@ class TriggerService:
         for _ in range(_MAX_ROUNDS):
             info = await self._runtime.get(name)
             if info is None:
+                network = await self.networks.for_client(client.id)
                 await self._admit(key)
                 made: ContainerInfo | None = None
                 try:
                     made = await self._runtime.create_and_start(
                         self._spec(
-                            key, name=name, client=client, agent=agent, mode=mode, token=token, extra_labels=extra_labels
+                            key, name=name, client=client, agent=agent, mode=mode, network=network, token=token,
+                            extra_labels=extra_labels,
                         )
                     )
                     return TriggerOutcome.created, made
+                except DependencyUnavailable:
+                    self.networks.forget(network)  # in case it was the network that went missing
+                    raise
                 except NameTaken:
                     # Another process won the name. Docker reserves a name before the container can be
                     # inspected, so give the winner's create a moment to become visible, then reuse it.
@@ -364,7 +384,7 @@ class TriggerService:
             delay = min(delay * 2, 1.0)
 
     def _spec(
-        self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode,
+        self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode, network: AgentNetwork,
         token: str | None = None, extra_labels: Mapping[str, str] | None = None,
     ) -> ContainerSpec:
         s = self._settings
@@ -374,7 +394,7 @@ class TriggerService:
             spec=spec_hash(agent, image=image, mode=mode), created_at=self._clock(),
         )}
         env = {
-            "LIVEKIT_URL": client.livekit.url,
+            "LIVEKIT_URL": agent_livekit_url(client.livekit.url, network=network, override=s.agent_livekit_url),
             "LIVEKIT_ROOM": key.room,
             # A room-scoped agent token (ours, or the one LiveKit minted for a dispatched job); the
             # tenant's API secret never enters the container.
@@ -391,11 +411,19 @@ class TriggerService:
         if llm_key is not None:
             env["OPENAI_API_KEY"] = llm_key.get_secret_value()
         res = agent.resources
+        # Hardened unless the operator (never the tenant) loosened this one agent.
+        loosen = s.agent_security_exceptions.get(f"{key.client_id}/{key.agent_slug}")
         return ContainerSpec(
             name=name, image=image, labels=labels, env=env,
             memory=res.memory or s.agent_memory, cpus=res.cpus or s.agent_cpus, pids=res.pids or s.agent_pids,
-            network=s.agent_network, restart_policy=s.agent_restart_policy, restart_max=s.agent_restart_max,
+            network=network.name, restart_policy=s.agent_restart_policy, restart_max=s.agent_restart_max,
             stop_timeout_s=s.agent_stop_timeout_s, log_max_size=s.agent_log_max_size, log_max_files=s.agent_log_max_files,
+            user=(loosen and loosen.user) or s.agent_user,
+            read_only_root=not (loosen and loosen.writable_root),
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={s.agent_tmpfs_size},mode=1777"},
+            cap_add=tuple(loosen.cap_add) if loosen else (),
+            no_new_privileges=not (loosen and loosen.allow_new_privileges),
+            runtime=(loosen and loosen.runtime) or s.agent_runtime,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -10,7 +11,10 @@ import docker
 import httpx
 import pytest
 
+from orchestrator.isolation import AgentNetwork
 from orchestrator.settings import Settings
+from orchestrator.naming import Label
+from tests.support.agent_net import remove_network, session_network
 from tests.support.docker_helpers import TINY_IMAGE, dump_logs, remove_scope
 from tests.support.livekit_server import LiveKitServer, free_port
 from tests.support.world import CLIENT_ID, OTHER_CLIENT_ID, app_client, write_tenants
@@ -34,8 +38,23 @@ def docker_client() -> Iterator[docker.DockerClient]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def agent_network(docker_client: docker.DockerClient) -> Iterator[AgentNetwork]:
+    """The session's agent network (see tests/support/agent_net.py); every orchestrator of the run uses it."""
+    with session_network(docker_client) as net:
+        previous = os.environ.get("ORCH_AGENT_NETWORK")
+        os.environ["ORCH_AGENT_NETWORK"] = net.name  # read by Settings() and inherited by served processes
+        try:
+            yield net
+        finally:
+            if previous is None:
+                os.environ.pop("ORCH_AGENT_NETWORK", None)
+            else:
+                os.environ["ORCH_AGENT_NETWORK"] = previous
+
+
 @pytest.fixture
-def scope(request: pytest.FixtureRequest, docker_client: docker.DockerClient) -> Iterator[str]:
+def scope(request: pytest.FixtureRequest, docker_client: docker.DockerClient, agent_network: AgentNetwork) -> Iterator[str]:
     """A fresh deployment scope per test; its containers are dumped on failure and always removed."""
     name = f"test-{secrets.token_hex(4)}"
     yield name
@@ -43,11 +62,15 @@ def scope(request: pytest.FixtureRequest, docker_client: docker.DockerClient) ->
     if rep is not None and rep.failed:
         print(f"\n==== container logs for scope {name} ====\n{dump_logs(docker_client, name)}")
     remove_scope(docker_client, name)
+    for net in docker_client.networks.list(filters={"label": f"{Label.SCOPE}={name}"}):
+        remove_network(docker_client, net.name)  # agent networks a test's orchestrator made
 
 
 @pytest.fixture(scope="session")
-def livekit_server() -> Iterator[LiveKitServer]:
-    server = LiveKitServer(api_key="testkey", api_secret=secrets.token_hex(32), port=free_port()).start()
+def livekit_server(agent_network: AgentNetwork) -> Iterator[LiveKitServer]:
+    server = LiveKitServer(
+        api_key="testkey", api_secret=secrets.token_hex(32), port=free_port(), agent_gateway=agent_network.gateway,
+    ).start()
     yield server
     server.stop()
 
@@ -84,10 +107,10 @@ def orch_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def hooked_livekit(orch_port: int) -> Iterator[LiveKitServer]:
+def hooked_livekit(orch_port: int, agent_network: AgentNetwork) -> Iterator[LiveKitServer]:
     """A livekit-server of the module's own whose webhooks point at that orchestrator port."""
     server = LiveKitServer(
-        api_key="hookkey", api_secret=secrets.token_hex(32), port=free_port(),
+        api_key="hookkey", api_secret=secrets.token_hex(32), port=free_port(), agent_gateway=agent_network.gateway,
         webhook_urls=[f"http://127.0.0.1:{orch_port}/api/v1/livekit/webhook"],
     ).start()
     yield server

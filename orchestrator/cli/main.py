@@ -13,6 +13,7 @@ import warnings
 import typer
 
 from .. import __version__
+from ..isolation import api_reachable_by_agents
 from ..logs import configure as configure_logging
 
 from . import agents
@@ -62,7 +63,29 @@ def serve(host: str = typer.Option(None, help="bind address (default ORCH_HOST)"
     if not application.state.api_keys.enabled and not is_loopback(bind):
         fail(f"refusing to bind {bind}: no API keys are configured, so auth is disabled. Configure "
              "ORCH_API_KEYS_FILE or ORCH_ADMIN_API_KEY, or bind 127.0.0.1.", code=USAGE)
+    agent_network = application.state.engine.networks.configured
+    if not application.state.api_keys.enabled and api_reachable_by_agents(bind, agent_network=agent_network):
+        fail(f"refusing to serve on {bind} without API keys: agent containers run on the host network "
+             "(ORCH_AGENT_NETWORK=host) and reach the host's loopback, so any agent could call this API. "
+             "Configure ORCH_API_KEYS_FILE or ORCH_ADMIN_API_KEY, or leave ORCH_AGENT_NETWORK unset.", code=USAGE)
     run(application, host=bind, port=port or settings.port)
+
+
+@app.command()
+def network() -> None:
+    """Make sure the agents' network exists (as `serve` does at start) and print it as JSON.
+
+    `scripts/dev` reads the gateway from it to bind its LiveKit server where agents can reach it."""
+    from ..agent_networks import AgentNetworks
+    from ..runtime.factory import runtime_from_settings
+
+    settings = load_settings()
+    runtime = runtime_from_settings(settings)
+    try:
+        net = asyncio.run(AgentNetworks(settings=settings, provider=runtime).for_client(None))
+    finally:
+        runtime.close()
+    typer.echo(json.dumps({"name": net.name, "subnet": net.subnet, "gateway": net.gateway, "bridge": net.bridge}))
 
 
 def is_loopback(host: str) -> bool:

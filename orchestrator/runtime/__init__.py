@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from ..isolation import AgentNetwork
 from ..models import ContainerInfo, Frozen
 
 
@@ -30,6 +31,14 @@ class ContainerSpec(Frozen):
     stop_timeout_s: int
     log_max_size: str = "10m"  # per log file, Docker notation; an engine without such a knob ignores it
     log_max_files: int = 3
+    # Hardened by default (an engine maps what it can): no capabilities, no privilege gain, read-only root
+    # with a small tmpfs, a non-root user whatever the image says; loosened only by operator settings.
+    user: str | None = None
+    read_only_root: bool = True
+    tmpfs: dict[str, str] = {"/tmp": "size=64m"}
+    cap_add: tuple[str, ...] = ()
+    no_new_privileges: bool = True
+    runtime: str | None = None  # an engine-level sandbox such as gVisor's runsc
 
 
 class NameTaken(Exception):
@@ -103,3 +112,17 @@ class Preflight(Protocol):
     """
 
     async def preflight(self, *, network: str) -> None: ...
+
+
+@runtime_checkable
+class NetworkProvider(Protocol):
+    """Optional: a runtime that can make an isolated network for agents (the Docker runtime).
+
+    Idempotent: an existing network of that name is used as it is. A refusal is a DependencyRejected
+    (a clashing subnet, a used-up pool), a daemon that is down a DependencyUnavailable.
+    """
+
+    async def ensure_network(
+        self, name: str, *, labels: dict[str, str], subnet: str | None, pool: list[str], prefix: int,
+        options: dict[str, str] | None = None,
+    ) -> AgentNetwork: ...

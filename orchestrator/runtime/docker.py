@@ -23,6 +23,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from ..errors import ConfigurationError, DependencyRejected, DependencyUnavailable, dependency_error
 from ..logs import clip_tail
+from ..isolation import HOST_NETWORK, AgentNetwork, gateway_of, pick_subnet
 from ..models import ContainerInfo, ContainerStatus, Health
 from ..naming import Label
 from ..settings import Settings
@@ -84,6 +85,21 @@ def _info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
         created_at=_parse_time(attrs.get("Created")),
         exit_code=state.get("ExitCode") if state.get("Status") in ("exited", "dead") else None,
     )
+
+
+def _network_gone(network: str) -> DependencyUnavailable:
+    """Removed behind our back: the next trigger makes it again (the caller forgets its copy)."""
+    return DependencyUnavailable(
+        f"agent network '{network}' is gone; retry to have it made again", retry_after=1, dependency="docker"
+    )
+
+
+def _network_info(attrs: dict[str, Any]) -> AgentNetwork:
+    configs = (attrs.get("IPAM") or {}).get("Config") or [{}]
+    subnet = configs[0].get("Subnet")
+    gateway = configs[0].get("Gateway") or (gateway_of(subnet) if subnet else None)
+    bridge = (attrs.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{attrs['Id'][:12]}"
+    return AgentNetwork(name=attrs["Name"], subnet=subnet, gateway=gateway, bridge=bridge)
 
 
 class DockerRuntime:
@@ -187,7 +203,7 @@ class DockerRuntime:
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
         await self._call("create", functools.partial(self._create, spec))
         try:
-            await self.start(spec.name)
+            await self._call("start", functools.partial(self._start_new, spec))
         except BaseException:
             # No half-made container: a container that cannot start is removed, then we report.
             with anyio.CancelScope(shield=True):
@@ -197,6 +213,14 @@ class DockerRuntime:
         if info is None:
             raise DependencyUnavailable(f"container {spec.name} vanished right after start", dependency="docker")
         return info
+
+    def _start_new(self, spec: ContainerSpec) -> None:
+        try:
+            self.client.api.start(spec.name)
+        except NotFound as exc:
+            if "network" not in str(exc.explanation or ""):
+                raise
+            raise _network_gone(spec.network) from None
 
     def _create(self, spec: ContainerSpec) -> None:
         restart: dict[str, Any] = {"Name": spec.restart_policy}
@@ -211,6 +235,14 @@ class DockerRuntime:
                 network_mode=spec.network,
                 init=True,
                 log_config={"type": "json-file", "config": {"max-size": spec.log_max_size, "max-file": str(spec.log_max_files)}},
+                # Hardening (ContainerSpec's defaults): no capabilities at all unless an operator added some,
+                # no setuid/file-capability gains, nothing writable but the tmpfs, no host paths, no socket.
+                cap_drop=["ALL"],
+                cap_add=list(spec.cap_add) or None,
+                security_opt=["no-new-privileges:true"] if spec.no_new_privileges else None,
+                read_only=spec.read_only_root,
+                tmpfs=dict(spec.tmpfs) or None,
+                runtime=spec.runtime,
             )
         except DockerException as exc:  # the SDK's own check of a value (e.g. memory "lots"): no retry helps
             raise DependencyRejected(f"Docker cannot use the container's settings: {exc}", dependency="docker") from None
@@ -220,6 +252,7 @@ class DockerRuntime:
                 name=spec.name,
                 labels=spec.labels,
                 environment=spec.env,
+                user=spec.user or "",
                 host_config=host_config,
                 stop_timeout=spec.stop_timeout_s,
                 detach=True,
@@ -229,10 +262,76 @@ class DockerRuntime:
                 f"agent image '{spec.image}' is not on this Docker engine; build it with scripts/build-images",
                 retry_after=60, dependency="docker",
             ) from None
+        except NotFound as exc:
+            if "network" not in str(exc.explanation or ""):
+                raise
+            raise _network_gone(spec.network) from None
         except APIError as exc:
             if exc.status_code == 409:
                 raise NameTaken(spec.name) from None
             raise
+
+    async def ensure_network(
+        self, name: str, *, labels: dict[str, str], subnet: str | None, pool: list[str], prefix: int,
+        options: dict[str, str] | None = None,
+    ) -> AgentNetwork:
+        """The agent network `name`, created when missing (idempotent; never removed here).
+
+        An existing network is used as it is (labelled ours or an operator's own). A new one gets
+        `subnet`, or the first subnet of `pool` that no network on this engine overlaps; when two
+        processes race for a subnet, the engine refuses the overlap and the loser finds the
+        winner's network by name on its next round.
+        """
+        if name == HOST_NETWORK:
+            return AgentNetwork(name=name)
+        return await self._call(
+            "network", functools.partial(self._ensure_network, name, labels=labels, subnet=subnet, pool=pool,
+                                         prefix=prefix, options=options or {})
+        )
+
+    def _find_network(self, name: str) -> dict[str, Any] | None:
+        rows = [n for n in self.client.api.networks(names=[name]) if n.get("Name") == name]
+        if not rows:
+            return None
+        return self.client.api.inspect_network(rows[0]["Id"])
+
+    def _ensure_network(
+        self, name: str, *, labels: dict[str, str], subnet: str | None, pool: list[str], prefix: int,
+        options: dict[str, str],
+    ) -> AgentNetwork:
+        for _ in range(8):  # bounded: each round either finds the network or takes a subnet nobody holds
+            found = self._find_network(name)
+            if found is not None:
+                return _network_info(found)
+            chosen = subnet
+            if chosen is None:
+                taken = [cfg["Subnet"] for n in self.client.api.networks()
+                         for cfg in ((n.get("IPAM") or {}).get("Config") or []) if cfg.get("Subnet")]
+                chosen = pick_subnet(pool=pool, prefix=prefix, taken=taken)
+                if chosen is None:
+                    raise DependencyRejected(
+                        f"no free /{prefix} subnet left in ORCH_AGENT_SUBNET_POOL {pool} for agent network {name}; "
+                        "widen the pool or set ORCH_AGENT_SUBNET", dependency="docker",
+                    )
+            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=chosen, gateway=gateway_of(chosen))])
+            try:
+                self.client.api.create_network(
+                    name, driver="bridge", ipam=ipam, labels=labels, options=options, check_duplicate=True,
+                )
+            except APIError as exc:
+                text = str(exc.explanation or exc)
+                if exc.status_code == 409 or "already exists" in text:
+                    continue  # another process made it: found by name next round
+                if "overlap" in text and subnet is None:
+                    continue  # a subnet taken since we listed: pick again
+                raise dependency_error(
+                    "docker", f"cannot create agent network {name} ({chosen}): {text}", status=exc.status_code
+                ) from None
+            log.info("created agent network %s (%s)", name, chosen)
+        found = self._find_network(name)
+        if found is None:
+            raise DependencyUnavailable(f"agent network {name} could not be created; retry shortly", dependency="docker")
+        return _network_info(found)
 
     async def start(self, name: str) -> None:
         await self._call("start", lambda: self.client.api.start(name))

@@ -52,6 +52,9 @@ class SwarmRuntime(DockerRuntime):
     """ContainerRuntime on a swarm manager: services are the objects, their newest task is the state."""
 
     engine = "swarm"
+    # Not a NetworkProvider: a bridge network made on one node cannot carry services, so agents keep the
+    # host's network unless the operator names an overlay of their own (agent_networks.AgentNetworks).
+    ensure_network = None  # type: ignore[assignment]
 
     def __init__(
         self,

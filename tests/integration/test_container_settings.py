@@ -7,6 +7,7 @@ import pytest
 from pydantic import SecretStr
 
 from orchestrator.errors import Conflict
+from orchestrator.isolation import AgentNetwork
 from orchestrator.models import ContainerKey, Mode
 from orchestrator.settings import Settings
 from orchestrator.tenants.limits import ResourceCeiling
@@ -75,6 +76,9 @@ async def test_own_project_cannot_choose_image_or_resources(world: World) -> Non
     await store.aclose()
 
 
+NET = AgentNetwork(name="agents")  # the spec only names it
+
+
 async def test_llm_key_is_per_client_and_sealed(world: World) -> None:
     _insert_client(world.platform.dsn, world.keys, client_id="llmco", name="LLM Co", lk_secret="lk-llmco-secret-123",
                    llm_key="sk-llmco-own-key-456")
@@ -90,10 +94,10 @@ async def test_llm_key_is_per_client_and_sealed(world: World) -> None:
     settings = Settings(agent_llm_api_key=SecretStr("sk-platform-fallback"))
     service = TriggerService(settings=settings, tenants=store, livekit=FakeRooms(), runtime=None)  # type: ignore[arg-type]
     agent = await world.store().get_agent(other, "beta-bot")
-    env_own = service._spec(ContainerKey(client_id="llmco", agent_slug="beta-bot", room="r"), name="n", client=own, agent=agent, mode=Mode.voice).env
-    env_other = service._spec(ContainerKey(client_id=BETA, agent_slug="beta-bot", room="r"), name="n", client=other, agent=agent, mode=Mode.voice).env
+    env_own = service._spec(ContainerKey(client_id="llmco", agent_slug="beta-bot", room="r"), name="n", client=own, agent=agent, mode=Mode.voice, network=NET).env
+    env_other = service._spec(ContainerKey(client_id=BETA, agent_slug="beta-bot", room="r"), name="n", client=other, agent=agent, mode=Mode.voice, network=NET).env
     assert env_own["OPENAI_API_KEY"] == "sk-llmco-own-key-456"  # never the platform's key for a client with its own
     assert env_other["OPENAI_API_KEY"] == "sk-platform-fallback"  # the operator's explicit fallback
     no_fallback = TriggerService(settings=Settings(), tenants=store, livekit=FakeRooms(), runtime=None)  # type: ignore[arg-type]
     assert "OPENAI_API_KEY" not in no_fallback._spec(
-        ContainerKey(client_id=BETA, agent_slug="beta-bot", room="r"), name="n", client=other, agent=agent, mode=Mode.voice).env
+        ContainerKey(client_id=BETA, agent_slug="beta-bot", room="r"), name="n", client=other, agent=agent, mode=Mode.voice, network=NET).env

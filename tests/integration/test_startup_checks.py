@@ -15,7 +15,6 @@ import pytest
 from orchestrator.engine import Engine
 from orchestrator.errors import ConfigurationError, DependencyRejected
 from orchestrator.models import Mode
-from orchestrator.runtime.docker import DockerRuntime
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
 from tests.support.docker_helpers import scoped
@@ -23,49 +22,49 @@ from tests.support.docker_helpers import scoped
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 
 
-async def test_a_missing_agent_network_stops_start_up_naming_the_variable(make_settings: Callable[..., Settings]) -> None:
-    missing = f"orch-missing-{secrets.token_hex(4)}"
-    with pytest.raises(ConfigurationError, match=f"ORCH_AGENT_NETWORK='{missing}'"):
-        async with Engine.running(make_settings(agent_network=missing), loops=False):
+async def test_an_agent_network_that_cannot_be_made_stops_start_up_naming_the_variable(
+    make_settings: Callable[..., Settings], docker_client: docker.DockerClient,
+) -> None:
+    missing = f"orch-missing-{secrets.token_hex(4)}"  # a missing named network is made, unless no subnet is free
+    with pytest.raises(ConfigurationError, match=f"ORCH_AGENT_NETWORK='{missing}'.*ORCH_AGENT_SUBNET_POOL"):
+        async with Engine.running(make_settings(agent_network=missing, agent_subnet_pool=[]), loops=False):
             raise AssertionError("must not start")
+    assert not docker_client.api.networks(names=[missing])
 
 
 def test_reconcile_cli_refuses_a_missing_network_with_exit_2(make_settings: Callable[..., Settings], scope: str) -> None:
     missing = f"orch-missing-{secrets.token_hex(4)}"
     settings = make_settings()
-    env = {**os.environ, "ORCH_SCOPE": scope, "ORCH_TENANTS_FILE": str(settings.tenants_file), "ORCH_AGENT_NETWORK": missing}
+    env = {**os.environ, "ORCH_SCOPE": scope, "ORCH_TENANTS_FILE": str(settings.tenants_file), "ORCH_AGENT_NETWORK": missing,
+           "ORCH_AGENT_SUBNET_POOL": ""}
     out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "reconcile", "--once"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "ORCH_AGENT_NETWORK" in out.stderr and "Traceback" not in out.stderr
 
 
-class NetworkRemovedAfterStart(DockerRuntime):
-    """The network existed at start-up and was removed since (the check passed then)."""
-
-    async def preflight(self, *, network: str) -> None:
-        return None
+NO_SUCH_RUNTIME = "orch-no-such-runtime"  # a setting only the engine can refuse, and only at create
 
 
 async def test_an_engine_4xx_is_a_permanent_502_with_its_explanation(
     make_settings: Callable[..., Settings], docker_client: docker.DockerClient, scope: str
 ) -> None:
-    settings = make_settings(agent_network=f"orch-missing-{secrets.token_hex(4)}")
-    async with app_client(settings, runtime=NetworkRemovedAfterStart.from_settings(settings)) as api:
+    settings = make_settings(agent_runtime=NO_SUCH_RUNTIME)
+    async with app_client(settings) as api:
         resp = await api.post("/api/v1/trigger-agent", json={
             "agent_slug": "farah", "mode": "voice", "room_name": "net-gone", "user_id": "u1", "client_id": CLIENT_ID,
         })
         metrics = (await api.get("/metrics")).text
     assert resp.status_code == 502, resp.text
-    assert resp.json()["code"] == "dependency_rejected" and "network" in resp.json()["detail"]
+    assert resp.json()["code"] == "dependency_rejected" and "runtime" in resp.json()["detail"]
     assert "retry-after" not in resp.headers
     assert 'orchestrator_dependency_errors_total{dependency="docker"} 1.0' in metrics
     assert scoped(docker_client, scope) == []  # no half-made container
 
 
 async def test_the_trigger_path_sees_the_typed_error(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(agent_network=f"orch-missing-{secrets.token_hex(4)}")
-    engine = Engine(settings, runtime=NetworkRemovedAfterStart.from_settings(settings))
+    settings = make_settings(agent_runtime=NO_SUCH_RUNTIME)
+    engine = Engine(settings)
     try:
         with pytest.raises(DependencyRejected) as info:
             await engine.trigger.trigger(client_id=CLIENT_ID, agent_slug="farah", mode=Mode.voice, user_id="u",

@@ -36,6 +36,9 @@ class LiveKitServer:
     api_secret: str
     port: int
     webhook_urls: list[str] = field(default_factory=list)
+    # The agents' network gateway: bound too and announced as the node IP, so agent containers on that
+    # network reach this server (their own loopback is not the host's).
+    agent_gateway: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -51,8 +54,9 @@ class LiveKitServer:
         workdir = Path(tempfile.mkdtemp(prefix="lk-"))
         cfg = {
             "port": self.port,
-            "bind_addresses": ["127.0.0.1"],
-            "rtc": {"tcp_port": free_port(), "udp_port": free_port(socket.SOCK_DGRAM), "use_external_ip": False, "node_ip": "127.0.0.1"},
+            "bind_addresses": ["127.0.0.1", *([self.agent_gateway] if self.agent_gateway else [])],
+            "rtc": {"tcp_port": free_port(), "udp_port": free_port(socket.SOCK_DGRAM), "use_external_ip": False,
+                    "node_ip": self.agent_gateway or "127.0.0.1"},
             "keys": {self.api_key: self.api_secret},
             "room": {"empty_timeout": 300, "departure_timeout": 20},
             "logging": {"level": "info"},

@@ -20,13 +20,14 @@ import docker
 
 
 class PrivateDockerd:
-    def __init__(self, name: str, *, live_restore: bool = True) -> None:
+    def __init__(self, name: str, *, live_restore: bool = True, extra_args: tuple[str, ...] = ()) -> None:
         self.name = name
         self.sock = Path(f"/run/{name}.sock")
         self.data_root = Path(f"/var/lib/{name}")
         self.exec_root = Path(f"/run/{name}")  # short: containerd's socket path lives under it
         self.log_path = Path(f"/tmp/{name}.log")
         self.live_restore = live_restore
+        self.extra_args = extra_args  # e.g. ("--config-file", PATH) to register runtimes such as runsc
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -43,6 +44,7 @@ class PrivateDockerd:
                "--pidfile", f"/run/{self.name}.pid", "--bridge", "none", "--iptables=false", "--ip-masq=false"]
         if self.live_restore:
             cmd.append("--live-restore")
+        cmd.extend(self.extra_args)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s

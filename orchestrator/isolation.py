@@ -1,0 +1,143 @@
+"""Tenant isolation rules (pure): agent network names and subnets, the URL agents use, image allowlist.
+
+No I/O here: the Docker adapter creates the network, the trigger applies these rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict
+
+HOST_NETWORK = "host"  # the explicit operator opt-out: agents share the host's network namespace
+NETWORK_PREFIX = "orch-agents"
+
+
+class AgentNetwork(BaseModel):
+    """The network agents of one deployment (or one client) run on; gateway = the host as agents see it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")  # models.Frozen's; this module sits below models (settings use it)
+
+    name: str
+    subnet: str | None = None
+    gateway: str | None = None  # None on the host network (agents then see the host's loopback as theirs)
+    bridge: str | None = None  # the host interface of the network: where egress rules (DOCKER-USER) match
+
+    @property
+    def is_host(self) -> bool:
+        return self.name == HOST_NETWORK
+
+
+def engine_network(name: str) -> bool:
+    """Docker's own modes (`none`, `container:<name>`): nothing to make or inspect, used as they are."""
+    return name == "none" or name.startswith("container:")
+
+
+def network_name(*, configured: str, scope: str, client_id: str | None) -> str:
+    """The Docker network of an agent: `<configured or orch-agents-<scope>>[-c<client hash>]` ("host" as is).
+
+    Per-client names carry a hash of the exact client id: ids may hold characters a name may not,
+    and two ids must never share a network.
+    """
+    if configured == HOST_NETWORK:
+        return configured
+    base = configured or f"{NETWORK_PREFIX}-{scope}"
+    if client_id is None:
+        return base
+    return f"{base}-c{hashlib.sha256(client_id.encode()).hexdigest()[:12]}"
+
+
+def bridge_name(network: str) -> str:
+    """A stable host interface name for a network we make (≤ 15 characters, Linux's limit), so operators'
+    firewall rules can name it before the network exists."""
+    return "oa-" + hashlib.sha256(network.encode()).hexdigest()[:10]
+
+
+def pick_subnet(*, pool: Iterable[str], prefix: int, taken: Iterable[str]) -> str | None:
+    """The first /prefix subnet of the pool that overlaps none of `taken` (other networks' subnets), or None."""
+    used = [ipaddress.ip_network(t, strict=False) for t in taken]
+    for block in pool:
+        net = ipaddress.ip_network(block, strict=False)
+        if prefix < net.prefixlen:
+            candidates: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = [net]
+        else:
+            candidates = net.subnets(new_prefix=prefix)
+        for candidate in candidates:
+            if not any(candidate.version == u.version and candidate.overlaps(u) for u in used):
+                return str(candidate)
+    return None
+
+
+def gateway_of(subnet: str) -> str:
+    """Docker's choice for a bridge's gateway: the subnet's first host address."""
+    return str(next(ipaddress.ip_network(subnet, strict=False).hosts()))
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def agent_livekit_url(url: str, *, network: AgentNetwork, override: str | None = None) -> str:
+    """The LiveKit URL handed to an agent: the override if set, else the tenant's URL with a loopback
+    host replaced by the network's gateway (a container's loopback is its own, not the host's)."""
+    if override:
+        return override
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if network.gateway is None or not _is_loopback_host(host):
+        return url
+    netloc = network.gateway + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def split_image(ref: str) -> tuple[str, str | None]:
+    """`repo[:tag][@sha256:…]` → (repository, digest or None); a registry port is not a tag."""
+    digest = None
+    if "@" in ref:
+        ref, digest = ref.split("@", 1)
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    if colon > slash:
+        ref = ref[:colon]
+    return ref, digest
+
+
+def image_allowed(image: str, *, allowlist: Iterable[str]) -> bool:
+    """An allowlist entry is a repository (any tag or digest of it), `repo@sha256:…` or a bare
+    `sha256:…` digest (only references pinned to exactly that digest)."""
+    repo, digest = split_image(image)
+    for entry in allowlist:
+        entry = entry.strip()
+        if not entry:
+            continue
+        if entry.startswith("sha256:"):
+            if digest == entry:
+                return True
+            continue
+        allowed_repo, allowed_digest = split_image(entry)
+        if allowed_repo == repo and (allowed_digest is None or allowed_digest == digest):
+            return True
+    return False
+
+
+def is_root_user(user: str) -> bool:
+    """`0`, `root`, `0:0`, `root:…`: a user spec that runs as uid 0."""
+    name = user.split(":", 1)[0].strip()
+    return name in ("0", "root", "")
+
+
+def api_reachable_by_agents(bind: str, *, agent_network: str) -> bool:
+    """Whether agents can reach an API bound to `bind`: on the host network everything the host
+    listens on is theirs too; on their own network only loopback is out of reach (a container's
+    127.0.0.1 is its own), while the gateway — and through it every other host address — is not."""
+    if agent_network == HOST_NETWORK:
+        return True
+    return not _is_loopback_host(bind.strip("[]"))

@@ -1,0 +1,174 @@
+"""Tenant isolation rules: network names, subnet choice, the LiveKit URL agents get, the image allowlist."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from orchestrator.isolation import (
+    AgentNetwork,
+    agent_livekit_url,
+    api_reachable_by_agents,
+    bridge_name,
+    gateway_of,
+    image_allowed,
+    is_root_user,
+    network_name,
+    pick_subnet,
+    split_image,
+)
+from orchestrator.settings import Settings
+
+NET = AgentNetwork(name="orch-agents-acme", subnet="172.29.3.0/24", gateway="172.29.3.1")
+
+
+@pytest.mark.parametrize("configured,client,want", [
+    ("", None, "orch-agents-acme"),
+    ("my-net", None, "my-net"),
+    ("my-net", "c1", "my-net-c" + hashlib.sha256(b"c1").hexdigest()[:12]),
+    ("host", None, "host"),
+    ("host", "c1", "host"),
+])
+def test_network_name(configured: str, client: str | None, want: str) -> None:
+    assert network_name(configured=configured, scope="acme", client_id=client) == want
+
+
+def test_per_client_names_differ_and_are_safe() -> None:
+    a = network_name(configured="", scope="acme", client_id="df91fd06-816f-4273-a903-5a4861277040")
+    b = network_name(configured="", scope="acme", client_id="df91fd06-816f-4273-a903-5a4861277041")
+    weird = network_name(configured="", scope="acme", client_id="a b/c")
+    assert a != b and a.startswith("orch-agents-acme-c") and len(a) == len("orch-agents-acme-c") + 12
+    assert all(ch.isalnum() or ch == "-" for ch in weird)
+
+
+@pytest.mark.parametrize("pool,prefix,taken,want", [
+    (["172.29.0.0/16"], 24, [], "172.29.0.0/24"),
+    (["172.29.0.0/16"], 24, ["172.29.0.0/24", "172.29.1.0/24"], "172.29.2.0/24"),
+    (["172.29.0.0/16"], 24, ["172.16.0.0/12"], None),  # a wide network elsewhere covers the whole pool
+    (["172.29.0.0/23", "10.99.0.0/16"], 24, ["172.29.0.0/23"], "10.99.0.0/24"),
+    (["172.29.0.0/16"], 24, ["172.17.0.0/16", "fd00::/64"], "172.29.0.0/24"),
+    (["10.1.2.0/24"], 16, [], "10.1.2.0/24"),  # prefix wider than the block: the block itself
+])
+def test_pick_subnet(pool: list[str], prefix: int, taken: list[str], want: str | None) -> None:
+    assert pick_subnet(pool=pool, prefix=prefix, taken=taken) == want
+
+
+def test_bridge_names_fit_linux_and_differ() -> None:
+    a, b = bridge_name("orch-agents-acme"), bridge_name("orch-agents-acme-c0123456789ab")
+    assert a != b and len(a) <= 15 and len(b) <= 15 and a.startswith("oa-")
+
+
+def test_gateway_is_first_host() -> None:
+    assert gateway_of("172.29.3.0/24") == "172.29.3.1"
+
+
+@pytest.mark.parametrize("url,network,override,want", [
+    ("ws://127.0.0.1:7880", NET, None, "ws://172.29.3.1:7880"),
+    ("ws://localhost:7880/path", NET, None, "ws://172.29.3.1:7880/path"),
+    ("wss://acme.livekit.cloud", NET, None, "wss://acme.livekit.cloud"),
+    ("ws://10.0.0.5:7880", NET, None, "ws://10.0.0.5:7880"),
+    ("ws://127.0.0.1:7880", AgentNetwork(name="host"), None, "ws://127.0.0.1:7880"),
+    ("ws://127.0.0.1:7880", NET, "ws://livekit.internal:7880", "ws://livekit.internal:7880"),
+    ("ws://[::1]:7880", NET, None, "ws://172.29.3.1:7880"),
+])
+def test_agent_livekit_url(url: str, network: AgentNetwork, override: str | None, want: str) -> None:
+    assert agent_livekit_url(url, network=network, override=override) == want
+
+
+@pytest.mark.parametrize("ref,want", [
+    ("agent-orchestrator/agent:latest", ("agent-orchestrator/agent", None)),
+    ("registry:5000/team/agent", ("registry:5000/team/agent", None)),
+    ("registry:5000/team/agent:1.2", ("registry:5000/team/agent", None)),
+    ("agent@sha256:ab", ("agent", "sha256:ab")),
+    ("agent:1@sha256:ab", ("agent", "sha256:ab")),
+])
+def test_split_image(ref: str, want: tuple[str, str | None]) -> None:
+    assert split_image(ref) == want
+
+
+@pytest.mark.parametrize("image,allowlist,want", [
+    ("agent-orchestrator/agent:latest", ["agent-orchestrator/agent"], True),
+    ("agent-orchestrator/agent:v2", ["agent-orchestrator/agent"], True),
+    ("agent-orchestrator/agent", ["agent-orchestrator/agent:latest"], True),  # a tag in an entry is ignored
+    ("agent-orchestrator/agent-evil:latest", ["agent-orchestrator/agent"], False),
+    ("evil/agent-orchestrator/agent", ["agent-orchestrator/agent"], False),
+    ("busybox", ["agent-orchestrator/agent"], False),
+    ("team/agent@sha256:aa", ["team/agent@sha256:aa"], True),
+    ("team/agent@sha256:bb", ["team/agent@sha256:aa"], False),
+    ("team/agent:latest", ["team/agent@sha256:aa"], False),  # a pinned entry needs the pinned reference
+    ("any/repo@sha256:aa", ["sha256:aa"], True),
+    ("any/repo:latest", ["sha256:aa"], False),
+    ("x", [], False),
+])
+def test_image_allowed(image: str, allowlist: list[str], want: bool) -> None:
+    assert image_allowed(image, allowlist=allowlist) is want
+
+
+@pytest.mark.parametrize("user,root", [("0", True), ("root", True), ("0:0", True), ("root:wheel", True),
+                                       ("10001:10001", False), ("agent", False), ("1000", False)])
+def test_is_root_user(user: str, root: bool) -> None:
+    assert is_root_user(user) is root
+
+
+@pytest.mark.parametrize("bind,network,reachable", [
+    ("127.0.0.1", "", False),
+    ("localhost", "", False),
+    ("::1", "", False),
+    ("0.0.0.0", "", True),
+    ("172.29.0.1", "", True),  # the gateway
+    ("192.0.2.2", "", True),  # any host address is routed to from the network
+    ("127.0.0.1", "host", True),  # on the host network the host's loopback is the agents' loopback
+    ("127.0.0.1", "my-net", False),
+])
+def test_api_reachable_by_agents(bind: str, network: str, reachable: bool) -> None:
+    assert api_reachable_by_agents(bind, agent_network=network) is reachable
+
+
+def test_settings_allowlist_defaults_to_the_default_image_repository() -> None:
+    s = Settings(agent_image="agent-orchestrator/agent:latest", agent_image_allowlist=[])
+    assert s.image_allowlist == ["agent-orchestrator/agent"]
+    assert Settings(agent_image_allowlist="a/b, c/d@sha256:ee").image_allowlist == ["a/b", "c/d@sha256:ee"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("user", ["0", "root", "0:0"])
+def test_settings_refuse_a_root_agent_user(user: str) -> None:
+    with pytest.raises(ValueError, match="ORCH_AGENT_USER must be a non-root user"):
+        Settings(agent_user=user)
+
+
+def test_settings_refuse_a_bad_subnet() -> None:
+    with pytest.raises(ValueError, match="not a subnet"):
+        Settings(agent_subnet_pool=["172.29.0.0/33"])
+
+
+async def test_an_engine_that_makes_no_networks_keeps_the_host_network_unless_one_is_named() -> None:
+    from orchestrator.agent_networks import AgentNetworks
+
+    nets = AgentNetworks(settings=Settings(agent_network=""), provider=object())
+    assert nets.shares_host_network and (await nets.for_client("c1")).name == "host"
+    named = AgentNetworks(settings=Settings(agent_network="overlay-agents"), provider=object())
+    assert not named.shares_host_network and (await named.for_client("c1")).name == "overlay-agents"
+
+
+class _MustNotMake:
+    async def ensure_network(self, name: str, **_: object) -> object:
+        raise AssertionError(f"asked to make {name}")
+
+
+@pytest.mark.parametrize("mode", ["none", "container:sidecar"])
+async def test_docker_network_modes_are_used_as_they_are(mode: str) -> None:
+    from orchestrator.agent_networks import AgentNetworks
+
+    nets = AgentNetworks(settings=Settings(agent_network=mode), provider=_MustNotMake())
+    assert (await nets.ensure_default()) == AgentNetwork(name=mode)
+
+
+def test_only_the_docker_runtime_makes_agent_networks() -> None:
+    """A swarm inherits the Docker adapter's calls but not its networks (a local bridge cannot carry services)."""
+    from orchestrator.runtime import NetworkProvider
+    from orchestrator.runtime.docker import DockerRuntime
+    from orchestrator.runtime.swarm import SwarmRuntime
+
+    assert isinstance(DockerRuntime(), NetworkProvider)
+    assert not isinstance(SwarmRuntime(base_url="tcp://127.0.0.1:1"), NetworkProvider)
