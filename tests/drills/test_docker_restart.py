@@ -11,8 +11,6 @@ with humans present and remove the rest — calls would drop for a few seconds.
 from __future__ import annotations
 
 import asyncio
-import secrets
-import shutil
 import time
 from collections.abc import Callable, Iterator
 
@@ -23,22 +21,15 @@ from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
 from tests.drills.conftest import assert_tidy
 from tests.support.agent_room import eventually
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.private_dockerd import PrivateDockerd
+from tests.support.private_dockerd import PrivateDockerd, private_engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
 def engine(docker_client: docker.DockerClient) -> Iterator[PrivateDockerd]:
-    assert shutil.which("dockerd"), "dockerd is installed by scripts/provision"
-    d = PrivateDockerd(f"dd-{secrets.token_hex(3)}")
-    try:
-        d.start()
-        d.load_image(docker_client, TINY_IMAGE)
+    with private_engine("dd", docker_client) as d:
         yield d
-    finally:
-        d.destroy()  # always: every container removed, daemon stopped, its mounts and files gone
 
 
 def body(room: str) -> dict[str, str]:

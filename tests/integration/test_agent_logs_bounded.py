@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 async def test_agent_containers_get_a_log_size_cap(make_settings: Callable[..., Settings], docker_client: docker.DockerClient) -> None:
     async with app_client(make_settings(agent_log_max_size="2m", agent_log_max_files=2)) as c:
         r = await c.post("/api/v1/trigger-agent", json={"agent_slug": "farah", "user_id": "u", "client_id": CLIENT_ID, "room_name": "logcap"})
-        assert r.status_code == 200, r.text
+        assert r.status_code == 201, r.text
     log_config = docker_client.containers.get(r.json()["container_id"]).attrs["HostConfig"]["LogConfig"]
     assert log_config == {"Type": "json-file", "Config": {"max-size": "2m", "max-file": "2"}}
 

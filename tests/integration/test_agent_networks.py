@@ -90,7 +90,7 @@ async def test_network_per_client_when_asked(
             r = await api.post("/api/v1/trigger-agent",
                                json={"agent_slug": "farah", "room_name": f"{scope}-{room}", "user_id": "u", "client_id": client_id})
             timings[label] = time.perf_counter() - started
-            assert r.status_code == 200, r.text
+            assert r.status_code == 201, r.text
             names[label] = docker_client.api.inspect_container(r.json()["container_id"])["HostConfig"]["NetworkMode"]
     assert names["first"] == names["cached"] != names["other"]
     assert all(n.startswith(f"orch-agents-{scope}-c") for n in names.values())
@@ -111,12 +111,12 @@ async def test_a_network_removed_behind_our_back_is_made_again(
 
     async with app_client(settings) as api:
         first = await api.post("/api/v1/trigger-agent", json=trigger_body("a"))
-        assert first.status_code == 200, first.text
+        assert first.status_code == 201, first.text
         docker_client.api.remove_container(first.json()["container_id"], force=True)
         docker_client.networks.get(name).remove()
         lost = await api.post("/api/v1/trigger-agent", json=trigger_body("b"))
         assert lost.status_code == 503 and "is gone" in lost.json()["detail"], lost.text
         assert int(lost.headers["Retry-After"]) >= 1
         again = await api.post("/api/v1/trigger-agent", json=trigger_body("b"))
-        assert again.status_code == 200, again.text
+        assert again.status_code == 201, again.text
     assert len(networks_named(docker_client, name)) == 1

@@ -56,7 +56,7 @@ async def test_image_outside_the_allowlist_is_refused_before_anything_is_made(
                 assert not scoped(docker_client, scope), "a container was created for a refused image"
                 assert not await gateway.list_rooms(creds, names=[room]), "a LiveKit room was created for a refused image"
             ok = await api.post("/api/v1/trigger-agent", json=body("tagged", f"{scope}-tagged"))
-            assert ok.status_code == 200, ok.text
+            assert ok.status_code == 201, ok.text
         # An operator allowlist replaces the default: the default image itself is then refused too.
         async with app_client(make_settings(agent_image_allowlist=["some/other"])) as api:
             r = await api.post("/api/v1/trigger-agent", json=body("farah", f"{scope}-farah"))

@@ -7,7 +7,6 @@ Debian's runsc registered through its config file, as the README tells operators
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,8 +16,7 @@ import pytest
 
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.private_dockerd import PrivateDockerd
+from tests.support.private_dockerd import PrivateDockerd, private_engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
@@ -30,13 +28,8 @@ def gvisor_engine(docker_client: docker.DockerClient, tmp_path: Path) -> Iterato
     config = tmp_path / "daemon.json"
     # --network=host: gVisor uses the network namespace Docker made for the container (see environment notes).
     config.write_text(json.dumps({"runtimes": {"runsc": {"path": runsc, "runtimeArgs": ["--network=host"]}}}))
-    d = PrivateDockerd(f"gv-{secrets.token_hex(3)}", live_restore=False, extra_args=("--config-file", str(config)))
-    try:
-        d.start()
-        d.load_image(docker_client, TINY_IMAGE)
+    with private_engine("gv", docker_client, live_restore=False, extra_args=("--config-file", str(config))) as d:
         yield d
-    finally:
-        d.destroy()
 
 
 async def test_agents_run_under_gvisor_when_asked(make_settings: Callable[..., Settings], gvisor_engine: PrivateDockerd) -> None:
@@ -45,7 +38,7 @@ async def test_agents_run_under_gvisor_when_asked(make_settings: Callable[..., S
     async with app_client(settings) as api:
         r = await api.post("/api/v1/trigger-agent",
                            json={"agent_slug": "farah", "room_name": "gvisor", "user_id": "u", "client_id": CLIENT_ID})
-        assert r.status_code == 200, r.text
+        assert r.status_code == 201, r.text
         name = r.json()["container_name"]
     client = gvisor_engine.client()
     try:

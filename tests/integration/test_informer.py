@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -18,7 +17,7 @@ from orchestrator.naming import Label
 from orchestrator.runtime.docker import DockerRuntime
 from tests.support.agent_room import eventually
 from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.private_dockerd import PrivateDockerd
+from tests.support.private_dockerd import PrivateDockerd, private_engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
@@ -71,14 +70,8 @@ async def test_created_killed_renamed_removed_behind_our_back(docker_client: doc
 
 @pytest.fixture
 def engine(docker_client: docker.DockerClient) -> Iterator[PrivateDockerd]:
-    assert shutil.which("dockerd"), "dockerd is installed by scripts/provision"
-    d = PrivateDockerd(f"inf-{secrets.token_hex(3)}")
-    try:
-        d.start()
-        d.load_image(docker_client, TINY_IMAGE)
+    with private_engine("inf", docker_client) as d:
         yield d
-    finally:
-        d.destroy()
 
 
 async def test_daemon_restart_ends_with_a_correct_view(engine: PrivateDockerd) -> None:

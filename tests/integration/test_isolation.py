@@ -76,7 +76,7 @@ async def test_agent_reaches_its_room_and_nothing_else(
                 for client_id, room in ((CLIENT_ID, mine), (OTHER_CLIENT_ID, theirs)):
                     r = await http.post("/api/v1/trigger-agent", json={
                         "agent_slug": "farah", "room_name": room, "user_id": "u", "client_id": client_id})
-                    assert r.status_code == 200, r.text
+                    assert r.status_code == 201, r.text
                     answers[room] = r.json()
 
                 async def listed(room: str) -> bool:

@@ -25,7 +25,7 @@ async def test_refused_triggers_make_no_rooms(
     rooms = [f"{prefix}-{i}" for i in range(30)]
     async with app_client(make_settings(max_agents_per_client=1)) as c:
         first = await c.post("/api/v1/trigger-agent", json={"agent_slug": "farah", "user_id": "u", "client_id": CLIENT_ID, "room_name": rooms[0]})
-        assert first.status_code == 200, first.text
+        assert first.status_code == 201, first.text
         refused = await asyncio.gather(*(
             c.post("/api/v1/trigger-agent", json={"agent_slug": "farah", "user_id": "u", "client_id": CLIENT_ID, "room_name": r})
             for r in rooms[1:]

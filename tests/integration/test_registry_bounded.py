@@ -46,7 +46,7 @@ async def test_cron_mode_registry_keeps_only_rooms_with_our_agents(
 
         room = f"ours-{secrets.token_hex(3)}"
         r = await c.post("/api/v1/trigger-agent", json={"agent_slug": "farah", "user_id": "u", "client_id": CLIENT_ID, "room_name": room})
-        assert r.status_code == 200, r.text
+        assert r.status_code == 201, r.text
         body, headers = _hook(livekit_server, "participant_joined", room, "u")
         await c.post("/api/v1/livekit/webhook", content=body, headers=headers)
         assert [(x["room"], x["humans"]) for x in await _rooms(c)] == [(room, ["u"])]

@@ -65,7 +65,7 @@ async def test_trigger_during_grace_expiry_removal_is_never_reused_then_removed(
     try:
         async with app_client(settings, runtime=runtime) as c:
             old = await c.post("/api/v1/trigger-agent", json=body)
-            assert old.status_code == 200, old.text
+            assert old.status_code == 201, old.text
             await stand_in.connect(creds.url, agent_token(creds, slug="farah", name="Farah", room=room, ttl_s=600))
             await eventually(lambda: _agents_in(livekit_server, room), timeout=10, what="the agent in the room", interval=0.05)
 
@@ -112,7 +112,7 @@ async def test_trigger_in_another_process_keeps_the_room_it_reused(
     try:
         async with app_client(make_settings()) as a, app_client(make_settings(grace_period_s=0, agent_startup_timeout_s=0), runtime=b_runtime) as b:
             first = await a.post("/api/v1/trigger-agent", json=body)
-            assert first.status_code == 200, first.text
+            assert first.status_code == 201, first.text
             await stand_in.connect(creds.url, agent_token(creds, slug="farah", name="Farah", room=room, ttl_s=600))
             await eventually(lambda: _agents_in(livekit_server, room), timeout=10, what="the agent in the room", interval=0.05)
             # The room has been in grace for an hour, as B (and any process) can read from its metadata.

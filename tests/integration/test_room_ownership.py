@@ -36,7 +36,7 @@ async def test_another_tenants_room_is_refused_by_name(
 ) -> None:
     room = f"call-{secrets.token_hex(4)}"
     first = await api.post("/api/v1/trigger-agent", json=_body(room, CLIENT_ID))
-    assert first.status_code == 200, first.text
+    assert first.status_code == 201, first.text
     mine = docker_client.containers.get(first.json()["container_id"])
 
     theirs = await api.post("/api/v1/trigger-agent", json=_body(room, OTHER_CLIENT_ID))
@@ -73,7 +73,7 @@ async def test_agent_token_names_its_client(
     api: httpx.AsyncClient, docker_client: docker.DockerClient, livekit_server: LiveKitServer
 ) -> None:
     r = await api.post("/api/v1/trigger-agent", json=_body(f"attr-{secrets.token_hex(3)}", OTHER_CLIENT_ID))
-    assert r.status_code == 200, r.text
+    assert r.status_code == 201, r.text
     container = docker_client.containers.get(r.json()["container_id"])
     env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
     claims = jwt.decode(env["LIVEKIT_TOKEN"], livekit_server.api_secret, algorithms=["HS256"])
@@ -92,7 +92,7 @@ async def test_webhook_ownership_follows_the_room_metadata(api: httpx.AsyncClien
     """Both tenants share the signing key: only the client the room metadata names gets the event; a room
     that names none is nobody's (it was not made by this orchestrator)."""
     room_a, room_x = f"hook-{secrets.token_hex(3)}", f"hook-{secrets.token_hex(3)}"
-    assert (await api.post("/api/v1/trigger-agent", json=_body(room_a, OTHER_CLIENT_ID))).status_code == 200
+    assert (await api.post("/api/v1/trigger-agent", json=_body(room_a, OTHER_CLIENT_ID))).status_code == 201
     owned = {"client_id": OTHER_CLIENT_ID, "agent_slug": "farah", "agent_id": "agent-acme-farah"}
     for i, (room, metadata) in enumerate(((room_a, json.dumps(owned)), (room_x, ""))):
         body, headers = _signed_webhook(livekit_server, {

@@ -288,7 +288,7 @@ async def test_the_app_on_kubernetes_triggers_and_shows_node_and_reason(
     body = {"agent_slug": "farah", "mode": "voice", "room_name": "via-http", "user_id": "u", "client_id": CLIENT_ID}
     async with app_client(settings) as api:
         first = await api.post("/api/v1/trigger-agent", json=body)
-        assert first.status_code == 200, first.text
+        assert first.status_code == 201, first.text
 
         async def listed() -> dict | None:  # type: ignore[type-arg]
             rows = (await api.get("/api/v1/admin/containers")).json()["containers"]

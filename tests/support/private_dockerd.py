@@ -9,14 +9,18 @@ Its containers use `network_mode=host`, i.e. that namespace: fine for the tiny i
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import docker
+
+from tests.support.docker_helpers import TINY_IMAGE
 
 
 class PrivateDockerd:
@@ -101,3 +105,16 @@ class PrivateDockerd:
 
     def log_tail(self, n: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
+
+
+@contextmanager
+def private_engine(prefix: str, source: docker.DockerClient, *, image: str = TINY_IMAGE, **options: object) -> Iterator[PrivateDockerd]:
+    """A private dockerd with `image` loaded from `source`; always destroyed: containers, daemon, mounts, files."""
+    assert shutil.which("dockerd"), "dockerd is installed by scripts/provision"
+    d = PrivateDockerd(f"{prefix}-{secrets.token_hex(3)}", **options)  # type: ignore[arg-type]
+    try:
+        d.start()
+        d.load_image(source, image)
+        yield d
+    finally:
+        d.destroy()

@@ -236,7 +236,7 @@ async def test_the_app_on_swarm_triggers_and_shows_the_node(
     async with app_client(settings) as api:
         r = await api.post("/api/v1/trigger-agent", json={
             "agent_slug": "farah", "room_name": f"{scope}-app", "user_id": "alice", "client_id": CLIENT_ID, "mode": "voice"})
-        assert r.status_code == 200, r.text
+        assert r.status_code == 201, r.text
         assert len(services(swarm, scope)) == 1
 
         async def listed() -> list[dict] | None:
