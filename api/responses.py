@@ -55,6 +55,9 @@ class ContainerRow(BaseModel):
     age_s: int | None
     cpu_ratio: float | None = Field(None, description="share of one core, from the background sampler")
     memory_bytes: int | None = None
+    job: str | None = Field(None, description="the LiveKit job that launched it (dispatched agents only)")
+    node: str | None = Field(None, description="where it runs on a multi-node engine (a swarm or Kubernetes node)")
+    reason: str | None = Field(None, description="the engine's word for a state, e.g. CrashLoopBackOff or Unschedulable")
 
 
 class ContainersOut(BaseModel):
