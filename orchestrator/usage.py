@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .clock import parse_engine_time
+
 
 @dataclass(frozen=True)
 class UsageSample:
@@ -19,16 +21,6 @@ class UsageSample:
     online_cpus: int
     read_at: datetime | None
     memory_bytes: int | None
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or value.startswith("0001-"):
-        return None
-    head, _, frac = value.rstrip("Z").partition(".")
-    try:
-        return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00" if frac else f"{head}+00:00")
-    except ValueError:
-        return None
 
 
 def memory_in_use(memory_stats: dict[str, Any]) -> int | None:
@@ -50,7 +42,7 @@ def parse(container_id: str, raw: dict[str, Any]) -> UsageSample | None:
     online = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
     return UsageSample(
         container_id=container_id, cpu_total_ns=total, system_ns=cpu.get("system_cpu_usage"),
-        online_cpus=int(online), read_at=_time(raw.get("read")), memory_bytes=memory_in_use(raw.get("memory_stats") or {}),
+        online_cpus=int(online), read_at=parse_engine_time(raw.get("read")), memory_bytes=memory_in_use(raw.get("memory_stats") or {}),
     )
 
 

@@ -21,6 +21,7 @@ import anyio
 import docker
 from docker.errors import APIError, NotFound
 
+from ..clock import parse_engine_time
 from ..errors import ContainerFailed, DependencyUnavailable, LimitExceeded, OrchestratorError
 from ..models import ContainerInfo, ContainerStatus
 from ..naming import Label
@@ -30,7 +31,6 @@ from .docker import DockerRuntime
 from .swarm_rules import (
     constraints_for,
     current_task,
-    parse_time,
     service_name,
     service_spec,
     task_status,
@@ -119,7 +119,7 @@ class SwarmRuntime(DockerRuntime):
         spec = svc.get("Spec") or {}
         return ContainerInfo(
             id=svc["ID"], name=spec.get("Name", ""), status=view.status, health=view.health, labels=spec.get("Labels") or {},
-            created_at=parse_time(svc.get("CreatedAt")), exit_code=view.exit_code,
+            created_at=parse_engine_time(svc.get("CreatedAt")), exit_code=view.exit_code,
             node=self._node_name(task.get("NodeID")) if task else None, reason=view.reason,
         )
 
@@ -203,7 +203,7 @@ class SwarmRuntime(DockerRuntime):
                 node = await self._call("node list", functools.partial(self._node_name, task.get("NodeID")))
                 return ContainerInfo(
                     id=service_id, name=body["Name"], status=status, health=health, labels=body["Labels"],
-                    created_at=parse_time(task.get("CreatedAt")), node=node,
+                    created_at=parse_engine_time(task.get("CreatedAt")), node=node,
                 )
             info = ContainerInfo(id=service_id, name=body["Name"], status=status, reason=reason)
             why = unschedulable(reason)

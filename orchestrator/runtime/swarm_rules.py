@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any, NamedTuple
 
 from ..models import ContainerStatus, Health
@@ -159,13 +158,3 @@ def unschedulable(reason: str | None) -> str | None:
     if not reason or "no suitable node" not in reason:
         return None
     return "resources" if "insufficient resources" in reason else "constraints"
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    base, _, frac = value.rstrip("Z").partition(".")
-    try:
-        return datetime.fromisoformat(f"{base}.{frac[:6]}+00:00" if frac else f"{base}+00:00")
-    except ValueError:
-        return None
