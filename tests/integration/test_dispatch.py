@@ -36,9 +36,11 @@ FARAH = {"id": "8a1d5f3c-2e4b-4f6a-8c7d-9e0f1a2b3c4d", "slug": "farah", "name": 
 
 
 @pytest.fixture(scope="module")
-def lk() -> Iterator[LiveKitServer]:
-    """This module's own server: registrations and automatic dispatch must not meet other modules' rooms."""
-    server = LiveKitServer(api_key="dispatchkey", api_secret=secrets.token_hex(32), port=free_port()).start()
+def lk(agent_network: Any) -> Iterator[LiveKitServer]:
+    """This module's own server: registrations and automatic dispatch must not meet other modules' rooms.
+    Bound on the agents' network gateway too, so the agent containers reach it."""
+    server = LiveKitServer(api_key="dispatchkey", api_secret=secrets.token_hex(32), port=free_port(),
+                           agent_gateway=agent_network.gateway).start()
     yield server
     server.stop()
 
@@ -373,9 +375,11 @@ async def _names_when_registered(orch: httpx.AsyncClient) -> list[str] | None:
 
 
 async def test_livekit_restart_mid_call_registrations_come_back_without_a_duplicate(
-    settings_for: Callable[..., Settings], scope: str, docker_client: docker.DockerClient, tmp_path: Path
+    settings_for: Callable[..., Settings], scope: str, docker_client: docker.DockerClient, tmp_path: Path,
+    agent_network: Any,
 ) -> None:
-    own = LiveKitServer(api_key="restartkey", api_secret=secrets.token_hex(32), port=free_port()).start()
+    own = LiveKitServer(api_key="restartkey", api_secret=secrets.token_hex(32), port=free_port(),
+                        agent_gateway=agent_network.gateway).start()
     room = f"{scope}-restart"
     meta = json.dumps({"client_id": CLIENT_ID})
     try:
