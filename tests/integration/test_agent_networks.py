@@ -85,7 +85,7 @@ async def test_network_per_client_when_asked(
     timings: dict[str, float] = {}
     async with app_client(settings) as api:
         names = {}
-        for label, client_id, room in (("first", CLIENT_ID, "r1"), ("cached", CLIENT_ID, "r2"), ("other", OTHER_CLIENT_ID, "r1")):
+        for label, client_id, room in (("first", CLIENT_ID, "r1"), ("cached", CLIENT_ID, "r2"), ("other", OTHER_CLIENT_ID, "r3")):  # one project: room names are one client's
             started = time.perf_counter()
             r = await api.post("/api/v1/trigger-agent",
                                json={"agent_slug": "farah", "room_name": f"{scope}-{room}", "user_id": "u", "client_id": client_id})
