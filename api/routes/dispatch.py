@@ -9,8 +9,10 @@ from pydantic import BaseModel
 
 from ..auth import require_admin
 from ..deps import SettingsDep
+from ..schemas import ErrorBody
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)],
+                   responses={code: {"model": ErrorBody} for code in (401, 403, 429)})  # 429: too many wrong keys from one address
 
 
 class DispatchState(BaseModel):
