@@ -73,7 +73,7 @@ async def test_trigger_during_grace_expiry_removal_is_never_reused_then_removed(
             report = (await c.post("/api/v1/admin/reconcile")).json()
             assert runtime.trigger_task is not None, f"the pass removed nothing: {report}"
             racing = await runtime.trigger_task
-            assert racing.status_code == 200, racing.text
+            assert racing.status_code in (200, 201), racing.text  # reused or created: both are checked below
             answer = racing.json()
 
             container = docker_client.containers.get(answer["container_id"])  # NotFound = reused, then removed
