@@ -10,7 +10,9 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 
+import docker
 import pytest
+import requests
 from livekit import rtc
 
 from orchestrator.errors import OrchestratorError
@@ -178,7 +180,10 @@ async def test_partition_moves_the_agent_and_the_cut_off_copy_goes_when_the_link
             return sum(r["Labels"].get("com.docker.swarm.service.id") == out.container.id for r in c.api.containers())
 
     async def stale_gone() -> bool:
-        return await asyncio.to_thread(stale_copies) == 0
+        try:
+            return await asyncio.to_thread(stale_copies) == 0
+        except (requests.exceptions.RequestException, docker.errors.DockerException):
+            return False  # the node's engine is still busy rejoining (a 5 s read timeout seen in CI): not yet
 
     await eventually(stale_gone, timeout=90, what="the cut-off node's copy stopped after the link returned", interval=0.5)
 
