@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import signal
 import tempfile
@@ -27,6 +28,7 @@ from orchestrator.models import LiveKitCredentials
 from orchestrator.naming import Label
 from tests.conftest import CLIENT_ID, write_tenants
 from tests.support.docker_helpers import TINY_IMAGE
+from tests.support.agent_net import make_network, remove_network
 from tests.support.livekit_server import LiveKitServer, free_port
 from tests.support.serve import serve
 
@@ -118,7 +120,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     client = docker.from_env(max_pool_size=16)
     tag = secrets.token_hex(3)
     scope_lat, scope_burst = f"bench-{tag}-dlat", f"bench-{tag}-dburst"
-    lk = LiveKitServer(api_key="benchkey", api_secret=secrets.token_hex(32), port=free_port()).start()
+    # Agents on a network of the bench's own (as a deployment's), LiveKit bound to its gateway too (as bench/run.py).
+    net = make_network(f"orch-bench-{tag}", scope=f"bench-{tag}-net")
+    os.environ["ORCH_AGENT_NETWORK"] = net.name  # every served orchestrator below inherits it
+    lk = LiveKitServer(api_key="benchkey", api_secret=secrets.token_hex(32), port=free_port(),
+                       agent_gateway=net.gateway).start()
     tenants = write_tenants(Path(tempfile.mkdtemp()) / "tenants.yaml", lk)
     # One client on this server (write_tenants adds a second tenant sharing it; dispatch would then need the
     # client named in the room/dispatch metadata, which META does) — serve only the first.
@@ -148,6 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         for s in (scope_lat, scope_burst):
             remove_scope(client, s)
         lk.stop()
+        remove_network(client, net.name)
     return out
 
 
