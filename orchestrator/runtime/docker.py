@@ -11,6 +11,7 @@ import functools
 import logging
 import re
 import threading
+import time
 from datetime import datetime
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Callable, TypeVar
@@ -299,7 +300,10 @@ class DockerRuntime:
         self, name: str, *, labels: dict[str, str], subnet: str | None, pool: list[str], prefix: int,
         options: dict[str, str],
     ) -> AgentNetwork:
-        for _ in range(8):  # bounded: each round either finds the network or takes a subnet nobody holds
+        for attempt in range(8):  # bounded: each round either finds the network or takes a subnet nobody holds
+            if attempt:
+                # Another process's create of this name (or of that subnet) may not be visible yet: give it a moment.
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))
             found = self._find_network(name)
             if found is not None:
                 return _network_info(found)
