@@ -34,6 +34,7 @@ from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
 from orchestrator.trigger import TriggerService
 from tests.conftest import CLIENT_ID, write_tenants
+from tests.support.agent_room import eventually
 from tests.support.docker_helpers import TINY_IMAGE
 from tests.support.swarm_cluster import SwarmCluster
 
@@ -41,17 +42,6 @@ from .stats import ratio, summary
 
 RESULTS = Path("bench-results")
 AGENT_KIND = 4  # livekit ParticipantInfo.Kind.AGENT
-
-
-async def wait_for(probe, *, timeout: float, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"bench probe timed out after {timeout}s")
-        await asyncio.sleep(interval)
 
 
 class Bench:
@@ -104,7 +94,7 @@ class Bench:
                 t0 = time.perf_counter()
                 await svc.trigger(client_id=CLIENT_ID, agent_slug="farah", mode=Mode.voice, user_id="b", room_name=room)
                 ours_run.append(time.perf_counter() - t0)
-                await wait_for(lambda: self.agent_sid(room), timeout=60)
+                await eventually(lambda: self.agent_sid(room), timeout=60, what="the agent in the room", interval=0.05)
                 ours_listed.append(time.perf_counter() - t0)
 
                 # Baseline: the same image as a bare one-replica service through the same SDK and manager, polled alike.
@@ -128,9 +118,9 @@ class Bench:
                     tasks = await asyncio.to_thread(api.tasks, filters={"service": sid})
                     return task_status(current_task(tasks)).status is ContainerStatus.running
 
-                await wait_for(running, timeout=60, interval=0.02)
+                await eventually(running, timeout=60, what="the task running", interval=0.02)
                 bare_run.append(time.perf_counter() - t0)
-                await wait_for(lambda: self.agent_sid(broom), timeout=60)
+                await eventually(lambda: self.agent_sid(broom), timeout=60, what="the bare service's agent in the room", interval=0.05)
                 bare_listed.append(time.perf_counter() - t0)
                 await asyncio.to_thread(api.remove_service, sid)  # room for the next pair (0.5 CPU each)
         finally:
@@ -240,7 +230,7 @@ class Bench:
                 for n in others:
                     self._availability(n.name, "active")
             assert out.container.node == victim.name, out.container
-            old = await wait_for(lambda: self.agent_sid(room), timeout=60)
+            old = await eventually(lambda: self.agent_sid(room), timeout=60, what="the agent in the room", interval=0.05)
             t0 = time.monotonic()
             stopping = asyncio.create_task(asyncio.to_thread(swarm.stop_node, victim))
 
@@ -255,8 +245,8 @@ class Bench:
                 sid = await self.agent_sid(room)
                 return time.monotonic() - t0 if sid not in (None, old) else None
 
-            task_s = await wait_for(moved, timeout=120, interval=0.2)
-            room_s = await wait_for(back, timeout=60, interval=0.2)
+            task_s = await eventually(moved, timeout=120, what="the task on another node", interval=0.2)
+            room_s = await eventually(back, timeout=60, what="the agent back in the room", interval=0.2)
             await stopping
             self.out[f"node_loss_{'leader' if leader else 'non_leader'}"] = {"task_running_s": round(task_s, 1), "agent_back_s": round(room_s, 1)}
         finally:
