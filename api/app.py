@@ -10,17 +10,17 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from orchestrator import __version__
-from orchestrator.apikeys import FailureThrottle, KeyRing
-from orchestrator.clock import utcnow
-from orchestrator.engine import Engine
-from orchestrator.room_service import RoomService
+from orchestrator.core.apikeys import FailureThrottle, KeyRing
+from orchestrator.core.clock import utcnow
+from orchestrator.composition import Orchestrator
+from orchestrator.livekit.service import RoomService
 from orchestrator.runtime import ContainerRuntime
 from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
 
-from . import errors
-from .guards import RequestGuards
-from .routes import admin, dashboard, dispatch, docs, events, health, metrics, rooms, spawn, tenants_admin, trigger, webhook
+from api import errors
+from api.guards import RequestGuards
+from api.routes import admin, dashboard, dispatch, docs, events, health, metrics, rooms, spawn, tenants_admin, trigger, webhook
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def create_app(
     clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
     """The HTTP face of one Engine; the engine starts and stops with the app. Tests pass their own adapters."""
-    engine = Engine(settings, runtime=runtime, tenants=tenants, livekit=livekit, clock=clock)
+    engine = Orchestrator(settings, runtime=runtime, tenants=tenants, livekit=livekit, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,6 +73,7 @@ def create_app(
     app.state.tenants = engine.tenants
     app.state.api_keys = build_keyring(settings)
     app.state.reconciler = engine.reconciler
+    app.state.operations = engine.operations
     app.state.informer = engine.informer
     app.state.webhooks = engine.webhooks
     app.state.dispatch = engine.dispatch

@@ -11,8 +11,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 import math
 
-from orchestrator.apikeys import FailureThrottle, KeyRing
-from orchestrator.errors import Forbidden, LimitExceeded, Unauthorized
+from orchestrator.core.apikeys import FailureThrottle, KeyRing
+from orchestrator.core.errors import Forbidden, LimitExceeded, Unauthorized
 
 log = logging.getLogger(__name__)
 

@@ -8,19 +8,20 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from orchestrator.errors import DependencyError
-from orchestrator.events import EventFeed
-from orchestrator.informer import Informer
-from orchestrator.metrics import Metrics
-from orchestrator.sampler import UsageSampler
-from orchestrator.reconciler import Reconciler
+from orchestrator.core.errors import DependencyError
+from orchestrator.observability.events import EventFeed
+from orchestrator.services.informer import Informer
+from orchestrator.observability.metrics import Metrics
+from orchestrator.services.sampler import UsageSampler
+from orchestrator.services.operations import Operations
+from orchestrator.services.reconciler import Reconciler
 from orchestrator.runtime import ContainerRuntime
 from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
-from orchestrator.trigger import TriggerService
-from orchestrator.webhooks import WebhookIntake
+from orchestrator.services.trigger import TriggerService
+from orchestrator.services.webhooks import WebhookIntake
 
-from .auth import Principal, require_admin, require_api_key
+from api.auth import Principal, require_admin, require_api_key
 
 
 def _clock(request: Request) -> Callable[[], datetime]:
@@ -67,6 +68,13 @@ def _informer(request: Request) -> Informer:
 
 
 ReconcilerDep = Annotated[Reconciler, Depends(_reconciler)]
+
+
+def _operations(request: Request) -> Operations:
+    return request.app.state.operations
+
+
+OperationsDep = Annotated[Operations, Depends(_operations)]
 InformerDep = Annotated[Informer, Depends(_informer)]
 WebhookIntakeDep = Annotated[WebhookIntake, Depends(_intake)]
 TenantsDep = Annotated[TenantStore, Depends(_tenants)]

@@ -10,9 +10,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from orchestrator.errors import OrchestratorError, TemporaryError
+from orchestrator.core.errors import OrchestratorError, TemporaryError
 
-from .schemas import ErrorBody
+from api.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from orchestrator.apikeys import FailureThrottle, KeyRing
+from orchestrator.core.apikeys import FailureThrottle, KeyRing
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.agent_state import AgentPhase
+from orchestrator.rules.agent_states import AgentPhase
 
 CLIENT = "df91fd06-816f-4273-a903-5a4861277040"
 

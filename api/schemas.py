@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from orchestrator.errors import InvalidInput
-from orchestrator.models import Mode
-from orchestrator.naming import AGENT_IDENTITY_PREFIX, clean_slug, has_invisible, validate_room
+from orchestrator.core.errors import InvalidInput
+from orchestrator.core.models import Mode
+from orchestrator.rules.naming import AGENT_IDENTITY_PREFIX, clean_slug, has_invisible, validate_room
 
 _PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
 

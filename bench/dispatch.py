@@ -23,19 +23,19 @@ import docker
 import httpx
 from livekit import api
 
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import LiveKitCredentials
-from orchestrator.naming import Label
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import LiveKitCredentials
+from orchestrator.rules.naming import Label
 from tests.conftest import CLIENT_ID, write_tenants
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.agent_net import make_network, remove_network
-from tests.support.livekit_server import LiveKitServer, free_port
-from tests.support.serve import serve
+from devtools.docker_helpers import TINY_IMAGE
+from devtools.agent_net import make_network, remove_network
+from devtools.livekit_server import LiveKitServer, free_port
+from devtools.serve import serve
 
-from .joined import listed_at, remove
-from .run import Deadline, _alarm, machine, remove_scope
-from .run import burst as trigger_burst
-from .stats import ratio, summary
+from bench.joined import listed_at, remove
+from bench.run import Deadline, _alarm, machine, remove_scope
+from bench.run import burst as trigger_burst
+from bench.stats import ratio, summary
 
 RESULTS = Path("bench-results")
 META = json.dumps({"client_id": CLIENT_ID})

@@ -22,16 +22,16 @@ from pathlib import Path
 import docker
 import httpx
 
-from orchestrator.models import LiveKitCredentials
-from orchestrator.naming import Label
+from orchestrator.core.models import LiveKitCredentials
+from orchestrator.rules.naming import Label
 from tests.conftest import CLIENT_ID, write_tenants
-from tests.support.agent_net import make_network, remove_network
-from tests.support.docker_helpers import TINY_IMAGE, scoped
-from tests.support.livekit_server import LiveKitServer, free_port
-from tests.support.serve import serve
+from devtools.agent_net import make_network, remove_network
+from devtools.docker_helpers import TINY_IMAGE, scoped
+from devtools.livekit_server import LiveKitServer, free_port
+from devtools.serve import serve
 
-from .joined import listed_at
-from .stats import ratio, summary
+from bench.joined import listed_at
+from bench.stats import ratio, summary
 
 IMAGE = "agent-orchestrator/agent:latest"
 # Docker's default capability set: what every agent held before hardening.
@@ -40,7 +40,7 @@ DOCKER_DEFAULT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NE
 
 
 async def joined(*, arms: dict[str, str], key: str, creds: LiveKitCredentials, runs: int, tag: str) -> dict[str, object]:
-    from orchestrator.livekit import LiveKitGateway
+    from orchestrator.livekit.client import LiveKitGateway
 
     gateway = LiveKitGateway()
     times: dict[str, list[float]] = {label: [] for label in arms}

@@ -9,12 +9,12 @@ import time
 import docker
 import httpx
 
-from orchestrator.errors import OrchestratorError
-from orchestrator.livekit import LiveKitGateway, agent_token
-from orchestrator.models import LiveKitCredentials
-from orchestrator.naming import Label
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.livekit.client import LiveKitGateway, agent_token
+from orchestrator.core.models import LiveKitCredentials
+from orchestrator.rules.naming import Label
 
-from .stats import ratio, summary
+from bench.stats import ratio, summary
 
 AGENT = {"id": "agent-farah", "slug": "farah", "name": "Farah", "greeting": "Hi, Farah here."}
 IDENTITY = "agent-farah"

@@ -23,22 +23,22 @@ from typing import Any
 
 import yaml
 
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import ContainerKey, ContainerStatus, Mode
-from orchestrator.naming import container_labels, container_name, spec_hash
-from orchestrator.reconciler import Reconciler
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import ContainerKey, ContainerStatus, Mode
+from orchestrator.rules.naming import container_labels, container_name, spec_hash
+from orchestrator.services.reconciler import Reconciler
 from orchestrator.runtime import ContainerSpec
-from orchestrator.runtime.kube_objects import pod_manifest, pod_name
-from orchestrator.runtime.kubernetes import KubernetesRuntime
+from orchestrator.runtime.kubernetes.objects import pod_manifest, pod_name
+from orchestrator.runtime.kubernetes.runtime import KubernetesRuntime
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
-from orchestrator.trigger import TriggerService
+from orchestrator.services.trigger import TriggerService
 from tests.conftest import CLIENT_ID, write_tenants
-from tests.support.kube_cluster import KubeCluster, kube_bin_dir, start_cluster
-from tests.support.livekit_server import LiveKitServer, free_port
+from devtools.kube_cluster import KubeCluster, kube_bin_dir, start_cluster
+from devtools.livekit_server import LiveKitServer, free_port
 
-from .scale import CountingLiveKit, ensure_rooms
-from .stats import summary
+from bench.scale import CountingLiveKit, ensure_rooms
+from bench.stats import summary
 
 RESULTS = Path("bench-results")
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,17 +24,17 @@ from pathlib import Path
 import docker
 import httpx
 
-from orchestrator.models import LiveKitCredentials
-from orchestrator.naming import Label
+from orchestrator.core.models import LiveKitCredentials
+from orchestrator.rules.naming import Label
 from orchestrator.settings import Settings
-from tests.support.world import CLIENT_ID, write_tenants
-from tests.support.agent_net import make_network, remove_network
-from tests.support.docker_helpers import TINY_IMAGE, scoped
-from tests.support.livekit_server import LiveKitServer, free_port
-from tests.support.serve import serve, serve_process
+from devtools.world import CLIENT_ID, write_tenants
+from devtools.agent_net import make_network, remove_network
+from devtools.docker_helpers import TINY_IMAGE, scoped
+from devtools.livekit_server import LiveKitServer, free_port
+from devtools.serve import serve, serve_process
 
-from . import joined, scale
-from .stats import summary
+from bench import joined, scale
+from bench.stats import summary
 
 RESULTS = Path("bench-results")
 

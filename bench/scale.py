@@ -21,19 +21,19 @@ from typing import Any
 import docker
 import httpx
 
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode
-from orchestrator import room_metadata
-from orchestrator.clock import utcnow
-from orchestrator.engine import Engine
-from orchestrator.naming import Label, container_labels, container_name, spec_hash
-from orchestrator.reconciler import Reconciler
-from orchestrator.rooms import Room, RoomState
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode
+from orchestrator.rules import room_metadata
+from orchestrator.core.clock import utcnow
+from orchestrator.composition import Orchestrator
+from orchestrator.rules.naming import Label, container_labels, container_name, spec_hash
+from orchestrator.services.reconciler import Reconciler
+from orchestrator.rules.rooms import Room, RoomState
 from orchestrator.runtime import WatchEvent
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.runtime.docker.runtime import DockerRuntime
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
-from orchestrator.view import AgentView
+from orchestrator.rules.view import AgentView
 
 _API_VERSION = re.compile(r"^/v[\d.]+")
 
@@ -108,7 +108,7 @@ async def measure(*, client: docker.DockerClient, settings: Settings, client_id:
     runtime = DockerRuntime(pool_size=settings.docker_pool_size)
     counter = await asyncio.to_thread(DockerCallCounter, runtime)
     livekit = CountingLiveKit()
-    engine = Engine(settings.model_copy(update={"view_resync_s": 3600}), runtime=runtime, livekit=livekit)
+    engine = Orchestrator(settings.model_copy(update={"view_resync_s": 3600}), runtime=runtime, livekit=livekit)
     await engine.start(loops=False)  # the checks only: the pass is driven here, the watch below
     tenant = await engine.tenants.get_client(client_id)
     agent = await engine.tenants.get_agent(tenant, "farah")

@@ -25,10 +25,10 @@ import httpx
 
 from bench.run import RESULTS, Deadline, _alarm, remove_scope
 from bench.scale import rss_mb
-from tests.support.world import CLIENT_ID, write_tenants
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.livekit_server import LiveKitServer, free_port
-from tests.support.serve import serve_process
+from devtools.world import CLIENT_ID, write_tenants
+from devtools.docker_helpers import TINY_IMAGE
+from devtools.livekit_server import LiveKitServer, free_port
+from devtools.serve import serve_process
 
 
 async def cycle(c: httpx.AsyncClient, url: str, room: str) -> bool:

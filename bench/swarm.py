@@ -1,4 +1,4 @@
-"""The swarm runtime on a real 3-node swarm (tests.support.swarm_cluster), each figure next to a same-run baseline.
+"""The swarm runtime on a real 3-node swarm (devtools.swarm_cluster), each figure next to a same-run baseline.
 
   trigger → task running / → agent listed by LiveKit, next to a bare service create of the same image
   reuse latency and throughput; a burst of distinct rooms (duplicates, containers/s)
@@ -24,21 +24,21 @@ from typing import Any
 
 import docker
 
-from orchestrator.livekit import LiveKitGateway, agent_token
-from orchestrator.models import ContainerStatus, LiveKitCredentials, Mode
-from orchestrator.naming import Label, agent_identity
-from orchestrator.reconciler import Reconciler
-from orchestrator.runtime.swarm import SwarmRuntime
-from orchestrator.runtime.swarm_rules import current_task, service_spec, task_status
+from orchestrator.livekit.client import LiveKitGateway, agent_token
+from orchestrator.core.models import ContainerStatus, LiveKitCredentials, Mode
+from orchestrator.rules.naming import Label, agent_identity
+from orchestrator.services.reconciler import Reconciler
+from orchestrator.runtime.swarm.runtime import SwarmRuntime
+from orchestrator.runtime.swarm.rules import current_task, service_spec, task_status
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
-from orchestrator.trigger import TriggerService
+from orchestrator.services.trigger import TriggerService
 from tests.conftest import CLIENT_ID, write_tenants
-from tests.support.agent_room import eventually
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.swarm_cluster import SwarmCluster
+from devtools.agent_room import eventually
+from devtools.docker_helpers import TINY_IMAGE
+from devtools.swarm_cluster import SwarmCluster
 
-from .stats import ratio, summary
+from bench.stats import ratio, summary
 
 RESULTS = Path("bench-results")
 AGENT_KIND = 4  # livekit ParticipantInfo.Kind.AGENT

@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .isolation import is_root_user, split_image
+from orchestrator.rules.isolation import is_root_user, split_image
 
-from .resources import MIN_MEMORY_BYTES, memory_bytes
+from orchestrator.core.resources import MIN_MEMORY_BYTES, memory_bytes
 
 DEFAULT_TENANTS_FILE = Path(__file__).parent / "tenants" / "default_tenants.yaml"
 
@@ -232,7 +232,7 @@ class Settings(BaseSettings):
     @field_validator("admin_api_key")
     @classmethod
     def _no_placeholder_key(cls, v: SecretStr | None) -> SecretStr | None:
-        from .apikeys import weakness  # pure
+        from orchestrator.core.apikeys import weakness  # pure
 
         if v is not None and is_placeholder(v.get_secret_value()):
             raise ValueError("ORCH_ADMIN_API_KEY is a placeholder; set a real random key (e.g. `openssl rand -hex 32`)")

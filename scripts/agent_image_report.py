@@ -16,10 +16,10 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.livekit import LiveKitGateway, agent_token  # noqa: E402
-from orchestrator.models import LiveKitCredentials  # noqa: E402
-from orchestrator.naming import Label  # noqa: E402
-from tests.support.livekit_server import LiveKitServer, free_port  # noqa: E402
+from orchestrator.livekit.client import LiveKitGateway, agent_token  # noqa: E402
+from orchestrator.core.models import LiveKitCredentials  # noqa: E402
+from orchestrator.rules.naming import Label  # noqa: E402
+from devtools.livekit_server import LiveKitServer, free_port  # noqa: E402
 
 JOINED = b"joined the room"
 

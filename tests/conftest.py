@@ -11,13 +11,13 @@ import docker
 import httpx
 import pytest
 
-from orchestrator.isolation import AgentNetwork
+from orchestrator.rules.isolation import AgentNetwork
 from orchestrator.settings import Settings
-from orchestrator.naming import Label
-from tests.support.agent_net import remove_network, session_network
-from tests.support.docker_helpers import TINY_IMAGE, dump_logs, remove_scope
-from tests.support.livekit_server import LiveKitServer, free_port
-from tests.support.world import CLIENT_ID, OTHER_CLIENT_ID, app_client, write_tenants
+from orchestrator.rules.naming import Label
+from devtools.agent_net import remove_network, session_network
+from devtools.docker_helpers import TINY_IMAGE, dump_logs, remove_scope
+from devtools.livekit_server import LiveKitServer, free_port
+from devtools.world import CLIENT_ID, OTHER_CLIENT_ID, app_client, write_tenants
 
 __all__ = ["CLIENT_ID", "OTHER_CLIENT_ID", "app_client", "write_tenants"]  # tests import these from here too
 

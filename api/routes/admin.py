@@ -9,15 +9,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from orchestrator.errors import NotFound
-from orchestrator.models import ContainerStatus
-from orchestrator.naming import Label, validate_room
-from orchestrator.cli.views import container_row
+from orchestrator.core.models import ContainerStatus
+from orchestrator.rules.naming import validate_room
+from orchestrator.rules.agent_rows import container_row
 
-from ..auth import require_admin
-from ..deps import ClockDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep, TriggerDep
-from ..responses import CloseOut, ContainersOut, PassOut, RoomsOut, StatsOut
-from ..schemas import ErrorBody
+from api.auth import require_admin
+from api.deps import ClockDep, OperationsDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep
+from api.responses import CloseOut, ContainersOut, PassOut, RoomsOut, StatsOut
+from api.schemas import ErrorBody
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)],
                    responses={code: {"model": ErrorBody} for code in (401, 403, 404, 422, 429, 503)})  # 429: too many wrong keys from one address
@@ -56,21 +55,9 @@ async def admin_stats(reconciler: ReconcilerDep, runtime: RuntimeDep, settings: 
 
 
 @router.post("/rooms/{client_id}/{room}/close", response_model=CloseOut)
-async def close_room(
-    client_id: str, room: str, reconciler: ReconcilerDep, runtime: RuntimeDep, settings: SettingsDep, trigger: TriggerDep
-) -> dict[str, Any]:
+async def close_room(client_id: str, room: str, operations: OperationsDep) -> dict[str, Any]:
     """Close a room now: its agent containers are stopped and the LiveKit room is deleted."""
-    validate_room(room)
-    ours = [
-        c for c in await runtime.list_managed(scope=settings.scope)
-        if c.labels.get(Label.CLIENT_ID) == client_id and c.labels.get(Label.ROOM) == room
-    ]
-    if not ours:
-        # Only rooms holding one of our agents are ours to delete.
-        raise NotFound(f"no agent container of this deployment in room '{room}' of client '{client_id}'")
-    trigger.forget_view_answers(client_id, room)  # closed on purpose: not to be re-launched
-    reconciler.close_room(client_id, room)
-    report = await reconciler.run_once()
+    report = await operations.close_room(client_id, validate_room(room))
     return {"closed": {"client_id": client_id, "room": room}, "pass": report.to_dict()}
 
 

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from ..auth import require_admin
-from ..deps import SettingsDep
-from ..schemas import ErrorBody
+from api.auth import require_admin
+from api.deps import SettingsDep
+from api.schemas import ErrorBody
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)],
                    responses={code: {"model": ErrorBody} for code in (401, 403, 429)})  # 429: too many wrong keys from one address

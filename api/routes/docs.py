@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 
-from .dashboard import STATIC
+from api.routes.dashboard import STATIC
 
 VENDOR_URL = "/dashboard/static/vendor"
 MISSING = ("<!doctype html><title>API docs</title><p>The Swagger UI files are not installed: run "

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
-from ..auth import require_admin
-from ..deps import FeedDep
-from ..responses import EventsOut
-from ..schemas import ErrorBody
+from api.auth import require_admin
+from api.deps import FeedDep
+from api.responses import EventsOut
+from api.schemas import ErrorBody
 
 router = APIRouter(prefix="/api/v1/admin/events", tags=["admin"], dependencies=[Depends(require_admin)],
                    responses={code: {"model": ErrorBody} for code in (401, 403, 422, 429)})  # 429: too many wrong keys from one address

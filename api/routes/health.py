@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
 
-from ..deps import ClockDep, InformerDep, ReconcilerDep, RuntimeDep
-from ..schemas import Health, ViewHealth
+from api.deps import ClockDep, InformerDep, ReconcilerDep, RuntimeDep
+from api.schemas import Health, ViewHealth
 
 router = APIRouter(tags=["health"])
 

@@ -9,14 +9,14 @@ from collections import Counter
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from orchestrator.errors import OrchestratorError
-from orchestrator.models import ContainerStatus
-from orchestrator.rooms import grace_remaining
-from orchestrator.telemetry import room_state_counts
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.core.models import ContainerStatus
+from orchestrator.rules.rooms import grace_remaining
+from orchestrator.observability.telemetry import room_state_counts
 
-from ..auth import require_admin
-from ..deps import ClockDep, InformerDep, MetricsDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep, count_dependency
-from ..schemas import ErrorBody
+from api.auth import require_admin
+from api.deps import ClockDep, InformerDep, MetricsDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep, count_dependency
+from api.schemas import ErrorBody
 
 # Admin key needed (Prometheus sends it as a bearer token): per-client figures are not for every caller.
 router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)],

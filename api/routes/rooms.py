@@ -12,16 +12,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from orchestrator.agent_state import AgentPhase, agent_status
-from orchestrator.errors import InvalidInput, NotFound, OrchestratorError
-from orchestrator.models import ContainerInfo
-from orchestrator.naming import Label, clean_slug, key_from_labels, validate_room
-from orchestrator.rooms import grace_remaining
+from orchestrator.rules.agent_states import AgentPhase, agent_status
+from orchestrator.core.errors import InvalidInput, NotFound, OrchestratorError
+from orchestrator.core.models import ContainerInfo
+from orchestrator.rules.naming import Label, clean_slug, key_from_labels, validate_room
+from orchestrator.rules.rooms import grace_remaining
 
-from ..auth import Principal
-from ..deps import PrincipalDep, ReconcilerDep, RuntimeDep, SettingsDep, TenantsDep
-from ..responses import AgentStateOut, ClientRoomOut, ClientRoomsOut, CloseOut, StoppedOut, WaitOut
-from ..schemas import ErrorBody
+from api.auth import Principal
+from api.deps import OperationsDep, PrincipalDep, RuntimeDep, SettingsDep, TenantsDep
+from api.responses import AgentStateOut, ClientRoomOut, ClientRoomsOut, CloseOut, StoppedOut, WaitOut
+from api.schemas import ErrorBody
 
 router = APIRouter(prefix="/api/v1/rooms", tags=["rooms"],
                    responses={code: {"model": ErrorBody} for code in (401, 403, 404, 422, 429, 503)})  # 429: too many wrong keys from one address
@@ -142,32 +142,20 @@ async def wait_for_joined(
 
 @router.delete("/{room}/agents/{agent_slug}", response_model=StoppedOut)
 async def stop_agent(
-    request: Request, room: RoomPath, agent_slug: Annotated[str, Path(min_length=1, max_length=200)],
-    principal: PrincipalDep, runtime: RuntimeDep, settings: SettingsDep, client_id: ClientQuery = None,
+    room: RoomPath, agent_slug: Annotated[str, Path(min_length=1, max_length=200)],
+    principal: PrincipalDep, operations: OperationsDep, client_id: ClientQuery = None,
 ) -> StoppedOut:
     """Stop one agent in a room now: it leaves the room and its container is removed (the room stays open)."""
     cid, name, slug = _client(principal, client_id), _room(room), clean_slug(agent_slug)
-    found = [c for c in await _containers(runtime, settings, cid, name) if c.labels.get(Label.AGENT_SLUG) == slug]
-    if not found:
-        raise NotFound(f"no agent '{slug}' of client '{cid}' in room '{name}' on this deployment")
-    request.app.state.trigger.forget_view_answers(cid, name)  # stopped on purpose: not to be re-launched
-    for c in found:
-        await runtime.stop(c.id, timeout_s=settings.agent_stop_timeout_s)
-        await runtime.remove(c.id)
-    request.app.state.reconciler.wake()
-    return StoppedOut(client_id=cid, room=name, agent_slug=slug, stopped=[c.name for c in found])
+    stopped = await operations.stop_agent(cid, name, slug)
+    return StoppedOut(client_id=cid, room=name, agent_slug=slug, stopped=stopped)
 
 
 @router.post("/{room}/close", response_model=CloseOut)
 async def close_client_room(
-    request: Request, room: RoomPath, principal: PrincipalDep, reconciler: ReconcilerDep, runtime: RuntimeDep,
-    settings: SettingsDep, client_id: ClientQuery = None,
+    room: RoomPath, principal: PrincipalDep, operations: OperationsDep, client_id: ClientQuery = None,
 ) -> CloseOut:
     """Close the room now: every agent of this deployment in it is stopped and the LiveKit room is deleted."""
     cid, name = _client(principal, client_id), _room(room)
-    if not await _containers(runtime, settings, cid, name):
-        raise NotFound(f"no agent of client '{cid}' in room '{name}' on this deployment")
-    request.app.state.trigger.forget_view_answers(cid, name)  # closed on purpose: not to be re-launched
-    reconciler.close_room(cid, name, reason="closed by its client")
-    report = await reconciler.run_once()
+    report = await operations.close_room(cid, name, reason="closed by its client")
     return CloseOut.model_validate({"closed": {"client_id": cid, "room": name}, "pass": report.to_dict()})

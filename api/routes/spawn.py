@@ -8,10 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path
 
-from orchestrator.errors import InvalidInput, OrchestratorError
+from orchestrator.core.errors import InvalidInput, OrchestratorError
 
-from ..deps import FeedDep, MetricsDep, PrincipalDep, TriggerDep, count_dependency
-from ..schemas import AgentOut, ErrorBody, SpawnAgentRequest, SpawnAgentResponse
+from api.deps import FeedDep, MetricsDep, PrincipalDep, TriggerDep, count_dependency
+from api.schemas import AgentOut, ErrorBody, SpawnAgentRequest, SpawnAgentResponse
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 

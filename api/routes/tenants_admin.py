@@ -6,9 +6,9 @@ import logging
 
 from fastapi import APIRouter, Depends
 
-from ..auth import require_admin
-from ..deps import AdminDep, TenantsDep
-from ..schemas import ErrorBody, InvalidateRequest, InvalidateResponse
+from api.auth import require_admin
+from api.deps import AdminDep, TenantsDep
+from api.schemas import ErrorBody, InvalidateRequest, InvalidateResponse
 
 log = logging.getLogger(__name__)
 

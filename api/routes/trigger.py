@@ -6,11 +6,11 @@ import time
 
 from fastapi import APIRouter, Response
 
-from orchestrator.errors import OrchestratorError
-from orchestrator.models import TriggerOutcome
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.core.models import TriggerOutcome
 
-from ..deps import FeedDep, MetricsDep, PrincipalDep, TriggerDep, count_dependency
-from ..schemas import AgentOut, ErrorBody, TriggerAgentRequest, TriggerAgentResponse
+from api.deps import FeedDep, MetricsDep, PrincipalDep, TriggerDep, count_dependency
+from api.schemas import AgentOut, ErrorBody, TriggerAgentRequest, TriggerAgentResponse
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 

@@ -6,13 +6,13 @@ import re
 
 from fastapi import APIRouter, Request
 
-from orchestrator.clock import utcnow
-from orchestrator.errors import DependencyUnavailable, OrchestratorError, TemporaryError, Unauthorized
-from orchestrator.livekit import verify_webhook, webhook_issuer
+from orchestrator.core.clock import utcnow
+from orchestrator.core.errors import DependencyUnavailable, OrchestratorError, TemporaryError, Unauthorized
+from orchestrator.livekit.client import verify_webhook, webhook_issuer
 
-from ..deps import TenantsDep, WebhookIntakeDep
-from ..responses import WebhookAck
-from ..schemas import ErrorBody
+from api.deps import TenantsDep, WebhookIntakeDep
+from api.responses import WebhookAck
+from api.schemas import ErrorBody
 
 router = APIRouter(prefix="/api/v1/livekit", tags=["livekit"])
 

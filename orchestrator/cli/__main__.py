@@ -1,5 +1,5 @@
 """`python -m orchestrator.cli`: the same as the `orchestrator` console script."""
 
-from .main import main
+from orchestrator.cli.main import main
 
 main()

@@ -11,11 +11,11 @@ from typing import Any
 
 import typer
 
-from ..clock import utcnow
-from ..naming import Label
-from .failures import load_settings, FAILED, UNAVAILABLE, USAGE, CliFailure, fail
-from .http import KEY_VARIABLE, Api, ApiRefused
-from .views import API_COLUMNS, DOCKER_COLUMNS, WIDE_EXTRA, admin_path, join_rooms, matches, parse_filter, rooms_named, table, with_node
+from orchestrator.core.clock import utcnow
+from orchestrator.rules.naming import Label
+from orchestrator.cli.failures import load_settings, FAILED, UNAVAILABLE, USAGE, CliFailure, fail
+from orchestrator.cli.http import KEY_VARIABLE, Api, ApiRefused
+from orchestrator.cli.views import API_COLUMNS, DOCKER_COLUMNS, WIDE_EXTRA, admin_path, join_rooms, matches, parse_filter, rooms_named, table, with_node
 
 URL_HELP = "the running orchestrator (default ORCH_URL, else http://127.0.0.1:$ORCH_PORT)"
 KEY_HELP = f"API key (default {KEY_VARIABLE}); prefer the variable: arguments show in `ps`"
@@ -95,9 +95,9 @@ def _docker_failure(exc: Exception) -> CliFailure:
 
 
 def _from_docker(scope: str | None) -> list[dict[str, Any]]:
-    from ..errors import OrchestratorError
-    from ..runtime.factory import runtime_from_settings
-    from .views import container_row
+    from orchestrator.core.errors import OrchestratorError
+    from orchestrator.runtime.factory import runtime_from_settings
+    from orchestrator.rules.agent_rows import container_row
 
     settings = load_settings()
     runtime = runtime_from_settings(settings)
@@ -121,8 +121,8 @@ def logs(
     scope: str = typer.Option(None, "--scope", help="another deployment's scope"),
 ) -> None:
     """Show the logs of the agent container(s) of a room, or of one container (from Docker directly)."""
-    from ..errors import OrchestratorError
-    from ..runtime.factory import runtime_from_settings
+    from orchestrator.core.errors import OrchestratorError
+    from orchestrator.runtime.factory import runtime_from_settings
 
     settings = load_settings()
     scope = scope or settings.scope

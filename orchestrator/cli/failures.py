@@ -13,9 +13,9 @@ from typing import Any, NoReturn
 import typer
 from pydantic import ValidationError
 
-from ..config_files import ConfigFileError
-from ..errors import ConfigurationError, OrchestratorError, TemporaryError
-from ..settings import Settings, SettingsProblem
+from orchestrator.core.config_files import ConfigFileError
+from orchestrator.core.errors import ConfigurationError, OrchestratorError, TemporaryError
+from orchestrator.settings import Settings, SettingsProblem
 
 OK, FAILED, USAGE, UNAVAILABLE = 0, 1, 2, 3
 

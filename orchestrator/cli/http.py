@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from .failures import FAILED, UNAVAILABLE, CliFailure
+from orchestrator.cli.failures import FAILED, UNAVAILABLE, CliFailure
 
 URL_VARIABLE, KEY_VARIABLE = "ORCH_URL", "ORCH_API_KEY"
 KEY_ALIASES = ("ORCH_CLI_API_KEY",)

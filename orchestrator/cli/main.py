@@ -12,13 +12,13 @@ import warnings
 
 import typer
 
-from .. import __version__
-from ..isolation import api_reachable_by_agents
-from ..logs import configure as configure_logging
+from orchestrator import __version__
+from orchestrator.rules.isolation import api_reachable_by_agents
+from orchestrator.core.logs import configure as configure_logging
 
-from . import agents
-from .failures import USAGE, GuardedTyper, fail, load_settings
-from .tenants import keys_app, tenants_app
+from orchestrator.cli import agents
+from orchestrator.cli.failures import USAGE, GuardedTyper, fail, load_settings
+from orchestrator.cli.tenants import keys_app, tenants_app
 
 # Dev keys are short on purpose; PyJWT's InsecureKeyLengthWarning about them would land in every cron mail.
 # Matched by message, so the CLI does not import PyJWT (and cryptography) just to silence it.
@@ -76,8 +76,8 @@ def network() -> None:
     """Make sure the agents' network exists (as `serve` does at start) and print it as JSON.
 
     `scripts/dev` reads the gateway from it to bind its LiveKit server where agents can reach it."""
-    from ..agent_networks import AgentNetworks
-    from ..runtime.factory import runtime_from_settings
+    from orchestrator.services.agent_networks import AgentNetworks
+    from orchestrator.runtime.factory import runtime_from_settings
 
     settings = load_settings()
     runtime = runtime_from_settings(settings)
@@ -105,8 +105,8 @@ def config(
     output: str = typer.Option("table", "--format", "-o", help="table | json"),
 ) -> None:
     """List every setting: its variable, default and current value (secrets masked)."""
-    from .reference import current_rows
-    from .views import plain_table
+    from orchestrator.cli.reference import current_rows
+    from orchestrator.cli.views import plain_table
 
     rows = current_rows(load_settings())
     if output == "json":
@@ -124,14 +124,14 @@ def reconcile(
 ) -> None:
     """Keep Docker equal to what should exist. --once prints a JSON summary; exit 0 ok, 1 some
     action failed (or part of LiveKit/tenants unobservable), 2 Docker could not be observed."""
-    from ..engine import Engine
-    from ..errors import ConfigurationError
+    from orchestrator.composition import Orchestrator
+    from orchestrator.core.errors import ConfigurationError
 
     settings = load_settings()
     configure_logging(fmt=settings.log_format, level="WARNING")
 
     async def run() -> int:
-        async with Engine.running(settings, loops=False) as engine:
+        async with Orchestrator.running(settings, loops=False) as engine:
             if not once and not dry_run:
                 await engine.reconciler.run_forever()  # without HTTP: no webhooks, observation only
             report = await engine.reconciler.run_once(dry_run=dry_run)

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from ..settings import DEFAULT_TENANTS_FILE, Settings
+from orchestrator.settings import DEFAULT_TENANTS_FILE, Settings
 
 PREFIX = "ORCH_"
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import typer
 
-from ..apikeys import add_to_keys_file, entry_yaml, generate, new_entry
-from ..credentials import CredentialError, is_bound, open_sealed, rewrap_data_key, seal, unwrap_data_key, wrapped_key_id
-from ..tenants.records import SECRET_COLUMNS
-from ..settings import Settings, SettingsProblem
-from .http import Api
+from orchestrator.core.apikeys import add_to_keys_file, entry_yaml, generate, new_entry
+from orchestrator.tenants.credentials import CredentialError, is_bound, open_sealed, rewrap_data_key, seal, unwrap_data_key, wrapped_key_id
+from orchestrator.tenants.records import SECRET_COLUMNS
+from orchestrator.settings import Settings, SettingsProblem
+from orchestrator.cli.http import Api
 
 tenants_app = typer.Typer(help="Clients in the platform Supabase: credentials, master-key rotation, cache.", no_args_is_help=True)
 keys_app = typer.Typer(help="Orchestrator API keys (stored hashed).", no_args_is_help=True)
@@ -50,15 +50,15 @@ def read_secret(label: str) -> str:
 
 
 def _store(settings: Settings) -> Any:
-    from ..tenants.supabase_store import store_from_settings
+    from orchestrator.tenants.supabase_store import store_from_settings
 
     return store_from_settings(settings)
 
 
 async def set_credentials(store: Any, *, client_id: str, plain: dict[str, Any], secrets: dict[str, str]) -> str:
     """Seal and write one client's credentials; returns 'created' or 'updated'. Plaintext only in memory."""
-    from ..tenants.records import client_changes
-    from ..tenants.supabase_store import PlatformWriter
+    from orchestrator.tenants.records import client_changes
+    from orchestrator.tenants.supabase_store import PlatformWriter
 
     writer = PlatformWriter(store)
     existing = await writer.existing(client_id)
@@ -80,8 +80,8 @@ class RewrapReport:
 async def rewrap_all(store: Any, *, bind_unbound: bool) -> RewrapReport:
     """Every client (paged): data key under the current master key; with `bind_unbound`, v1 secrets re-sealed
     bound to the row's current URLs. Then every row is read again and checked, and the count compared."""
-    from ..tenants.records import DESTINATION
-    from ..tenants.supabase_store import PlatformWriter
+    from orchestrator.tenants.records import DESTINATION
+    from orchestrator.tenants.supabase_store import PlatformWriter
 
     writer = PlatformWriter(store)
     keys = store._master_keys

@@ -3,12 +3,10 @@ filters and output formats like `docker ps`."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from ..models import ContainerInfo
-from ..naming import Label
+from orchestrator.rules.naming import Label
 
 DOCKER_COLUMNS = ["name", "status", "health", "client_id", "agent", "room", "job", "age"]
 API_COLUMNS = ["name", "status", "health", "client_id", "agent", "room", "job", "room_state", "humans", "age", "cpu", "memory"]
@@ -52,18 +50,6 @@ def age(seconds: int | None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-def container_row(c: ContainerInfo, *, now: datetime) -> dict[str, Any]:
-    """One managed container as the admin API and `ps` show it: state plus the key from its labels."""
-    return {
-        "name": c.name, "id": c.id[:12], "status": c.status.value, "health": c.health.value,
-        "exit_code": c.exit_code, "client_id": c.labels.get(Label.CLIENT_ID), "agent": c.labels.get(Label.AGENT_SLUG),
-        "room": c.labels.get(Label.ROOM), "created_at": c.labels.get(Label.CREATED_AT),
-        "job": c.labels.get(Label.JOB_ID),  # the LiveKit job that launched it (dispatched agents only)
-        "age_s": int((now - c.created_at).total_seconds()) if c.created_at else None,
-        "node": c.node, "reason": c.reason,  # where it runs on a multi-node engine (a swarm node), and why not running
-    }
 
 
 def with_node(columns: list[str], rows: list[dict[str, Any]]) -> list[str]:

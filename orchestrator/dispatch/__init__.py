@@ -5,6 +5,6 @@ rules.py is pure (registrations, room owner, room patterns, load); worker.py is 
 speaks the protocol; service.py joins them to the trigger's reuse-or-launch.
 """
 
-from .service import DispatchService
+from orchestrator.dispatch.service import DispatchService
 
 __all__ = ["DispatchService"]

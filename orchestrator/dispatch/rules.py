@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..models import LiveKitCredentials, Mode
+from orchestrator.core.models import LiveKitCredentials, Mode
 
 AUTOMATIC = ""  # the agent_name of the unnamed registration (LiveKit's automatic dispatch)
 

@@ -19,17 +19,17 @@ from typing import Any
 import aiohttp
 from livekit.protocol import agent as pb
 
-from ..errors import InvalidInput, NotFound, OrchestratorError
-from ..events import EventFeed
-from ..livekit import LiveKitGateway, is_agent
-from ..metrics import Metrics
-from ..models import Agent, Client, ContainerKey, ContainerStatus, LiveKitCredentials, Mode
-from ..naming import Label, agent_identity, container_name, key_from_labels, validate_room
-from ..runtime import ContainerRuntime
-from ..settings import Settings
-from ..tenants import TenantStore
-from ..trigger import TriggerService
-from .rules import (
+from orchestrator.core.errors import InvalidInput, NotFound, OrchestratorError
+from orchestrator.observability.events import EventFeed
+from orchestrator.livekit.client import LiveKitGateway, is_agent
+from orchestrator.observability.metrics import Metrics
+from orchestrator.core.models import Agent, Client, ContainerKey, ContainerStatus, LiveKitCredentials, Mode
+from orchestrator.rules.naming import Label, agent_identity, container_name, key_from_labels, validate_room
+from orchestrator.runtime import ContainerRuntime
+from orchestrator.settings import Settings
+from orchestrator.tenants import TenantStore
+from orchestrator.services.trigger import TriggerService
+from orchestrator.dispatch.rules import (
     AUTOMATIC,
     RegistrationKey,
     agent_for_job,
@@ -39,7 +39,7 @@ from .rules import (
     registration_changes,
     room_owner,
 )
-from .worker import Accept, Reject, Served, WorkerConnection
+from orchestrator.dispatch.worker import Accept, Reject, Served, WorkerConnection
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable
 from typing import Protocol
@@ -22,9 +21,10 @@ from livekit import api
 from livekit.protocol import agent as pb
 from livekit.protocol import models
 
-from .. import __version__
-from ..models import LiveKitCredentials
-from .rules import Load, RegistrationKey
+from orchestrator import __version__
+from orchestrator.core.models import LiveKitCredentials
+from orchestrator.core.retry import Backoff
+from orchestrator.dispatch.rules import Load, RegistrationKey
 
 log = logging.getLogger(__name__)
 
@@ -141,20 +141,19 @@ class WorkerConnection:
 
     # -- the connection -----------------------------------------------------------------------------------
     async def _run(self) -> None:
-        failures = 0
+        backoff = Backoff(first_s=0.5, cap_s=self._reconnect_max_s)
         while self.state != "closed":
             self._set_state("connecting", "")
             try:
                 await self._session_once()
-                failures = 0  # a session that ended after registering starts the backoff afresh
+                backoff.reset()  # a session that ended after registering starts the backoff afresh
                 raise ConnectionError("LiveKit closed the worker connection")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure means: back off and register again
                 if self.state == "closed":
                     return
-                failures += 1
-                delay = min(0.5 * 2 ** min(failures - 1, 10), self._reconnect_max_s) * random.uniform(0.8, 1.2)
+                delay = backoff.next()
                 self._set_state("backoff", f"{type(exc).__name__}: {exc}"[:300])
                 log.warning("dispatch registration %s lost (%s); reconnecting in %.1fs", self.reg, self.last_error, delay,
                             extra={"client_id": self.reg.client_id, "agent_name": self.reg.agent_name})

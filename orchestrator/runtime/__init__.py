@@ -9,10 +9,10 @@ accept an id or a name. Labels are the truth: the key of a container is read fro
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from ..isolation import AgentNetwork
-from ..models import ContainerInfo, Frozen
+from orchestrator.rules.isolation import AgentNetwork
+from orchestrator.core.models import ContainerInfo, Frozen, WatchEvent
 
 
 class ContainerSpec(Frozen):
@@ -43,23 +43,6 @@ class ContainerSpec(Frozen):
 
 class NameTaken(Exception):
     """The name is already used: another trigger or process won the race (Docker's 409, Kubernetes' AlreadyExists)."""
-
-
-class WatchEvent(Frozen):
-    """One change seen by `ContainerRuntime.watch`.
-
-    `relist` carries the complete current list of this scope's containers (at start and after every
-    reconnect: it replaces whatever the reader held); `upsert` one container's new state; `delete` one
-    container gone (`info` is its last known state, at least `id` and `name`); `broken` says the stream
-    was lost (the reader must stop trusting what it holds until the next `relist`).
-    """
-
-    kind: Literal["relist", "upsert", "delete", "broken"]
-    info: ContainerInfo | None = None
-    items: tuple[ContainerInfo, ...] = ()
-    resource_version: str | None = None  # the engine's own opaque token where it has one (Kubernetes)
-    seq: int | None = None  # a number that grows with the engine's time (Docker's timeNano, an etcd revision):
-    # lets a reader drop an event older than what it already holds for that container
 
 
 class ContainerRuntime(Protocol):

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from ..settings import Settings
-from . import ContainerRuntime
+from orchestrator.settings import Settings
+from orchestrator.runtime import ContainerRuntime
 
 
 def runtime_from_settings(settings: Settings) -> ContainerRuntime:
     if settings.runtime == "swarm":
-        from .swarm import SwarmRuntime
+        from orchestrator.runtime.swarm.runtime import SwarmRuntime
 
         return SwarmRuntime.from_settings(settings)
     if settings.runtime == "kubernetes":
-        from .kubernetes import KubernetesRuntime
+        from orchestrator.runtime.kubernetes.runtime import KubernetesRuntime
 
         return KubernetesRuntime.from_settings(settings)
-    from .docker import DockerRuntime
+    from orchestrator.runtime.docker.runtime import DockerRuntime
 
     return DockerRuntime.from_settings(settings)

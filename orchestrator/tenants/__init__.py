@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..errors import DependencyRejected, NotFound
-from ..models import Agent, Client
-from ..naming import closest
+from orchestrator.core.errors import DependencyRejected, NotFound
+from orchestrator.core.models import Agent, Client
+from orchestrator.rules.naming import closest
 
 
 class CredentialsUnusable(DependencyRejected):

@@ -7,8 +7,8 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from ..errors import DependencyUnavailable, PermanentError, TemporaryError
-from ..locks import KeyedLocks
+from orchestrator.core.errors import DependencyUnavailable, PermanentError, TemporaryError
+from orchestrator.core.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
 

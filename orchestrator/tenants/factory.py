@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ..settings import Settings
-from . import TenantStore
-from .file_store import FileTenantStore
+from orchestrator.settings import Settings
+from orchestrator.tenants import TenantStore
+from orchestrator.tenants.file_store import FileTenantStore
 
 
 def tenant_store(settings: Settings) -> TenantStore:
     if settings.tenant_store == "supabase":
-        from .supabase_store import store_from_settings  # supabase-py only where it is used
+        from orchestrator.tenants.supabase_store import store_from_settings  # supabase-py only where it is used
 
         return store_from_settings(settings)
     return FileTenantStore(settings.tenants_file)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from ..config_files import load_model, read_yaml
-from ..models import Agent, Client, LiveKitCredentials
-from ..naming import clean_slug
-from ..settings import is_placeholder
-from . import unknown_agent, unknown_agent_id, unknown_client
+from orchestrator.core.config_files import load_model, read_yaml
+from orchestrator.core.models import Agent, Client, LiveKitCredentials
+from orchestrator.rules.naming import clean_slug
+from orchestrator.settings import is_placeholder
+from orchestrator.tenants import unknown_agent, unknown_agent_id, unknown_client
 
 
 class _AgentEntry(Agent):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..models import Resources
-from ..resources import MIN_MEMORY_BYTES, memory_bytes
+from orchestrator.core.models import Resources
+from orchestrator.core.resources import MIN_MEMORY_BYTES, memory_bytes
 
 __all__ = ["MIN_MEMORY_BYTES", "DEFAULT_CEILING", "ResourceCeiling", "memory_bytes"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..credentials import MasterKeys, new_data_key, seal, unwrap_data_key, wrap_data_key
+from orchestrator.tenants.credentials import MasterKeys, new_data_key, seal, unwrap_data_key, wrap_data_key
 
 SECRET_COLUMNS = ("livekit_api_secret", "supabase_service_key", "llm_api_key")
 # Where each secret is sent: it is sealed bound to that URL, so re-pointing the URL opens nothing.

@@ -23,13 +23,13 @@ from postgrest.types import CountMethod
 from pydantic import SecretStr, ValidationError
 from supabase import AsyncClient, AsyncClientOptions
 
-from ..credentials import CredentialError, MasterKeys, open_sealed, unwrap_data_key
-from ..errors import Conflict, DependencyUnavailable, NotFound, PermanentError, dependency_error
-from ..models import Agent, Client, LiveKitCredentials, Resources
-from ..naming import normalise_slug
-from . import CredentialsUnusable, TenantRecordInvalid, unknown_agent, unknown_agent_id, unknown_client
-from .cache import OutageCache
-from .limits import DEFAULT_CEILING, ResourceCeiling
+from orchestrator.tenants.credentials import CredentialError, MasterKeys, open_sealed, unwrap_data_key
+from orchestrator.core.errors import Conflict, DependencyUnavailable, NotFound, PermanentError, dependency_error
+from orchestrator.core.models import Agent, Client, LiveKitCredentials, Resources
+from orchestrator.rules.naming import normalise_slug
+from orchestrator.tenants import CredentialsUnusable, TenantRecordInvalid, unknown_agent, unknown_agent_id, unknown_client
+from orchestrator.tenants.cache import OutageCache
+from orchestrator.tenants.limits import DEFAULT_CEILING, ResourceCeiling
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ class PlatformWriter:
 
 def store_from_settings(settings: Any, *, transport: httpx.AsyncBaseTransport | None = None) -> SupabaseTenantStore:
     """The store as configured by ORCH_SUPABASE_* and ORCH_MASTER_KEY* (Settings validated they are all there)."""
-    from ..credentials import parse_master_key
+    from orchestrator.tenants.credentials import parse_master_key
 
     keys = MasterKeys(
         keys={kid: parse_master_key(v.get_secret_value()) for kid, v in settings.master_keys.items()},

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import docker
 
-from orchestrator.naming import Label
+from orchestrator.rules.naming import Label
 
 
 @dataclass(frozen=True)

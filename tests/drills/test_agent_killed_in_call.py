@@ -9,13 +9,13 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import LiveKitCredentials
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import LiveKitCredentials
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
 from tests.drills.conftest import assert_tidy
-from tests.support.agent_room import Participant, eventually
-from tests.support.livekit_server import LiveKitServer
+from devtools.agent_room import Participant, eventually
+from devtools.livekit_server import LiveKitServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(90)]
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from orchestrator.naming import Label
+from orchestrator.rules.naming import Label
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client
 from tests.drills.conftest import assert_tidy, by_room

@@ -20,8 +20,8 @@ import pytest
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
 from tests.drills.conftest import assert_tidy
-from tests.support.agent_room import eventually
-from tests.support.private_dockerd import PrivateDockerd, private_engine
+from devtools.agent_room import eventually
+from devtools.private_dockerd import PrivateDockerd, private_engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(120)]
 

@@ -15,9 +15,9 @@ import pytest
 
 from tests.conftest import CLIENT_ID
 from tests.drills.conftest import assert_tidy, by_room
-from orchestrator.naming import Label
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.serve import serve_process
+from orchestrator.rules.naming import Label
+from devtools.docker_helpers import TINY_IMAGE
+from devtools.serve import serve_process
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(90)]
 

@@ -12,8 +12,8 @@ import pytest
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client, write_tenants
 from tests.drills.conftest import assert_tidy, by_room
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.livekit_server import LiveKitServer, free_port
+from devtools.docker_helpers import TINY_IMAGE
+from devtools.livekit_server import LiveKitServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(60)]
 

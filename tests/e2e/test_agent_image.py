@@ -14,16 +14,16 @@ import docker
 import pytest
 from livekit import api
 
-from orchestrator.livekit import LiveKitGateway, agent_token
-from orchestrator.models import LiveKitCredentials, Mode
-from orchestrator.naming import Label
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.livekit.client import LiveKitGateway, agent_token
+from orchestrator.core.models import LiveKitCredentials, Mode
+from orchestrator.rules.naming import Label
+from orchestrator.runtime.docker.runtime import DockerRuntime
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
-from orchestrator.trigger import TriggerResult, TriggerService
+from orchestrator.services.trigger import TriggerResult, TriggerService
 from tests.conftest import CLIENT_ID
-from tests.support.agent_room import CHAT_TOPIC, Participant, eventually, loudest_sample
-from tests.support.livekit_server import LiveKitServer, free_port
+from devtools.agent_room import CHAT_TOPIC, Participant, eventually, loudest_sample
+from devtools.livekit_server import LiveKitServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 

@@ -19,11 +19,11 @@ import docker
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from orchestrator.apikeys import entry_yaml, generate
+from orchestrator.core.apikeys import entry_yaml, generate
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, write_tenants
-from tests.support.livekit_server import LiveKitServer
-from tests.support.orchestrator_server import OrchestratorServer, start_orchestrator
+from devtools.livekit_server import LiveKitServer
+from devtools.orchestrator_server import OrchestratorServer, start_orchestrator
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 SHOTS = Path(__file__).resolve().parents[1] / "screenshots"

@@ -21,7 +21,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from orchestrator.apikeys import entry_yaml, generate
+from orchestrator.core.apikeys import entry_yaml, generate
 from orchestrator.settings import Settings
 
 ADMIN_KEY = generate()

@@ -7,12 +7,12 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import Mode
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import Mode
+from orchestrator.runtime.docker.runtime import DockerRuntime
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
-from orchestrator.trigger import TriggerService
+from orchestrator.services.trigger import TriggerService
 from tests.conftest import CLIENT_ID
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]

@@ -8,12 +8,12 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from orchestrator.naming import Label
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.rules.naming import Label
+from orchestrator.runtime.docker.runtime import DockerRuntime
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
-from tests.support.agent_room import eventually
-from tests.support.docker_helpers import TINY_IMAGE
+from devtools.agent_room import eventually
+from devtools.docker_helpers import TINY_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 

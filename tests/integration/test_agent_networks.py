@@ -9,11 +9,11 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from orchestrator.agent_networks import AgentNetworks
-from orchestrator.errors import ConfigurationError
-from orchestrator.isolation import bridge_name
-from orchestrator.naming import Label
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.services.agent_networks import AgentNetworks
+from orchestrator.core.errors import ConfigurationError
+from orchestrator.rules.isolation import bridge_name
+from orchestrator.rules.naming import Label
+from orchestrator.runtime.docker.runtime import DockerRuntime
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client
 

@@ -12,13 +12,13 @@ import docker
 import pytest
 import yaml
 
-from orchestrator.isolation import AgentNetwork
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import LiveKitCredentials
+from orchestrator.rules.isolation import AgentNetwork
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import LiveKitCredentials
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
-from tests.support.docker_helpers import TINY_IMAGE, scoped
-from tests.support.livekit_server import LiveKitServer, free_port
+from devtools.docker_helpers import TINY_IMAGE, scoped
+from devtools.livekit_server import LiveKitServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(60)]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.apikeys import entry_yaml, generate
+from orchestrator.core.apikeys import entry_yaml, generate
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client
 

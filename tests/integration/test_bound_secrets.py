@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import tenants as cli_tenants
 from orchestrator.cli import app as cli_app
-from orchestrator.credentials import _ad, _seal, unwrap_data_key
+from orchestrator.tenants.credentials import _ad, _seal, unwrap_data_key
 from orchestrator.tenants import CredentialsUnusable
-from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
-from tests.support.supabase_world import ACME, AUTONOMITE, BETA, PLATFORM_HOST, World
+from devtools.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
+from devtools.supabase_world import ACME, AUTONOMITE, BETA, PLATFORM_HOST, World
 
 EVIL = "evil.supabase.test"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CLIENT_ID
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.serve import serve
+from devtools.docker_helpers import TINY_IMAGE
+from devtools.serve import serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 

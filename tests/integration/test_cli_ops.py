@@ -12,11 +12,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from orchestrator.apikeys import generate
+from orchestrator.core.apikeys import generate
 from tests.conftest import CLIENT_ID
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.livekit_server import free_port
-from tests.support.serve import serve
+from devtools.docker_helpers import TINY_IMAGE
+from devtools.livekit_server import free_port
+from devtools.serve import serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 ADMIN = generate()

@@ -10,10 +10,10 @@ import docker
 import httpx
 import pytest
 
-from orchestrator.apikeys import entry_yaml, generate
+from orchestrator.core.apikeys import entry_yaml, generate
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client
-from tests.support.docker_helpers import TINY_IMAGE
+from devtools.docker_helpers import TINY_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 AGENT_IMAGE = "agent-orchestrator/agent:latest"

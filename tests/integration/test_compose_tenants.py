@@ -25,10 +25,10 @@ import pytest
 import yaml
 from livekit import api as lkapi
 
-from orchestrator.naming import Label, agent_identity
-from tests.support.agent_room import eventually
-from tests.support.docker_helpers import remove_scope
-from tests.support.livekit_server import LiveKitServer, free_port
+from orchestrator.rules.naming import Label, agent_identity
+from devtools.agent_room import eventually
+from devtools.docker_helpers import remove_scope
+from devtools.livekit_server import LiveKitServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,15 +6,15 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from orchestrator.errors import Conflict
-from orchestrator.isolation import AgentNetwork
-from orchestrator.models import ContainerKey, Mode
+from orchestrator.core.errors import Conflict
+from orchestrator.rules.isolation import AgentNetwork
+from orchestrator.core.models import ContainerKey, Mode
 from orchestrator.settings import Settings
 from orchestrator.tenants.limits import ResourceCeiling
-from orchestrator.trigger import TriggerService
-from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
-from tests.support.supabase_world import ACME, AUTONOMITE, BETA, CLARENCE_ID, World, _insert_client, claims
-from tests.support.fakes import FakeRooms
+from orchestrator.services.trigger import TriggerService
+from devtools.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
+from devtools.supabase_world import ACME, AUTONOMITE, BETA, CLARENCE_ID, World, _insert_client, claims
+from devtools.fakes import FakeRooms
 
 
 def _as_client(dsn: str, client_id: str) -> psycopg.Connection:

@@ -19,13 +19,13 @@ import pytest
 import yaml
 from livekit import api
 
-from orchestrator.models import Agent, Client
-from orchestrator.naming import Label
+from orchestrator.core.models import Agent, Client
+from orchestrator.rules.naming import Label
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client
-from tests.support.agent_room import CHAT_TOPIC, Participant, eventually
-from tests.support.livekit_server import LiveKitServer, free_port
+from devtools.agent_room import CHAT_TOPIC, Participant, eventually
+from devtools.livekit_server import LiveKitServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(180)]
 

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.apikeys import entry_yaml, generate
+from orchestrator.core.apikeys import entry_yaml, generate
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID
-from tests.support.livekit_server import free_port
-from tests.support.orchestrator_server import start_orchestrator
+from devtools.livekit_server import free_port
+from devtools.orchestrator_server import start_orchestrator
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 

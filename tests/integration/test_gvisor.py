@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
-from tests.support.private_dockerd import PrivateDockerd, private_engine
+from devtools.private_dockerd import PrivateDockerd, private_engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 

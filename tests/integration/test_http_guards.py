@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.apikeys import generate
+from orchestrator.core.apikeys import generate
 from tests.conftest import CLIENT_ID
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.serve import Served, serve_process
+from devtools.docker_helpers import TINY_IMAGE
+from devtools.serve import Served, serve_process
 
 pytestmark = [pytest.mark.docker]
 MiB = 1024 * 1024

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator, Iterator
 import docker
 import pytest
 
-from orchestrator.informer import Informer
-from orchestrator.models import ContainerStatus
-from orchestrator.naming import Label
-from orchestrator.runtime.docker import DockerRuntime
-from tests.support.agent_room import eventually
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.private_dockerd import PrivateDockerd, private_engine
+from orchestrator.services.informer import Informer
+from orchestrator.core.models import ContainerStatus
+from orchestrator.rules.naming import Label
+from orchestrator.runtime.docker.runtime import DockerRuntime
+from devtools.agent_room import eventually
+from devtools.docker_helpers import TINY_IMAGE
+from devtools.private_dockerd import PrivateDockerd, private_engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 

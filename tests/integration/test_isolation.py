@@ -14,15 +14,15 @@ import httpx
 import pytest
 import yaml
 
-from orchestrator.isolation import AgentNetwork
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import LiveKitCredentials
-from orchestrator.naming import Label
+from orchestrator.rules.isolation import AgentNetwork
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import LiveKitCredentials
+from orchestrator.rules.naming import Label
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, write_tenants
-from tests.support.agent_room import CHAT_TOPIC, Participant, eventually, loudest_sample
-from tests.support.livekit_server import LiveKitServer
-from tests.support.postgres import PostgresCluster
-from tests.support.serve import serve
+from devtools.agent_room import CHAT_TOPIC, Participant, eventually, loudest_sample
+from devtools.livekit_server import LiveKitServer
+from devtools.postgres import PostgresCluster
+from devtools.serve import serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(180)]
 

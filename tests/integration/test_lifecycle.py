@@ -17,16 +17,16 @@ import httpx
 import pytest
 from livekit import api, rtc
 
-from orchestrator.livekit import agent_token, user_token
-from orchestrator.models import ContainerKey, LiveKitCredentials
-from orchestrator.naming import Label, container_labels, container_name
-from orchestrator.models import Agent, Mode
+from orchestrator.livekit.client import agent_token, user_token
+from orchestrator.core.models import ContainerKey, LiveKitCredentials
+from orchestrator.rules.naming import Label, container_labels, container_name
+from orchestrator.core.models import Agent, Mode
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, write_tenants
-from tests.support.agent_room import eventually
-from tests.support.docker_helpers import TINY_IMAGE, remove_scope
-from tests.support.livekit_server import LiveKitServer
-from tests.support.orchestrator_server import OrchestratorServer, start_orchestrator
+from devtools.agent_room import eventually
+from devtools.docker_helpers import TINY_IMAGE, remove_scope
+from devtools.livekit_server import LiveKitServer
+from devtools.orchestrator_server import OrchestratorServer, start_orchestrator
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 GRACE_S = 4.0

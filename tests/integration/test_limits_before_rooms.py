@@ -12,8 +12,8 @@ from livekit import api as lkapi
 
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
-from tests.support.docker_helpers import scoped
-from tests.support.livekit_server import LiveKitServer
+from devtools.docker_helpers import scoped
+from devtools.livekit_server import LiveKitServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 

@@ -17,13 +17,13 @@ import pytest
 from livekit import rtc
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.naming import Label
-from orchestrator.runtime.docker import DockerRuntime
-from orchestrator.sampler import UsageSampler
+from orchestrator.rules.naming import Label
+from orchestrator.runtime.docker.runtime import DockerRuntime
+from orchestrator.services.sampler import UsageSampler
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
-from tests.support.agent_room import eventually
-from tests.support.docker_helpers import TINY_IMAGE
+from devtools.agent_room import eventually
+from devtools.docker_helpers import TINY_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 

@@ -7,11 +7,11 @@ import subprocess
 import psycopg
 import pytest
 
-from orchestrator.credentials import MasterKeys
+from orchestrator.tenants.credentials import MasterKeys
 from orchestrator.tenants import CredentialsUnusable
-from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
-from tests.support.postgres import _as_postgres, _bindir
-from tests.support.supabase_world import ACME, AUTONOMITE, BETA, World, claims
+from devtools.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
+from devtools.postgres import _as_postgres, _bindir
+from devtools.supabase_world import ACME, AUTONOMITE, BETA, World, claims
 
 
 def _as_client(dsn: str, client_id: str) -> psycopg.Connection:
@@ -54,7 +54,7 @@ def _snapshot(conn: psycopg.Connection) -> dict[str, object]:
 
 def test_migrations_are_idempotent(world: World) -> None:
     """A second run of every migration fails nowhere and changes nothing (schema, policies, grants, rows)."""
-    from tests.support.postgres import migration_files
+    from devtools.postgres import migration_files
 
     with psycopg.connect(world.platform.dsn, autocommit=True) as conn:
         before = _snapshot(conn)

@@ -13,11 +13,11 @@ import docker
 import httpx
 import pytest
 
-from orchestrator.models import Agent, ContainerKey, Mode
-from orchestrator.naming import Label, container_labels
+from orchestrator.core.models import Agent, ContainerKey, Mode
+from orchestrator.rules.naming import Label, container_labels
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
-from tests.support.docker_helpers import TINY_IMAGE
+from devtools.docker_helpers import TINY_IMAGE
 
 pytestmark = [pytest.mark.docker]
 ROOT = Path(__file__).resolve().parents[2]

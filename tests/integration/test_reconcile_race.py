@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable
 import docker
 import pytest
 
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.runtime.docker.runtime import DockerRuntime
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
-from tests.support.agent_room import view_sees
-from tests.support.docker_helpers import scoped
+from devtools.agent_room import view_sees
+from devtools.docker_helpers import scoped
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 

@@ -15,13 +15,13 @@ import pytest
 from livekit import api as lkapi
 from livekit import rtc
 
-from orchestrator.livekit import agent_token
-from orchestrator.models import LiveKitCredentials
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.livekit.client import agent_token
+from orchestrator.core.models import LiveKitCredentials
+from orchestrator.runtime.docker.runtime import DockerRuntime
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
-from tests.support.agent_room import eventually
-from tests.support.livekit_server import LiveKitServer
+from devtools.agent_room import eventually
+from devtools.livekit_server import LiveKitServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 

@@ -13,10 +13,10 @@ import jwt
 import pytest
 from livekit import api as lkapi
 
-from orchestrator.naming import Label
+from orchestrator.rules.naming import Label
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID
-from tests.support.docker_helpers import scoped
-from tests.support.livekit_server import LiveKitServer
+from devtools.docker_helpers import scoped
+from devtools.livekit_server import LiveKitServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 

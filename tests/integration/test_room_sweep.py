@@ -9,11 +9,11 @@ import docker
 import pytest
 from livekit import rtc
 
-from orchestrator.models import LiveKitCredentials
+from orchestrator.core.models import LiveKitCredentials
 from orchestrator.settings import Settings
 from tests.integration.test_lifecycle import GRACE_S, active_room, creds, hook_settings, orchestrators, participants, status_of  # noqa: F401
-from tests.support.agent_room import eventually
-from tests.support.orchestrator_server import OrchestratorServer, start_orchestrator
+from devtools.agent_room import eventually
+from devtools.orchestrator_server import OrchestratorServer, start_orchestrator
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 RESYNC_S = 3.0

@@ -9,12 +9,12 @@ import docker
 import httpx
 from livekit import api as lkapi
 
-from orchestrator.naming import Label
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.rules.naming import Label
+from orchestrator.runtime.docker.runtime import DockerRuntime
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client
-from tests.support.docker_helpers import remove_scope, scoped
-from tests.support.livekit_server import LiveKitServer
+from devtools.docker_helpers import remove_scope, scoped
+from devtools.livekit_server import LiveKitServer
 
 
 async def _trigger(settings: Settings, body: dict[str, str]) -> httpx.Response:

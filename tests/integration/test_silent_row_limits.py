@@ -9,10 +9,10 @@ import psycopg
 import pytest
 
 from orchestrator.cli.tenants import rewrap_all
-from orchestrator.credentials import MasterKeys
+from orchestrator.tenants.credentials import MasterKeys
 from orchestrator.tenants.records import client_changes
-from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
-from tests.support.supabase_world import AUTONOMITE, World
+from devtools.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
+from devtools.supabase_world import AUTONOMITE, World
 
 SUPABASE_MAX_ROWS = 1000
 
@@ -64,7 +64,7 @@ async def test_a_listing_shorter_than_its_count_is_refused_not_trusted(world: Wo
 
     import httpx
 
-    from orchestrator.errors import DependencyUnavailable
+    from orchestrator.core.errors import DependencyUnavailable
 
     def short_answers(request: httpx.Request) -> httpx.Response:  # a server that loses rows but counts them
         response = world.handler(request)
@@ -76,7 +76,7 @@ async def test_a_listing_shorter_than_its_count_is_refused_not_trusted(world: Wo
     from pydantic import SecretStr
 
     from orchestrator.tenants.supabase_store import SupabaseTenantStore
-    from tests.support.supabase_world import PLATFORM_HOST
+    from devtools.supabase_world import PLATFORM_HOST
 
     store = SupabaseTenantStore(url=f"http://{PLATFORM_HOST}", service_key=SecretStr(world.platform.key()), master_keys=world.keys,
                                 retry=False, transport=httpx.MockTransport(short_answers))

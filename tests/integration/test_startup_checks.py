@@ -12,12 +12,12 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from orchestrator.engine import Engine
-from orchestrator.errors import ConfigurationError, DependencyRejected
-from orchestrator.models import Mode
+from orchestrator.composition import Orchestrator
+from orchestrator.core.errors import ConfigurationError, DependencyRejected
+from orchestrator.core.models import Mode
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
-from tests.support.docker_helpers import scoped
+from devtools.docker_helpers import scoped
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 
@@ -27,7 +27,7 @@ async def test_an_agent_network_that_cannot_be_made_stops_start_up_naming_the_va
 ) -> None:
     missing = f"orch-missing-{secrets.token_hex(4)}"  # a missing named network is made, unless no subnet is free
     with pytest.raises(ConfigurationError, match=f"ORCH_AGENT_NETWORK='{missing}'.*ORCH_AGENT_SUBNET_POOL"):
-        async with Engine.running(make_settings(agent_network=missing, agent_subnet_pool=[]), loops=False):
+        async with Orchestrator.running(make_settings(agent_network=missing, agent_subnet_pool=[]), loops=False):
             raise AssertionError("must not start")
     assert not docker_client.api.networks(names=[missing])
 
@@ -64,7 +64,7 @@ async def test_an_engine_4xx_is_a_permanent_502_with_its_explanation(
 
 async def test_the_trigger_path_sees_the_typed_error(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(agent_runtime=NO_SUCH_RUNTIME)
-    engine = Engine(settings)
+    engine = Orchestrator(settings)
     try:
         with pytest.raises(DependencyRejected) as info:
             await engine.trigger.trigger(client_id=CLIENT_ID, agent_slug="farah", mode=Mode.voice, user_id="u",

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from orchestrator.errors import DependencyUnavailable, NotFound
-from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
-from tests.support.supabase_world import (
+from orchestrator.core.errors import DependencyUnavailable, NotFound
+from devtools.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
+from devtools.supabase_world import (
     ACME,
     ACME_FARAH_ID,
     ACME_HOST,

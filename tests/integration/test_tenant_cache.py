@@ -8,9 +8,9 @@ import logging
 import psycopg
 import pytest
 
-from orchestrator.errors import DependencyUnavailable, NotFound, PermanentError
-from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
-from tests.support.supabase_world import AUTONOMITE, BETA, PLATFORM_HOST, World
+from orchestrator.core.errors import DependencyUnavailable, NotFound, PermanentError
+from devtools.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
+from devtools.supabase_world import AUTONOMITE, BETA, PLATFORM_HOST, World
 
 
 class Clock:

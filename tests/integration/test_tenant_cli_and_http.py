@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import tenants as cli_tenants
 from orchestrator.cli import app as cli_app
-from orchestrator.credentials import MasterKeys
+from orchestrator.tenants.credentials import MasterKeys
 from orchestrator.settings import Settings
 from tests.conftest import app_client
-from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
-from tests.support.supabase_world import AUTONOMITE, PLATFORM_HOST, World
+from devtools.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
+from devtools.supabase_world import AUTONOMITE, PLATFORM_HOST, World
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_keys_new_prints_the_key_once_and_only_a_hash_to_stdout() -> None:
     entry = yaml.safe_load(result.stdout)[0]
     key = result.stderr.split(": ")[-1].strip()
     assert entry["role"] == "client" and entry["client_id"] == AUTONOMITE and key not in result.stdout
-    from orchestrator.apikeys import KeyEntry
+    from orchestrator.core.apikeys import KeyEntry
 
     assert entry["hash"].startswith("hmac-sha256$") and KeyEntry.model_validate(entry).matches(key)
 

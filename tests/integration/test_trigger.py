@@ -14,13 +14,13 @@ import pytest
 import yaml
 from livekit import api as lkapi
 
-from orchestrator.naming import Label
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.rules.naming import Label
+from orchestrator.runtime.docker.runtime import DockerRuntime
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client, write_tenants
-from tests.support.agent_room import eventually, view_sees
-from tests.support.docker_helpers import scoped
-from tests.support.livekit_server import LiveKitServer, free_port
+from devtools.agent_room import eventually, view_sees
+from devtools.docker_helpers import scoped
+from devtools.livekit_server import LiveKitServer, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import CLIENT_ID
-from tests.support.docker_helpers import TINY_IMAGE, scoped
-from tests.support.serve import serve
+from devtools.docker_helpers import TINY_IMAGE, scoped
+from devtools.serve import serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 

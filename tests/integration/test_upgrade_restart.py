@@ -19,12 +19,12 @@ import httpx
 import pytest
 from livekit import rtc
 
-from orchestrator.apikeys import generate
+from orchestrator.core.apikeys import generate
 from tests.conftest import CLIENT_ID
-from tests.support.agent_room import eventually
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.livekit_server import free_port
-from tests.support.serve import Served, serve_process
+from devtools.agent_room import eventually
+from devtools.docker_helpers import TINY_IMAGE
+from devtools.livekit_server import free_port
+from devtools.serve import Served, serve_process
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
 ADMIN = generate()

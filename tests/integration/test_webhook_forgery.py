@@ -12,8 +12,8 @@ import jwt
 
 from orchestrator.settings import Settings
 from tests.conftest import app_client
-from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
-from tests.support.supabase_world import AUTONOMITE, PLATFORM_HOST, World
+from devtools.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
+from devtools.supabase_world import AUTONOMITE, PLATFORM_HOST, World
 
 HOOK = "/api/v1/livekit/webhook"
 BODY = json.dumps({"event": "room_started", "id": "EV_forged", "room": {"name": "r"}})

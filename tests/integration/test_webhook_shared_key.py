@@ -13,8 +13,8 @@ from livekit import api
 
 from orchestrator.settings import Settings
 from tests.conftest import app_client
-from tests.support.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
-from tests.support.supabase_world import PLATFORM_HOST, World, _insert_client
+from devtools.pg_fixtures import pg_cluster, world  # noqa: F401  (fixtures)
+from devtools.supabase_world import PLATFORM_HOST, World, _insert_client
 
 HOOK = "/api/v1/livekit/webhook"
 KEY, SECRET = "APIsharedproject", "shared-project-secret-0123456789abcdef"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runtime.kubernetes import KubernetesRuntime
+from orchestrator.runtime.kubernetes.runtime import KubernetesRuntime
 from orchestrator.settings import Settings
 from tests.conftest import write_tenants
-from tests.support.kube_cluster import KubeCluster, pod_summary, start_cluster
-from tests.support.livekit_server import LiveKitServer
+from devtools.kube_cluster import KubeCluster, pod_summary, start_cluster
+from devtools.livekit_server import LiveKitServer
 
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
 

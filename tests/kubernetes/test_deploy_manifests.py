@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import ContainerStatus, Mode, TriggerOutcome
-from orchestrator.runtime.kubernetes import KubernetesRuntime
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import ContainerStatus, Mode, TriggerOutcome
+from orchestrator.runtime.kubernetes.runtime import KubernetesRuntime
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
-from orchestrator.trigger import TriggerService
+from orchestrator.services.trigger import TriggerService
 from tests.conftest import CLIENT_ID
-from tests.support.agent_room import eventually
-from tests.support.kube_cluster import NODES, KubeCluster, pod_summary
+from devtools.agent_room import eventually
+from devtools.kube_cluster import NODES, KubeCluster, pod_summary
 
 pytestmark = pytest.mark.kubernetes
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"

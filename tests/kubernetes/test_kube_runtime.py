@@ -13,21 +13,21 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import ContainerKey, ContainerStatus, Mode, TriggerOutcome
-from orchestrator.naming import Label, container_name
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import ContainerKey, ContainerStatus, Mode, TriggerOutcome
+from orchestrator.rules.naming import Label, container_name
 from orchestrator.cli.views import container_row
-from orchestrator.reconciler import Reconciler
+from orchestrator.services.reconciler import Reconciler
 from orchestrator.runtime import WatchEvent
 from orchestrator.runtime.factory import runtime_from_settings
-from orchestrator.runtime.kube_objects import pod_name
-from orchestrator.runtime.kubernetes import KubernetesRuntime
+from orchestrator.runtime.kubernetes.objects import pod_name
+from orchestrator.runtime.kubernetes.runtime import KubernetesRuntime
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
-from orchestrator.trigger import TriggerService
+from orchestrator.services.trigger import TriggerService
 from tests.conftest import CLIENT_ID
-from tests.support.agent_room import eventually
-from tests.support.kube_cluster import NODES, KubeCluster
+from devtools.agent_room import eventually
+from devtools.kube_cluster import NODES, KubeCluster
 
 pytestmark = pytest.mark.kubernetes
 

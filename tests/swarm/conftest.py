@@ -1,4 +1,4 @@
-"""A real 3-node Docker Swarm (tests.support.swarm_cluster) for the whole module set, torn down after it.
+"""A real 3-node Docker Swarm (devtools.swarm_cluster) for the whole module set, torn down after it.
 
 Every test gets its own scope; its services are removed at its end and their logs printed on failure.
 """
@@ -12,16 +12,16 @@ from pathlib import Path
 import docker
 import pytest
 
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import LiveKitCredentials
-from orchestrator.naming import Label
-from orchestrator.runtime.swarm import SwarmRuntime
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import LiveKitCredentials
+from orchestrator.rules.naming import Label
+from orchestrator.runtime.swarm.runtime import SwarmRuntime
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
-from orchestrator.trigger import TriggerService
+from orchestrator.services.trigger import TriggerService
 from tests.conftest import write_tenants
-from tests.support.docker_helpers import TINY_IMAGE
-from tests.support.swarm_cluster import SwarmCluster
+from devtools.docker_helpers import TINY_IMAGE
+from devtools.swarm_cluster import SwarmCluster
 
 AGENT_IMAGE = "agent-orchestrator/agent:latest"
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]

@@ -7,10 +7,10 @@ from typing import Any
 
 from livekit import api
 
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import LiveKitCredentials
-from orchestrator.naming import Label
-from tests.support.swarm_cluster import Node, SwarmCluster
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import LiveKitCredentials
+from orchestrator.rules.naming import Label
+from devtools.swarm_cluster import Node, SwarmCluster
 
 
 def manager(swarm: SwarmCluster, *, avoid: Node | None = None) -> Node:

@@ -11,20 +11,20 @@ from collections.abc import Callable
 import pytest
 from livekit import rtc
 
-from orchestrator.errors import LimitExceeded
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import ContainerKey, ContainerStatus, LiveKitCredentials, Mode, TriggerOutcome
-from orchestrator.naming import Label, agent_identity, container_name
-from orchestrator.reconciler import Reconciler
-from orchestrator.rooms import AgentLaunched
-from orchestrator.runtime.swarm import SwarmRuntime
-from orchestrator.runtime.swarm_rules import service_name
+from orchestrator.core.errors import LimitExceeded
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import ContainerKey, ContainerStatus, LiveKitCredentials, Mode, TriggerOutcome
+from orchestrator.rules.naming import Label, agent_identity, container_name
+from orchestrator.services.reconciler import Reconciler
+from orchestrator.rules.rooms import AgentLaunched
+from orchestrator.runtime.swarm.runtime import SwarmRuntime
+from orchestrator.runtime.swarm.rules import service_name
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
-from orchestrator.clock import utcnow
+from orchestrator.core.clock import utcnow
 from tests.conftest import CLIENT_ID
-from tests.support.agent_room import eventually
-from tests.support.swarm_cluster import SwarmCluster
+from devtools.agent_room import eventually
+from devtools.swarm_cluster import SwarmCluster
 from tests.swarm.conftest import AGENT_IMAGE
 from tests.swarm.helpers import AGENT_KIND, identities, node_names, running_tasks, services
 

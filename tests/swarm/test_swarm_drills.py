@@ -15,15 +15,15 @@ import pytest
 import requests
 from livekit import rtc
 
-from orchestrator.errors import OrchestratorError
-from orchestrator.livekit import LiveKitGateway
-from orchestrator.models import ContainerStatus, LiveKitCredentials, Mode
-from orchestrator.naming import agent_identity
-from orchestrator.runtime.swarm import SwarmRuntime
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.core.models import ContainerStatus, LiveKitCredentials, Mode
+from orchestrator.rules.naming import agent_identity
+from orchestrator.runtime.swarm.runtime import SwarmRuntime
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID
-from tests.support.agent_room import eventually
-from tests.support.swarm_cluster import Node, SwarmCluster
+from devtools.agent_room import eventually
+from devtools.swarm_cluster import Node, SwarmCluster
 from tests.swarm.conftest import AGENT_IMAGE
 from tests.swarm.helpers import AGENT_KIND, manager, services
 

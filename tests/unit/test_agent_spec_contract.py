@@ -11,11 +11,11 @@ import dataclasses
 import pytest
 
 from agent_image.config import AgentConfig, Mode as AgentMode, parse_env
-from orchestrator import livekit
-from orchestrator.models import Agent, Mode
+from orchestrator.livekit import client as livekit
+from orchestrator.core.models import Agent, Mode
 from orchestrator.settings import Settings
-from orchestrator.trigger import TriggerService
-from tests.support.fakes import CLIENT, DictTenantStore, FakeRooms, FakeRuntime
+from orchestrator.services.trigger import TriggerService
+from devtools.fakes import CLIENT, DictTenantStore, FakeRooms, FakeRuntime
 
 
 class RealTokens(FakeRooms):

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from orchestrator.agent_state import AgentPhase, GaveUpRecord, agent_status
-from orchestrator.models import ContainerInfo, ContainerStatus, Health
-from orchestrator.planner import RestartRecord
-from orchestrator.rooms import Room, RoomState
+from orchestrator.rules.agent_states import AgentPhase, GaveUpRecord, agent_status
+from orchestrator.core.models import ContainerInfo, ContainerStatus, Health
+from orchestrator.rules.planner import RestartRecord
+from orchestrator.rules.rooms import Room, RoomState
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc)
 ME = "agent-farah"
@@ -62,6 +62,6 @@ def test_in_grace_says_how_long_is_left() -> None:
     (box(health=Health.starting), True),  # never became healthy: never joined
 ])
 def test_the_log_tail_is_kept_only_for_abnormal_ends(container: ContainerInfo, abnormal: bool) -> None:
-    from orchestrator.agent_state import ended_abnormally
+    from orchestrator.rules.agent_states import ended_abnormally
 
     assert ended_abnormally(container) is abnormal

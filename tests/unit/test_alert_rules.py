@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.metrics import Metrics
+from orchestrator.observability.metrics import Metrics
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "alerts.yml"
 SUFFIXES = ("_total", "_count", "_sum", "_bucket", "_created")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from orchestrator.apikeys import FailureThrottle, KeyRing, entry_yaml, generate, weakness
+from orchestrator.core.apikeys import FailureThrottle, KeyRing, entry_yaml, generate, weakness
 from orchestrator.settings import Settings
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import app
-from tests.support.livekit_server import free_port
+from devtools.livekit_server import free_port
 
 NO_ENGINE = "unix:///nonexistent/docker.sock"
 
@@ -150,7 +150,7 @@ def test_version_and_config_masks_secrets(capsys: pytest.CaptureFixture[str], mo
     from orchestrator import __version__
 
     assert run(capsys, "--version")[:2] == (0, f"orchestrator {__version__}\n")
-    from orchestrator.apikeys import generate
+    from orchestrator.core.apikeys import generate
 
     admin, cli_key = generate(), generate()
     monkeypatch.setenv("ORCH_ADMIN_API_KEY", admin)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from orchestrator.credentials import (
+from orchestrator.tenants.credentials import (
     CredentialError,
     MasterKeys,
     new_data_key,
@@ -113,7 +113,7 @@ def test_sealed_value_opens_only_for_its_destination(destination: str | None, op
 
 
 def test_unbound_v1_values_open_only_when_allowed() -> None:
-    from orchestrator.credentials import _ad, _seal
+    from orchestrator.tenants.credentials import _ad, _seal
 
     dek = new_data_key()
     legacy = "v1:" + _seal(dek, b"s3cret", _ad("c1", "column:livekit_api_secret"))

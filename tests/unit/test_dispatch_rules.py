@@ -20,7 +20,7 @@ from orchestrator.dispatch.rules import (
     room_owner,
 )
 from orchestrator.dispatch.worker import Accept, Reject, Served, agent_url, availability_response
-from orchestrator.models import LiveKitCredentials, Mode
+from orchestrator.core.models import LiveKitCredentials, Mode
 from orchestrator.settings import Settings
 
 A = LiveKitCredentials(url="ws://lk-a", api_key="ka", api_secret=SecretStr("sa"))

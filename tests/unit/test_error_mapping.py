@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from api import errors
-from orchestrator.errors import (
+from orchestrator.core.errors import (
     Conflict,
     ContainerFailed,
     DependencyRejected,
@@ -19,7 +19,7 @@ from orchestrator.errors import (
     OrchestratorError,
     dependency_error,
 )
-from orchestrator.livekit import LiveKitRejected
+from orchestrator.livekit.client import LiveKitRejected
 
 
 class Body(BaseModel):

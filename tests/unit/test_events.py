@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestrator.events import EventFeed
+from orchestrator.observability.events import EventFeed
 
 
 def test_ring_buffer_is_bounded_and_ordered() -> None:

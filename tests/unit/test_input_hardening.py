@@ -10,9 +10,9 @@ from pydantic import ValidationError
 
 from api.routes.events import resume_after
 from api.schemas import SpawnAgentRequest, TriggerAgentRequest
-from orchestrator.errors import InvalidInput
-from orchestrator.models import ContainerKey
-from orchestrator.naming import HASH_LEN, container_name, validate_room
+from orchestrator.core.errors import InvalidInput
+from orchestrator.core.models import ContainerKey
+from orchestrator.rules.naming import HASH_LEN, container_name, validate_room
 from orchestrator.cli.views import admin_path
 
 HASHED = re.compile(rf"-[0-9a-f]{{{HASH_LEN}}}$")

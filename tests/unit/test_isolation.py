@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from orchestrator.isolation import (
+from orchestrator.rules.isolation import (
     AgentNetwork,
     agent_livekit_url,
     api_reachable_by_agents,
@@ -143,7 +143,7 @@ def test_settings_refuse_a_bad_subnet() -> None:
 
 
 async def test_an_engine_that_makes_no_networks_keeps_the_host_network_unless_one_is_named() -> None:
-    from orchestrator.agent_networks import AgentNetworks
+    from orchestrator.services.agent_networks import AgentNetworks
 
     nets = AgentNetworks(settings=Settings(agent_network=""), provider=object())
     assert nets.shares_host_network and (await nets.for_client("c1")).name == "host"
@@ -158,7 +158,7 @@ class _MustNotMake:
 
 @pytest.mark.parametrize("mode", ["none", "container:sidecar"])
 async def test_docker_network_modes_are_used_as_they_are(mode: str) -> None:
-    from orchestrator.agent_networks import AgentNetworks
+    from orchestrator.services.agent_networks import AgentNetworks
 
     nets = AgentNetworks(settings=Settings(agent_network=mode), provider=_MustNotMake())
     assert (await nets.ensure_default()) == AgentNetwork(name=mode)
@@ -167,8 +167,8 @@ async def test_docker_network_modes_are_used_as_they_are(mode: str) -> None:
 def test_only_the_docker_runtime_makes_agent_networks() -> None:
     """A swarm inherits the Docker adapter's calls but not its networks (a local bridge cannot carry services)."""
     from orchestrator.runtime import NetworkProvider
-    from orchestrator.runtime.docker import DockerRuntime
-    from orchestrator.runtime.swarm import SwarmRuntime
+    from orchestrator.runtime.docker.runtime import DockerRuntime
+    from orchestrator.runtime.swarm.runtime import SwarmRuntime
 
     assert isinstance(DockerRuntime(), NetworkProvider)
     assert not isinstance(SwarmRuntime(base_url="tcp://127.0.0.1:1"), NetworkProvider)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.apikeys import KeyRing, add_to_keys_file, entry_yaml, generate, new_entry
+from orchestrator.core.apikeys import KeyRing, add_to_keys_file, entry_yaml, generate, new_entry
 from orchestrator.cli import app
-from orchestrator.config_files import ConfigFileError
+from orchestrator.core.config_files import ConfigFileError
 
 ROOT = Path(__file__).resolve().parents[2]
 

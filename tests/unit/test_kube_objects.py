@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from orchestrator.models import ContainerKey, ContainerStatus
-from orchestrator.naming import Label, container_name
+from orchestrator.core.models import ContainerKey, ContainerStatus
+from orchestrator.rules.naming import Label, container_name
 from orchestrator.runtime import ContainerSpec
-from orchestrator.runtime.kube_objects import (
+from orchestrator.runtime.kubernetes.objects import (
     fits_label,
     info_from_pod,
     is_pod_name,

@@ -21,14 +21,18 @@ LINT = Path(sys.executable).with_name("lint-imports")
 
 # (module file, line planted at its top, the contract that must break)
 PLANTED = [
-    ("orchestrator/telemetry.py", "import docker", "the docker SDK only in the Docker and Swarm runtime adapters"),
-    ("orchestrator/reconciler.py", "import kubernetes", "the Kubernetes client only in the Kubernetes runtime adapter"),
-    ("orchestrator/trigger.py", "from supabase import AsyncClient", "supabase and postgrest only in the Supabase tenant store"),
-    ("orchestrator/sampler.py", "import aiohttp", "livekit-api and aiohttp only in the LiveKit adapter"),
-    ("orchestrator/planner.py", "from . import reconciler", "layers: command line > engine > services"),
-    ("api/routes/health.py", "import docker.errors", "the docker SDK only in the Docker and Swarm runtime adapters"),
-    ("orchestrator/livekit.py", "from .planner import plan", "adapters know no rules above the shared types"),
-    ("orchestrator/webhooks.py", "from .livekit import verify_webhook", "adapters know no rules above the shared types"),
+    ("orchestrator/observability/telemetry.py", "import docker", "the docker SDK only in the Docker and Swarm runtimes"),
+    ("orchestrator/services/reconciler.py", "import kubernetes_asyncio", "the Kubernetes client only in the Kubernetes runtime"),
+    ("orchestrator/services/trigger.py", "from supabase import AsyncClient", "supabase and postgrest only in the Supabase tenant store"),
+    ("orchestrator/services/sampler.py", "import aiohttp", "livekit-api and aiohttp only in the LiveKit client"),
+    ("orchestrator/rules/planner.py", "from orchestrator.services import reconciler", "layers: doors (api | cli) > composition"),
+    ("api/routes/health.py", "import docker.errors", "the docker SDK only in the Docker and Swarm runtimes"),
+    ("api/routes/admin.py", "from orchestrator.cli import views", "layers: doors (api | cli) > composition"),
+    ("orchestrator/livekit/client.py", "from orchestrator.services import trigger", "layers: doors (api | cli) > composition"),
+    ("orchestrator/rules/view.py", "from orchestrator.livekit.client import LiveKitGateway", "pure rules import no SDK"),
+    ("orchestrator/services/trigger.py", "from orchestrator.runtime.docker.runtime import DockerRuntime", "engines are known only under runtime/"),
+    ("orchestrator/runtime/swarm/runtime.py", "from orchestrator.runtime.docker import runtime", "no engine inherits or imports another"),
+    ("orchestrator/runtime/kubernetes/objects.py", "import kubernetes_asyncio", "pure rules import no SDK"),
 ]
 
 

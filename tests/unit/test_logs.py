@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from orchestrator.logs import ConsoleFormatter, JsonFormatter, clip_tail
+from orchestrator.core.logs import ConsoleFormatter, JsonFormatter, clip_tail
 
 
 def record(**extra: object) -> logging.LogRecord:

@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from orchestrator.errors import InvalidInput
-from orchestrator.models import Agent, ContainerKey, Mode
-from orchestrator.naming import (
+from orchestrator.core.errors import InvalidInput
+from orchestrator.core.models import Agent, ContainerKey, Mode
+from orchestrator.rules.naming import (
     NAME_MAX,
     Label,
     clean_slug,

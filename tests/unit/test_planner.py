@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from orchestrator.models import ContainerInfo, ContainerKey, ContainerStatus, Health
-from orchestrator.naming import Label, container_name
-from orchestrator.planner import (
+from orchestrator.core.models import ContainerInfo, ContainerKey, ContainerStatus, Health
+from orchestrator.rules.naming import Label, container_name
+from orchestrator.rules.planner import (
     DeleteRoom,
     GiveUp,
     Observation,
@@ -21,8 +21,8 @@ from orchestrator.planner import (
     next_deadline,
     plan,
 )
-from orchestrator import room_metadata
-from orchestrator.rooms import Room, RoomSnapshot, RoomState
+from orchestrator.rules import room_metadata
+from orchestrator.rules.rooms import Room, RoomSnapshot, RoomState
 from orchestrator.settings import Settings
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from orchestrator.models import ContainerKey
-from orchestrator.planner import DeleteRoom, GiveUp, RemoveContainer, RestartAgent, SetRoomMetadata
-from orchestrator.pass_report import log_fields
+from orchestrator.core.models import ContainerKey
+from orchestrator.rules.planner import DeleteRoom, GiveUp, RemoveContainer, RestartAgent, SetRoomMetadata
+from orchestrator.observability.pass_report import log_fields
 
 KEY = ContainerKey(client_id="c1", agent_slug="farah", room="r1")
 

@@ -8,17 +8,17 @@ from datetime import timedelta
 
 import pytest
 
-from orchestrator import room_metadata
-from orchestrator.errors import DependencyUnavailable
-from orchestrator.models import ContainerKey, ContainerStatus, Mode
-from orchestrator.naming import agent_identity, container_labels, container_name, spec_hash
-from orchestrator.planner import DeleteRoom, GiveUp, Removal, RemoveContainer, RestartAgent, RestartRecord, SetRoomMetadata
-from orchestrator.pass_report import ActionResult
-from orchestrator.reconciler import Reconciler
-from orchestrator.rooms import RoomSnapshot, RoomState
+from orchestrator.rules import room_metadata
+from orchestrator.core.errors import DependencyUnavailable
+from orchestrator.core.models import ContainerKey, ContainerStatus, Mode
+from orchestrator.rules.naming import agent_identity, container_labels, container_name, spec_hash
+from orchestrator.rules.planner import DeleteRoom, GiveUp, Removal, RemoveContainer, RestartAgent, RestartRecord, SetRoomMetadata
+from orchestrator.observability.pass_report import ActionResult
+from orchestrator.services.reconciler import Reconciler
+from orchestrator.rules.rooms import RoomSnapshot, RoomState
 from orchestrator.settings import Settings
-from orchestrator.trigger import TriggerService
-from tests.support.fakes import CLIENT, CREDS, FARAH, T0, FakeRooms, FakeRuntime, tenants
+from orchestrator.services.trigger import TriggerService
+from devtools.fakes import CLIENT, CREDS, FARAH, T0, FakeRooms, FakeRuntime, tenants
 
 S = Settings(scope="unit", grace_period_s=60, restart_backoff_s=0)
 KEY = ContainerKey(client_id="c1", agent_slug="farah", room="r1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.models import Resources
+from orchestrator.core.models import Resources
 from orchestrator.tenants.limits import ResourceCeiling, memory_bytes
 
 CEILING = ResourceCeiling.parse(memory="1g", cpus=2.0, pids=512)

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from orchestrator import room_metadata
-from orchestrator.rooms import (
+from orchestrator.rules import room_metadata
+from orchestrator.rules.rooms import (
     AgentLaunched,
     CloseRequested,
     Due,
@@ -144,7 +144,7 @@ def test_grace_metadata_round_trip() -> None:
 
 # ---- rooms kept by webhooks: when a trigger may skip CreateRoom, when the reconciler must poll ----------
 
-from orchestrator.rooms import RoomRegistry, known_to_exist, needs_poll  # noqa: E402
+from orchestrator.rules.rooms import RoomRegistry, known_to_exist, needs_poll  # noqa: E402
 
 
 def _room(state: RoomState, *, confirmed_s: float | None = None, observed_s: float | None = None) -> Room:

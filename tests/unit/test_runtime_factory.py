@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.runtime.docker import DockerRuntime
+from orchestrator.runtime.docker.runtime import DockerRuntime
 from orchestrator.runtime.factory import runtime_from_settings
-from orchestrator.runtime.kubernetes import KubernetesRuntime, namespace_for
+from orchestrator.runtime.kubernetes.runtime import KubernetesRuntime, namespace_for
 from orchestrator.settings import Settings
 
 

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from orchestrator.models import ContainerKey, ContainerStatus, Health
-from orchestrator.naming import Label, container_name
-from orchestrator.runtime.swarm_rules import (
+from orchestrator.core.models import ContainerKey, ContainerStatus, Health
+from orchestrator.rules.naming import Label, container_name
+from orchestrator.runtime.swarm.rules import (
     constraints_for,
     current_task,
     parse_bytes,

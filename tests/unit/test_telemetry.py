@@ -6,12 +6,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from orchestrator.events import EventFeed
-from orchestrator.metrics import Metrics
-from orchestrator.models import ContainerKey
-from orchestrator.planner import DeleteRoom, GiveUp, Removal, RemoveContainer, RestartAgent, SetRoomMetadata
-from orchestrator.pass_report import ActionResult, PassReport
-from orchestrator.telemetry import Telemetry, removal_category
+from orchestrator.observability.events import EventFeed
+from orchestrator.observability.metrics import Metrics
+from orchestrator.core.models import ContainerKey
+from orchestrator.rules.planner import DeleteRoom, GiveUp, Removal, RemoveContainer, RestartAgent, SetRoomMetadata
+from orchestrator.observability.pass_report import ActionResult, PassReport
+from orchestrator.observability.telemetry import Telemetry, removal_category
 
 KEY = ContainerKey(client_id="c1", agent_slug="farah", room="r1")
 

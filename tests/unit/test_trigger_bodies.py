@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.errors import DependencyRejected, DependencyUnavailable
-from tests.support.fakes import fake_app
+from orchestrator.core.errors import DependencyRejected, DependencyUnavailable
+from devtools.fakes import fake_app
 
 
 def body(room: str, **kw: object) -> dict[str, object]:

@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestrator.errors import Conflict, DependencyUnavailable, LimitExceeded
-from orchestrator.models import ContainerKey, ContainerStatus, Mode, TriggerOutcome
-from orchestrator.naming import Label, container_labels, container_name, spec_hash
+from orchestrator.core.errors import Conflict, DependencyUnavailable, LimitExceeded
+from orchestrator.core.models import ContainerKey, ContainerStatus, Mode, TriggerOutcome
+from orchestrator.rules.naming import Label, container_labels, container_name, spec_hash
 from orchestrator.settings import Settings
-from orchestrator.trigger import TriggerService
-from tests.support.fakes import CLARENCE, FARAH, T0, FakeRooms, FakeRuntime, tenants
+from orchestrator.services.trigger import TriggerService
+from devtools.fakes import CLARENCE, FARAH, T0, FakeRooms, FakeRuntime, tenants
 
 S = Settings(scope="unit", max_agents_per_room=2, max_agents_per_client=3, max_agents_total=4,
              container_start_timeout_s=0.2)
@@ -179,7 +179,7 @@ async def test_a_view_that_has_not_seen_a_new_container_yet_still_counts_it() ->
     """Deployment limit 1, limits read from the watch-fed view: A's container is made but its event has not
     arrived; B must still be refused."""
     from orchestrator.runtime import WatchEvent
-    from orchestrator.view import AgentView
+    from orchestrator.rules.view import AgentView
 
     rt, view = FakeRuntime(), AgentView()
     view.apply(WatchEvent(kind="relist"), now=T0)  # synced, and it stays behind: no informer feeds it
@@ -193,7 +193,7 @@ async def test_a_view_that_has_not_seen_a_new_container_yet_still_counts_it() ->
 
 async def test_once_the_view_has_shown_a_container_its_removal_frees_the_slot_at_once() -> None:
     from orchestrator.runtime import WatchEvent
-    from orchestrator.view import AgentView
+    from orchestrator.rules.view import AgentView
 
     rt, view = FakeRuntime(), AgentView()
     view.apply(WatchEvent(kind="relist"), now=T0)

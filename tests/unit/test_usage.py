@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from orchestrator.usage import UsageSample, cpu_ratio, memory_in_use, parse
+from orchestrator.rules.usage import UsageSample, cpu_ratio, memory_in_use, parse
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -6,12 +6,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from orchestrator.models import ContainerInfo, ContainerKey, ContainerStatus
-from orchestrator.naming import container_labels, container_name
-from orchestrator.models import Agent, Mode
+from orchestrator.core.models import ContainerInfo, ContainerKey, ContainerStatus
+from orchestrator.rules.naming import container_labels, container_name
+from orchestrator.core.models import Agent, Mode
 from orchestrator.runtime import WatchEvent
-from orchestrator.models import Health
-from orchestrator.view import AgentView, change_signal
+from orchestrator.core.models import Health
+from orchestrator.rules.view import AgentView, change_signal
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 AGENT = Agent(id="a1", slug="farah", name="Farah")

@@ -1,0 +1,1 @@
+"""The LiveKit adapter: the room-service seam, the livekit-api client, room metadata (ownership stamps)."""

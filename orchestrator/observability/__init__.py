@@ -1,0 +1,1 @@
+"""What operators see: metrics, the event feed, pass reports and the telemetry that feeds them."""

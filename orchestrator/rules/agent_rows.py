@@ -1,0 +1,21 @@
+"""One managed container as a row (pure): the admin API's containers and `orchestrator ps` show the same fields."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from orchestrator.core.models import ContainerInfo
+from orchestrator.rules.naming import Label
+
+
+def container_row(c: ContainerInfo, *, now: datetime) -> dict[str, Any]:
+    """One managed container as the admin API and `ps` show it: state plus the key from its labels."""
+    return {
+        "name": c.name, "id": c.id[:12], "status": c.status.value, "health": c.health.value,
+        "exit_code": c.exit_code, "client_id": c.labels.get(Label.CLIENT_ID), "agent": c.labels.get(Label.AGENT_SLUG),
+        "room": c.labels.get(Label.ROOM), "created_at": c.labels.get(Label.CREATED_AT),
+        "job": c.labels.get(Label.JOB_ID),  # the LiveKit job that launched it (dispatched agents only)
+        "age_s": int((now - c.created_at).total_seconds()) if c.created_at else None,
+        "node": c.node, "reason": c.reason,  # where it runs on a multi-node engine (a swarm node), and why not running
+    }

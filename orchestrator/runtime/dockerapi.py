@@ -1,0 +1,102 @@
+"""The Docker Engine API shared by the Docker and Swarm runtimes: one client, one way to call it.
+
+Every blocking call goes through `DockerAPI._call`, which runs it in a worker thread, retries transient daemon
+errors (core.retry: tenacity, with jitter) and maps the rest to our errors. Neither engine inherits the other;
+both stand on this.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, TypeVar
+
+import anyio
+import docker
+import requests
+from docker.errors import APIError, DockerException, NotFound
+
+from orchestrator.core.errors import ConfigurationError, DependencyUnavailable, dependency_error
+from orchestrator.core.retry import engine_retry
+
+T = TypeVar("T")
+
+
+def transient(exc: BaseException) -> bool:
+    """Daemon hiccups worth a retry: connection trouble and 5xx other than a name conflict."""
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return True
+    return isinstance(exc, APIError) and not isinstance(exc, NotFound) and (exc.status_code or 0) >= 500
+
+
+class DockerAPI:
+    """One engine's API: a lazily built client with a pool, and `_call` for every blocking request."""
+
+    def __init__(
+        self, *, base_url: str | None = None, pool_size: int = 32, timeout_s: float = 30.0, retries: int = 3
+    ) -> None:
+        self._base_url = base_url
+        self._pool_size = pool_size
+        self._timeout_s = timeout_s
+        self._retries = retries
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+        # docker-py's pool must be at least as large as the threads we let talk to it.
+        self._limiter = anyio.CapacityLimiter(pool_size)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """Built lazily inside a worker thread: docker-py asks the daemon for its API version here."""
+        with self._client_lock:
+            if self._client is None:
+                kwargs: dict[str, Any] = {"timeout": int(self._timeout_s), "max_pool_size": self._pool_size}
+                self._client = (
+                    docker.DockerClient(base_url=self._base_url, **kwargs)
+                    if self._base_url
+                    else docker.from_env(**kwargs)
+                )
+            return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        retrying = engine_retry(attempts=self._retries, transient=transient).wraps(fn)
+        try:
+            return await anyio.to_thread.run_sync(retrying, limiter=self._limiter)
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise DependencyUnavailable(
+                f"Docker engine unreachable during {what}: {type(exc).__name__}", dependency="docker"
+            ) from None
+        except APIError as exc:
+            # By status, with the engine's own words: 4xx (a missing network, a bad value) is permanent.
+            verb = "failed" if transient(exc) else "refused"
+            raise dependency_error(
+                "docker", f"Docker engine {verb} {what}: {exc.explanation or exc}", status=exc.status_code
+            ) from None
+        except DockerException as exc:
+            # docker.from_env() raises a bare DockerException when the socket is missing.
+            raise DependencyUnavailable(f"Docker engine unavailable during {what}: {exc}", dependency="docker") from None
+
+    async def ping(self) -> None:
+        await self._call("ping", lambda: self.client.ping())
+
+    async def preflight(self, *, network: str) -> None:
+        """Start-up check of what only the engine can judge: the agent network exists."""
+        if network in ("host", "bridge", "none", "default") or network.startswith("container:"):
+            return
+
+        def inspect() -> None:
+            try:
+                self.client.api.inspect_network(network)
+            except NotFound:
+                raise ConfigurationError(
+                    f"ORCH_AGENT_NETWORK={network!r}: the Docker engine has no such network; "
+                    f"create it (docker network create {network}) or set another"
+                ) from None
+
+        await self._call("network inspect", inspect)
+
+    def new_client(self) -> docker.DockerClient:
+        """A client of its own, for a blocking event stream in a thread (the shared pool stays free)."""
+        return docker.DockerClient(base_url=self._base_url) if self._base_url else docker.from_env()

@@ -1,0 +1,1 @@
+"""The Kubernetes runtime: one Pod per key, and its pure Pod rules."""

@@ -1,0 +1,1 @@
+"""The Docker Swarm runtime: one replicated service per key, and its pure rules."""

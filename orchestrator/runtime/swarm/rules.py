@@ -1,0 +1,160 @@
+"""Pure Swarm rules: service names, the service spec built from a ContainerSpec, task states → ours.
+
+No I/O and no SDK here (the raw Engine API dicts are built by hand), so every rule is a table test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+from orchestrator.core.models import ContainerStatus, Health
+from orchestrator.rules.naming import Label
+
+SERVICE_NAME_MAX = 63
+SERVICE_HASH_LEN = 8
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+# Task states before a container runs (swarmkit's order); "remove" is a task whose service is going away.
+PRE_RUNNING = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"})
+
+# What our restart rules mean in swarm terms. A service's own default is `any`, which would restart an
+# agent that left cleanly (its room ended): "on-failure" stays our default, "no" never restarts.
+RESTART_CONDITIONS = {"no": "none", "on-failure": "on-failure", "unless-stopped": "any", "always": "any"}
+
+
+def service_name(logical: str) -> str:
+    """A swarm service name for a logical container name: no `.`, at most 63 characters, always ending in
+    a short hash of the exact logical name (mapping characters alone would let two names collide)."""
+    digest = hashlib.sha256(logical.encode()).hexdigest()[:SERVICE_HASH_LEN]
+    head = _UNSAFE.sub("-", logical)[: SERVICE_NAME_MAX - SERVICE_HASH_LEN - 1].rstrip("_-")
+    return f"{head or 'agent'}-{digest}"
+
+
+def parse_bytes(value: str) -> int:
+    """Docker's memory notation (512m, 1g, 65536, 64k) to bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*", value.lower())
+    if not m:
+        raise ValueError(f"not a memory size: {value!r} (use e.g. 512m or 1g)")
+    return int(float(m.group(1)) * {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2)])
+
+
+def constraints_for(labels: Mapping[str, str], placement: Mapping[str, Iterable[str]]) -> list[str]:
+    """Placement constraints of one agent: entries for every agent (`*`), its client, and `client/slug`."""
+    client, slug = labels.get(Label.CLIENT_ID, ""), labels.get(Label.AGENT_SLUG, "")
+    found: list[str] = []
+    for key in ("*", client, f"{client}/{slug}"):
+        for c in placement.get(key, ()):
+            if c not in found:
+                found.append(c)
+    return found
+
+
+def service_spec(
+    *, name: str, image: str, labels: Mapping[str, str], env: Mapping[str, str], memory: str, cpus: float,
+    pids: int, network: str, restart_policy: str, restart_max: int, restart_delay_s: float, stop_timeout_s: int,
+    constraints: list[str], spread: str | None,
+) -> dict[str, Any]:
+    """The Engine API body of `POST /services/create` for one agent (replicas 1).
+
+    Reservations equal limits, so the scheduler only places an agent where its memory and CPU are free
+    ("no suitable node (insufficient resources ...)" otherwise). The pids limit goes into the raw body:
+    the docker SDK's Resources type has no field for it, the Engine API has since 1.41.
+    """
+    nano_cpus, mem = int(cpus * 1e9), parse_bytes(memory)
+    condition = RESTART_CONDITIONS[restart_policy]
+    restart: dict[str, Any] = {"Condition": condition, "Delay": int(restart_delay_s * 1e9)}
+    if condition == "on-failure":
+        restart["MaxAttempts"] = restart_max
+    placement: dict[str, Any] = {}
+    if constraints:
+        placement["Constraints"] = list(constraints)
+    if spread:
+        placement["Preferences"] = [{"Spread": {"SpreadDescriptor": spread}}]
+    task: dict[str, Any] = {
+        "ContainerSpec": {
+            "Image": image,
+            "Labels": dict(labels),
+            "Env": [f"{k}={v}" for k, v in env.items()],
+            "Init": True,
+            "StopGracePeriod": int(stop_timeout_s * 1e9),
+        },
+        "Resources": {
+            "Limits": {"NanoCPUs": nano_cpus, "MemoryBytes": mem, "Pids": pids},
+            "Reservations": {"NanoCPUs": nano_cpus, "MemoryBytes": mem},
+        },
+        "RestartPolicy": restart,
+        "Placement": placement,
+    }
+    # "host" means the node's own network namespace (a LiveKit on the node's host reachable as on one engine).
+    if network and network not in ("bridge", "default"):
+        task["Networks"] = [{"Target": network}]
+    return {
+        "Name": name,
+        "Labels": dict(labels),
+        "TaskTemplate": task,
+        "Mode": {"Replicated": {"Replicas": 1}},
+    }
+
+
+def _created(task: Mapping[str, Any]) -> str:
+    return str(task.get("CreatedAt") or "")
+
+
+def current_task(tasks: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The task that speaks for a one-replica service: the newest one (a replacement supersedes the old)."""
+    return max(tasks, key=lambda t: (_created(t), (t.get("Version") or {}).get("Index", 0)), default=None)
+
+
+class TaskView(NamedTuple):
+    status: ContainerStatus
+    exit_code: int | None = None
+    reason: str | None = None
+    health: Health = Health.none
+
+
+def task_status(task: Mapping[str, Any] | None, *, earlier_tasks: int = 0, replicas: int = 1) -> TaskView:
+    """Our status, exit code, reason and health for a service from its current task.
+
+    A first task not yet running is `created` (the trigger waits for it); a replacement not yet running
+    (after a crash, a lost or drained node) is `restarting`: a wait state, so neither the trigger nor the
+    reconciler's "created but never started" rule tears down an agent the swarm is already moving.
+    A task `starting` with its container made is Docker's "running (health: starting)": swarm holds an image
+    with a HEALTHCHECK in `starting` until the first check passes (3 s and more for the agent image), while
+    the agent is already up and joining its room.
+    """
+    if task is None:
+        return TaskView(ContainerStatus.exited, 0, "scaled to 0") if replicas == 0 else TaskView(ContainerStatus.created)
+    status = task.get("Status") or {}
+    state, desired = status.get("State", "new"), task.get("DesiredState", "running")
+    reason = status.get("Err") or (status.get("Message") if state != "running" else None) or None
+    container = status.get("ContainerStatus") or {}
+    exit_code = container.get("ExitCode")
+    stopping = desired in ("shutdown", "remove")
+    if state == "running":
+        return TaskView(ContainerStatus.removing, reason="stopping") if stopping else TaskView(ContainerStatus.running)
+    if state == "starting" and container.get("ContainerID") and not stopping:
+        return TaskView(ContainerStatus.running, health=Health.starting)
+    if state in PRE_RUNNING:
+        if stopping:
+            return TaskView(ContainerStatus.removing, reason=reason)
+        return TaskView(ContainerStatus.restarting if earlier_tasks else ContainerStatus.created, reason=reason)
+    if state == "complete":
+        return TaskView(ContainerStatus.exited, 0, reason)
+    if state == "failed":
+        return TaskView(ContainerStatus.exited, exit_code if exit_code not in (None, 0) else 1, reason)
+    if state == "shutdown":
+        return TaskView(ContainerStatus.exited, exit_code or 0, reason)
+    if state == "remove":
+        return TaskView(ContainerStatus.removing, reason=reason)
+    # rejected (could not be started: missing image, bad mount) and orphaned (node lost for good).
+    return TaskView(ContainerStatus.dead, reason=reason or state)
+
+
+def unschedulable(reason: str | None) -> str | None:
+    """'resources' or 'constraints' when the scheduler says no node can take the task, else None."""
+    if not reason or "no suitable node" not in reason:
+        return None
+    return "resources" if "insufficient resources" in reason else "constraints"

@@ -1,0 +1,1 @@
+"""Services: the trigger, room claim, admission, reconciler, operations, informer, sampler, webhooks."""

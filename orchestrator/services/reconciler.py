@@ -1,0 +1,431 @@
+"""Observe → plan → execute: one pass (`run_once`, also the cron mode) and the loop around it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from orchestrator.rules import room_metadata
+from orchestrator.core.clock import utcnow
+from orchestrator.core.errors import DependencyError, NotFound, OrchestratorError
+from orchestrator.core.models import ContainerInfo, ContainerKey, ContainerStatus, Mode
+from orchestrator.rules.naming import agent_identity, key_from_labels
+from orchestrator.rules.agent_states import GaveUpRecord, ended_abnormally
+from orchestrator.rules.planner import (
+    Action,
+    DeleteRoom,
+    GiveUp,
+    Observation,
+    RemoveContainer,
+    RestartAgent,
+    RestartRecord,
+    RoomKey,
+    SetRoomMetadata,
+    created,
+    next_deadline,
+    plan,
+)
+from orchestrator.observability.pass_report import ActionResult, PassReport, log_fields
+from orchestrator.livekit.service import RoomService
+from orchestrator.core.locks import KeyedLocks
+from orchestrator.rules.rooms import (
+    AgentLaunched,
+    CloseRequested,
+    Due,
+    MetadataWritten,
+    RoomObserved,
+    RoomRegistry,
+    RoomSnapshot,
+    RoomState,
+    due,
+    grace_remaining,
+    needs_poll,
+)
+from orchestrator.runtime import ContainerRuntime, WatchEvent
+from orchestrator.settings import Settings
+from orchestrator.tenants import TenantStore
+from orchestrator.rules.view import AgentView
+
+log = logging.getLogger(__name__)
+
+
+def _dependency(exc: Exception, default: str | None) -> str | None:
+    """Which dependency an error names (typed at the adapter), or `default` when it names none."""
+    return exc.dependency if isinstance(exc, DependencyError) and exc.dependency != "unknown" else default
+
+
+class Launcher(Protocol):
+    """What a restart needs from the trigger path (TriggerService implements it)."""
+
+    async def launch_for_key(self, key: ContainerKey, *, mode: Mode) -> Any: ...
+
+
+class ObservationFailed(Exception):
+    """Docker itself could not be listed: nothing can be planned (cron exit code 2)."""
+
+
+class Reconciler:
+    """Keeps Docker equal to what should exist. One pass at a time; passes are cheap to repeat."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        runtime: ContainerRuntime,
+        tenants: TenantStore,
+        livekit: RoomService,
+        launcher: Launcher,
+        registry: RoomRegistry | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        on_pass: Callable[["PassReport"], None] | None = None,
+        room_locks: KeyedLocks | None = None,
+        view: AgentView | None = None,
+    ) -> None:
+        self.settings = settings
+        self._on_pass = on_pass  # metrics and the lifecycle feed hear every finished pass (dry runs too)
+        self.registry = registry or RoomRegistry()
+        self.restarts: dict[ContainerKey, RestartRecord] = {}
+        self.gave_up: dict[ContainerKey, GaveUpRecord] = {}  # the client API reports these (last 1000 kept)
+        self.heartbeat: datetime | None = None  # end of the last loop iteration; /healthz reads it
+        self.started_at: datetime | None = None  # when the loop began: a first pass that never ends is a stall too
+        self.last_report: PassReport | None = None
+        self.passes = 0
+        self._runtime = runtime
+        self._tenants = tenants
+        self._livekit = livekit
+        self._launcher = launcher
+        self._view = view  # watch-fed containers; None (cron mode) or unsynced → one list call
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._room_locks = room_locks if room_locks is not None else KeyedLocks()  # shared with the trigger (TriggerService.room_locks)
+        self._wake = asyncio.Event()
+
+    # ---- observe --------------------------------------------------------------------------
+
+    async def observe(self, *, fresh: bool = True) -> tuple[Observation, list[tuple[str, str]]]:
+        """Containers (the watch-fed view unless `fresh`, else one labelled list call), then per client: tenant
+        lookup and LiveKit ListRooms/ListParticipants for the rooms webhooks do not keep current."""
+        at, s = self._clock(), self.settings
+        if not fresh and self._view is not None and self._view.synced:
+            containers = list(self._view.state.containers())  # watch-fed: no list call
+        else:
+            try:
+                containers = await self._runtime.list_managed(scope=s.scope)
+            except OrchestratorError as exc:
+                raise ObservationFailed(exc.message) from None
+        rooms_by_client: dict[str, set[str]] = {}
+        for c in containers:
+            if (key := key_from_labels(c.labels)) is not None:
+                rooms_by_client.setdefault(key.client_id, set()).add(key.room)
+        warnings: list[tuple[str, str]] = []  # (dependency, message)
+        views: dict[RoomKey, RoomSnapshot] = {}
+        agents: dict[str, frozenset[str]] = {}
+        unknown: set[str] = set()
+        polled: set[RoomKey] = set()
+
+        async def one(client_id: str, names: set[str]) -> None:
+            try:
+                client = await self._tenants.get_client(client_id)
+                agents[client_id] = frozenset(await self._tenants.list_agent_slugs(client))
+            except NotFound:
+                unknown.add(client_id)
+                return
+            except OrchestratorError as exc:
+                warnings.append((_dependency(exc, "tenants"), f"tenant store: {exc.message}"))
+                return
+            flowing = client_id in self.registry.webhooks_seen
+            poll = sorted(
+                n for n in names
+                if needs_poll(self.registry.rooms.get((client_id, n)), now=at, resync_s=s.room_resync_s, webhooks_flowing=flowing)
+            )
+            for n in set(names) - set(poll):  # kept current by webhooks since its last poll
+                room = self.registry.rooms[(client_id, n)]
+                views[(client_id, n)] = RoomSnapshot(exists=True, humans=room.humans, agents=room.agents, metadata=room.metadata)
+            try:
+                found = await self._livekit.observe_rooms(client.livekit, names=poll, concurrency=s.livekit_poll_concurrency)
+            except OrchestratorError as exc:
+                warnings.append((_dependency(exc, "livekit"), f"LiveKit for client {client_id}: {exc.message}"))
+                return
+            polled.update((client_id, name) for name in found)
+            views.update({(client_id, name): v for name, v in found.items()})
+
+        await asyncio.gather(*(one(cid, names) for cid, names in rooms_by_client.items()))
+        return (
+            Observation(
+                at=at, containers=tuple(containers), rooms=views, agents_by_client=agents,
+                unknown_clients=frozenset(unknown), polled=frozenset(polled),
+            ),
+            warnings,
+        )
+
+    def _sync_registry(self, observed: Observation) -> None:
+        """Merge the observation into the registry; an event newer than the observation wins."""
+        live: dict[RoomKey, list[datetime]] = {}
+        for c in observed.containers:
+            if (key := key_from_labels(c.labels)) is not None and not c.status.gone:
+                live.setdefault((key.client_id, key.room), []).append(created(c) or observed.at)
+        for (client_id, name), view in observed.rooms.items():
+            if (client_id, name) not in observed.polled:
+                continue  # the registry is where this view came from: nothing new to merge
+            room = self.registry.get(client_id, name)
+            if room.updated_at is not None and room.updated_at > observed.at:
+                continue
+            event = RoomObserved(
+                view, has_containers=(client_id, name) in live,
+                launched_at=min(live[(client_id, name)]) if (client_id, name) in live else None,
+            )
+            self.registry.apply(client_id, name, event, now=observed.at)
+        owned = {(key.client_id, key.room) for c in observed.containers if (key := key_from_labels(c.labels))}
+        for room_key, room in list(self.registry.rooms.items()):
+            # Rooms without a container of ours are not ours to track (webhooks cover the whole project).
+            if room_key not in owned and (room.updated_at is None or room.updated_at <= observed.at):
+                self.registry.forget(*room_key)
+
+    # ---- one pass -------------------------------------------------------------------------
+
+    async def run_once(self, *, dry_run: bool = False, fresh: bool = True) -> PassReport:
+        """One pass. The loop passes `fresh=False` (the view is enough); an explicit pass (an operator, cron) lists."""
+        async with self._lock:
+            started = time.monotonic()
+            report = PassReport(started_at=self._clock(), dry_run=dry_run)
+            try:
+                observed, found = await self.observe(fresh=fresh)
+                report.unobservable = [dependency for dependency, _ in found]
+                report.warnings = [message for _, message in found]
+            except ObservationFailed as exc:
+                report.observe_error = str(exc)
+                log.error("reconcile: could not observe Docker: %s", exc)
+                self.last_report = report
+                self._report(report)
+                return report
+            self._sync_registry(observed)
+            now = self._clock()
+            actions = plan(observed, self.registry.rooms, self.settings, now, restarts=self.restarts)
+            report.containers, report.rooms = len(observed.containers), len(observed.rooms)
+            if dry_run:
+                report.results = [ActionResult(a, ok=True) for a in actions]
+            else:
+                report.results = await self._execute_all(actions, observed_at=observed.at)
+                self._after(observed, report.results, now)
+            report.duration_s = time.monotonic() - started
+            self.passes += 1
+            self.last_report = report
+            if actions:
+                log.info(
+                    "reconcile: %d actions (%d failed) in %.2fs", len(actions), report.failed, report.duration_s,
+                    extra={"actions": [r.to_dict() for r in report.results]},
+                )
+            self._report(report)
+            return report
+
+    def _report(self, report: PassReport) -> None:
+        if self._on_pass is None:
+            return
+        try:
+            self._on_pass(report)
+        except Exception:  # telemetry must never break a pass
+            log.exception("reconcile pass observer failed")
+
+    def _after(self, observed: Observation, results: list[ActionResult], now: datetime) -> None:
+        """Book-keeping after executing: restart attempts, closed rooms forgotten."""
+        for r in results:
+            a = r.action
+            if isinstance(a, RestartAgent) and a.key is not None:
+                # A failed restart counts too: otherwise a broken image would be retried without backoff.
+                self.restarts[a.key] = RestartRecord(attempts=a.attempt, last_at=now)
+            if isinstance(a, GiveUp) and a.key is not None and r.ok:
+                self.gave_up[a.key] = GaveUpRecord(reason=a.reason, at=now, attempts=a.attempts)
+                while len(self.gave_up) > 1000:
+                    del self.gave_up[next(iter(self.gave_up))]
+            if isinstance(a, SetRoomMetadata) and r.ok:
+                self.registry.apply(a.client_id, a.room, MetadataWritten(metadata=a.metadata), now=now)
+        keys = {k for c in observed.containers if (k := key_from_labels(c.labels))}
+        for key in list(self.restarts):
+            room = self.registry.rooms.get((key.client_id, key.room))
+            if key not in keys or (room is not None and agent_identity(key.agent_slug) in room.agents):
+                if not any(isinstance(r.action, RestartAgent) and r.action.key == key for r in results):
+                    del self.restarts[key]  # the agent is back (or gone for good): a fresh budget next time
+
+    # ---- execute --------------------------------------------------------------------------
+
+    async def _execute_all(self, actions: list[Action], *, observed_at: datetime) -> list[ActionResult]:
+        """Every action at once, except that a room being closed is closed as one unit (see _close_room)."""
+        closing: dict[RoomKey, list[int]] = {(a.client_id, a.room): [] for a in actions if isinstance(a, DeleteRoom)}
+        for i, a in enumerate(actions):
+            if isinstance(a, RemoveContainer | DeleteRoom) and (a.client_id, a.room) in closing:
+                closing[(a.client_id, a.room)].append(i)
+        grouped = {i for members in closing.values() for i in members}
+        results: list[ActionResult | None] = [None] * len(actions)
+
+        async def single(i: int) -> None:
+            results[i] = await self._execute(actions[i])
+
+        async def room(room_key: RoomKey, members: list[int]) -> None:
+            for i, r in zip(members, await self._close_room(room_key, [actions[i] for i in members], observed_at=observed_at), strict=True):
+                results[i] = r
+
+        await asyncio.gather(
+            *(single(i) for i in range(len(actions)) if i not in grouped),
+            *(room(rk, members) for rk, members in closing.items()),
+        )
+        return [r for r in results if r is not None]
+
+    async def _close_room(self, room_key: RoomKey, actions: list[Action], *, observed_at: datetime) -> list[ActionResult]:
+        """Close a room under its lock, after checking that no trigger came in since the observation.
+
+        A trigger claims its room under the same lock (in this process) and stamps the room metadata
+        when the room is in grace (for other processes): either it comes first and the room is kept
+        with its agent, or the close comes first and the trigger then finds no container and launches
+        a fresh one in a fresh room. It can never answer "reused" for a container this close removes.
+        """
+        client_id, name = room_key
+        async with self._room_locks.hold(room_key):
+            why = await self._retriggered(room_key, observed_at=observed_at)
+            if why is not None:
+                log.info("not closing room %s: %s", name, why, extra={"client_id": client_id, "room": name})
+                return [ActionResult(a, ok=True, skipped=why) for a in actions]
+            removals = [a for a in actions if not isinstance(a, DeleteRoom)]
+            results = list(await asyncio.gather(*(self._execute(a) for a in removals)))
+            if self._view is not None:
+                # The trigger waiting on this lock answers from the view: it must not see the removed agent,
+                # whose delete event may still be on its way from the engine.
+                for r in results:
+                    if r.ok and isinstance(r.action, RemoveContainer) and r.action.container_id:
+                        gone = ContainerInfo(id=r.action.container_id, name=r.action.name, status=ContainerStatus.exited)
+                        self._view.apply(WatchEvent(kind="delete", info=gone), now=self._clock())
+            for a in actions:
+                if isinstance(a, DeleteRoom):
+                    results.append(r := await self._execute(a))
+                    if r.ok:
+                        self.registry.forget(client_id, name)
+            order = {id(r.action): r for r in results}
+            return [order[id(a)] for a in actions]
+
+    async def _retriggered(self, room_key: RoomKey, *, observed_at: datetime) -> str | None:
+        """Why the room must not be closed after all, or None to go on."""
+        client_id, name = room_key
+        room, now = self.registry.rooms.get(room_key), self._clock()
+        s = self.settings
+        if room is not None and room.state is not RoomState.CLOSING and due(
+            room, now=now, grace_s=s.grace_period_s, startup_timeout_s=s.agent_startup_timeout_s
+        ) is not Due.GRACE_EXPIRED:
+            return f"a trigger came in (room is {room.state.value} again)"
+        try:
+            client = await self._tenants.get_client(client_id)
+            found = await self._livekit.list_rooms(client.livekit, names=[name])
+        except OrchestratorError:
+            return None  # cannot see the stamp: close as planned (the in-process lock still holds)
+        stamp = room_metadata.triggered(found[0].metadata) if found else None
+        if stamp is not None and stamp > observed_at:
+            # Another process triggered this room: treat it as a trigger here (a fresh grace period).
+            self.registry.apply(client_id, name, AgentLaunched(), now=now)
+            return "a trigger in another process came in (room metadata stamp)"
+        return None
+
+    async def _execute(self, action: Action) -> ActionResult:
+        """Idempotent: NotFound counts as done; one failure never stops the other actions."""
+        try:
+            await self._apply(action)
+        except NotFound:
+            return ActionResult(action, ok=True)
+        except Exception as exc:  # reported in the pass summary, not raised: the pass goes on
+            message = exc.message if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
+            log.warning("reconcile action %s failed: %s", action.kind, message, extra=log_fields(action))
+            return ActionResult(action, ok=False, error=message, dependency=_dependency(exc, None))
+        return ActionResult(action, ok=True)
+
+    async def _apply(self, action: Action) -> None:
+        s = self.settings
+        match action:
+            case RemoveContainer(name=name, container_id=cid):
+                await self._log_tail(cid or name, action)
+                await self._runtime.stop(cid or name, timeout_s=s.agent_stop_timeout_s)
+                await self._runtime.remove(cid or name)
+            case RestartAgent(name=name, container_id=cid, key=key, mode=mode) if key is not None:
+                await self._log_tail(cid or name, action)
+                await self._runtime.remove(cid or name)
+                await self._launcher.launch_for_key(key, mode=Mode(mode))
+            case GiveUp(name=name, container_id=cid):
+                tail = await self._runtime.logs_tail(cid or name, lines=20)
+                log.error("giving up on %s: %s; last log lines:\n%s", name, action.reason, tail, extra=log_fields(action))
+                await self._runtime.remove(cid or name)
+            case DeleteRoom(client_id=client_id, room=room):
+                client = await self._tenants.get_client(client_id)
+                await self._livekit.delete_room(client.livekit, room=room)
+            case SetRoomMetadata(client_id=client_id, room=room, metadata=metadata):
+                client = await self._tenants.get_client(client_id)
+                await self._livekit.update_room_metadata(client.livekit, room=room, metadata=metadata)
+            case _:
+                raise TypeError(f"no executor for {action!r}")
+
+    async def _log_tail(self, name: str, action: Action) -> None:
+        """The agent's last lines go to our log only when it ended abnormally (agent_state.ended_abnormally)."""
+        info = await self._runtime.get(name)
+        if info is None or not ended_abnormally(info):
+            log.info("%s %s (%s)", action.kind, name, action.reason, extra=log_fields(action))
+            return
+        tail = await self._runtime.logs_tail(name, lines=20)
+        log.info("%s %s (%s); last log lines:\n%s", action.kind, name, action.reason, tail, extra=log_fields(action))
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask for a pass now (a webhook changed a room, Docker reported a death)."""
+        self._wake.set()
+
+    def seconds_to_next(self) -> float:
+        interval = self.settings.reconcile_interval_s
+        due_at = next_deadline(self.registry.rooms, self.restarts, self.settings)
+        if due_at is None:
+            return interval
+        return max(0.05, min(interval, (due_at - self._clock()).total_seconds() + 0.05))
+
+    async def run_forever(self) -> None:
+        """Pass, then sleep until the interval, the next clock deadline or a wake-up, whichever is first."""
+        self.started_at = self._clock()
+        while True:
+            try:
+                await self.run_once(fresh=False)
+            except Exception:  # the loop must outlive any one bad pass
+                log.exception("reconcile pass crashed")
+            self.heartbeat = self._clock()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.seconds_to_next())
+                await asyncio.sleep(0.05)  # coalesce a burst of events into one pass
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    def stalled(self, *, now: datetime | None = None) -> bool:
+        """True when the running loop has not completed an iteration in three intervals (+10 s for a slow pass).
+
+        Counted from the loop's start until the first pass completes; a loop that never ran is not stalled.
+        """
+        last = self.heartbeat or self.started_at
+        if last is None:
+            return False
+        limit = 3 * self.settings.reconcile_interval_s + 10
+        return ((now or self._clock()) - last).total_seconds() > limit
+
+    def room_rows(self) -> list[dict[str, Any]]:
+        """The admin view of rooms (state, humans, agents, grace remaining)."""
+        now = self._clock()
+        rows = []
+        for (client_id, name), room in sorted(self.registry.rooms.items()):
+            rows.append({
+                "client_id": client_id, "room": name, "state": room.state.value,
+                "humans": sorted(room.humans), "agents": sorted(room.agents),
+                "since": room.since.isoformat() if room.since else None,
+                "grace_remaining_s": grace_remaining(room, now=now, grace_s=self.settings.grace_period_s),
+            })
+        return rows
+
+    def close_room(self, client_id: str, room: str, *, reason: str = "closed by an operator") -> None:
+        self.registry.apply(client_id, room, CloseRequested(reason=reason), now=self._clock())
+
+
+__all__ = ["ActionResult", "ObservationFailed", "PassReport", "Reconciler", "RoomState", "log_fields"]
