@@ -6,7 +6,9 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
+from . import warm
 from .config import ConfigError, parse_env
 from .lifecycle import Exit
 
@@ -18,8 +20,29 @@ def main() -> int:
         stream=sys.stdout,
     )
     log = logging.getLogger("agent_image")
+    source: Mapping[str, str] = os.environ
+    if warm.is_warm(os.environ):
+        from . import run  # noqa: F401  (warm: the rtc library and the agent are loaded before the wait)
+
+        if os.environ.get("AGENT_WARM_PRELOAD_LLM", "").strip() == "1":
+            try:
+                from . import llm  # noqa: F401  (livekit-agents: slow to import, so loaded while waiting)
+            except ImportError:
+                pass
+
+        log.info("warm: waiting for an assignment")
+        try:
+            assigned = warm.await_assignment(os.environ)
+        except ConfigError as exc:
+            log.error("bad assignment: %s", exc)
+            return Exit.CONFIG
+        if assigned is None:
+            log.info("warm: no assignment came (stdin closed or max age reached); exiting")
+            return Exit.OK
+        log.info("warm: assignment received")
+        source = assigned
     try:
-        env = parse_env(os.environ)
+        env = parse_env(source)
     except ConfigError as exc:
         log.error("bad configuration: %s", exc)
         return Exit.CONFIG

@@ -13,7 +13,7 @@ STALE_AFTER_S = 10.0  # no heartbeat for this long means the event loop is stuck
 
 @dataclass(frozen=True)
 class Beat:
-    state: str  # "connecting" | "joined" | "reconnecting" | "leaving"
+    state: str  # "waiting" (warm) | "connecting" | "joined" | "reconnecting" | "leaving"
     at: float  # wall-clock time of this beat (the checker is another process)
     disconnected_since: float | None = None
     unhealthy_after_s: float = 15.0
@@ -27,6 +27,8 @@ def verdict(beat: Beat | None, *, now: float, stale_after_s: float = STALE_AFTER
         return False, f"heartbeat is {now - beat.at:.0f}s old: the agent loop is stuck"
     if beat.state == "joined":
         return True, "joined"
+    if beat.state == "waiting":
+        return True, "waiting for an assignment"  # a warm pool member: ready, not a failure
     if beat.state == "reconnecting" and beat.disconnected_since is not None:
         down = now - beat.disconnected_since
         if down <= beat.unhealthy_after_s:

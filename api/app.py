@@ -20,7 +20,7 @@ from orchestrator.tenants import TenantStore
 
 from api import errors
 from api.guards import RequestGuards
-from api.routes import admin, dashboard, dispatch, docs, events, health, metrics, rooms, spawn, tenants_admin, trigger, webhook
+from api.routes import admin, dashboard, dispatch, docs, events, health, metrics, pool, rooms, spawn, tenants_admin, trigger, webhook
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ def create_app(
     app.include_router(webhook.router)
     app.include_router(admin.router)
     app.include_router(dispatch.router)
+    app.include_router(pool.router)
     app.include_router(metrics.router)
     app.include_router(spawn.router)
     app.include_router(rooms.router)

@@ -30,11 +30,12 @@ from orchestrator.services.operations import Operations
 from orchestrator.services.reconciler import Reconciler
 from orchestrator.livekit.service import RoomService
 from orchestrator.rules.rooms import AgentLaunched, RoomRegistry
-from orchestrator.runtime import ContainerRuntime, Preflight, WatchEvent
+from orchestrator.runtime import ContainerRuntime, Preflight, WarmPoolEngine, WatchEvent
 from orchestrator.services.sampler import UsageSampler
 from orchestrator.settings import Settings
 from orchestrator.observability.telemetry import Telemetry
 from orchestrator.tenants import TenantStore
+from orchestrator.services.pool import WarmPool
 from orchestrator.services.trigger import TriggerService
 from orchestrator.rules.view import AgentView, change_signal
 from orchestrator.services.webhooks import WebhookIntake
@@ -95,9 +96,15 @@ class Orchestrator:
         self.view = AgentView()  # watch-fed: reuse and limits answered without engine calls once synced
         # The agents' own network (made by a runtime that can, else the one named or the host's).
         self.networks = AgentNetworks(settings=settings, provider=self.runtime)
+        # Warm members for every start path (trigger, dispatch, crash restart): on an engine that can keep them.
+        self.pool: WarmPool | None = (
+            WarmPool(settings=settings, engine=self.runtime, clock=clock)
+            if isinstance(self.runtime, WarmPoolEngine) and settings.pool_max > 0 else None
+        )
         self.trigger = TriggerService(
             settings=settings, tenants=self.tenants, livekit=self.livekit, runtime=self.runtime,
             clock=clock, on_launched=self._launched, view=self.view, rooms=self.registry, networks=self.networks,
+            pool=self.pool,
         )
         self.reconciler = Reconciler(
             settings=settings, runtime=self.runtime, tenants=self.tenants, livekit=self.livekit,
@@ -192,6 +199,8 @@ class Orchestrator:
             self._tasks.append(asyncio.create_task(self.informer.run_forever(), name="informer"))
         if self.dispatch is not None:
             self._tasks.append(asyncio.create_task(self.dispatch.run_forever(), name="dispatch"))
+        if self.pool is not None:
+            self._tasks.append(asyncio.create_task(self.pool.run_forever(), name="warm-pool"))
         if s.reconcile_enabled:
             # The first pass rebuilds room state from the engine's labels + LiveKit (nothing else survives a restart).
             self._tasks.append(asyncio.create_task(self.reconciler.run_forever(), name="reconciler"))
@@ -227,6 +236,8 @@ class Orchestrator:
         if self._closed:
             return
         self._closed = True
+        if self.pool is not None:
+            await self.pool.aclose()
         if self.dispatch is not None:
             await self.dispatch.aclose()  # also when its task was cancelled before it ran
         await self.livekit.aclose()

@@ -124,6 +124,17 @@ class Settings(BaseSettings):
     # The operator's fallback LLM key, given as OPENAI_API_KEY to agents of clients that have no sealed
     # key of their own (clients.llm_api_key); unset: those agents run the offline mode. Env only.
     agent_llm_api_key: SecretStr | None = None
+    # Warm pool (services.pool): members per isolation domain, made ahead and claimed by a start. The target
+    # follows the recent claim rate (rate × warm time × 2) within [min, max]; 0/0 turns the pool off. Docker only
+    # for now (other engines keep the cold path until their claim is proven).
+    pool_min: int = Field(default=2, ge=0)
+    pool_max: int = Field(default=20, ge=0)
+    pool_warm_time_s: float = Field(default=1.5, gt=0)  # what making one member takes (sizing)
+    pool_refill_concurrency: int = Field(default=4, ge=1)
+    pool_max_age_s: float = Field(default=3600.0, gt=0)  # an idle member is recycled after this
+    pool_handover_timeout_s: float = Field(default=2.0, gt=0)  # writing the assignment; past it: cold
+    pool_reserve_timeout_s: float = Field(default=30.0, gt=0)  # a claim stuck between record and rename
+    pool_sweep_s: float = Field(default=5.0, gt=0)
 
     # Which engine runs the agents: one Docker engine, a Docker Swarm (one service per agent, any node),
     # or Kubernetes (one Pod per agent).

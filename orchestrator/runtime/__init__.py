@@ -39,6 +39,7 @@ class ContainerSpec(Frozen):
     cap_add: tuple[str, ...] = ()
     no_new_privileges: bool = True
     runtime: str | None = None  # an engine-level sandbox such as gVisor's runsc
+    stdin: bool = False  # an open stdin, written once through the engine API (a warm pool member's handover)
 
 
 class NameTaken(Exception):
@@ -109,3 +110,40 @@ class NetworkProvider(Protocol):
         self, name: str, *, labels: dict[str, str], subnet: str | None, pool: list[str], prefix: int,
         options: dict[str, str] | None = None,
     ) -> AgentNetwork: ...
+
+
+class MemberGone(Exception):
+    """The pool member to claim is gone or already claimed by another process: take another one."""
+
+
+@runtime_checkable
+class WarmPoolEngine(Protocol):
+    """Optional: a runtime that keeps warm pool members (services.pool). Members hold no tenant data.
+
+    A claim makes a member its key's container atomically, in a way the engine alone remembers (Docker: a
+    claim record + a rename to the key's name; Kubernetes: a label patch with a resourceVersion
+    precondition); `list_managed`, `get` and `watch` then report it with its key's labels. The assignment
+    goes over the member's stdin, which only the holder of the engine API can write.
+    """
+
+    async def image_id(self, image: str) -> str | None:
+        """The id the image reference names now (drift), or None when the engine does not have it."""
+        ...
+
+    async def create_member(self, spec: ContainerSpec) -> ContainerInfo: ...
+
+    async def list_members(self, *, scope: str) -> list[tuple[ContainerInfo, dict[str, str] | None]]:
+        """This scope's members, idle and claimed, each with its claim record's labels (None: no record)."""
+        ...
+
+    async def claim_member(self, member: ContainerInfo, *, name: str, labels: dict[str, str]) -> ContainerInfo:
+        """Raises NameTaken (the key is served already) or MemberGone (another process took it, or it died)."""
+        ...
+
+    async def hand_over(self, name: str, line: bytes, *, timeout_s: float) -> None:
+        """Write the one assignment line to the member's stdin; DependencyUnavailable when it cannot be written."""
+        ...
+
+    async def remove_member(self, member: ContainerInfo) -> None:
+        """The member (by the name it was listed with: one claimed since is kept) and its claim records."""
+        ...

@@ -15,6 +15,8 @@ def runtime_from_settings(settings: Settings) -> ContainerRuntime:
         from orchestrator.runtime.kubernetes.runtime import KubernetesRuntime
 
         return KubernetesRuntime.from_settings(settings)
-    from orchestrator.runtime.docker.runtime import DockerRuntime
+    # The pooled runtime is a superset: it also reads claimed warm members as their keys' containers, which
+    # every process must do (a CLI, a second orchestrator) whether or not it keeps a pool itself.
+    from orchestrator.runtime.docker.pool import PooledDockerRuntime
 
-    return DockerRuntime.from_settings(settings)
+    return PooledDockerRuntime.from_settings(settings)

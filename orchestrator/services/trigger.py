@@ -15,6 +15,7 @@ from orchestrator.core.clock import utcnow
 from orchestrator.services.agent_networks import AgentNetworks
 from orchestrator.core.errors import Conflict, ContainerFailed, DependencyUnavailable, ImageNotAllowed, LimitExceeded, OrchestratorError
 from orchestrator.services.admission import Admissions
+from orchestrator.services.pool import WarmPool
 from orchestrator.rules.isolation import AgentNetwork, agent_livekit_url, image_allowed
 from orchestrator.core.locks import KeyedLocks
 from orchestrator.core.models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
@@ -69,6 +70,7 @@ class TriggerService:
         view: AgentView | None = None,
         rooms: RoomRegistry | None = None,
         networks: AgentNetworks | None = None,
+        pool: WarmPool | None = None,
     ) -> None:
         self._settings = settings
         self._tenants = tenants
@@ -85,6 +87,7 @@ class TriggerService:
         self._rooms = rooms  # a live room confirmed recently is not created again
         self._view_answers: dict[ContainerKey, float] = {}  # reuse answers given from the view, by monotonic time
         self.networks = networks or AgentNetworks(settings=settings, provider=runtime)
+        self.pool = pool  # warm members: a start claims one, and starts cold when there is none
 
     async def trigger(
         self, *, client_id: str, agent_slug: str, mode: Mode, user_id: str, room_name: str | None = None
@@ -278,12 +281,13 @@ class TriggerService:
                 await self._admit(key)
                 made: ContainerInfo | None = None
                 try:
-                    made = await self._runtime.create_and_start(
-                        self._spec(
-                            key, name=name, client=client, agent=agent, mode=mode, network=network, token=token,
-                            extra_labels=extra_labels,
-                        )
+                    spec = self._spec(
+                        key, name=name, client=client, agent=agent, mode=mode, network=network, token=token,
+                        extra_labels=extra_labels,
                     )
+                    made = await self.pool.claim(spec) if self.pool is not None else None
+                    if made is None:
+                        made = await self._runtime.create_and_start(spec)
                     return TriggerOutcome.created, made
                 except DependencyUnavailable:
                     self.networks.forget(network)  # in case it was the network that went missing

@@ -178,6 +178,7 @@ class DockerRuntime(DockerAPI):
                 host_config=host_config,
                 stop_timeout=spec.stop_timeout_s,
                 detach=True,
+                stdin_open=spec.stdin,  # a warm member's handover channel (runtime.docker.pool)
             )
         except ImageNotFound:
             raise DependencyUnavailable(

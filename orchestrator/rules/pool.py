@@ -1,0 +1,159 @@
+"""Pure warm-pool rules: the pool key, member names and labels, sizing, recycling and the claim state machine.
+
+A member is a hardened agent container made from the cold spec with every tenant field taken out; the
+pool it belongs to is the hash of what is left (engine, network, image, runtime class, resources,
+hardening), so a claimed agent is exactly as isolated as a cold one and pools never mix domains.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from orchestrator.rules.naming import LABEL_PREFIX, NAME_PREFIX, Label
+
+POOL = LABEL_PREFIX + "pool"  # on a member: the pool's hash (its isolation domain)
+POOL_IMAGE = LABEL_PREFIX + "pool-image"  # the image id the member was made from (drift when the tag moves)
+POOL_MEMBER = LABEL_PREFIX + "pool-member"  # on a claim record: the member container's id
+POOL_NAME = LABEL_PREFIX + "pool-name"  # on a claim record: the name the claim renames the member to
+MEMBER_PREFIX = "pool_"
+RECORD_PREFIX = "agent-claim_"
+# The cold spec's tenant fields; everything else of the spec is the pool's identity.
+TENANT_FIELDS = frozenset({"name", "labels", "env"})
+
+
+def pool_hash(*, engine: str, spec: Mapping[str, Any]) -> str:
+    """The isolation domain of a spec (ContainerSpec.model_dump()): same hash = interchangeable members."""
+    body = {k: v for k, v in spec.items() if k not in TENANT_FIELDS}
+    raw = json.dumps({"engine": engine, **body}, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def member_name(*, scope: str, pool: str, nonce: str) -> str:
+    """`pool_<scope>_<pool>_<nonce>`: never `agent_…`, so an idle member is no agent to `docker ps | grep agent_`."""
+    return f"{MEMBER_PREFIX}{scope[:16]}_{pool}_{nonce}"
+
+
+def member_labels(*, scope: str, pool: str, image_id: str, created_at: str) -> dict[str, str]:
+    """A member's labels: its scope and pool, no `managed` (it is no agent) and nothing of any tenant."""
+    return {Label.SCOPE: scope, POOL: pool, POOL_IMAGE: image_id, Label.CREATED_AT: created_at}
+
+
+def record_name(member_id: str, name: str) -> str:
+    """One record per (member, claimant's key): two processes racing for one member never share a record;
+    the member's current name says which record is the true one."""
+    return f"{RECORD_PREFIX}{member_id[:24]}_{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+
+
+def is_canonical(name: str) -> bool:
+    """A claimed member carries its key's name (naming.container_name); an idle one its pool name."""
+    return name.startswith(NAME_PREFIX)
+
+
+def claimed_labels(*, member_labels: Mapping[str, str], record: Mapping[str, str] | None) -> dict[str, str]:
+    """What a claimed member is, for everything that reads labels: its record's key labels (managed, scope,
+    client, agent, room, mode, spec, created-at) over the member's own. Without a record it stays unkeyed,
+    `managed` only: the planner removes it as an orphan (renamed by a claimer that lost its record)."""
+    base = {**member_labels, Label.MANAGED: "true"}
+    if record is None:
+        return base
+    return {**base, **{k: v for k, v in record.items() if k not in (POOL_MEMBER, POOL_NAME)}}
+
+
+# ---- sizing -------------------------------------------------------------------------------------------------
+
+class ClaimRate:
+    """Claims per second over a sliding window (times passed in: monotonic seconds)."""
+
+    def __init__(self, *, window_s: float = 60.0, cap: int = 10_000) -> None:
+        self.window_s = window_s
+        self._at: deque[float] = deque(maxlen=cap)
+
+    def record(self, now: float) -> None:
+        self._at.append(now)
+
+    def per_second(self, now: float) -> float:
+        while self._at and now - self._at[0] > self.window_s:
+            self._at.popleft()
+        if not self._at:
+            return 0.0
+        return len(self._at) / self.window_s
+
+
+def target_size(*, minimum: int, maximum: int, claims_per_s: float, warm_time_s: float, headroom: float = 2.0) -> int:
+    """Little's law: members in flight while being made = rate × warm time; `headroom` covers bursts."""
+    wanted = math.ceil(claims_per_s * warm_time_s * headroom)
+    return max(minimum, min(maximum, wanted))
+
+
+def to_create(*, target: int, idle: int, creating: int, concurrency: int) -> int:
+    """How many members to start making now: the gap to the target, bounded by the refill concurrency."""
+    return max(0, min(target - idle - creating, concurrency - creating))
+
+
+# ---- the claim state machine --------------------------------------------------------------------------------
+
+class MemberState(str, enum.Enum):
+    idle = "idle"  # pool name, no record: claimable
+    reserved = "reserved"  # pool name + record: a claim between its two steps (or a claimer that died there)
+    claimed = "claimed"  # canonical name + record: an agent serving its key (the view's, not the pool's)
+    stray = "stray"  # canonical name, no record: a claimer lost its record; an orphan to the planner
+    dead = "dead"  # exited before any claim
+
+
+class Verdict(str, enum.Enum):
+    keep = "keep"
+    recycle_age = "recycle-age"
+    recycle_drift = "recycle-drift"
+    recycle_unwanted = "recycle-unwanted"  # its pool is not wanted any more (a spec changed)
+    remove_dead = "remove-dead"
+    # A reservation that never became a claim: member and record go (a slow claimer's rename then fails and it
+    # starts cold), never back to idle, so no assignment can reach a member twice.
+    remove_reserved = "remove-reserved"
+    leave = "leave"  # an agent now: the reconciler's business
+
+
+def state_of(*, name: str, has_record: bool, running: bool) -> MemberState:
+    if is_canonical(name):
+        return MemberState.claimed if has_record else MemberState.stray
+    if not running:
+        return MemberState.dead
+    return MemberState.reserved if has_record else MemberState.idle
+
+
+@dataclass(frozen=True)
+class MemberFacts:
+    name: str
+    has_record: bool
+    running: bool
+    age_s: float
+    record_age_s: float | None
+    image_id: str
+    pool: str
+
+
+def verdict(
+    m: MemberFacts, *, current_image: Mapping[str, str], wanted: frozenset[str], max_age_s: float, reserve_timeout_s: float,
+) -> Verdict:
+    """What the pool does with one member. `current_image`: pool → the image id its tag names now."""
+    state = state_of(name=m.name, has_record=m.has_record, running=m.running)
+    if state in (MemberState.claimed, MemberState.stray):
+        return Verdict.leave
+    if state is MemberState.dead:
+        return Verdict.remove_dead
+    if state is MemberState.reserved:
+        stale = m.record_age_s is not None and m.record_age_s > reserve_timeout_s
+        return Verdict.remove_reserved if stale else Verdict.keep
+    if m.pool not in wanted:
+        return Verdict.recycle_unwanted
+    now_image = current_image.get(m.pool)
+    if now_image is not None and now_image != m.image_id:
+        return Verdict.recycle_drift
+    if m.age_s > max_age_s:
+        return Verdict.recycle_age
+    return Verdict.keep

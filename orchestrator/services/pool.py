@@ -1,0 +1,235 @@
+"""The warm pool: members made ahead per isolation domain, claimed by a start, handed their assignment over stdin.
+
+The pool never learns which engine it runs on (runtime.WarmPoolEngine). A domain's template is the cold
+spec with its tenant fields taken out; it is learnt from the first start in that domain (a cold one) and
+kept on every member (a label), so a restarted orchestrator refills the pools its members name. A claim
+that finds no member, or a member that fails its handover, returns None: the caller starts cold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any, Callable
+
+from orchestrator.core.clock import utcnow
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.core.models import ContainerInfo
+from orchestrator.rules import pool as rules
+from orchestrator.rules.naming import Label
+from orchestrator.runtime import ContainerSpec, MemberGone, WarmPoolEngine
+from orchestrator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = rules.LABEL_PREFIX + "pool-template"  # the member spec, as JSON (no tenant field in it)
+
+
+class WarmPool:
+    """Per pool: idle members (ids, oldest first), in-flight creations, the claim rate; one refill loop."""
+
+    def __init__(self, *, settings: Settings, engine: WarmPoolEngine, clock: Callable[[], datetime] = utcnow) -> None:
+        self._s = settings
+        self._engine = engine
+        self._clock = clock
+        self._templates: dict[str, ContainerSpec] = {}
+        self._idle: dict[str, list[ContainerInfo]] = {}
+        self._creating: Counter[str] = Counter()
+        self._rates: dict[str, rules.ClaimRate] = {}
+        self._image_ids: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.outcomes: Counter[str] = Counter()  # warm | cold | handover-failed, for metrics and the admin API
+        self.last_problem = ""  # a pool setting that cannot be met (image missing...): shown, never a crash loop
+
+    @property
+    def enabled(self) -> bool:
+        return self._s.pool_max > 0
+
+    # ---- claim ---------------------------------------------------------------------------------------------
+
+    def pool_of(self, spec: ContainerSpec) -> str:
+        return rules.pool_hash(engine=getattr(self._engine, "engine", "?"), spec=spec.model_dump())
+
+    async def claim(self, spec: ContainerSpec) -> ContainerInfo | None:
+        """The spec's container made from a warm member, or None (start cold). Raises NameTaken as a create does."""
+        if not self.enabled:
+            return None
+        pool = self.pool_of(spec)
+        self._learn(pool, spec)
+        self._rates.setdefault(pool, rules.ClaimRate()).record(time.monotonic())
+        idle = self._idle.get(pool, [])
+        try:
+            while idle:
+                member = idle.pop(0)
+                try:
+                    claimed = await self._engine.claim_member(member, name=spec.name, labels=spec.labels)
+                except MemberGone:
+                    continue
+                if await self._hand_over(claimed, spec):
+                    self.outcomes["warm"] += 1
+                    return claimed
+                self.outcomes["handover-failed"] += 1
+                return None
+            self.outcomes["cold"] += 1
+            return None
+        finally:
+            self._wake.set()
+
+    async def _hand_over(self, claimed: ContainerInfo, spec: ContainerSpec) -> bool:
+        line = json.dumps({"env": spec.env}, separators=(",", ":")).encode() + b"\n"
+        try:
+            await asyncio.wait_for(
+                self._engine.hand_over(claimed.name, line, timeout_s=self._s.pool_handover_timeout_s),
+                timeout=self._s.pool_handover_timeout_s,
+            )
+            return True
+        except (OrchestratorError, asyncio.TimeoutError) as exc:
+            why = exc.message if isinstance(exc, OrchestratorError) else "timed out"
+            log.warning("handover to %s failed (%s); removing it, the start goes cold", claimed.name, why)
+            try:
+                await self._engine.remove_member(claimed)  # frees the key's name for the cold create
+            except OrchestratorError:
+                pass
+            return False
+
+    # ---- templates and refill ------------------------------------------------------------------------------
+
+    def _learn(self, pool: str, spec: ContainerSpec) -> None:
+        if pool in self._templates:
+            return
+        self._templates[pool] = spec.model_copy(update={
+            "name": "", "labels": {}, "restart_policy": "no", "stdin": True,
+            # Nothing of the tenant: the member is told only that it is warm and how long to wait.
+            "env": {"AGENT_WARM": "1", "AGENT_WARM_MAX_AGE_SECONDS": str(int(self._s.pool_max_age_s + 60))},
+        })
+        self._wake.set()
+
+    def target(self, pool: str) -> int:
+        rate = self._rates.get(pool)
+        per_s = rate.per_second(time.monotonic()) if rate is not None else 0.0
+        return rules.target_size(
+            minimum=self._s.pool_min, maximum=self._s.pool_max, claims_per_s=per_s, warm_time_s=self._s.pool_warm_time_s,
+        )
+
+    def refill(self) -> None:
+        """Start creations up to each pool's target, bounded by the refill concurrency (per pool)."""
+        for pool, template in self._templates.items():
+            n = rules.to_create(
+                target=self.target(pool), idle=len(self._idle.get(pool, [])), creating=self._creating[pool],
+                concurrency=self._s.pool_refill_concurrency,
+            )
+            for _ in range(n):
+                self._creating[pool] += 1
+                task = asyncio.create_task(self._make(pool, template), name=f"pool-make-{pool}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _make(self, pool: str, template: ContainerSpec) -> None:
+        try:
+            image_id = self._image_ids.get(pool) or await self._engine.image_id(template.image) or ""
+            self._image_ids[pool] = image_id
+            labels = rules.member_labels(
+                scope=self._s.scope, pool=pool, image_id=image_id, created_at=self._clock().isoformat(),
+            )
+            labels[TEMPLATE] = template.model_dump_json()
+            name = rules.member_name(scope=self._s.scope, pool=pool, nonce=secrets.token_hex(4))
+            info = await self._engine.create_member(template.model_copy(update={"name": name, "labels": labels}))
+            self._idle.setdefault(pool, []).append(info)
+            self.last_problem = ""
+        except OrchestratorError as exc:
+            self.last_problem = exc.message
+            log.warning("pool %s: cannot make a member: %s", pool, exc.message)
+            await asyncio.sleep(1.0)  # a setting that cannot be met is retried slowly, not in a loop
+        finally:
+            self._creating[pool] -= 1
+            self._wake.set()
+
+    # ---- sweep: what the engine says, recycling ------------------------------------------------------------
+
+    async def sweep(self) -> dict[str, int]:
+        """Re-read members from the engine (a restart, another process's claims), recycle and remove."""
+        members = await self._engine.list_members(scope=self._s.scope)
+        now = self._clock()
+        for pool in list(self._templates):
+            if (image_id := await self._engine.image_id(self._templates[pool].image)) is not None:
+                self._image_ids[pool] = image_id
+        idle: dict[str, list[ContainerInfo]] = {}
+        verdicts: Counter[str] = Counter()
+        for info, record in members:
+            pool = info.labels.get(rules.POOL, "")
+            if pool not in self._templates and TEMPLATE in info.labels:
+                try:
+                    self._templates[pool] = ContainerSpec.model_validate_json(info.labels[TEMPLATE])
+                except ValueError:
+                    pass
+            facts = rules.MemberFacts(
+                name=info.name, has_record=record is not None, running=not info.status.gone,
+                age_s=_age(info.labels.get(Label.CREATED_AT), now), record_age_s=_age((record or {}).get(Label.CREATED_AT), now),
+                image_id=info.labels.get(rules.POOL_IMAGE, ""), pool=pool,
+            )
+            v = rules.verdict(
+                facts, current_image=self._image_ids, wanted=frozenset(self._templates),
+                max_age_s=self._s.pool_max_age_s, reserve_timeout_s=self._s.pool_reserve_timeout_s,
+            )
+            verdicts[v.value] += 1
+            if v is rules.Verdict.keep and record is None and not rules.is_canonical(info.name):
+                idle.setdefault(pool, []).append(info)
+            elif v not in (rules.Verdict.keep, rules.Verdict.leave):
+                log.info("pool %s: removing member %s (%s)", pool, info.name, v.value)
+                await self._engine.remove_member(info)
+        # Oldest first, so max age recycles in order; members claimed since the listing are gone from the engine's
+        # next answer, and a claim of one already taken fails with MemberGone.
+        self._idle = {p: sorted(ms, key=lambda m: m.created_at or now) for p, ms in idle.items()}
+        self._wake.set()
+        return dict(verdicts)
+
+    def snapshot(self) -> dict[str, Any]:
+        """For `ps --pool`, the admin API and metrics."""
+        return {
+            "enabled": self.enabled,
+            "pools": [
+                {"pool": p, "image": t.image, "network": t.network, "runtime": t.runtime or "default", "memory": t.memory,
+                 "idle": len(self._idle.get(p, [])), "creating": self._creating[p], "target": self.target(p)}
+                for p, t in sorted(self._templates.items())
+            ],
+            "claims": dict(self.outcomes),
+            "problem": self.last_problem,
+        }
+
+    async def run_forever(self) -> None:
+        next_sweep = 0.0
+        while True:
+            if time.monotonic() >= next_sweep:
+                try:
+                    await self.sweep()
+                except OrchestratorError as exc:
+                    log.warning("pool sweep failed: %s", exc.message)
+                next_sweep = time.monotonic() + self._s.pool_sweep_s
+            self.refill()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.1, next_sweep - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+
+    async def aclose(self) -> None:
+        """Cancel the creations in flight and wait for them: a create already in the engine's hands finishes first."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _age(stamp: str | None, now: datetime) -> float:
+    if not stamp:
+        return 0.0
+    try:
+        return max(0.0, (now - datetime.fromisoformat(stamp)).total_seconds())
+    except (TypeError, ValueError):
+        return 0.0

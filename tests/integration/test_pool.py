@@ -1,0 +1,86 @@
+"""The warm pool on the real engine with the real agent image and a real livekit-server: a claimed member joins
+its room, bursts and races make exactly one agent per key, and claimed agents are found by key after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+
+import docker
+import httpx
+import pytest
+from livekit import api as lkapi
+
+from devtools.agent_room import eventually
+from devtools.livekit_server import LiveKitServer
+from orchestrator.rules import pool as rules
+from orchestrator.rules.naming import Label
+from orchestrator.settings import Settings
+from tests.conftest import CLIENT_ID, app_client
+
+pytestmark = [pytest.mark.docker, pytest.mark.livekit]
+AGENT_IMAGE = "agent-orchestrator/agent:latest"
+
+
+@pytest.fixture
+def pool_settings(make_settings: Callable[..., Settings], docker_client: docker.DockerClient, scope: str) -> Iterator[Callable[..., Settings]]:
+    def make(**overrides: object) -> Settings:
+        base: dict[str, object] = dict(agent_image=AGENT_IMAGE, agent_memory="256m", agent_cpus=0.5, pool_min=2, pool_max=4, pool_sweep_s=1.0)
+        return make_settings(**{**base, **overrides})
+
+    yield make
+    for v in docker_client.volumes.list(filters={"label": f"{Label.SCOPE}={scope}"}):
+        v.remove(force=True)
+
+
+def body(room: str) -> dict[str, str]:
+    return {"agent_slug": "farah", "room_name": room, "user_id": "alice", "client_id": CLIENT_ID, "mode": "text"}
+
+
+async def idle(c: httpx.AsyncClient, n: int, timeout: float = 60) -> dict:
+    async def enough() -> dict | None:
+        state = (await c.get("/api/v1/admin/pool")).json()
+        return state if state["pools"] and sum(p["idle"] for p in state["pools"]) >= n else None
+
+    return await eventually(enough, timeout=timeout, what=f"{n} idle pool members")
+
+
+async def in_room(server: LiveKitServer, room: str, identity: str = "agent-farah", timeout: float = 30) -> None:
+    async def joined() -> bool | None:
+        async with lkapi.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lk:
+            got = await lk.room.list_participants(lkapi.ListParticipantsRequest(room=room))
+        return True if any(p.identity == identity for p in got.participants) else None
+
+    await eventually(joined, timeout=timeout, what=f"{identity} in {room}")
+
+
+async def test_claimed_member_joins_its_room(pool_settings: Callable[..., Settings], docker_client: docker.DockerClient,
+                                             livekit_server: LiveKitServer, scope: str) -> None:
+    async with app_client(pool_settings()) as c:
+        first = await c.post("/api/v1/trigger-agent", json=body(f"cold-{scope}"))
+        assert first.status_code == 201, first.text  # cold: the pool learns this domain's template here
+        await idle(c, 2)
+        started = time.monotonic()
+        warm = await c.post("/api/v1/trigger-agent", json=body(f"warm-{scope}"))
+        answered = time.monotonic() - started
+        assert warm.status_code == 201, warm.text
+        name = warm.json()["container_name"]
+        print("STATE", (await c.get("/api/v1/admin/pool")).json(), warm.json())
+        print("PS", [(x.name, x.status) for x in docker_client.containers.list(all=True, filters={"label": f"{Label.SCOPE}={scope}"})])
+        container = docker_client.containers.get(name)
+        # The member carries no tenant data: no token, key or room in its env or labels.
+        env = "\n".join(container.attrs["Config"]["Env"])
+        assert "LIVEKIT_TOKEN" not in env and f"warm-{scope}" not in env and f"warm-{scope}" not in str(container.labels)
+        assert rules.POOL in container.labels
+        try:
+            await in_room(livekit_server, f"warm-{scope}")
+        except AssertionError:
+            container.reload()
+            raise AssertionError(f"{container.status}: {container.logs().decode(errors='replace')[-3000:]}") from None
+        state = (await c.get("/api/v1/admin/pool")).json()
+        assert state["claims"].get("warm") == 1 and state["claims"].get("cold") == 1, state
+        # The engine reports it as its key's container: a reuse finds it, ps lists it.
+        again = await c.post("/api/v1/trigger-agent", json=body(f"warm-{scope}"))
+        assert again.status_code == 200 and again.json()["container_name"] == name
+        print(f"warm trigger answered in {answered * 1000:.0f} ms")
