@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     pool_warm_time_s: float = Field(default=1.5, gt=0)  # what making one member takes (sizing)
     pool_refill_concurrency: int = Field(default=4, ge=1)
     pool_max_age_s: float = Field(default=3600.0, gt=0)  # an idle member is recycled after this
-    pool_handover_timeout_s: float = Field(default=2.0, gt=0)  # writing the assignment; past it: cold
+    pool_handover_timeout_s: float = Field(default=5.0, gt=0)  # writing the assignment (a busy daemon is slow); past it: cold
     pool_reserve_timeout_s: float = Field(default=30.0, gt=0)  # a claim stuck between record and rename
     pool_sweep_s: float = Field(default=5.0, gt=0)
 

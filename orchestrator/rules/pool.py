@@ -21,6 +21,8 @@ POOL = LABEL_PREFIX + "pool"  # on a member: the pool's hash (its isolation doma
 POOL_IMAGE = LABEL_PREFIX + "pool-image"  # the image id the member was made from (drift when the tag moves)
 POOL_MEMBER = LABEL_PREFIX + "pool-member"  # on a claim record: the member container's id
 POOL_NAME = LABEL_PREFIX + "pool-name"  # on a claim record: the name the claim renames the member to
+WARM_MODE = LABEL_PREFIX + "warm-mode"  # on an image: it can wait warm; the value is the handover protocol
+WARM_PROTOCOL = "stdin-v1"
 MEMBER_PREFIX = "pool_"
 RECORD_PREFIX = "agent-claim_"
 # The cold spec's tenant fields; everything else of the spec is the pool's identity.

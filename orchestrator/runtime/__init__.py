@@ -126,8 +126,8 @@ class WarmPoolEngine(Protocol):
     goes over the member's stdin, which only the holder of the engine API can write.
     """
 
-    async def image_id(self, image: str) -> str | None:
-        """The id the image reference names now (drift), or None when the engine does not have it."""
+    async def image_id(self, image: str) -> tuple[str, dict[str, str]] | None:
+        """The id the image reference names now (drift) and the image's labels, or None when the engine lacks it."""
         ...
 
     async def create_member(self, spec: ContainerSpec) -> ContainerInfo: ...

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from orchestrator.core.clock import utcnow
-from orchestrator.core.errors import OrchestratorError
+from orchestrator.core.errors import DependencyUnavailable, OrchestratorError
 from orchestrator.core.models import ContainerInfo
 from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
@@ -39,9 +39,10 @@ class WarmPool:
         self._clock = clock
         self._templates: dict[str, ContainerSpec] = {}
         self._idle: dict[str, list[ContainerInfo]] = {}
+        self._made_at: dict[str, float] = {}  # member id -> monotonic time it joined the idle list (sweep race)
         self._creating: Counter[str] = Counter()
         self._rates: dict[str, rules.ClaimRate] = {}
-        self._image_ids: dict[str, str] = {}
+        self._images: dict[str, tuple[str, bool]] = {}  # image reference -> (its id now, can it wait warm)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.outcomes: Counter[str] = Counter()  # warm | cold | handover-failed, for metrics and the admin API
@@ -59,6 +60,10 @@ class WarmPool:
     async def claim(self, spec: ContainerSpec) -> ContainerInfo | None:
         """The spec's container made from a warm member, or None (start cold). Raises NameTaken as a create does."""
         if not self.enabled:
+            return None
+        image = await self._image(spec.image)
+        if image is None or not image[1]:
+            self.outcomes["cold"] += 1  # an image without warm mode is never pooled: it would start unconfigured
             return None
         pool = self.pool_of(spec)
         self._learn(pool, spec)
@@ -98,6 +103,16 @@ class WarmPool:
                 pass
             return False
 
+    async def _image(self, ref: str, *, refresh: bool = False) -> tuple[str, bool] | None:
+        """(id, warm-capable) of an image reference; cached, refreshed by every sweep (drift: the tag moved)."""
+        if refresh or ref not in self._images:
+            got = await self._engine.image_id(ref)
+            if got is None:
+                self._images.pop(ref, None)
+                return None
+            self._images[ref] = (got[0], got[1].get(rules.WARM_MODE) == rules.WARM_PROTOCOL)
+        return self._images[ref]
+
     # ---- templates and refill ------------------------------------------------------------------------------
 
     def _learn(self, pool: str, spec: ContainerSpec) -> None:
@@ -132,8 +147,13 @@ class WarmPool:
 
     async def _make(self, pool: str, template: ContainerSpec) -> None:
         try:
-            image_id = self._image_ids.get(pool) or await self._engine.image_id(template.image) or ""
-            self._image_ids[pool] = image_id
+            image = await self._image(template.image)
+            if image is None or not image[1]:
+                raise DependencyUnavailable(
+                    f"image {template.image} is missing or has no warm mode (label {rules.WARM_MODE}={rules.WARM_PROTOCOL})",
+                    dependency="pool",
+                )
+            image_id = image[0]
             labels = rules.member_labels(
                 scope=self._s.scope, pool=pool, image_id=image_id, created_at=self._clock().isoformat(),
             )
@@ -141,6 +161,7 @@ class WarmPool:
             name = rules.member_name(scope=self._s.scope, pool=pool, nonce=secrets.token_hex(4))
             info = await self._engine.create_member(template.model_copy(update={"name": name, "labels": labels}))
             self._idle.setdefault(pool, []).append(info)
+            self._made_at[info.id] = time.monotonic()
             self.last_problem = ""
         except OrchestratorError as exc:
             self.last_problem = exc.message
@@ -154,11 +175,13 @@ class WarmPool:
 
     async def sweep(self) -> dict[str, int]:
         """Re-read members from the engine (a restart, another process's claims), recycle and remove."""
+        listed_at = time.monotonic()
         members = await self._engine.list_members(scope=self._s.scope)
         now = self._clock()
-        for pool in list(self._templates):
-            if (image_id := await self._engine.image_id(self._templates[pool].image)) is not None:
-                self._image_ids[pool] = image_id
+        current: dict[str, str] = {}
+        for pool, template in list(self._templates.items()):
+            if (image := await self._image(template.image, refresh=True)) is not None:
+                current[pool] = image[0]
         idle: dict[str, list[ContainerInfo]] = {}
         verdicts: Counter[str] = Counter()
         for info, record in members:
@@ -174,7 +197,7 @@ class WarmPool:
                 image_id=info.labels.get(rules.POOL_IMAGE, ""), pool=pool,
             )
             v = rules.verdict(
-                facts, current_image=self._image_ids, wanted=frozenset(self._templates),
+                facts, current_image=current, wanted=frozenset(self._templates),
                 max_age_s=self._s.pool_max_age_s, reserve_timeout_s=self._s.pool_reserve_timeout_s,
             )
             verdicts[v.value] += 1
@@ -185,6 +208,11 @@ class WarmPool:
                 await self._engine.remove_member(info)
         # Oldest first, so max age recycles in order; members claimed since the listing are gone from the engine's
         # next answer, and a claim of one already taken fails with MemberGone.
+        # Members made while the listing ran are not in it: keep those (still idle in memory) as they are.
+        listed = {info.id for info, _ in members}
+        for pool, ms in self._idle.items():
+            idle.setdefault(pool, []).extend(m for m in ms if m.id not in listed and self._made_at.get(m.id, 0.0) > listed_at)
+        self._made_at = {i: t for i, t in self._made_at.items() if t > listed_at - 60}
         self._idle = {p: sorted(ms, key=lambda m: m.created_at or now) for p, ms in idle.items()}
         self._wake.set()
         return dict(verdicts)

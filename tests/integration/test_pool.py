@@ -84,3 +84,63 @@ async def test_claimed_member_joins_its_room(pool_settings: Callable[..., Settin
         again = await c.post("/api/v1/trigger-agent", json=body(f"warm-{scope}"))
         assert again.status_code == 200 and again.json()["container_name"] == name
         print(f"warm trigger answered in {answered * 1000:.0f} ms")
+
+
+def keyed(docker_client: docker.DockerClient, scope: str) -> dict[str, list[str]]:
+    """room -> the names of the containers the engine reports for it (through the orchestrator's own runtime)."""
+    from orchestrator.runtime.docker.pool import PooledDockerRuntime
+
+    rt = PooledDockerRuntime()
+    try:
+        infos = asyncio.run(rt.list_managed(scope=scope))
+    finally:
+        rt.close()
+    rooms: dict[str, list[str]] = {}
+    for i in infos:
+        rooms.setdefault(i.labels.get(Label.ROOM, "?"), []).append(i.name)
+    return rooms
+
+
+async def test_burst_of_distinct_rooms_makes_one_agent_each(pool_settings: Callable[..., Settings], docker_client: docker.DockerClient, scope: str) -> None:
+    async with app_client(pool_settings(pool_min=20, pool_max=20, pool_refill_concurrency=8, agent_memory="128m", agent_cpus=0.2,
+                                        max_agents_total=200, max_agents_per_client=200)) as c:
+        assert (await c.post("/api/v1/trigger-agent", json=body(f"seed-{scope}"))).status_code == 201
+        await idle(c, 20, timeout=120)
+        answers = await asyncio.gather(*(c.post("/api/v1/trigger-agent", json=body(f"b{i}-{scope}")) for i in range(50)))
+        assert [a.status_code for a in answers] == [201] * 50, [a.text for a in answers if a.status_code != 201][:3]
+        state = (await c.get("/api/v1/admin/pool")).json()
+    # Every member was taken (a handover the busy daemon could not take in time went cold: still an agent).
+    claims = state["claims"]
+    assert claims.get("warm", 0) + claims.get("handover-failed", 0) >= 20 and sum(claims.values()) == 51, state
+    print(f"burst: {claims}")
+    rooms = await asyncio.to_thread(keyed, docker_client, scope)
+    burst = {r: names for r, names in rooms.items() if r.startswith("b")}
+    assert len(burst) == 50 and all(len(n) == 1 for n in burst.values()), burst  # 50 agents, 0 duplicates
+    assert len({a.json()["container_id"] for a in answers}) == 50
+
+
+async def test_identical_triggers_make_one_agent(pool_settings: Callable[..., Settings], docker_client: docker.DockerClient, scope: str) -> None:
+    async with app_client(pool_settings(pool_min=4, pool_max=4)) as c:
+        assert (await c.post("/api/v1/trigger-agent", json=body(f"seed-{scope}"))).status_code == 201
+        await idle(c, 4)
+        answers = await asyncio.gather(*(c.post("/api/v1/trigger-agent", json=body(f"same-{scope}")) for _ in range(50)))
+        assert sorted(a.status_code for a in answers) == [200] * 49 + [201], [a.text for a in answers][:3]
+    assert len({a.json()["container_id"] for a in answers}) == 1
+    rooms = await asyncio.to_thread(keyed, docker_client, scope)
+    assert len(rooms[f"same-{scope}"]) == 1
+
+
+async def test_restarted_orchestrator_finds_claimed_agents_by_key(pool_settings: Callable[..., Settings], scope: str) -> None:
+    async with app_client(pool_settings()) as c:
+        assert (await c.post("/api/v1/trigger-agent", json=body(f"seed-{scope}"))).status_code == 201
+        await idle(c, 2)
+        warm = await c.post("/api/v1/trigger-agent", json=body(f"kept-{scope}"))
+        assert warm.status_code == 201 and (await c.get("/api/v1/admin/pool")).json()["claims"]["warm"] == 1
+    # A new process (nothing in memory): the claimed member is the key's container, found and reused.
+    import subprocess
+    print("AFTER", subprocess.run(["docker", "ps", "-a", "--filter", f"label=agent-orchestrator.scope={scope}", "--format", "{{.Names}} {{.Status}}"], capture_output=True, text=True).stdout)
+    async with app_client(pool_settings()) as c:
+        again = await c.post("/api/v1/trigger-agent", json=body(f"kept-{scope}"))
+        assert again.status_code == 200, again.text
+        assert again.json()["container_id"] == warm.json()["container_id"]
+        assert again.json()["container_name"] == warm.json()["container_name"]

@@ -97,12 +97,13 @@ class PooledDockerRuntime(DockerRuntime):
 
     # ---- the pool --------------------------------------------------------------------------------------------
 
-    async def image_id(self, image: str) -> str | None:
-        def inspect() -> str | None:
+    async def image_id(self, image: str) -> tuple[str, dict[str, str]] | None:
+        def inspect() -> tuple[str, dict[str, str]] | None:
             try:
-                return self.client.api.inspect_image(image)["Id"]
+                attrs = self.client.api.inspect_image(image)
             except (ImageNotFound, NotFound):
                 return None
+            return attrs["Id"], (attrs.get("Config") or {}).get("Labels") or {}
 
         return await self._call("image", inspect)
 

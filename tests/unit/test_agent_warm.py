@@ -1,0 +1,51 @@
+"""The agent image's warm mode: one assignment line on stdin, at most once, bounded (real pipes, no container)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from agent_image import warm
+from agent_image.config import ConfigError
+
+
+def pipe_with(data: bytes, *, close: bool = True) -> int:
+    r, w = os.pipe()
+    os.write(w, data)
+    if close:
+        os.close(w)
+    return r
+
+
+def test_reads_exactly_one_line() -> None:
+    fd = pipe_with(b'{"env": {"LIVEKIT_ROOM": "r1"}}\n{"env": {"LIVEKIT_ROOM": "r2"}}\n')
+    line = warm.wait_for_line(fd=fd, max_age_s=5, beat=lambda: None)
+    assert warm.parse_assignment(line) == {"LIVEKIT_ROOM": "r1"}  # the second assignment is never taken
+
+
+@pytest.mark.parametrize(("data", "close", "expected"), [
+    (b"", True, None),  # stdin closed: no assignment, exit 0
+    (b"", False, None),  # nothing within the max age
+    (b'{"env": {}}', True, b'{"env": {}}'),  # a writer that closed without a newline still counts once
+])
+def test_no_line(data: bytes, close: bool, expected: bytes | None) -> None:
+    beats: list[int] = []
+    assert warm.wait_for_line(fd=pipe_with(data, close=close), max_age_s=0.3, beat=lambda: beats.append(1)) == expected
+    assert beats  # the heartbeat is kept while waiting
+
+
+@pytest.mark.parametrize("line", [b"not json", b"[]", b'{"env": "x"}', b'{"env": {"A": 1}}', b"\xff\xfe"])
+def test_bad_assignment_is_a_config_error(line: bytes) -> None:
+    with pytest.raises(ConfigError):
+        warm.parse_assignment(line)
+
+
+def test_assignment_fills_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    r, w = os.pipe()
+    os.write(w, json.dumps({"env": {"LIVEKIT_ROOM": "r1"}}).encode() + b"\n")
+    monkeypatch.setattr("sys.stdin", os.fdopen(r))
+    env = warm.await_assignment({"AGENT_WARM": "1", "AGENT_HEALTH_FILE": str(tmp_path / "h.json")})
+    assert env == {"AGENT_WARM": "1", "AGENT_HEALTH_FILE": str(tmp_path / "h.json"), "LIVEKIT_ROOM": "r1"}
+    assert json.loads((tmp_path / "h.json").read_text())["state"] == "waiting"

@@ -1,0 +1,111 @@
+"""Warm pool rules (pure tables): pool identity, sizing, refill bound, the claim state machine and recycling."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.rules import pool as rules
+from orchestrator.rules.naming import Label
+
+SPEC = {"name": "agent_c_farah_r1", "labels": {"x": "1"}, "env": {"LIVEKIT_TOKEN": "t"}, "image": "img", "network": "n1",
+        "memory": "512m", "cpus": 1.0, "runtime": None}
+
+
+@pytest.mark.parametrize(("change", "same_pool"), [
+    ({"name": "agent_other"}, True),  # tenant fields never split a pool
+    ({"labels": {"y": "2"}}, True),
+    ({"env": {"LIVEKIT_TOKEN": "other", "OPENAI_API_KEY": "k"}}, True),
+    ({"network": "n2"}, False),  # another network is another isolation domain
+    ({"runtime": "runsc"}, False),  # gVisor gets its own pool
+    ({"image": "img2"}, False),
+    ({"memory": "1g"}, False),
+])
+def test_pool_identity(change: dict, same_pool: bool) -> None:
+    a = rules.pool_hash(engine="docker", spec=SPEC)
+    assert (rules.pool_hash(engine="docker", spec={**SPEC, **change}) == a) is same_pool
+
+
+def test_engines_never_share_a_pool() -> None:
+    assert rules.pool_hash(engine="docker", spec=SPEC) != rules.pool_hash(engine="kubernetes", spec=SPEC)
+
+
+def test_member_names_are_no_agent_names_and_records_differ_per_claimant() -> None:
+    name = rules.member_name(scope="prod", pool="abc", nonce="1234")
+    assert not rules.is_canonical(name) and rules.is_canonical("agent_c_farah_r1")
+    assert rules.record_name("m" * 64, "agent_a") != rules.record_name("m" * 64, "agent_b")
+    labels = rules.member_labels(scope="prod", pool="abc", image_id="sha256:1", created_at="t")
+    assert Label.MANAGED not in labels and labels[Label.SCOPE] == "prod"
+
+
+@pytest.mark.parametrize(("record", "keyed"), [
+    ({Label.CLIENT_ID: "c", Label.AGENT_SLUG: "farah", Label.ROOM: "r1", rules.POOL_MEMBER: "id", rules.POOL_NAME: "n"}, True),
+    (None, False),  # renamed without a record: unkeyed, an orphan to the planner
+])
+def test_claimed_labels(record: dict | None, keyed: bool) -> None:
+    labels = rules.claimed_labels(member_labels={rules.POOL: "abc", Label.SCOPE: "s"}, record=record)
+    assert labels[Label.MANAGED] == "true" and labels[rules.POOL] == "abc"
+    assert (Label.ROOM in labels) is keyed and rules.POOL_MEMBER not in labels and rules.POOL_NAME not in labels
+
+
+@pytest.mark.parametrize(("rate", "expected"), [
+    (0.0, 2),  # idle: the minimum
+    (1.0, 3),  # 1/s × 1.5 s × 2 = 3
+    (5.0, 15),
+    (100.0, 20),  # capped at the maximum
+])
+def test_target_size(rate: float, expected: int) -> None:
+    assert rules.target_size(minimum=2, maximum=20, claims_per_s=rate, warm_time_s=1.5) == expected
+
+
+@pytest.mark.parametrize(("target", "idle", "creating", "concurrency", "expected"), [
+    (10, 0, 0, 4, 4),  # bounded by the refill concurrency
+    (10, 0, 3, 4, 1),
+    (10, 8, 0, 4, 2),
+    (2, 5, 0, 4, 0),  # over target: nothing (recycling trims, creation never goes negative)
+    (10, 0, 6, 4, 0),
+])
+def test_to_create(target: int, idle: int, creating: int, concurrency: int, expected: int) -> None:
+    assert rules.to_create(target=target, idle=idle, creating=creating, concurrency=concurrency) == expected
+
+
+def test_claim_rate_window() -> None:
+    rate = rules.ClaimRate(window_s=10)
+    for t in range(10):
+        rate.record(float(t))
+    assert rate.per_second(9.0) == 1.0
+    assert rate.per_second(15.0) == 0.5  # the first five fell out of the window
+    assert rate.per_second(100.0) == 0.0
+
+
+@pytest.mark.parametrize(("name", "record", "running", "state"), [
+    ("pool_s_abc_1", False, True, rules.MemberState.idle),
+    ("pool_s_abc_1", True, True, rules.MemberState.reserved),
+    ("agent_c_farah_r1", True, True, rules.MemberState.claimed),
+    ("agent_c_farah_r1", True, False, rules.MemberState.claimed),  # a claimed agent's death is the reconciler's
+    ("agent_c_farah_r1", False, True, rules.MemberState.stray),
+    ("pool_s_abc_1", False, False, rules.MemberState.dead),
+])
+def test_state_machine(name: str, record: bool, running: bool, state: rules.MemberState) -> None:
+    assert rules.state_of(name=name, has_record=record, running=running) is state
+
+
+def facts(**over: object) -> rules.MemberFacts:
+    base: dict[str, object] = dict(name="pool_s_abc_1", has_record=False, running=True, age_s=10.0, record_age_s=None,
+                                   image_id="sha256:1", pool="abc")
+    return rules.MemberFacts(**{**base, **over})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("member", "verdict"), [
+    (facts(), rules.Verdict.keep),
+    (facts(age_s=4000.0), rules.Verdict.recycle_age),
+    (facts(image_id="sha256:old"), rules.Verdict.recycle_drift),  # the tag moved to a new image
+    (facts(pool="gone"), rules.Verdict.recycle_unwanted),  # its spec changed: nobody claims from it
+    (facts(running=False), rules.Verdict.remove_dead),
+    (facts(has_record=True, record_age_s=5.0), rules.Verdict.keep),  # a claim between its two steps
+    (facts(has_record=True, record_age_s=60.0), rules.Verdict.remove_reserved),  # its claimer died there
+    (facts(name="agent_c_farah_r1", has_record=True, age_s=9999.0), rules.Verdict.leave),
+    (facts(name="agent_c_farah_r1", running=False), rules.Verdict.leave),
+])
+def test_verdicts(member: rules.MemberFacts, verdict: rules.Verdict) -> None:
+    got = rules.verdict(member, current_image={"abc": "sha256:1"}, wanted=frozenset({"abc"}), max_age_s=3600, reserve_timeout_s=30)
+    assert got is verdict
