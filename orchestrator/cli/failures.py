@@ -1,6 +1,6 @@
 """How the CLI fails: one line on stderr and a documented exit code, never a traceback for an expected failure.
 
-Exit codes (README, "Operating"): 0 done; 1 refused or failed (a 4xx from the API, nothing matched, an action
+Exit codes (README, "The command line"): 0 done; 1 refused or failed (a 4xx from the API, nothing matched, an action
 failed); 2 bad usage or configuration (settings, keys or tenants file); 3 a dependency is unavailable (the
 Docker engine, the orchestrator API unreachable or answering 503). `reconcile --once` keeps its own cron codes.
 """
