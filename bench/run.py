@@ -34,6 +34,7 @@ from devtools.livekit_server import LiveKitServer, free_port
 from devtools.serve import serve, serve_process
 
 from bench import joined, scale
+from bench import pool as pool_bench
 from bench.stats import summary
 
 RESULTS = Path("bench-results")
@@ -168,6 +169,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     url=url, client=client, image=args.agent_image, scope=scope_join, creds=creds,
                     runs=args.join_runs, body=body("unused")))
             timings["joined"] = round(time.monotonic() - t, 1)
+        if "pool" in args.sections:
+            t = time.monotonic()
+            out["pool"] = run_pool(args, client=client, tenants=tenants, creds=creds, scope=f"bench-{tag}-pool")
+            timings["pool"] = round(time.monotonic() - t, 1)
         if "reconcile" in args.sections:
             t = time.monotonic()
             env = {"ORCH_AGENT_STARTUP_TIMEOUT_S": "0", "ORCH_RECONCILE_INTERVAL_S": "3600",
@@ -188,13 +193,31 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         out["aborted"] = f"deadline of {args.deadline} s reached; figures above are partial"
     finally:
         signal.alarm(0)
-        for s in (scope, scope_join, scope_rc):
+        for s in (scope, scope_join, scope_rc, f"bench-{tag}-pool", f"bench-{tag}-pool-warm"):
             remove_scope(client, s)
         livekit.stop()
         os.environ.pop("ORCH_AGENT_NETWORK", None)
         remove_network(client, net.name)
     timings["total"] = round(time.monotonic() - t_start, 1)
     return out
+
+
+def run_pool(args: argparse.Namespace, *, client: docker.DockerClient, tenants: Path, creds: LiveKitCredentials,
+             scope: str) -> dict[str, object]:
+    """The warm pool section (bench/pool.py): two servers, one without a pool (cold) and one with."""
+    client.images.get(args.agent_image)
+    agent = {"ORCH_AGENT_MEMORY": "256m", "ORCH_AGENT_CPUS": "0.5", "ORCH_MAX_AGENTS_PER_CLIENT": "1000", "ORCH_MAX_AGENTS_TOTAL": "1000"}
+    size = str(args.pool_size)
+    with serve(scope=scope, tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX="0", **agent) as cold_url, \
+         serve(scope=f"{scope}-warm", tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX=size, ORCH_POOL_MIN=size,
+               ORCH_POOL_REFILL_CONCURRENCY="8", **agent) as warm_url:
+        result = asyncio.run(pool_bench.measure(
+            cold_url=cold_url, warm_url=warm_url, client=client, image=args.agent_image, scope=scope, warm_scope=f"{scope}-warm",
+            creds=creds, runs=args.pool_runs, burst=args.pool_burst, body=body("unused")))
+    for name in (f"{scope}", f"{scope}-warm"):
+        for v in client.volumes.list(filters={"label": f"{Label.SCOPE}={name}"}):
+            v.remove(force=True)  # the pool's claim records
+    return result
 
 
 def markdown(r: dict[str, object]) -> str:
@@ -254,7 +277,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--passes", type=int, default=5, help="timed reconcile passes per size")
     p.add_argument("--simulated", type=int, default=5000, help="agents in the engine-free pass (planner + view)")
     p.add_argument("--sections", nargs="*", default=["trigger", "joined", "reconcile"],
-                   choices=["trigger", "joined", "reconcile"])
+                   choices=["trigger", "joined", "reconcile", "pool"])
+    p.add_argument("--pool-runs", type=int, default=10, help="pool section: interleaved bare/cold/warm runs")
+    p.add_argument("--pool-burst", type=int, default=100, help="pool section: distinct rooms in the burst")
+    p.add_argument("--pool-size", type=int, default=20, help="pool section: ORCH_POOL_MAX (and MIN) of the pooled server")
     p.add_argument("--deadline", type=int, default=540, help="hard limit in seconds for the whole bench")
     p.add_argument("--out", default=None,
                    help="file stem under bench-results/ (e.g. `latest`, the committed results); default: a "

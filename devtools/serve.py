@@ -41,7 +41,9 @@ def serve_process(
     """Like `serve`, but also hands out the process (benchmarks read its RSS; drills kill -9 it)."""
     port = port or free_port()
     env = {**os.environ, "ORCH_SCOPE": scope, "ORCH_TENANTS_FILE": str(tenants_file), "ORCH_AGENT_IMAGE": image,
-           "ORCH_AGENT_MEMORY": "64m", "ORCH_AGENT_CPUS": "0.2", "ORCH_PORT": str(port), **env_overrides}
+           "ORCH_AGENT_MEMORY": "64m", "ORCH_AGENT_CPUS": "0.2", "ORCH_PORT": str(port),
+           "ORCH_POOL_MAX": "0",  # no warm pool unless asked (a member is one more container in the scope)
+           **env_overrides}
     # A file, not a pipe: nobody reads a pipe while the server runs, and a full pipe would block its logging.
     log_path = Path(tempfile.mkstemp(prefix=f"serve-{scope}-", suffix=".log")[1])
     with log_path.open("wb") as out:

@@ -88,6 +88,8 @@ def make_settings(scope: str, tenants_file: Path) -> Callable[..., Settings]:
             "agent_memory": "64m", "agent_cpus": 0.2, "agent_stop_timeout_s": 2,
             # The reconcile loop would tidy other tests' containers mid-test; lifecycle tests turn it on.
             "reconcile_enabled": False,
+            # No warm pool unless a test asks (tests/integration/test_pool.py): members would be extra containers.
+            "pool_max": 0,
         }
         return Settings(**{**base, **overrides})  # type: ignore[arg-type]
 

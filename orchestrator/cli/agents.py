@@ -51,6 +51,7 @@ def ps(
                                       "room_state, or label=agent-orchestrator.room=<room>; repeat to narrow"),
     scope: str = typer.Option(None, "--scope", help="another deployment's scope (Docker's view: the API serves its own)"),
     docker_only: bool = typer.Option(False, "--docker-only", help="do not ask the orchestrator API"),
+    pool: bool = typer.Option(False, "--pool", help="the warm pools instead (members idle, being made, target)"),
     url: str = _url_option(),
     api_key: str = _key_option(),
 ) -> None:
@@ -65,6 +66,11 @@ def ps(
     except ValueError as exc:
         fail(str(exc), code=USAGE)
     api = _api(url, api_key, timeout_s=10)
+    if pool:
+        from orchestrator.cli.pool import print_pool
+
+        print_pool(api, scope=scope, ask_api=not docker_only, output=output)
+        return
     rows: list[dict[str, Any]] | None = None
     why = "not asked (--docker-only)" if docker_only else "not asked (--scope)"
     if not docker_only and scope is None:

@@ -1,0 +1,120 @@
+"""Warm pool vs cold start vs a bare `docker run`, interleaved in one run (real agent image, real LiveKit).
+
+Per run: a bare host-network `docker run -d` of the agent image → listed by LiveKit; a trigger on an orchestrator
+without a pool (cold) → answered, → listed; a trigger on one with a pool (warm, after its pool has a member) →
+answered, → listed. Then a burst of distinct rooms on the pooled one (rate, hit rate, duplicates) and what an idle
+member costs in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import docker
+import httpx
+
+from orchestrator.core.models import LiveKitCredentials
+from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.rules import pool as rules
+from orchestrator.rules.naming import Label
+
+from bench.joined import bare_run, listed_at, remove
+from bench.stats import ratio, summary
+
+
+async def pool_state(http: httpx.AsyncClient, url: str) -> dict:
+    return (await http.get(f"{url}/api/v1/admin/pool")).json()
+
+
+async def wait_idle(http: httpx.AsyncClient, url: str, n: int, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = await pool_state(http, url)
+        if sum(p["idle"] for p in state.get("pools", [])) >= n:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"pool at {url} did not reach {n} idle members in {timeout} s")
+
+
+async def timed_trigger(http: httpx.AsyncClient, url: str, body: dict[str, str], room: str) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    r = await http.post(f"{url}/api/v1/trigger-agent", json={**body, "room_name": room})
+    r.raise_for_status()
+    return time.perf_counter() - t0, r.json()["container_name"]
+
+
+def idle_member_memory(client: docker.DockerClient, scope: str) -> list[int]:
+    """Resident memory (bytes, cgroup usage minus page cache) of each idle member of `scope`."""
+    out = []
+    for c in client.containers.list(filters={"label": [f"{Label.SCOPE}={scope}", rules.POOL]}):
+        if rules.is_canonical(c.name):
+            continue
+        s = client.api.stats(c.id, stream=False, one_shot=True)
+        mem = s.get("memory_stats") or {}
+        cache = (mem.get("stats") or {}).get("inactive_file", 0)
+        out.append(int(mem.get("usage", 0)) - int(cache))
+    return out
+
+
+async def measure(*, cold_url: str, warm_url: str, client: docker.DockerClient, image: str, scope: str, warm_scope: str,
+                  creds: LiveKitCredentials, runs: int, burst: int, body: dict[str, str]) -> dict[str, object]:
+    gateway = LiveKitGateway()
+    bare_join, cold_ans, cold_join, warm_ans, warm_join = [], [], [], [], []
+    try:
+        async with httpx.AsyncClient(timeout=120) as http:
+            # The pool learns its domain from one start (cold), then fills.
+            await timed_trigger(http, warm_url, body, f"{scope}-seed")
+            for i in range(-1, runs):  # run -1 warms every path
+                room = f"{scope}-bare-{i}"
+                t0 = time.perf_counter()
+                name = await asyncio.to_thread(bare_run, client, image=image, scope=scope, room=room, creds=creds)
+                t_join = await listed_at(gateway, creds, room, timeout=30)
+                await asyncio.to_thread(remove, client, name)
+
+                room = f"{scope}-cold-{i}"
+                t1 = time.perf_counter()
+                ans, name = await timed_trigger(http, cold_url, body, room)
+                t1_join = await listed_at(gateway, creds, room, timeout=30)
+                await asyncio.to_thread(remove, client, name)
+
+                await wait_idle(http, warm_url, 1, timeout=60)
+                room = f"{scope}-warm-{i}"
+                t2 = time.perf_counter()
+                wans, wname = await timed_trigger(http, warm_url, body, room)
+                t2_join = await listed_at(gateway, creds, room, timeout=30)
+                await asyncio.to_thread(remove, client, wname)
+                if i >= 0:
+                    bare_join.append(t_join - t0)
+                    cold_ans.append(ans)
+                    cold_join.append(t1_join - t1)
+                    warm_ans.append(wans)
+                    warm_join.append(t2_join - t2)
+            before = (await pool_state(http, warm_url))["claims"]
+            memory = await asyncio.to_thread(idle_member_memory, client, warm_scope)
+            burst_out = await _burst(http, warm_url, body, scope, burst)
+            after = (await pool_state(http, warm_url))["claims"]
+    finally:
+        await gateway.aclose()
+    warm_hits = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
+    hits = warm_hits.get("warm", 0)
+    return {
+        "bare_docker_run_to_listed": summary(bare_join),
+        "cold_trigger_answer": summary(cold_ans),
+        "warm_trigger_answer": {**summary(warm_ans), "ratio_to_cold": ratio(warm_ans, cold_ans)},
+        "cold_trigger_to_listed": {**summary(cold_join), "ratio_to_bare": ratio(cold_join, bare_join)},
+        "warm_trigger_to_listed": {**summary(warm_join), "ratio_to_bare": ratio(warm_join, bare_join)},
+        "burst": {**burst_out, "claims": warm_hits, "hit_rate": round(hits / max(1, sum(warm_hits.values())), 3)},
+        "idle_member_memory_mib": [round(m / 2**20, 1) for m in memory],
+    }
+
+
+async def _burst(http: httpx.AsyncClient, url: str, body: dict[str, str], scope: str, n: int) -> dict[str, object]:
+    t0 = time.perf_counter()
+    answers = await asyncio.gather(*(http.post(f"{url}/api/v1/trigger-agent", json={**body, "room_name": f"{scope}-burst-{i}"})
+                                     for i in range(n)))
+    took = time.perf_counter() - t0
+    ok = [a for a in answers if a.status_code in (200, 201)]
+    ids = [a.json()["container_id"] for a in ok]
+    return {"n": n, "seconds": round(took, 2), "per_s": round(len(ok) / took, 1), "errors": n - len(ok),
+            "duplicates": len(ids) - len(set(ids))}
