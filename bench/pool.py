@@ -82,7 +82,11 @@ async def measure(*, cold_url: str, warm_url: str, client: docker.DockerClient, 
                 room = f"{scope}-warm-{i}"
                 t2 = time.perf_counter()
                 wans, wname = await timed_trigger(http, warm_url, body, room)
-                t2_join = await listed_at(gateway, creds, room, timeout=30)
+                try:
+                    t2_join = await listed_at(gateway, creds, room, timeout=30)
+                except TimeoutError:
+                    logs = await asyncio.to_thread(lambda: client.api.logs(wname, tail=30).decode(errors="replace"))
+                    raise TimeoutError(f"warm agent {wname} not listed in {room}; its last lines:\n{logs}") from None
                 await asyncio.to_thread(remove, client, wname)
                 if i >= 0:
                     bare_join.append(t_join - t0)

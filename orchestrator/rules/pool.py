@@ -13,6 +13,7 @@ import json
 import math
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Mapping
 
 from orchestrator.rules.naming import LABEL_PREFIX, NAME_PREFIX, Label
@@ -65,6 +66,21 @@ def claimed_labels(*, member_labels: Mapping[str, str], record: Mapping[str, str
     if record is None:
         return base
     return {**base, **{k: v for k, v in record.items() if k not in (POOL_MEMBER, POOL_NAME)}}
+
+
+# Docker keeps a container's last health verdict until its next check (every 3 s, `Dockerfile.agent`): a member
+# claimed right after a failed check (a slow check on a busy host) would read as an unhealthy agent.
+HEALTH_SETTLE_S = 10.0
+
+
+def health_predates_claim(claimed_at: str | None, *, now: datetime) -> bool:
+    """Whether a claimed member's health verdict may still be from before its claim (then it counts as starting)."""
+    if not claimed_at:
+        return False
+    try:
+        return (now - datetime.fromisoformat(claimed_at)).total_seconds() < HEALTH_SETTLE_S
+    except (TypeError, ValueError):
+        return False
 
 
 # ---- sizing -------------------------------------------------------------------------------------------------

@@ -201,7 +201,8 @@ class WarmPool:
                 max_age_s=self._s.pool_max_age_s, reserve_timeout_s=self._s.pool_reserve_timeout_s,
             )
             verdicts[v.value] += 1
-            if v is rules.Verdict.keep and record is None and not rules.is_canonical(info.name):
+            # Only a running member is claimable: stdin written before its process starts could be lost.
+            if v is rules.Verdict.keep and record is None and not rules.is_canonical(info.name) and info.status.value == "running":
                 idle.setdefault(pool, []).append(info)
             elif v not in (rules.Verdict.keep, rules.Verdict.leave):
                 log.info("pool %s: removing member %s (%s)", pool, info.name, v.value)

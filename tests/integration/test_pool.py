@@ -46,13 +46,14 @@ async def idle(c: httpx.AsyncClient, n: int, timeout: float = 60) -> dict:
     return await eventually(enough, timeout=timeout, what=f"{n} idle pool members")
 
 
-async def in_room(server: LiveKitServer, room: str, identity: str = "agent-farah", timeout: float = 30) -> None:
-    async def joined() -> bool | None:
+async def in_room(server: LiveKitServer, room: str, identity: str = "agent-farah", timeout: float = 30, not_sid: str = "") -> str:
+    """The participant sid of `identity` in `room` once LiveKit lists it (another than `not_sid`)."""
+    async def joined() -> str | None:
         async with lkapi.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lk:
             got = await lk.room.list_participants(lkapi.ListParticipantsRequest(room=room))
-        return True if any(p.identity == identity for p in got.participants) else None
+        return next((p.sid for p in got.participants if p.identity == identity and p.sid != not_sid), None)
 
-    await eventually(joined, timeout=timeout, what=f"{identity} in {room}")
+    return await eventually(joined, timeout=timeout, what=f"{identity} in {room}")
 
 
 async def test_claimed_member_joins_its_room(pool_settings: Callable[..., Settings], docker_client: docker.DockerClient,
@@ -144,3 +145,66 @@ async def test_restarted_orchestrator_finds_claimed_agents_by_key(pool_settings:
         assert again.status_code == 200, again.text
         assert again.json()["container_id"] == warm.json()["container_id"]
         assert again.json()["container_name"] == warm.json()["container_name"]
+
+
+async def test_agent_crashed_in_a_call_is_replaced_from_the_pool(pool_settings: Callable[..., Settings], docker_client: docker.DockerClient,
+                                                                  livekit_server: LiveKitServer, scope: str) -> None:
+    from devtools.agent_room import Participant, loudest_sample
+
+    room = f"crash-{scope}"
+    async with app_client(pool_settings(reconcile_enabled=True)) as c:
+        assert (await c.post("/api/v1/trigger-agent", json=body(f"seed-{scope}"))).status_code == 201
+        await idle(c, 2)
+        voice = {**body(room), "mode": "voice"}
+        made = (await c.post("/api/v1/trigger-agent", json=voice)).json()
+        async with Participant(livekit_server.url, made["user_token"]) as human:
+            # The claimed agent is in the room with audio.
+            track = await human.track_from("agent-farah", timeout=30)
+            assert await loudest_sample(track, timeout=10, enough=20) > 0
+            await idle(c, 2)
+            old_sid = await in_room(livekit_server, room)
+            docker_client.api.kill(made["container_name"], signal="SIGKILL")
+            killed = time.monotonic()
+
+            async def replaced() -> str | None:
+                try:
+                    now = docker_client.containers.get(made["container_name"])
+                except docker.errors.NotFound:
+                    return None
+                return now.id if now.id != made["container_id"] and now.status == "running" else None
+
+            await eventually(replaced, timeout=30, what="a new container for the key")
+            await in_room(livekit_server, room, not_sid=old_sid)
+            back = time.monotonic() - killed
+        state = (await c.get("/api/v1/admin/pool")).json()
+    assert state["claims"]["warm"] >= 2, state  # the first claim and the restart both came from the pool
+    print(f"crash restart: agent back in the room {back:.2f} s after SIGKILL")
+
+
+async def test_two_processes_never_claim_one_member_twice(pool_settings: Callable[..., Settings], tenants_file, docker_client: docker.DockerClient,
+                                                          scope: str) -> None:
+    from devtools.serve import serve
+
+    env = dict(ORCH_POOL_MAX="6", ORCH_POOL_MIN="6", ORCH_POOL_SWEEP_S="0.5", ORCH_AGENT_MEMORY="128m", ORCH_AGENT_CPUS="0.2",
+               ORCH_MAX_AGENTS_TOTAL="100", ORCH_MAX_AGENTS_PER_CLIENT="100")
+    with serve(scope=scope, tenants_file=tenants_file, image=AGENT_IMAGE, **env) as a, \
+         serve(scope=scope, tenants_file=tenants_file, image=AGENT_IMAGE, **env) as b:
+        async with httpx.AsyncClient(timeout=120) as http:
+            for url in (a, b):  # each learns the domain, then both fill one shared set of members
+                assert (await http.post(f"{url}/api/v1/trigger-agent", json=body(f"seed-{scope}"))).status_code in (200, 201)
+
+            async def members() -> int | None:
+                n = sum(1 for x in docker_client.containers.list(filters={"label": [f"{Label.SCOPE}={scope}", rules.POOL]})
+                        if not rules.is_canonical(x.name))
+                return n if n >= 8 else None
+
+            await eventually(members, timeout=120, what="members from both processes")
+            answers = await asyncio.gather(*(http.post(f"{(a, b)[i % 2]}/api/v1/trigger-agent", json=body(f"two{i}-{scope}"))
+                                             for i in range(20)))
+            claims = [(await http.get(f"{url}/api/v1/admin/pool")).json()["claims"] for url in (a, b)]
+    assert [r.status_code for r in answers] == [201] * 20, [r.text for r in answers if r.status_code != 201][:3]
+    assert len({r.json()["container_id"] for r in answers}) == 20  # no member serves two keys
+    rooms = await asyncio.to_thread(keyed, docker_client, scope)
+    assert all(len(rooms[f"two{i}-{scope}"]) == 1 for i in range(20)), rooms
+    assert sum(c.get("warm", 0) for c in claims) >= 8, claims
+    print(f"two processes: {claims}")

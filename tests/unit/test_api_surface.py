@@ -17,7 +17,7 @@ from orchestrator.settings import Settings
 OPERATION_IDS = {
     "healthz", "trigger_agent", "spawn_agent", "livekit_webhook", "metrics_endpoint", "dashboard",
     "list_rooms", "admin_stats", "close_room", "reconcile_now", "list_containers", "invalidate_tenant_cache",
-    "list_events", "stream_events", "dispatch_state",
+    "list_events", "stream_events", "dispatch_state", "pool_state",
     "list_client_rooms", "get_client_room", "wait_for_joined", "stop_agent", "close_client_room",
 }
 UNTYPED_OK = {"metrics_endpoint", "stream_events", "dashboard"}  # Prometheus text, an SSE stream, an HTML page

@@ -109,3 +109,16 @@ def facts(**over: object) -> rules.MemberFacts:
 def test_verdicts(member: rules.MemberFacts, verdict: rules.Verdict) -> None:
     got = rules.verdict(member, current_image={"abc": "sha256:1"}, wanted=frozenset({"abc"}), max_age_s=3600, reserve_timeout_s=30)
     assert got is verdict
+
+
+@pytest.mark.parametrize(("claimed_at", "predates"), [
+    ("2026-12-02T10:00:00+00:00", True),  # claimed 5 s ago: Docker has not checked it since
+    ("2026-12-02T09:59:00+00:00", False),
+    (None, False),
+    ("not a time", False),
+])
+def test_health_predates_claim(claimed_at: str | None, predates: bool) -> None:
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 12, 2, 10, 0, 5, tzinfo=timezone.utc)
+    assert rules.health_predates_claim(claimed_at, now=now) is predates

@@ -23,7 +23,8 @@ from typing import Any
 from docker.errors import APIError, ImageNotFound, NotFound
 
 from orchestrator.core.errors import DependencyUnavailable
-from orchestrator.core.models import ContainerInfo
+from orchestrator.core.clock import utcnow
+from orchestrator.core.models import ContainerInfo, Health
 from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
 from orchestrator.runtime import ContainerSpec, MemberGone, NameTaken
@@ -61,7 +62,10 @@ class PooledDockerRuntime(DockerRuntime):
         if (info.id, info.name) not in self._records:
             self._records_now(info.labels.get(Label.SCOPE, ""))
         record = self._records.get((info.id, info.name))
-        return info.model_copy(update={"labels": rules.claimed_labels(member_labels=info.labels, record=record)})
+        update: dict[str, Any] = {"labels": rules.claimed_labels(member_labels=info.labels, record=record)}
+        if info.health is Health.unhealthy and rules.health_predates_claim((record or {}).get(Label.CREATED_AT), now=utcnow()):
+            update["health"] = Health.starting  # a verdict from its idle time (a slow check under load), not the agent's
+        return info.model_copy(update=update)
 
     async def get(self, name: str) -> ContainerInfo | None:
         def inspect() -> ContainerInfo | None:
