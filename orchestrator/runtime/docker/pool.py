@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 
 import anyio
+import requests
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -40,6 +41,9 @@ class PooledDockerRuntime(DockerRuntime):
         super().__init__(**kwargs)
         # (member id, name it was renamed to) -> the claim record's labels; records never change, only go.
         self._records: dict[tuple[str, str], dict[str, str]] = {}
+        # Handovers get worker threads of their own: in a burst, cold creates hold the shared ones for seconds,
+        # and a handover queued behind them would miss its bound and waste a warm member.
+        self._handover_limiter = anyio.CapacityLimiter(8)
 
     # ---- readers: a claimed member is its key's container -------------------------------------------------
 
@@ -179,6 +183,8 @@ class PooledDockerRuntime(DockerRuntime):
                 sock = self.client.api.attach_socket(name, params={"stdin": 1, "stream": 1})
             except NotFound:
                 raise DependencyUnavailable(f"member {name} is gone before its handover", dependency="docker") from None
+            except (APIError, requests.exceptions.RequestException) as exc:  # not running (409), daemon trouble
+                raise DependencyUnavailable(f"cannot attach to {name}: {type(exc).__name__}", dependency="docker") from None
             raw: socket.socket = getattr(sock, "_sock", sock)
             try:
                 raw.settimeout(timeout_s)
@@ -188,7 +194,7 @@ class PooledDockerRuntime(DockerRuntime):
             finally:
                 sock.close()
 
-        await self._call("handover", write)
+        await anyio.to_thread.run_sync(write, limiter=self._handover_limiter)
 
     async def remove_member(self, member: ContainerInfo) -> None:
         """By the name it was listed with: a member claimed since (renamed) is not found, and kept."""
