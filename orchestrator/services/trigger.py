@@ -34,6 +34,7 @@ from orchestrator.runtime import ContainerRuntime, ContainerSpec, NameTaken
 from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
 from orchestrator.rules.view import AgentView
+from orchestrator.observability.starts import Stage, Starts, agent_traceparent, settled, stage
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class TriggerService:
         view: AgentView | None = None,
         rooms: RoomRegistry | None = None,
         networks: AgentNetworks | None = None,
+        starts: Starts | None = None,
     ) -> None:
         self._settings = settings
         self._tenants = tenants
@@ -85,14 +87,23 @@ class TriggerService:
         self._rooms = rooms  # a live room confirmed recently is not created again
         self._view_answers: dict[ContainerKey, float] = {}  # reuse answers given from the view, by monotonic time
         self.networks = networks or AgentNetworks(settings=settings, provider=runtime)
+        self.starts = starts or Starts()  # each start's stages: histograms, timelines, progress, trace
 
     async def trigger(
         self, *, client_id: str, agent_slug: str, mode: Mode, user_id: str, room_name: str | None = None
     ) -> TriggerResult:
         """`agent_slug` must already be clean (naming.clean_slug); everything else is checked here."""
-        client = await self._tenants.get_client(client_id)
-        agent = await self._tenants.get_agent(client, agent_slug)
+        async with self.starts.begin("trigger", client_id=client_id, room=room_name, agent_slug=agent_slug):
+            return await self._trigger(client_id=client_id, agent_slug=agent_slug, mode=mode, user_id=user_id, room_name=room_name)
+
+    async def _trigger(
+        self, *, client_id: str, agent_slug: str, mode: Mode, user_id: str, room_name: str | None = None
+    ) -> TriggerResult:
+        with stage(Stage.tenant_lookup):
+            client = await self._tenants.get_client(client_id)
+            agent = await self._tenants.get_agent(client, agent_slug)
         room = validate_room(room_name) if room_name else generated_room(agent.id, secrets.token_hex(4))
+        self.starts.bind(room=room, agent_slug=agent.slug)
         ctx = {"client_id": client.id, "agent_slug": agent.slug, "room": room}
         s = self._settings
         key = ContainerKey(client_id=client.id, agent_slug=agent.slug, room=room)
@@ -112,18 +123,30 @@ class TriggerService:
 
     async def launch_for_key(self, key: ContainerKey, *, mode: Mode) -> tuple[TriggerOutcome, ContainerInfo]:
         """The reconciler's restart path: same tenant lookup, room, lock and launch as a trigger."""
-        client = await self._tenants.get_client(key.client_id)
-        agent = await self._tenants.get_agent(client, key.agent_slug)
-        return await self._settle(key, client=client, agent=agent, mode=mode)
+        async with self.starts.begin("restart", client_id=key.client_id, room=key.room, agent_slug=key.agent_slug):
+            with stage(Stage.tenant_lookup):
+                client = await self._tenants.get_client(key.client_id)
+                agent = await self._tenants.get_agent(client, key.agent_slug)
+            return await self._settle(key, client=client, agent=agent, mode=mode)
 
     async def _settle(
         self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode, announce: bool = False
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         """Limits, then the room (ours, with timeouts covering the grace period), then the container under the key's lock."""
+        with stage(Stage.admission):
+            self._check_image(agent)
+            if await self._needs_admission(key):
+                await self._admit(key, reserve=False)  # a refusal must not leave a LiveKit room behind
+        with stage(Stage.room_claim):
+            await self._settle_room(key, client=client, agent=agent, announce=announce)
+        with stage(Stage.engine):
+            async with self._locks.hold(key):
+                outcome, info = await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
+        settled(outcome=outcome.value, container=info.name, node=info.node, agent_slug=key.agent_slug)
+        return outcome, info
+
+    async def _settle_room(self, key: ContainerKey, *, client: Client, agent: Agent, announce: bool) -> None:
         s = self._settings
-        self._check_image(agent)
-        if await self._needs_admission(key):
-            await self._admit(key, reserve=False)  # a refusal must not leave a LiveKit room behind
         async with self.room_locks.hold((key.client_id, key.room)):
             # Inside the lock: a close that held it may just have deleted the room.
             tracked = self._rooms.get(client.id, key.room) if self._rooms is not None else None
@@ -140,8 +163,6 @@ class TriggerService:
                     self._rooms.confirm(client.id, key.room, now=self._clock())
             if announce and self._on_launched is not None:
                 self._on_launched(key)  # before the reuse: a close that has not started yet now sees the trigger
-        async with self._locks.hold(key):
-            return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
 
     def _check_image(self, agent: Agent) -> None:
         """The deployment's image allowlist, before any room or container: a refused agent leaves nothing behind."""
@@ -240,8 +261,13 @@ class TriggerService:
 
         The container joins with `token` (the one LiveKit minted for the job) and carries `labels` on top of ours.
         """
-        async with self._locks.hold(key):
-            result = await self._reuse_or_launch(key, client=client, agent=agent, mode=mode, token=token, extra_labels=labels)
+        async with self.starts.begin("dispatch", client_id=key.client_id, room=key.room, agent_slug=key.agent_slug):
+            with stage(Stage.engine):
+                async with self._locks.hold(key):
+                    result = await self._reuse_or_launch(
+                        key, client=client, agent=agent, mode=mode, token=token, extra_labels=labels,
+                    )
+            settled(outcome=result[0].value, container=result[1].name, node=result[1].node, agent_slug=key.agent_slug)
         if self._on_launched is not None:
             self._on_launched(key)
         return result
@@ -406,6 +432,10 @@ class TriggerService:
             "AGENT_CONFIG": json.dumps(agent.public_config()),
             "AGENT_GRACE_SECONDS": str(s.grace_period_s),
         }
+        if (traceparent := agent_traceparent()) is not None:  # tracing on: the agent continues this start's trace
+            env["TRACEPARENT"] = traceparent
+            if s.agent_otlp_endpoint:
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = s.agent_otlp_endpoint
         # The client's own LLM key; the operator's key only as the explicit fallback (never both).
         llm_key = client.llm_api_key or s.agent_llm_api_key
         if llm_key is not None:
