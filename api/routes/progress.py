@@ -82,10 +82,11 @@ def _in_progress(record: StartRecord) -> bool:
 
 
 def _replay(record: StartRecord) -> list[tuple[str, dict[str, Any]]]:
-    events = [("stage", stage_event(record, m)) for m in record.stages]
-    if record.outcome != "running":
-        events.append(("start", start_event(record)))
-    return events
+    """In the order they happened: the start ends (its answer) before its agent joins."""
+    stages = [("stage", stage_event(record, m)) for m in record.stages if m.stage != Stage.agent_joined.value]
+    ended = [("start", start_event(record))] if record.outcome != "running" else []
+    joins = [("stage", stage_event(record, m)) for m in record.stages if m.stage == Stage.agent_joined.value]
+    return stages + ended + joins
 
 
 @router.get("/rooms/{room}/progress", response_class=EventSourceResponse,
