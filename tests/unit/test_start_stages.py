@@ -150,3 +150,13 @@ async def test_with_tracing_on_a_start_is_one_span_tree() -> None:
 def test_limit_refusal_error_carries_the_rule() -> None:
     exc = LimitExceeded("x", details={"rule": "room 'a' already has 1 agents (max_agents_per_room)"})
     assert refusal_reason(exc.code, exc.details) == "max_agents_per_room"
+
+
+async def test_a_close_is_on_the_rooms_timeline() -> None:
+    async with fake_app() as (api, engine):
+        body = {"agent_slug": "farah", "mode": "voice", "room_name": "c-1", "user_id": "u", "client_id": "c1"}
+        assert (await api.post("/api/v1/trigger-agent", json=body)).status_code == 201
+        await engine.operations.close_room("c1", "c-1")
+        closing = engine.starts.timelines(room="c-1")[0]
+        assert closing.kind == "close" and closing.outcome == "closed" and [m.stage for m in closing.stages] == ["close"]
+        assert _stage_counts(engine.metrics, stage="close", engine="fake", launch="none", outcome="ok") == 1
