@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 
@@ -77,7 +78,12 @@ async def test_a_trigger_is_one_trace_from_the_callers_context_to_the_agent_join
                 marks = {m["stage"]: m for m in starts[0]["stages"]} if starts else {}
                 return starts[0] if marks.get("agent_joined", {}).get("outcome") == "ok" else None
 
-            start = await eventually(joined, timeout=40, what="the agent's join reported by LiveKit's webhook")
+            try:
+                start = await eventually(joined, timeout=60, what="the agent's join reported by LiveKit's webhook")
+            except AssertionError:
+                print((await c.get("/api/v1/starts", params={"room": room})).json(), hooked_livekit.log_tail())
+                print(docker.from_env().containers.get(made.json()["container_name"]).logs(tail=40).decode(errors="replace"))
+                raise
         assert [m["stage"] for m in start["stages"]] == STAGES and start["launch"] == "cold"
         assert start["trace_id"] == caller_trace
         await asyncio.wait_for(reader, timeout=10)
