@@ -47,8 +47,11 @@ def _telemetry(engine: Orchestrator) -> dict[str, Any]:
     (they would carry exception messages and request values)."""
     config: dict[str, Any] = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False, "auto_configure": False}
     if engine.tracing.enabled:
+        # Requests that change something (starts, closes, webhooks); reads and polls (`/starts`, `/wait`, progress)
+        # would bury the starts in a trace search.
         config.update(tracing=True, tracer_provider=engine.tracing.provider,
-                      exclude=lambda scope: not str(scope.get("path", "")).startswith("/api/"))
+                      exclude=lambda scope: scope.get("method") in ("GET", "HEAD", "OPTIONS")
+                      or not str(scope.get("path", "")).startswith("/api/"))
     return config
 
 

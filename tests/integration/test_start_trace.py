@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,15 @@ async def test_a_trigger_is_one_trace_from_the_callers_context_to_the_agent_join
     assert done == STAGES, events
     assert ("start", "created") in [(k, d.get("outcome")) for k, d in events]
 
-    spans = {s["operationName"]: s for s in jaeger.spans(service, timeout_s=15) if s["traceID"] == caller_trace}
+    wanted = {"POST /api/v1/trigger-agent", "trigger", *STAGES}
+    deadline = time.monotonic() + 20
+    while True:  # the exporter and the collector both batch: spans of one trace may arrive in several batches
+        spans = {s["operationName"]: s for s in jaeger.spans(service, operation="trigger", timeout_s=5)
+                 if s["traceID"] == caller_trace}
+        if wanted <= set(spans) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert wanted <= set(spans), sorted(spans)
 
     def parent(name: str) -> str | None:
         refs = [r for r in spans[name].get("references") or [] if r["refType"] == "CHILD_OF"]

@@ -160,3 +160,28 @@ async def test_a_close_is_on_the_rooms_timeline() -> None:
         closing = engine.starts.timelines(room="c-1")[0]
         assert closing.kind == "close" and closing.outcome == "closed" and [m.stage for m in closing.stages] == ["close"]
         assert _stage_counts(engine.metrics, stage="close", engine="fake", launch="none", outcome="ok") == 1
+
+
+async def test_a_restart_and_a_dispatched_job_are_traces_of_their_own() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = Tracing.from_env({}, exporter=exporter)
+    from orchestrator.composition import Orchestrator
+    from orchestrator.core.models import ContainerKey
+    from orchestrator.settings import Settings
+    from devtools.fakes import CLIENT, FakeRooms, FakeRuntime, tenants
+
+    settings = Settings(scope="unit", reconcile_enabled=False, usage_sampling_enabled=False, docker_events_enabled=False)
+    async with Orchestrator.running(settings, loops=False, runtime=FakeRuntime(), livekit=FakeRooms(), tenants=tenants(),
+                                    tracing=tracing) as engine:
+        await engine.trigger.launch_for_key(ContainerKey(client_id="c1", agent_slug="farah", room="re-1"), mode=Mode.voice)
+        await engine.trigger.launch_dispatched(ContainerKey(client_id="c1", agent_slug="farah", room="job-1"), client=CLIENT,
+                                               agent=FARAH, mode=Mode.voice, token="job-token", labels={})
+        kinds = [r.kind for r in engine.starts.timelines(limit=5)]
+        assert kinds == ["dispatch", "restart"]
+    spans = exporter.get_finished_spans()
+    roots = {s.name: s for s in spans if s.parent is None}
+    assert set(roots) == {"restart", "dispatch"}
+    restart_children = sorted(s.name for s in spans if s.parent is not None and s.parent.span_id == roots["restart"].context.span_id)
+    assert restart_children == ["admission", "engine", "room_claim", "tenant_lookup"]
+    dispatch_children = [s.name for s in spans if s.parent is not None and s.parent.span_id == roots["dispatch"].context.span_id]
+    assert dispatch_children == ["engine"]  # LiveKit made the room and chose the agent; only the engine call is ours
