@@ -106,6 +106,13 @@ def agent_traceparent() -> str | None:
     return starts.tracing.traceparent(run.engine_span or run.span)
 
 
+def agent_trace_env(*, otlp_endpoint: str | None) -> dict[str, str]:
+    """The variables an agent launched now gets to continue the trace (agent_image/tracing.py); {} with tracing off."""
+    if (traceparent := agent_traceparent()) is None:
+        return {}
+    return {"TRACEPARENT": traceparent, **({"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint} if otlp_endpoint else {})}
+
+
 class Starts:
     """The recorder: one per engine; it keeps the last `keep` starts and the joins it still waits for."""
 

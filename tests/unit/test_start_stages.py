@@ -185,3 +185,19 @@ async def test_a_restart_and_a_dispatched_job_are_traces_of_their_own() -> None:
     assert restart_children == ["admission", "engine", "room_claim", "tenant_lookup"]
     dispatch_children = [s.name for s in spans if s.parent is not None and s.parent.span_id == roots["dispatch"].context.span_id]
     assert dispatch_children == ["engine"]  # LiveKit made the room and chose the agent; only the engine call is ours
+
+
+def test_trace_renders_each_start_as_a_timeline_on_one_scale() -> None:
+    from orchestrator.cli.trace import render
+
+    start = {"id": 3, "kind": "trigger", "agent_slug": "farah", "room": "r", "client_id": "c1", "started_at": "t0",
+             "outcome": "created", "launch": "cold", "engine": "docker", "container": "agent_c1_farah_r", "node": None,
+             "trace_id": "ab" * 16, "stages": [
+                 {"stage": "tenant_lookup", "offset_s": 0.0, "duration_s": 0.001, "outcome": "ok"},
+                 {"stage": "engine", "offset_s": 0.002, "duration_s": 0.998, "outcome": "ok"},
+                 {"stage": "agent_joined", "offset_s": 1.0, "duration_s": None, "outcome": "running"}]}
+    lines = render([start]).splitlines()
+    assert lines[0].startswith("#3 trigger farah in r (c1) at t0: created, cold on docker agent_c1_farah_r  trace abab")
+    assert "998.0 ms" in lines[2] and lines[2].endswith("#" * 39)  # the engine call fills the scale
+    assert "…" in lines[3] and lines[3].endswith(">")  # still waiting for the join
+    assert render([]).startswith("no starts recorded")
