@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Any
 
 import typer
 
 from orchestrator.cli.agents import _key_option, _url_option
+from orchestrator.cli.output import output_option
 from orchestrator.cli.http import Api
 
 BAR = 40  # columns of the widest bar
+
+
+class Timeline(StrEnum):
+    """`trace`: a timeline per start for people, or the API's records."""
+
+    table = "table"
+    json = "json"
 
 
 def render(starts: list[dict[str, Any]]) -> str:
@@ -39,7 +48,7 @@ def trace(
     room: str = typer.Argument(..., help="the room name"),
     client_id: str = typer.Option(None, "--client", help="only this client's starts (an admin key sees all clients)"),
     limit: int = typer.Option(5, "--last", "-n", min=1, max=200, help="how many of the latest starts"),
-    as_json: bool = typer.Option(False, "--json", help="the API's records as JSON"),
+    output: Timeline = output_option(Timeline.table),
     url: str = _url_option(),
     api_key: str = _key_option(),
 ) -> None:
@@ -49,4 +58,4 @@ def trace(
     if client_id:
         params["client_id"] = client_id
     body = Api.from_env(url=url, key=api_key, timeout_s=15).get("/api/v1/starts", **params)  # failures: GuardedTyper
-    typer.echo(json.dumps(body["starts"], indent=2) if as_json else render(body["starts"]), nl=False)
+    typer.echo(json.dumps(body["starts"], indent=2) + "\n" if output == Timeline.json else render(body["starts"]), nl=False)
