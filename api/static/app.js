@@ -460,8 +460,10 @@ async function refresh() {
 }
 
 let filterTimer = null;
+let filterFrame = 0;
 function onFilterChange() {
-  redraw();
+  // One redraw per frame however fast the operator types: each is a pass over every row.
+  if (!filterFrame) filterFrame = requestAnimationFrame(() => { filterFrame = 0; redraw(); });
   // Say the result once typing pauses, not per keystroke.
   clearTimeout(filterTimer);
   filterTimer = setTimeout(() => announce(renderFilterSummary(filters())), 600);
