@@ -504,6 +504,10 @@ async function followEvents() {
         const { value, done } = await reader.read();
         if (done) break;
         buf += decoder.decode(value, { stream: true });
+        // SSE allows CRLF, CR or LF line ends (sse-starlette's events end in CRLF whatever the response's `sep`):
+        // normalise, keeping a trailing CR that may be the first half of a CRLF split across reads.
+        const tail = buf.endsWith("\r") ? "\r" : "";
+        buf = buf.slice(0, buf.length - tail.length).replace(/\r\n?/g, "\n") + tail;
         let cut;
         while ((cut = buf.indexOf("\n\n")) >= 0) {
           const chunk = buf.slice(0, cut);
