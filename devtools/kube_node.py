@@ -2,9 +2,9 @@
 inside a network namespace of its own, so pods really run next to the simulated kwok nodes.
 
 Why its own namespace: the kubelet, containerd's CNI bridge and iptables rules (masquerade, a policy
-enforcer) stay there; the host's engine, bridges and iptables are never touched. The only thing in the
-host's namespace is one end of the node's veth (a private /24 the run picks) and a TCP relay from
-there to the apiserver's loopback port. Everything is undone by `stop()`, also after a failed start:
+enforcer) stay there; the host's engine, bridges and iptables are never touched. The only things in the
+host's namespace are one end of the node's veth (a private /24 the run picks), a route to the node's pod
+/24 through it, and a TCP relay from there to the apiserver's loopback port. Everything is undone by `stop()`, also after a failed start:
 pods deleted, container processes killed (by our cgroup root), shims and daemons stopped, mounts
 unmounted, the namespace deleted, and the kernel tunables the kubelet sets put back.
 
@@ -160,6 +160,11 @@ class RealNode:
         sh("ip", "-n", self.netns, "addr", "add", f"{self.node_ip}/24", "dev", "eth0")
         sh("ip", "-n", self.netns, "link", "set", "eth0", "up")
         sh("ip", "-n", self.netns, "route", "add", "default", "via", self.host_ip)
+        # Pods keep their own addresses up to the host (no NAT): WebRTC's ICE offers the pod's address, and with a
+        # masquerade only peer-reflexive candidates were left — the agent joined signalling but never got media
+        # through (it exited UNREACHABLE). The route goes away with host_if.
+        sh("ip", "route", "add", self.pod_cidr, "via", self.node_ip, "dev", self.host_if)
+        sh("nsenter", f"--net=/run/netns/{self.netns}", "sysctl", "-qw", "net.ipv4.ip_forward=1")  # this namespace's own
 
     def _cgroups(self) -> None:
         """Our own cgroup root in every v1 hierarchy: the kubelet's pods live under it, and stop() finds every
@@ -191,7 +196,7 @@ class RealNode:
         cni = {
             "cniVersion": "1.0.0", "name": f"{PREFIX}{self.run}",
             "plugins": [{
-                "type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
+                "type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False, "hairpinMode": True,
                 "ipam": {"type": "host-local", "ranges": [[{"subnet": self.pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}],
                          "dataDir": str(self.base / "cni" / "ipam")},
             }],

