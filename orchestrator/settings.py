@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     kube_namespace: str = "agents-{scope}"
     kubeconfig: Path | None = None
     kube_restricted: bool = True  # agent pods meet the `restricted` Pod Security Standard
+    # Where agent pods may run: a nodeSelector and tolerations (JSON), e.g. a dedicated, tainted node pool.
+    kube_node_selector: dict[str, str] = {}
+    kube_tolerations: list[dict[str, str | int]] = []
     kube_watch_timeout_s: int = Field(default=300, ge=1)  # server-side watch timeout; the watch then resumes
     kube_timeout_s: float = Field(default=30.0, gt=0)
 

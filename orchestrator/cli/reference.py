@@ -55,6 +55,8 @@ DESCRIPTIONS: dict[str, str] = {
     "kube_restricted": "agent pods follow the restricted pod-security profile (non-root, no capabilities, read-only root)",
     "kube_watch_timeout_s": "server-side timeout of one pod watch request before it is renewed",
     "kube_timeout_s": "timeout of one Kubernetes API request",
+    "kube_node_selector": "nodeSelector of agent pods (JSON object), e.g. a dedicated agent node pool",
+    "kube_tolerations": "tolerations of agent pods (JSON list of Kubernetes tolerations), e.g. for a tainted agent node pool",
     "dispatch_enabled": "register with each client's LiveKit as an agent worker: dispatched jobs get their own container",
     "dispatch_clients": "client ids whose LiveKit projects to register with (required with the Supabase store)",
     "dispatch_automatic": "also register an unnamed worker per client that takes rooms matching ORCH_DISPATCH_ROOM_PATTERNS",

@@ -109,9 +109,11 @@ def secret_name(pod: str, suffix: str) -> str:
 
 
 def pod_manifest(
-    spec: ContainerSpec, *, namespace: str, secret: str, restricted: bool = True, service_account: str | None = None
+    spec: ContainerSpec, *, namespace: str, secret: str, restricted: bool = True, service_account: str | None = None,
+    node_selector: Mapping[str, str] | None = None, tolerations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The Pod for one agent. Secret env values are referenced from the Secret `secret`, made right after."""
+    """The Pod for one agent. Secret env values are referenced from the Secret `secret`, made right after;
+    node_selector/tolerations place agents on the nodes meant for them (e.g. a tainted agent pool)."""
     name = pod_name(spec.name)
     labels, annotations = split_labels(spec.labels)
     annotations[LABEL_PREFIX + "container-name"] = spec.name
@@ -140,6 +142,10 @@ def pod_manifest(
     }
     if service_account:
         pod_spec["serviceAccountName"] = service_account
+    if node_selector:
+        pod_spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in tolerations]
     if restricted:
         pod_spec["securityContext"], container["securityContext"] = restricted_security()
     return {

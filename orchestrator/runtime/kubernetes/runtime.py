@@ -84,8 +84,11 @@ class KubernetesRuntime:
         timeout_s: float = 30.0,
         retries: int = 3,
         watch_timeout_s: int = 300,
+        node_selector: dict[str, str] | None = None,
+        tolerations: list[dict[str, Any]] | None = None,
     ) -> None:
         self.namespace = namespace
+        self._placement = {"node_selector": dict(node_selector or {}), "tolerations": list(tolerations or [])}
         self._kubeconfig = kubeconfig
         self._restricted = restricted
         self._pool_size = pool_size
@@ -107,6 +110,7 @@ class KubernetesRuntime:
             restricted=settings.kube_restricted,
             pool_size=settings.docker_pool_size, timeout_s=settings.kube_timeout_s, retries=settings.docker_retries,
             watch_timeout_s=settings.kube_watch_timeout_s,
+            node_selector=settings.kube_node_selector, tolerations=[dict(t) for t in settings.kube_tolerations],
         )
 
     async def _client(self) -> k8s.CoreV1Api:
@@ -255,7 +259,7 @@ class KubernetesRuntime:
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
         """Create the Pod (the kubelet starts it), then its Secret owned by it; no half-made Pod is left."""
         env_secret = secret_name(pod_name(spec.name), secrets.token_hex(4))
-        manifest = pod_manifest(spec, namespace=self.namespace, secret=env_secret, restricted=self._restricted)
+        manifest = pod_manifest(spec, namespace=self.namespace, secret=env_secret, restricted=self._restricted, **self._placement)
         try:
             pod = await self._json(
                 "create", lambda c: c.create_namespaced_pod(self.namespace, manifest, _preload_content=False, _request_timeout=self._timeout_s)
