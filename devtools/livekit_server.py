@@ -9,8 +9,10 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -28,6 +30,25 @@ def livekit_binary() -> str:
         if candidate and Path(candidate).is_file():
             return candidate
     raise RuntimeError("livekit-server binary not found: run scripts/provision (it builds and caches it)")
+
+
+T = TypeVar("T")
+
+
+def wait_ready(proc: subprocess.Popen[bytes], http_url: str, log_tail: Callable[[], str], *, timeout_s: float, what: str, ready: T) -> T:
+    """Poll a starting livekit-server's HTTP root until it answers 200 (then return `ready`); fail with its log
+    when the process exits first or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{log_tail()}")
+        try:
+            with urllib.request.urlopen(http_url, timeout=1) as resp:
+                if resp.status == 200:
+                    return ready
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready after {timeout_s}s:\n{log_tail()}")
 
 
 @dataclass
@@ -69,17 +90,7 @@ class LiveKitServer:
             [livekit_binary(), "--config", str(workdir / "livekit.yaml")],
             stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"livekit-server exited early:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.http_url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"livekit-server not ready after {timeout_s}s:\n{self.log_path.read_text()[-3000:]}")
+        return wait_ready(self.proc, self.http_url, self.log_tail, timeout_s=timeout_s, what="livekit-server", ready=self)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -91,4 +102,4 @@ class LiveKitServer:
                 self.proc.wait()
 
     def log_tail(self, n: int = 4000) -> str:
-        return self.log_path.read_text()[-n:] if self.log_path and self.log_path.exists() else ""
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path and self.log_path.exists() else ""

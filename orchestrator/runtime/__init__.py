@@ -41,6 +41,11 @@ class ContainerSpec(Frozen):
     runtime: str | None = None  # an engine-level sandbox such as gVisor's runsc
 
 
+# Environment values that are secrets: an engine hands them over outside the object's spec (a Kubernetes Secret,
+# a Docker secret on Swarm) wherever it can; plain Docker keeps them in the container's Env (see the README).
+SECRET_ENV_KEYS = frozenset({"LIVEKIT_TOKEN", "OPENAI_API_KEY"})
+
+
 class NameTaken(Exception):
     """The name is already used: another trigger or process won the race (Docker's 409, Kubernetes' AlreadyExists)."""
 

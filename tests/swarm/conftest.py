@@ -53,7 +53,7 @@ def sw_settings(request: pytest.FixtureRequest, scope: str, tmp_path: Path, swar
             "runtime": "swarm", "docker_host": swarm.nodes[0].url, "scope": scope, "tenants_file": tenants,
             "agent_image": TINY_IMAGE, "agent_memory": "64m", "agent_cpus": 0.05, "agent_stop_timeout_s": 2,
             "reconcile_enabled": False, "restart_backoff_s": 1.0,
-            # The swarm's own default (it makes no networks: the host's), not the session's bridge network from the env.
+            # The swarm's own default (an overlay per scope, made by the runtime), not the session's bridge network from the env.
             "agent_network": "",
         }
         return Settings(**{**base, **overrides})  # type: ignore[arg-type]
