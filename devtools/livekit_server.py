@@ -60,6 +60,9 @@ class LiveKitServer:
     # The agents' network gateway: bound too and announced as the node IP, so agent containers on that
     # network reach this server (their own loopback is not the host's).
     agent_gateway: str | None = None
+    # The address announced for media (rtc.node_ip); default: the agents' gateway, else loopback. Set only to show
+    # what a wrong one does (a swarm node cannot route to it: signalling works, ICE never completes).
+    announce: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -77,7 +80,7 @@ class LiveKitServer:
             "port": self.port,
             "bind_addresses": ["127.0.0.1", *([self.agent_gateway] if self.agent_gateway else [])],
             "rtc": {"tcp_port": free_port(), "udp_port": free_port(socket.SOCK_DGRAM), "use_external_ip": False,
-                    "node_ip": self.agent_gateway or "127.0.0.1"},
+                    "node_ip": self.announce or self.agent_gateway or "127.0.0.1"},
             "keys": {self.api_key: self.api_secret},
             "room": {"empty_timeout": 300, "departure_timeout": 20},
             "logging": {"level": "info"},

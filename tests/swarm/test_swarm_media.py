@@ -26,7 +26,8 @@ from devtools.swarm_cluster import SwarmCluster
 from tests.swarm.conftest import AGENT_IMAGE
 from tests.swarm.helpers import AGENT_KIND, identities, manager, services
 
-pytestmark = [pytest.mark.docker, pytest.mark.livekit]
+# The first test also pays for the session's swarm (3 dockerds, the agent image loaded onto each): minutes under load.
+pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(600)]
 AGENT = dict(agent_image=AGENT_IMAGE, agent_memory="256m", agent_cpus=0.2, agent_stop_timeout_s=5)
 
 
@@ -114,17 +115,18 @@ def _agent_environ(init_pid: int) -> dict[str, str]:
 
 
 def _running_container(swarm: SwarmCluster, service_id: str) -> dict:
-    """`docker inspect` of the service's running task container, on whichever node runs it."""
+    """`docker inspect` of the service's task container (made and started), on whichever node runs it."""
     with closing(manager(swarm).client()) as c:
-        task = next(t for t in c.api.tasks(filters={"service": service_id}) if t["Status"]["State"] == "running")
-    cid = task["Status"]["ContainerStatus"]["ContainerID"]
+        made = [t["Status"]["ContainerStatus"]["ContainerID"] for t in c.api.tasks(filters={"service": service_id})
+                if t["Status"]["State"] in ("starting", "running") and (t["Status"].get("ContainerStatus") or {}).get("ContainerID")]
+    assert made, f"no task of {service_id} has a container"
     for node in swarm.nodes:
         with closing(node.client()) as nc:
             try:
-                return nc.api.inspect_container(cid)
+                return nc.api.inspect_container(made[0])
             except docker.errors.NotFound:
                 continue
-    raise AssertionError(f"task container {cid[:12]} on no node")
+    raise AssertionError(f"task container {made[0][:12]} on no node")
 
 
 async def test_with_livekit_on_the_host_side_of_the_hub_bridge_the_agent_is_heard(
@@ -145,5 +147,36 @@ async def test_with_livekit_on_the_host_side_of_the_hub_bridge_the_agent_is_hear
             raise
         print(f"\nswarm agent, LiveKit on the host side: listed after {listed_s:.2f} s, loudest sample {peak}")
         assert peak >= 5000, f"the agent's audio did not reach the participant (loudest sample {peak}):\n{lk.log_tail()}"
+    finally:
+        lk.stop()
+
+
+async def test_a_livekit_announcing_an_address_the_nodes_cannot_route_to_lists_the_agent_that_never_connects(
+    swarm: SwarmCluster, sw_settings: Callable[..., Settings], runtimes: Callable[..., SwarmRuntime],
+    trigger_service: Callable[..., object], livekit_gateway: LiveKitGateway, scope: str, tmp_path: Path,
+) -> None:
+    """The issue's symptom, reproduced and explained: signalling reaches LiveKit (the agent is listed), but the media
+    address LiveKit announces (loopback here, or the host's main address) is not routable from a node, so ICE never
+    completes and the agent gives up ("could not join … no answer within 15s", exit 3). A deployment fault, not the
+    product's: the fix is LiveKit's rtc.node_ip (the test above)."""
+    lk = LiveKitServer(api_key="hostkey", api_secret="s" * 40, port=free_port(), agent_gateway=swarm.host_ip, announce="127.0.0.1").start()
+    try:
+        settings = sw_settings(**AGENT, tenants_file=write_tenants(tmp_path / "bad-tenants.yaml", lk),
+                               agent_livekit_url=f"ws://{swarm.host_ip}:{lk.port}")
+        creds = LiveKitCredentials(url=lk.url, api_key=lk.api_key, api_secret=lk.api_secret)  # type: ignore[arg-type]
+        runtime = runtimes(0)
+        room = f"{scope}-unroutable"
+        result = await trigger_service(settings, runtime).trigger(  # type: ignore[attr-defined]
+            client_id=CLIENT_ID, agent_slug="farah", mode=Mode.voice, user_id="alice", room_name=room)
+
+        async def agent_in_room() -> bool:
+            return ("agent-farah", AGENT_KIND) in await identities(livekit_gateway, creds, room)
+
+        await eventually(agent_in_room, timeout=60, what="the agent listed (its signalling reached LiveKit)")
+
+        async def gave_up() -> bool:
+            return "could not join" in await runtime.logs_tail(result.container.id, lines=100)
+
+        await eventually(gave_up, timeout=60, what="the agent giving up on a media path that never completes")
     finally:
         lk.stop()
