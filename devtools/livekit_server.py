@@ -63,6 +63,9 @@ class LiveKitServer:
     # The address announced for media (rtc.node_ip); default: the agents' gateway, else loopback. Set only to show
     # what a wrong one does (a swarm node cannot route to it: signalling works, ICE never completes).
     announce: str | None = None
+    # Media candidates only on these CIDRs (rtc.ips.includes): on a host with many interfaces (bridges of every
+    # engine here) LiveKit otherwise offers each of them, and an agent behind NAT checks them all before the right one.
+    media_ips: list[str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -85,6 +88,8 @@ class LiveKitServer:
             "room": {"empty_timeout": 300, "departure_timeout": 20},
             "logging": {"level": "info"},
         }
+        if self.media_ips:
+            cfg["rtc"]["ips"] = {"includes": list(self.media_ips)}
         if self.webhook_urls:
             cfg["webhook"] = {"api_key": self.api_key, "urls": self.webhook_urls}
         (workdir / "livekit.yaml").write_text(yaml.safe_dump(cfg))

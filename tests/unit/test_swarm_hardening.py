@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -94,6 +95,13 @@ def test_the_prelude_takes_only_variable_names(bad: str) -> None:
         secret_prelude([bad])
 
 
-def test_secret_names_are_per_service_and_key_and_fit() -> None:
+@pytest.mark.parametrize("service", ["agent_a-1234abcd", "x" * 63, "agent_df91fd06_farah_test-72211318-unroutable-" + "-" * 20, "_" * 63])
+@pytest.mark.parametrize("key", ["LIVEKIT_TOKEN", "OPENAI_API_KEY"])
+def test_secret_names_follow_the_engines_rule(service: str, key: str) -> None:
+    name = secret_name(service, key, "ff00aa11")
+    assert len(name) <= 64 and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*[A-Za-z0-9]", name), name
+    assert name.endswith(f"-{key.lower().replace('_', '-')}-ff00aa11")
+
+
+def test_secret_name_keeps_a_short_service_name_whole() -> None:
     assert secret_name("agent_a-1234abcd", "LIVEKIT_TOKEN", "ff00") == "agent_a-1234abcd-livekit-token-ff00"
-    assert len(secret_name("x" * 63, "OPENAI_API_KEY", "ff00")) <= 64

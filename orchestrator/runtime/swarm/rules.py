@@ -53,6 +53,7 @@ def constraints_for(labels: Mapping[str, str], placement: Mapping[str, Iterable[
 
 
 SECRETS_DIR = "/run/secrets"
+SECRET_NAME_MAX = 64
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Engine 20.10 (API 1.41) has no NoNewPrivileges in a service's ContainerSpec (API 1.46 added it): with every
 # capability dropped from the bounding set, a setuid binary still gains none, which is what it would prevent.
@@ -60,8 +61,11 @@ LOG_DRIVER = "json-file"
 
 
 def secret_name(service: str, key: str, suffix: str) -> str:
-    """A Docker secret per service and key, fresh each time (suffix: random): made before, removed with the service."""
-    return f"{service}-{key.lower().replace('_', '-')}-{suffix}"[:64]
+    """A Docker secret per service and key, fresh each time (suffix: random hex): made before, removed with the
+    service. At most 64 characters of [A-Za-z0-9-_.], starting and ending alphanumeric (the engine's rule)."""
+    tail = f"{key.lower().replace('_', '-')}-{suffix}"
+    head = _UNSAFE.sub("-", service)[: SECRET_NAME_MAX - len(tail) - 1].rstrip("-_.")
+    return f"{head or 'agent'}-{tail}"
 
 
 def secret_prelude(keys: Iterable[str]) -> str:
