@@ -97,28 +97,32 @@ async def test_service_inspect_shows_the_restricted_profile_and_no_secret_value(
     inspect = json.dumps(attrs)
     assert "eyJ" not in inspect and key not in inspect  # nor in `docker inspect` of the task's container on its node
     assert attrs["HostConfig"]["ReadonlyRootfs"] is True and attrs["HostConfig"]["CapDrop"] == ["ALL"]
-    # ... but in the environment of the agent's own process (the image's command, exec'd by the prelude).
-    environ = _agent_environ(attrs["State"]["Pid"])
-    assert environ.get("OPENAI_API_KEY") == key and environ.get("LIVEKIT_TOKEN", "").startswith("eyJ")
+    # ... but in the environment of the agent's own process (the image's command, exec'd by the prelude), and only there.
+    async def handed_over() -> bool:  # polled: right after the start the prelude may not have exec'd the command yet
+        envs = await asyncio.to_thread(_environs_of_room, f"{scope}-secrets")
+        return any(e.get("OPENAI_API_KEY") == key and e.get("LIVEKIT_TOKEN", "").startswith("eyJ") for e in envs)
+
+    await eventually(handed_over, timeout=20, what="the agent's process with the token and the key in its environment")
 
     await runtime.remove(found["ID"])
     with closing(manager(swarm).client()) as c:
         assert c.api.secrets(filters={"label": f"{SERVICE_LABEL}={name}"}) == []
 
 
-def _agent_environ(init_pid: int) -> dict[str, str]:
-    """The environment of the init's child (the process the prelude exec'd), read from /proc as root."""
-    children = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == init_pid]
-    assert children, f"the task's init ({init_pid}) has no child"
-    raw = Path(f"/proc/{children[0]}/environ").read_bytes()
-    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
-
-
-def _ppid(proc: Path) -> int | None:
-    try:
-        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
+def _environs_of_room(room: str) -> list[dict[str, str]]:
+    """The environments of every process on this machine that belongs to the agent of `room` (read as root)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            raw = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        env = dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+        if env.get("LIVEKIT_ROOM") == room:
+            found.append(env)
+    return found
 
 
 def _running_container(swarm: SwarmCluster, service_id: str) -> dict:
