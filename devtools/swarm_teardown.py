@@ -18,6 +18,21 @@ from devtools.swarm_node import PREFIX, Node, _alive, _mounts_under, processes_n
 _RUN_RE = re.compile(r"^sw-([0-9a-f]{4})-(hub|n\d+)$")
 
 
+def remove_services(c: docker.DockerClient, *, label: str | None = None) -> None:
+    """Every service (of `label`, when given), then the secrets left without one (the agents' short-lived ones)."""
+    filters = {"label": label} if label else None
+    for svc in c.api.services(filters=filters):
+        try:
+            c.api.remove_service(svc["ID"])
+        except docker.errors.NotFound:
+            pass
+    for secret in c.api.secrets(filters=filters):
+        try:
+            c.api.remove_secret(secret["ID"])
+        except docker.errors.APIError:
+            pass  # still in use by a service that is not ours
+
+
 def destroy_run(run: str, *, nodes: list[Node], hub: str, host_if: str) -> list[str]:
     """Tear one run down in the safe order; returns what could not be cleaned (empty when all is gone)."""
     # 1. Services, then containers, while the daemons still answer (a stopped dockerd leaves shims behind).
@@ -26,11 +41,7 @@ def destroy_run(run: str, *, nodes: list[Node], hub: str, host_if: str) -> list[
             continue
         try:
             with closing(node.client(timeout=10)) as c:
-                for svc in c.api.services():
-                    try:
-                        c.api.remove_service(svc["ID"])
-                    except docker.errors.NotFound:
-                        pass
+                remove_services(c)
             break
         except docker.errors.DockerException:
             continue

@@ -22,6 +22,7 @@ from orchestrator.services.trigger import TriggerService
 from tests.conftest import write_tenants
 from devtools.docker_helpers import TINY_IMAGE
 from devtools.swarm_cluster import SwarmCluster
+from devtools.swarm_teardown import remove_services
 
 AGENT_IMAGE = "agent-orchestrator/agent:latest"
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
@@ -72,11 +73,7 @@ def sw_settings(request: pytest.FixtureRequest, scope: str, tmp_path: Path, swar
                         tasks = [(t["Status"]["State"], t["Status"].get("Err"), t.get("NodeID", "")[:8]) for t in c.api.tasks(filters={"service": svc["ID"]})]
                         print(f"\n--- service {svc['Spec']['Name']} tasks {tasks} ---\n{logs}")
                     print(f"\n==== livekit-server log ====\n{swarm.livekit.log_tail() if swarm.livekit else ''}")
-                for svc in services:
-                    try:
-                        c.api.remove_service(svc["ID"])
-                    except docker.errors.NotFound:
-                        pass
+                remove_services(c, label=f"{Label.SCOPE}={scope}")
             break
         except docker.errors.DockerException:
             continue
