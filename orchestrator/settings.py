@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     kube_tolerations: list[dict[str, str | int]] = []
     kube_watch_timeout_s: int = Field(default=300, ge=1)  # server-side watch timeout; the watch then resumes
     kube_timeout_s: float = Field(default=30.0, gt=0)
+    # The agents' NetworkPolicy (ensured at start in their namespace): no ingress; egress to DNS, to public addresses
+    # (LiveKit Cloud, an LLM API) unless turned off, and to the CIDRs listed (e.g. an in-cluster LiveKit's Pods).
+    kube_network_policy: bool = True
+    kube_agent_egress_public: bool = True
+    kube_agent_egress: Annotated[list[str], NoDecode] = []
 
     # Room lifecycle: the grace period after the last human leaves.
     grace_period_s: float = Field(default=60.0, ge=0)
@@ -251,7 +256,7 @@ class Settings(BaseSettings):
             raise ValueError(f"ORCH_ADMIN_API_KEY {problem}; set a random key (e.g. `openssl rand -hex 32`)")
         return v
 
-    @field_validator("agent_subnet_pool", "agent_image_allowlist", mode="before")
+    @field_validator("agent_subnet_pool", "agent_image_allowlist", "kube_agent_egress", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:
         """A JSON list or a plain comma-separated list (`repo-a, repo-b`)."""
@@ -264,7 +269,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return v
 
-    @field_validator("agent_subnet", "agent_subnet_pool")
+    @field_validator("agent_subnet", "agent_subnet_pool", "kube_agent_egress")
     @classmethod
     def _valid_subnets(cls, v: object) -> object:
         import ipaddress
