@@ -87,6 +87,10 @@ class Settings(BaseSettings):
 
     # API keys: a YAML file of sha256 hashes (never the keys); no key configured at all = auth disabled.
     api_keys_file: Path | None = None
+    # Room ownership stamps (HMAC over client, room, creation time): the key every process of the deployment
+    # signs with. Unset: generated once into ownership_key_file (default under ~/.local/state; see signing_key).
+    ownership_key: SecretStr | None = None
+    ownership_key_file: Path | None = None
 
     # The agent containers.
     agent_image: str = "agent-orchestrator/agent:latest"

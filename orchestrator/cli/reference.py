@@ -68,6 +68,8 @@ DESCRIPTIONS: dict[str, str] = {
     "swarm_placement": "swarm placement constraints per client, `client/agent` or `*` (JSON object of lists)",
     "swarm_spread": "swarm spread preference, e.g. `node.labels.zone` (default: over nodes)",
     "api_keys_file": "YAML file of API-key hashes (`orchestrator keys new --file`); no key at all = auth disabled",
+    "ownership_key": "key that signs room ownership stamps; set it (from a secret) when processes run on several hosts",
+    "ownership_key_file": "where the ownership key is generated when ownership_key is unset (default ~/.local/state/...)",
     "agent_image": "image launched for each agent (an agent may name its own)",
     "agent_network": "Docker network of agent containers",
     "agent_memory": "memory limit of an agent container (Docker syntax: 512m, 1g)",

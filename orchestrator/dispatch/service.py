@@ -24,7 +24,9 @@ from orchestrator.livekit.client import LiveKitGateway, is_agent
 from orchestrator.observability.metrics import Metrics
 from orchestrator.core.models import Agent, Client, ContainerKey, ContainerStatus, Mode
 from orchestrator.rules.naming import Label, agent_identity, container_name, key_from_labels, validate_room
+from orchestrator.rules import ownership
 from orchestrator.runtime import ContainerRuntime
+from orchestrator.services.signing_key import signing_key
 from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
 from orchestrator.services.trigger import TriggerService
@@ -184,6 +186,7 @@ class DispatchService:
             return Reject(ref.reason, kind="no_pattern")
         owner = room_owner(
             registered_for=client.id, room_metadata=room_meta, job_metadata=job_meta,
+            proven=ownership.verified_owner(signing_key(self._settings), room_meta, room=room),
             sharing_server=self.registrations.sharing(client.livekit.url),
         )
         if owner.client_id is None:
