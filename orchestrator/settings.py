@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # signs with. Unset: generated once into ownership_key_file (default under ~/.local/state; see signing_key).
     ownership_key: SecretStr | None = None
     ownership_key_file: Path | None = None
+    # Addresses (or CIDRs) of reverse proxies whose X-Forwarded-For is believed: wrong-key throttling then counts
+    # the forwarded client, not the proxy every tenant comes through. Empty: the peer address is the client.
+    trusted_proxies: list[str] = []
 
     # The agent containers.
     agent_image: str = "agent-orchestrator/agent:latest"
@@ -179,6 +182,7 @@ class Settings(BaseSettings):
     max_agents_per_room: int = Field(default=4, ge=1)  # distinct agent slugs sharing a room
     max_agents_per_client: int = Field(default=20, ge=1)
     max_agents_total: int = Field(default=50, ge=1)
+    max_waiters_per_client: int = Field(default=10, ge=1)  # concurrent /rooms/{room}/wait long-polls per client
     limit_retry_after_s: int = Field(default=10, ge=1)
 
     # Operator surface: per-agent CPU/memory sampled in the background, never inside a scrape.

@@ -69,6 +69,8 @@ DESCRIPTIONS: dict[str, str] = {
     "swarm_spread": "swarm spread preference, e.g. `node.labels.zone` (default: over nodes)",
     "api_keys_file": "YAML file of API-key hashes (`orchestrator keys new --file`); no key at all = auth disabled",
     "ownership_key": "key that signs room ownership stamps; set it (from a secret) when processes run on several hosts",
+    "trusted_proxies": "proxy addresses/CIDRs whose X-Forwarded-For names the client for wrong-key throttling",
+    "max_waiters_per_client": "concurrent room-wait long-polls of one client; over it the wait answers 429",
     "ownership_key_file": "where the ownership key is generated when ownership_key is unset (default ~/.local/state/...)",
     "agent_image": "image launched for each agent (an agent may name its own)",
     "agent_network": "Docker network of agent containers",
