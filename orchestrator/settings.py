@@ -157,8 +157,12 @@ class Settings(BaseSettings):
     # Room lifecycle: the grace period after the last human leaves.
     grace_period_s: float = Field(default=60.0, ge=0)
     room_empty_timeout_s: int = Field(default=300, ge=1)
-    user_token_ttl_s: int = Field(default=2 * 3600, ge=60)
-    agent_token_ttl_s: int = Field(default=6 * 3600, ge=60)
+    # Tokens live as long as joining needs, no longer: a room name can be another tenant's after ours closes.
+    # LiveKit checks a token when a participant joins (and refreshes connected ones itself), so a user must
+    # join within user_token_ttl_s of the trigger; an agent container restarted in place after agent_token_ttl_s
+    # cannot rejoin (the reconciler replaces it with a fresh token).
+    user_token_ttl_s: int = Field(default=300, ge=60)
+    agent_token_ttl_s: int = Field(default=900, ge=60)
 
     # Reconciler: the periodic pass is the safety net behind webhooks and Docker events.
     reconcile_enabled: bool = True  # run the loop inside `serve`; cron deployments set it false

@@ -14,11 +14,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
+from orchestrator.rules import ownership
 from orchestrator.rules.agent_states import AgentPhase, agent_status
 from orchestrator.core.errors import InvalidInput, LimitExceeded, NotFound, OrchestratorError
 from orchestrator.core.models import ContainerInfo
 from orchestrator.rules.naming import Label, clean_slug, key_from_labels, validate_room
 from orchestrator.rules.rooms import grace_remaining
+from orchestrator.services.signing_key import signing_key
 
 from api.auth import Principal
 from api.deps import OperationsDep, PrincipalDep, RuntimeDep, SettingsDep, TenantsDep
@@ -88,6 +90,8 @@ async def _fresh(request: Request, tenants: TenantsDep, client_id: str, room: st
         view = (await request.app.state.livekit.observe_rooms(client.livekit, names=[room]))[room]
     except OrchestratorError:
         return None, None
+    if view.exists and ownership.someone_elses(signing_key(request.app.state.settings), view.metadata, client_id=client_id, room=room):
+        return frozenset(), frozenset()  # a room of this name that is provably another tenant's: none of its people
     return view.humans, view.agents
 
 

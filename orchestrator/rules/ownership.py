@@ -53,3 +53,36 @@ def verified_owner(key: bytes, metadata: str, *, room: str) -> str | None:
 def stamped_by(metadata: str) -> bool:
     """Whether the metadata carries a stamp at all (valid or not): a forged one is refused, not re-stamped."""
     return _stamp_of(metadata) is not None
+
+
+def _claimed(metadata: str) -> str | None:
+    try:
+        body = json.loads(metadata) if metadata else None
+    except ValueError:
+        return None
+    value = body.get("client_id") if isinstance(body, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def someone_elses(key: bytes, metadata: str, *, client_id: str, room: str) -> str | None:
+    """Why a room of this name is provably not (or no longer) `client_id`'s, or None. For observations: a
+    room stamped for another client, with a stamp that does not verify, or claiming another client.
+    An unstamped room without a claim is not judged here (rooms made before stamps existed)."""
+    proven = verified_owner(key, metadata, room=room)
+    if proven == client_id:
+        return None
+    if proven is not None:
+        return "a room of this name now belongs to another client"
+    if stamped_by(metadata):
+        return "the room's ownership stamp does not verify"
+    claim = _claimed(metadata)
+    if claim is not None and claim != client_id:
+        return "the room's metadata names another client"
+    return None
+
+
+def deletable(key: bytes, metadata: str, *, client_id: str, room: str) -> str | None:
+    """Why `client_id`'s close must not delete this room, or None: a room provably someone else's (see
+    someone_elses) is left alone. An unstamped room without a claim is still deleted: rooms made before
+    stamps existed carry none, and the grace metadata of such a room names nobody."""
+    return someone_elses(key, metadata, client_id=client_id, room=room)

@@ -13,12 +13,13 @@ from orchestrator.core.locks import KeyedLocks
 from orchestrator.core.models import ContainerInfo, ContainerKey, ContainerStatus, Mode
 from orchestrator.livekit.service import RoomService
 from orchestrator.observability.pass_report import ActionResult, log_fields
-from orchestrator.rules import room_metadata
+from orchestrator.rules import ownership, room_metadata
 from orchestrator.rules.agent_states import ended_abnormally
 from orchestrator.rules.planner import Action, DeleteRoom, GiveUp, RemoveContainer, RestartAgent, RoomKey, SetRoomMetadata
 from orchestrator.rules.rooms import AgentLaunched, Due, RoomRegistry, RoomState, due
 from orchestrator.rules.view import AgentView
 from orchestrator.runtime import ContainerRuntime, WatchEvent
+from orchestrator.services.signing_key import signing_key
 from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
 
@@ -86,7 +87,7 @@ class Executor:
         """
         client_id, name = room_key
         async with self._room_locks.hold(room_key):
-            why = await self._retriggered(room_key, observed_at=observed_at)
+            why, metadata = await self._retriggered(room_key, observed_at=observed_at)
             if why is not None:
                 log.info("not closing room %s: %s", name, why, extra={"client_id": client_id, "room": name})
                 return [ActionResult(a, ok=True, skipped=why) for a in actions]
@@ -101,32 +102,42 @@ class Executor:
                         self._view.apply(WatchEvent(kind="delete", info=gone), now=self._clock())
             for a in actions:
                 if isinstance(a, DeleteRoom):
+                    # Re-checked on the metadata read just now: the room of that name may be another tenant's
+                    # since ours closed (our agents go either way; the room only when its stamp proves it ours).
+                    if metadata is not None and (mine := ownership.deletable(
+                        signing_key(self.settings), metadata, client_id=client_id, room=name,
+                    )):
+                        log.warning("not deleting room %s: %s", name, mine, extra=log_fields(a))
+                        results.append(ActionResult(a, ok=True, skipped=mine))
+                        continue
                     results.append(r := await self.execute(a))
                     if r.ok:
                         self._registry.forget(client_id, name)
             order = {id(r.action): r for r in results}
             return [order[id(a)] for a in actions]
 
-    async def _retriggered(self, room_key: RoomKey, *, observed_at: datetime) -> str | None:
-        """Why the room must not be closed after all, or None to go on."""
+    async def _retriggered(self, room_key: RoomKey, *, observed_at: datetime) -> tuple[str | None, str | None]:
+        """Why the room must not be closed after all (or None to go on), and the room's metadata as LiveKit has
+        it now (None when it could not be read)."""
         client_id, name = room_key
         room, now = self._registry.rooms.get(room_key), self._clock()
         s = self.settings
         if room is not None and room.state is not RoomState.CLOSING and due(
             room, now=now, grace_s=s.grace_period_s, startup_timeout_s=s.agent_startup_timeout_s
         ) is not Due.GRACE_EXPIRED:
-            return f"a trigger came in (room is {room.state.value} again)"
+            return f"a trigger came in (room is {room.state.value} again)", None
         try:
             client = await self._tenants.get_client(client_id)
             found = await self._livekit.list_rooms(client.livekit, names=[name])
         except OrchestratorError:
-            return None  # cannot see the stamp: close as planned (the in-process lock still holds)
-        stamp = room_metadata.triggered(found[0].metadata) if found else None
+            return None, None  # cannot see the stamp: close as planned (the in-process lock still holds)
+        metadata = found[0].metadata if found else None
+        stamp = room_metadata.triggered(metadata) if metadata is not None else None
         if stamp is not None and stamp > observed_at:
             # Another process triggered this room: treat it as a trigger here (a fresh grace period).
             self._registry.apply(client_id, name, AgentLaunched(), now=now)
-            return "a trigger in another process came in (room metadata stamp)"
-        return None
+            return "a trigger in another process came in (room metadata stamp)", metadata
+        return None, metadata
 
     async def execute(self, action: Action) -> ActionResult:
         """Idempotent: NotFound counts as done; one failure never stops the other actions."""

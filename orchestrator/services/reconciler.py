@@ -15,6 +15,7 @@ from orchestrator.core.locks import KeyedLocks
 from orchestrator.core.models import ContainerKey
 from orchestrator.livekit.service import RoomService
 from orchestrator.observability.pass_report import ActionResult, PassReport, log_fields
+from orchestrator.rules import ownership
 from orchestrator.rules.agent_states import GaveUpRecord
 from orchestrator.rules.naming import agent_identity, key_from_labels
 from orchestrator.rules.planner import GiveUp, Observation, RestartAgent, RestartRecord, RoomKey, SetRoomMetadata, created, next_deadline, plan
@@ -31,6 +32,7 @@ from orchestrator.rules.rooms import (
 from orchestrator.rules.view import AgentView
 from orchestrator.runtime import ContainerRuntime
 from orchestrator.services.executor import Executor, Launcher, dependency_of
+from orchestrator.services.signing_key import signing_key
 from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
 
@@ -127,6 +129,14 @@ class Reconciler:
             except OrchestratorError as exc:
                 warnings.append((dependency_of(exc, "livekit"), f"LiveKit for client {client_id}: {exc.message}"))
                 return
+            signer = signing_key(s)
+            for name, snap in list(found.items()):
+                # A room of this name that is provably someone else's is not ours to observe: its people are not
+                # shown to this client, and our leftover agent in it counts as having no room (planner: removed).
+                if snap.exists and (why := ownership.someone_elses(signer, snap.metadata, client_id=client_id, room=name)):
+                    log.warning("room %s of client %s: %s; treating it as gone", name, client_id, why,
+                                extra={"client_id": client_id, "room": name})
+                    found[name] = RoomSnapshot(exists=False)
             polled.update((client_id, name) for name in found)
             views.update({(client_id, name): v for name, v in found.items()})
 

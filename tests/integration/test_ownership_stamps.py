@@ -80,3 +80,35 @@ async def test_a_stamp_copied_to_another_room_proves_nothing(api_a: httpx.AsyncC
     assert again.status_code == 200 and again.json()["status"] == "reused", again.text
     stolen = await trigger(api_a, copy)
     assert stolen.status_code == 409 and "does not verify" in stolen.json()["detail"], stolen.text
+
+
+async def trigger_as(api: httpx.AsyncClient, client: str, room: str) -> httpx.Response:
+    return await api.post("/api/v1/trigger-agent", json={"agent_slug": "farah", "user_id": "u", "client_id": client, "room_name": room})
+
+
+async def test_tokens_live_only_as_long_as_joining_needs(api_a: httpx.AsyncClient) -> None:
+    import jwt
+
+    r = await trigger(api_a, f"ttl-{secrets.token_hex(3)}")
+    assert r.status_code == 201, r.text
+    claims = jwt.decode(r.json()["user_token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["nbf"] <= 300, claims  # was 2 h: long enough to join the next tenant's room
+
+
+async def test_a_leftover_agent_never_treats_the_next_tenants_room_as_its_own(
+    api_a: httpx.AsyncClient, two_key_server: LiveKitServer
+) -> None:
+    room = f"reused-{secrets.token_hex(3)}"
+    assert (await trigger_as(api_a, A, room)).status_code == 201
+    async with lkapi.LiveKitAPI(two_key_server.http_url, "keya", two_key_server.api_secret) as lk:
+        await lk.room.delete_room(lkapi.DeleteRoomRequest(room=room))  # A's call ended; its container is left over
+    made = await trigger_as(api_a, B, room)  # B now starts a room of the same name (stamped for B)
+    assert made.status_code == 201, made.text
+    # A's view of the room shows none of B's people, and A's close stops A's agent but never deletes B's room.
+    seen = await api_a.get(f"/api/v1/rooms/{room}", params={"client_id": A})
+    assert seen.status_code == 200 and seen.json()["humans"] == [], seen.text
+    closed = await api_a.post(f"/api/v1/admin/rooms/{A}/{room}/close")
+    assert closed.status_code == 200, closed.text
+    async with tenant_b(two_key_server) as lk:
+        still = (await lk.room.list_rooms(lkapi.ListRoomsRequest(names=[room]))).rooms
+    assert still and json.loads(still[0].metadata)["client_id"] == B, "A's close deleted B's room"

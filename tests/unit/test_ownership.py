@@ -35,3 +35,18 @@ def test_only_a_stamp_made_with_the_key_for_that_room_names_an_owner(metadata: s
 
 def test_a_stamp_is_seen_even_when_it_does_not_verify() -> None:
     assert stamped_by(meta(sig="0" * 64)) and not stamped_by(json.dumps({"client_id": "a"}))
+
+
+@pytest.mark.parametrize(("metadata", "client", "foreign", "deletable"), [
+    (meta(), "a", False, True),                                   # ours: observed and deleted as ours
+    (meta(), "b", True, False),                                   # stamped for another client
+    (meta(sig="0" * 64), "a", True, False),                       # a forged stamp
+    (json.dumps({"client_id": "b"}), "a", True, False),           # another client's claim
+    (json.dumps({"client_id": "a"}), "a", False, True),           # our claim from before stamps
+    ("", "a", False, True),                                       # a bare room (made before stamps): still closed
+])
+def test_observations_and_closes_recheck_the_owner(metadata: str, client: str, foreign: bool, deletable: bool) -> None:
+    from orchestrator.rules.ownership import deletable as may_delete, someone_elses
+
+    assert (someone_elses(KEY, metadata, client_id=client, room="r1") is not None) == foreign
+    assert (may_delete(KEY, metadata, client_id=client, room="r1") is None) == deletable

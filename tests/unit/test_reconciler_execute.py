@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from datetime import timedelta
 
@@ -17,6 +16,8 @@ from orchestrator.observability.pass_report import ActionResult
 from orchestrator.services.reconciler import Reconciler
 from orchestrator.rules.rooms import RoomSnapshot, RoomState
 from orchestrator.settings import Settings
+from orchestrator.rules import ownership
+from orchestrator.services.signing_key import signing_key
 from orchestrator.services.trigger import TriggerService
 from devtools.fakes import CLIENT, CREDS, FARAH, T0, FakeRooms, FakeRuntime, tenants
 
@@ -114,7 +115,9 @@ async def test_after_gives_a_recovered_agent_a_fresh_budget() -> None:
 async def test_a_pass_restarts_a_crashed_agent_while_a_human_waits() -> None:
     rt, rooms, rec = world()
     crashed = ours(rt, status=ContainerStatus.exited, exit_code=137)
-    rooms.rooms[(CREDS.api_key, "r1")] = RoomSnapshot(exists=True, metadata=json.dumps({"client_id": CLIENT.id}))  # ours
+    stamp = ownership.stamp(signing_key(S), client_id=CLIENT.id, room="r1", created_at=T0)  # made by our trigger
+    rooms.rooms[(CREDS.api_key, "r1")] = RoomSnapshot(exists=True, metadata=room_metadata.for_new_room(
+        agent=FARAH, client_id=CLIENT.id, stamp=stamp))
     rooms.join(CREDS, "r1", humans=frozenset({"alice"}))
     report = await rec.run_once()
     assert [(r.action.kind, r.ok) for r in report.results] == [("RestartAgent", True)]
