@@ -60,8 +60,9 @@ class RoomClaims:
 
         Anyone with an API key of the LiveKit server can write room metadata, so the `client_id` there is a
         claim; ownership is the stamp only this deployment's key makes (rules/ownership). A room stamped for
-        another client, stamped with a signature that does not verify, or unstamped on a server other clients
-        use too, is refused. On a server of this client alone, an unstamped room is its own: stamped and claimed.
+        another client, or unproven (no stamp, or one that does not verify) on a server other clients use too,
+        is refused. On a server of this client alone, an unproven room claiming nobody else is its own: stamped
+        and claimed.
         """
         s = self._settings
         signer = signing_key(s)
@@ -82,7 +83,10 @@ class RoomClaims:
             return
         named = room_metadata.owner(room.metadata)
         forged = ownership.stamped_by(room.metadata)
-        if proven is None and not forged and named in (None, client.id) and not await self.shared_project(client):
+        # On a server no other served client uses, an unproven room that claims nobody else is this client's: made
+        # outside the orchestrator, before stamps, or stamped under a key this deployment no longer has (a
+        # re-created container that generated a new one). It is stamped afresh.
+        if proven is None and named in (None, client.id) and not await self.shared_project(client):
             if (claimed := room_metadata.claimed(room.metadata, ours=ours)) is not None:
                 await self._livekit.update_room_metadata(client.livekit, room=key.room, metadata=claimed)
             return

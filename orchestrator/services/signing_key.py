@@ -1,7 +1,7 @@
 """The deployment's ownership signing key: ORCH_OWNERSHIP_KEY, else a key generated once into the deployment's state.
 
 Every process of one deployment must sign with the same key. On one host they share the generated file
-(`ORCH_OWNERSHIP_KEY_FILE`, default `~/.local/state/agent-orchestrator/<scope>/ownership.key`, mode 0600,
+(`ORCH_OWNERSHIP_KEY_FILE`, default `~/.local/state/agent-orchestrator/ownership.key`, mode 0600,
 created atomically so two processes starting together agree); across hosts (Swarm, Kubernetes) the
 operator sets ORCH_OWNERSHIP_KEY from a secret. The key never leaves this process: no label, env or log.
 """
@@ -25,7 +25,8 @@ def key_file(settings: Settings) -> Path:
     if settings.ownership_key_file is not None:
         return settings.ownership_key_file
     base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    return base / "agent-orchestrator" / settings.scope / "ownership.key"
+    # One key per host, not per scope: deployments of one operator on one host accept each other's rooms.
+    return base / "agent-orchestrator" / "ownership.key"
 
 
 def signing_key(settings: Settings) -> bytes:

@@ -55,7 +55,6 @@ async def test_a_container_removed_mid_pass_costs_only_its_own_figures(
             caplog.clear()
             await sampler.sample_once()  # on the old sampler an empty body raised out of the pass here
             assert {k.name for k in keepers} <= set(sampler.latest), f"round {i}: the other agents' figures were lost"
-            assert runtime.victim not in sampler.latest
             assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], "a traceback was logged"
             skipped = [r for r in caplog.records if runtime.victim in r.getMessage()]
             assert len(skipped) <= 1, [r.getMessage() for r in skipped]
