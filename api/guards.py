@@ -74,6 +74,7 @@ class RequestGuards:
         self, app: ASGIApp, *, keyring: Callable[[], KeyRing], throttle: Callable[[], FailureThrottle],
         body_limit: int, webhook_body_limit: int, trusted_hosts: Iterable[str] = LOOPBACK_HOSTS,
         trusted_proxies: Callable[[], Collection[str]] = lambda: (),
+        on_refuse: Callable[[Scope, int, str, str], None] | None = None,
     ) -> None:
         self._proxies = trusted_proxies
         self.app = app
@@ -82,6 +83,7 @@ class RequestGuards:
         self._body_limit = body_limit
         self._webhook_limit = webhook_body_limit
         self._trusted = frozenset(trusted_hosts)
+        self._on_refuse = on_refuse  # (scope, status, code, detail): every refusal is logged and counted (api/errors)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,7 +94,7 @@ class RequestGuards:
         if not ring.enabled and host_name(headers.get(b"host", b"").decode("latin-1")) not in self._trusted:
             # Without keys, anything that can make a browser send a request here could act as admin
             # (DNS rebinding): only a loopback Host is served.
-            await _refuse(send, 400, "untrusted_host", "Host header must be localhost, 127.0.0.1 or [::1] while "
+            await self._deny(scope, send, 400, "untrusted_host", "Host header must be localhost, 127.0.0.1 or [::1] while "
                           "authentication is off; configure API keys to serve other names")
             return
         webhook = scope.get("path") == WEBHOOK_PATH
@@ -103,12 +105,12 @@ class RequestGuards:
             await self.app(scope, receive, send)
             return
         if webhook and not headers.get(b"authorization"):
-            await _refuse(send, 401, "unauthorized", WEBHOOK_REFUSED, authenticate=True)
+            await self._deny(scope, send, 401, "unauthorized", WEBHOOK_REFUSED, authenticate=True)
             return
         if not webhook and ring.enabled and not await self._key_ok(ring, headers, scope, send):
             return
         if length is not None and (not length.strip().isdigit() or int(length) > limit):
-            await _refuse(send, 413, "payload_too_large", f"request body over {limit} bytes")
+            await self._deny(scope, send, 413, "payload_too_large", f"request body over {limit} bytes")
             return
         body = bytearray()
         while True:
@@ -117,7 +119,7 @@ class RequestGuards:
                 break  # the client went away; the app sees an empty body and its disconnect below
             body += message.get("body", b"")
             if len(body) > limit:
-                await _refuse(send, 413, "payload_too_large", f"request body over {limit} bytes")
+                await self._deny(scope, send, 413, "payload_too_large", f"request body over {limit} bytes")
                 return
             if not message.get("more_body", False):
                 break
@@ -138,7 +140,7 @@ class RequestGuards:
         and counted. A valid key is never throttled: keys are random 256-bit, so guessing is hopeless anyway,
         and a throttled address may be a proxy that others share."""
         if (key := presented_key(headers)) is None:
-            await _refuse(send, 401, "unauthorized", "an API key is required: send `Authorization: Bearer <key>` "
+            await self._deny(scope, send, 401, "unauthorized", "an API key is required: send `Authorization: Bearer <key>` "
                           "or `X-API-Key: <key>`", authenticate=True)
             return False
         if ring.verify(key) is not None:
@@ -147,12 +149,17 @@ class RequestGuards:
         source = request_source(peer, headers, trusted_proxies=self._proxies())
         throttle = self._throttle()
         if (wait := throttle.retry_after(source)) is not None:
-            await _refuse(send, 429, "limit_exceeded", "too many wrong API keys from this address; wait before trying again",
+            await self._deny(scope, send, 429, "limit_exceeded", "too many wrong API keys from this address; wait before trying again",
                           extra=[(b"retry-after", str(math.ceil(wait)).encode())])
             return False
         throttle.failed(source)
-        await _refuse(send, 401, "unauthorized", "the API key is not valid", authenticate=True)
+        await self._deny(scope, send, 401, "unauthorized", "the API key is not valid", authenticate=True)
         return False
+
+    async def _deny(self, scope: Scope, send: Send, status: int, code: str, detail: str, **kwargs: Any) -> None:
+        if self._on_refuse is not None:
+            self._on_refuse(scope, status, code, detail)
+        await _refuse(send, status, code, detail, **kwargs)
 
 
 async def _refuse(

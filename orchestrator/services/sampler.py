@@ -31,6 +31,7 @@ class AgentUsage:
     cpu_ratio: float | None  # None until a second sample of the same container exists
     memory_bytes: int | None
     sampled_at: datetime
+    cpu_seconds: float | None = None  # cumulative CPU time since the container started (the counter's value)
 
 
 class UsageSampler:
@@ -86,6 +87,7 @@ class UsageSampler:
             latest[c.name] = AgentUsage(
                 container=c.name, client_id=c.labels.get(Label.CLIENT_ID, ""), agent=c.labels.get(Label.AGENT_SLUG, ""),
                 cpu_ratio=cpu_ratio(prev, sample) if prev else None, memory_bytes=sample.memory_bytes, sampled_at=now,
+                cpu_seconds=sample.cpu_total_ns / 1e9,
             )
         # Containers that stopped or went away drop out here, so their gauges disappear at the next scrape.
         self._previous, self.latest = samples, latest
