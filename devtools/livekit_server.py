@@ -67,6 +67,7 @@ class LiveKitServer:
     # engine here) LiveKit otherwise offers each of them, and an agent behind NAT checks them all before the right one.
     media_ips: list[str] | None = None
     proc: subprocess.Popen[bytes] | None = None
+    extra_keys: dict[str, str] = field(default_factory=dict)  # more API keys of the same server (tenants on own keys)
     log_path: Path | None = None
 
     @property
@@ -84,7 +85,7 @@ class LiveKitServer:
             "bind_addresses": ["127.0.0.1", *([self.agent_gateway] if self.agent_gateway else [])],
             "rtc": {"tcp_port": free_port(), "udp_port": free_port(socket.SOCK_DGRAM), "use_external_ip": False,
                     "node_ip": self.announce or self.agent_gateway or "127.0.0.1"},
-            "keys": {self.api_key: self.api_secret},
+            "keys": {self.api_key: self.api_secret, **self.extra_keys},
             "room": {"empty_timeout": 300, "departure_timeout": 20},
             "logging": {"level": "info"},
         }
