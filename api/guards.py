@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from ipaddress import ip_address, ip_network
 from typing import Any
 
 from orchestrator.core.apikeys import FailureThrottle, KeyRing
@@ -42,6 +43,28 @@ def presented_key(headers: dict[bytes, bytes]) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
+def request_source(peer: str | None, headers: dict[bytes, bytes], *, trusted_proxies: Collection[str]) -> str:
+    """Whom wrong keys are counted against: the peer, or, when the peer is a configured trusted proxy, the
+    nearest address in X-Forwarded-For that is not one (a client can prepend anything, never append)."""
+    if peer is None:
+        return "unknown"
+    nets = [ip_network(p, strict=False) for p in trusted_proxies]
+
+    def trusted(address: str) -> bool:
+        try:
+            return any(ip_address(address) in net for net in nets)
+        except ValueError:
+            return False
+
+    if not trusted(peer):
+        return peer
+    hops = [h.strip() for h in headers.get(b"x-forwarded-for", b"").decode("latin-1").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not trusted(hop):
+            return hop[:64]
+    return peer
+
+
 class RequestGuards:
     """Refuses, before any body byte is read: an untrusted Host when auth is off (400), a body on a
     key-protected route without a valid key (401), a webhook without its signature header (401),
@@ -50,13 +73,17 @@ class RequestGuards:
     def __init__(
         self, app: ASGIApp, *, keyring: Callable[[], KeyRing], throttle: Callable[[], FailureThrottle],
         body_limit: int, webhook_body_limit: int, trusted_hosts: Iterable[str] = LOOPBACK_HOSTS,
+        trusted_proxies: Callable[[], Collection[str]] = lambda: (),
+        on_refuse: Callable[[Scope, int, str, str], None] | None = None,
     ) -> None:
+        self._proxies = trusted_proxies
         self.app = app
         self._keyring = keyring
         self._throttle = throttle
         self._body_limit = body_limit
         self._webhook_limit = webhook_body_limit
         self._trusted = frozenset(trusted_hosts)
+        self._on_refuse = on_refuse  # (scope, status, code, detail): every refusal is logged and counted (api/errors)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,7 +94,7 @@ class RequestGuards:
         if not ring.enabled and host_name(headers.get(b"host", b"").decode("latin-1")) not in self._trusted:
             # Without keys, anything that can make a browser send a request here could act as admin
             # (DNS rebinding): only a loopback Host is served.
-            await _refuse(send, 400, "untrusted_host", "Host header must be localhost, 127.0.0.1 or [::1] while "
+            await self._deny(scope, send, 400, "untrusted_host", "Host header must be localhost, 127.0.0.1 or [::1] while "
                           "authentication is off; configure API keys to serve other names")
             return
         webhook = scope.get("path") == WEBHOOK_PATH
@@ -78,12 +105,12 @@ class RequestGuards:
             await self.app(scope, receive, send)
             return
         if webhook and not headers.get(b"authorization"):
-            await _refuse(send, 401, "unauthorized", WEBHOOK_REFUSED, authenticate=True)
+            await self._deny(scope, send, 401, "unauthorized", WEBHOOK_REFUSED, authenticate=True)
             return
         if not webhook and ring.enabled and not await self._key_ok(ring, headers, scope, send):
             return
         if length is not None and (not length.strip().isdigit() or int(length) > limit):
-            await _refuse(send, 413, "payload_too_large", f"request body over {limit} bytes")
+            await self._deny(scope, send, 413, "payload_too_large", f"request body over {limit} bytes")
             return
         body = bytearray()
         while True:
@@ -92,7 +119,7 @@ class RequestGuards:
                 break  # the client went away; the app sees an empty body and its disconnect below
             body += message.get("body", b"")
             if len(body) > limit:
-                await _refuse(send, 413, "payload_too_large", f"request body over {limit} bytes")
+                await self._deny(scope, send, 413, "payload_too_large", f"request body over {limit} bytes")
                 return
             if not message.get("more_body", False):
                 break
@@ -109,22 +136,30 @@ class RequestGuards:
 
 
     async def _key_ok(self, ring: KeyRing, headers: dict[bytes, bytes], scope: Scope, send: Send) -> bool:
-        """As api/auth.py: no key 401; a source with too many wrong keys waits (429); a wrong key 401 and counted."""
+        """As api/auth.py: no key 401; a valid key passes; a wrong one from a source with too many is 429, else 401
+        and counted. A valid key is never throttled: keys are random 256-bit, so guessing is hopeless anyway,
+        and a throttled address may be a proxy that others share."""
         if (key := presented_key(headers)) is None:
-            await _refuse(send, 401, "unauthorized", "an API key is required: send `Authorization: Bearer <key>` "
+            await self._deny(scope, send, 401, "unauthorized", "an API key is required: send `Authorization: Bearer <key>` "
                           "or `X-API-Key: <key>`", authenticate=True)
             return False
-        source = scope["client"][0] if scope.get("client") else "unknown"
+        if ring.verify(key) is not None:
+            return True
+        peer = scope["client"][0] if scope.get("client") else None
+        source = request_source(peer, headers, trusted_proxies=self._proxies())
         throttle = self._throttle()
         if (wait := throttle.retry_after(source)) is not None:
-            await _refuse(send, 429, "limit_exceeded", "too many wrong API keys from this address; wait before trying again",
+            await self._deny(scope, send, 429, "limit_exceeded", "too many wrong API keys from this address; wait before trying again",
                           extra=[(b"retry-after", str(math.ceil(wait)).encode())])
             return False
-        if ring.verify(key) is None:
-            throttle.failed(source)
-            await _refuse(send, 401, "unauthorized", "the API key is not valid", authenticate=True)
-            return False
-        return True
+        throttle.failed(source)
+        await self._deny(scope, send, 401, "unauthorized", "the API key is not valid", authenticate=True)
+        return False
+
+    async def _deny(self, scope: Scope, send: Send, status: int, code: str, detail: str, **kwargs: Any) -> None:
+        if self._on_refuse is not None:
+            self._on_refuse(scope, status, code, detail)
+        await _refuse(send, status, code, detail, **kwargs)
 
 
 async def _refuse(

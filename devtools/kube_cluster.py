@@ -1,9 +1,10 @@
 """A real Kubernetes control plane on loopback for tests: etcd, kube-apiserver (RBAC, token auth),
 kube-scheduler, kube-controller-manager, and kwok turning three Node objects into simulated nodes.
 
-No kubelet: these machines run cgroup v1 and a kubelet insists on rewriting kernel sysctls, so kwok
-plays the nodes (pods get scheduled and reach Running; no container actually runs). The binaries come
-from scripts/build-kube (cached under ~/.cache/agent-orchestrator/bin/kube-<version>/).
+kwok plays these nodes (pods get scheduled and reach Running; no container runs). Tests that need a pod to
+really run add a kubelet node of their own (devtools/kube_node.py), which this cluster is ready for: a CA
+(`ca`) that kubelets and the apiserver authenticate each other with, and the Node authorizer. The binaries
+come from scripts/build-kube (cached under ~/.cache/agent-orchestrator/bin/kube-<version>/).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from devtools.kube_pki import CertificateAuthority
 from devtools.livekit_server import CACHE_BIN, free_port
 
 KUBE_VERSION = os.environ.get("KUBE_VERSION", "v1.37.2")
@@ -62,6 +64,8 @@ class KubeCluster:
     # Without the apiserver's watch cache for pods, watches read etcd directly, so compacting etcd really
     # expires old resourceVersions (410 Gone); with it, a young cluster serves every version since start-up.
     pod_watch_cache: bool = True
+    # Signs the apiserver's client certificate for kubelets and real nodes' certificates (devtools/kube_node.py).
+    ca: CertificateAuthority = field(init=False)
 
     @property
     def server(self) -> str:
@@ -105,12 +109,20 @@ class KubeCluster:
         self.admin_token = secrets.token_hex(24)
         (w / "tokens.csv").write_text(f'{self.admin_token},admin,admin-uid,"system:masters"\n')
         self.api_port = free_port()
+        self.ca = CertificateAuthority(w / "pki").create()
+        to_kubelets = self.ca.issue("apiserver-kubelet-client", common_name="kube-apiserver-kubelet-client",
+                                    organizations=("system:masters",), client=True)
         self._wait(lambda: httpx.get(f"{self.etcd_url}/health", timeout=1).status_code == 200, timeout_s, "etcd healthy")
         self._spawn("kube-apiserver", [
             str(self.bindir / "kube-apiserver"), f"--etcd-servers={self.etcd_url}", "--bind-address=127.0.0.1",
             f"--secure-port={self.api_port}", f"--cert-dir={w / 'certs'}", "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={w / 'sa.key'}", f"--service-account-signing-key-file={w / 'sa.key'}",
-            f"--token-auth-file={w / 'tokens.csv'}", "--authorization-mode=RBAC", "--service-cluster-ip-range=10.96.0.0/16",
+            f"--token-auth-file={w / 'tokens.csv'}", "--authorization-mode=Node,RBAC", "--service-cluster-ip-range=10.96.0.0/16",
+            # Real nodes: kubelets authenticate with certificates from `ca`, and so does the apiserver towards them
+            # (logs, exec), verifying their serving certificates; reached by their InternalIP (a veth of their own).
+            f"--client-ca-file={self.ca.cert_path}", f"--kubelet-client-certificate={to_kubelets.cert}",
+            f"--kubelet-client-key={to_kubelets.key}", f"--kubelet-certificate-authority={self.ca.cert_path}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--endpoint-reconciler-type=none", "--enable-priority-and-fairness=false", "--v=1",
             # Debian's etcd 3.4.23 cannot do the progress requests streaming lists need: kwok's (client-go 0.36)
             # watches then kept ending in errors and it saw new pods only on relists, 1-50 s late. Without

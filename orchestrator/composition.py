@@ -24,6 +24,8 @@ from orchestrator.core.errors import ConfigurationError, DependencyRejected, Dep
 from orchestrator.observability.events import EventFeed
 from orchestrator.services.informer import Informer
 from orchestrator.observability.metrics import Metrics
+from orchestrator.observability.starts import Starts
+from orchestrator.observability.tracing import Tracing
 from orchestrator.core.models import ContainerInfo, ContainerKey, Mode
 from orchestrator.rules.naming import Label, key_from_labels
 from orchestrator.services.operations import Operations
@@ -75,6 +77,7 @@ class Orchestrator:
         livekit: RoomService | None = None,
         tenants: TenantStore | None = None,
         clock: Callable[[], datetime] = utcnow,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -87,7 +90,12 @@ class Orchestrator:
         self.metrics = Metrics()
         self.metrics.agent_limit.labels(limit="total").set(settings.max_agents_total)
         self.metrics.agent_limit.labels(limit="per_client").set(settings.max_agents_per_client)
-        self.telemetry = Telemetry(metrics=self.metrics, feed=EventFeed(size=settings.event_buffer_size, clock=clock))
+        # Traces from the standard OTEL_* variables (off unless an OTLP endpoint is set); every start's stages.
+        self.tracing = tracing or Tracing.from_env()
+        self.starts = Starts(metrics=self.metrics, tracing=self.tracing, engine=getattr(self.runtime, "engine", "unknown"), clock=clock)
+        self.telemetry = Telemetry(
+            metrics=self.metrics, feed=EventFeed(size=settings.event_buffer_size, clock=clock), starts=self.starts,
+        )
         self.sampler = UsageSampler(
             runtime=self.runtime, scope=settings.scope, interval_s=settings.usage_sample_interval_s,
             concurrency=settings.usage_sample_concurrency, clock=clock,
@@ -105,6 +113,7 @@ class Orchestrator:
             settings=settings, tenants=self.tenants, livekit=self.livekit, runtime=self.runtime,
             clock=clock, on_launched=self._launched, view=self.view, rooms=self.registry, networks=self.networks,
             pool=self.pool,
+            starts=self.starts,
         )
         self.reconciler = Reconciler(
             settings=settings, runtime=self.runtime, tenants=self.tenants, livekit=self.livekit,
@@ -140,12 +149,13 @@ class Orchestrator:
         livekit: RoomService | None = None,
         tenants: TenantStore | None = None,
         clock: Callable[[], datetime] = utcnow,
+        tracing: Tracing | None = None,
     ) -> AsyncIterator[Orchestrator]:
         """Build, check and start; stop and close everything on the way out (errors included).
 
         `loops=False` starts no background work (the cron pass, the bench): only the checks run.
         """
-        engine = cls(settings, runtime=runtime, livekit=livekit, tenants=tenants, clock=clock)
+        engine = cls(settings, runtime=runtime, livekit=livekit, tenants=tenants, clock=clock, tracing=tracing)
         try:
             await engine.start(loops=loops)
             yield engine
@@ -243,3 +253,4 @@ class Orchestrator:
         await self.livekit.aclose()
         self.runtime.close()
         await self.tenants.aclose()
+        await asyncio.to_thread(self.tracing.shutdown)  # flush the batched spans

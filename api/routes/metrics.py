@@ -14,12 +14,13 @@ from orchestrator.core.models import ContainerStatus
 from orchestrator.rules.rooms import grace_remaining
 from orchestrator.observability.telemetry import room_state_counts
 
-from api.auth import require_admin
+from api.auth import require_metrics_reader
 from api.deps import ClockDep, InformerDep, MetricsDep, ReconcilerDep, RuntimeDep, SamplerDep, SettingsDep, count_dependency
 from api.schemas import ErrorBody
 
-# Admin key needed (Prometheus sends it as a bearer token): per-client figures are not for every caller.
-router = APIRouter(tags=["operations"], dependencies=[Depends(require_admin)],
+# An admin or a metrics-only key (Prometheus sends it as a bearer token): per-client figures are not for every
+# caller, and a scraper should not hold a key that can close rooms.
+router = APIRouter(tags=["operations"], dependencies=[Depends(require_metrics_reader)],
                    responses={code: {"model": ErrorBody} for code in (401, 403, 429)})  # 429: too many wrong keys from one address
 
 
@@ -49,6 +50,9 @@ async def metrics_endpoint(
     metrics.rooms_grace_overdue.set(
         sum(grace_remaining(r, now=now, grace_s=settings.grace_period_s) == 0 for r in rooms)
     )
+    cpu = [({"container": u.container, "client_id": u.client_id, "agent": u.agent}, u.cpu_seconds)
+           for u in sampler.latest.values() if u.cpu_seconds is not None]
+    metrics.agent_cpu_source = lambda: cpu
     metrics.agent_cpu.clear()  # containers gone since the last sample must not linger as flat lines
     metrics.agent_memory.clear()
     for u in sampler.latest.values():

@@ -132,12 +132,15 @@ def logs(
     scope = scope or settings.scope
     runtime = runtime_from_settings(settings)
 
-    async def collect() -> list[str]:
+    async def collect() -> tuple[list[str], list[str]]:
+        """Names and (unless following) their tails in one event loop: the Kubernetes runtime's HTTP session belongs
+        to the loop that made it, so a second asyncio.run() failed with 'Event loop is closed'."""
         managed = await runtime.list_managed(scope=scope)
-        return sorted(c.name for c in managed if target in (c.name, c.labels.get(Label.ROOM)))
+        found = sorted(c.name for c in managed if target in (c.name, c.labels.get(Label.ROOM)))
+        return found, [] if follow else [await runtime.logs_tail(name, lines=tail) for name in found]
 
     try:
-        names = asyncio.run(collect())
+        names, texts = asyncio.run(collect())
         if not names:
             fail(f"no container of scope {scope!r} has room or name {target!r}")
         if follow:
@@ -145,8 +148,7 @@ def logs(
                 fail(f"logs -f needs the Docker runtime (ORCH_RUNTIME={settings.runtime}); use the engine's own logs command", code=USAGE)
             _follow(runtime, names, tail=tail)
             return
-        for name in names:
-            text = asyncio.run(runtime.logs_tail(name, lines=tail))
+        for name, text in zip(names, texts, strict=True):
             typer.echo(f"==> {name} <==\n{text}", nl=not text.endswith("\n"))
     except OrchestratorError as exc:
         raise _docker_failure(exc) from None

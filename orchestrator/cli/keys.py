@@ -30,19 +30,23 @@ def keys_new(
     name: str = typer.Option(..., help="who the key is for, e.g. autonomite-dashboard"),
     client_id: str = typer.Option(None, "--client", "--client-id", help="bind the key to one client; omit for an admin key"),
     file: Path = typer.Option(None, "--file", help="add the hashed entry to this keys file (created when missing)"),
+    metrics_only: bool = typer.Option(False, "--metrics-only", help="a key that may only read /metrics (for Prometheus)"),
 ) -> None:
     """Generate an API key: the key goes to stderr once; its hashed entry goes into --file (or to stdout).
 
     `--file deploy/config/api-keys.yaml` is the way to build the file ORCH_API_KEYS_FILE names: it creates
     the file or adds to it, and the result is always a file `serve` loads."""
+    if metrics_only and client_id:
+        fail("a metrics-only key is bound to no client; leave out --client", code=USAGE)
     key = generate()
     if file is not None:
-        add_to_keys_file(file, new_entry(name=name, key=key, client_id=client_id))
+        entry = new_entry(name=name, key=key, client_id=client_id, metrics_only=metrics_only)
+        add_to_keys_file(file, entry)
         typer.echo(f"API key (shown once, store it now): {key}", err=True)
-        typer.echo(f"added {'client' if client_id else 'admin'} key {name!r} to {file}", err=True)
+        typer.echo(f"added {entry.role} key {name!r} to {file}", err=True)
         return
     typer.echo(f"API key (shown once, store it now): {key}", err=True)
-    typer.echo(entry_yaml(name=name, key=key, client_id=client_id), nl=False)
+    typer.echo(entry_yaml(name=name, key=key, client_id=client_id, metrics_only=metrics_only), nl=False)
 
 
 @keys_app.command("list")

@@ -17,6 +17,7 @@ from orchestrator.rules.isolation import api_reachable_by_agents
 from orchestrator.core.logs import configure as configure_logging
 
 from orchestrator.cli import agents
+from orchestrator.cli.trace import trace
 from orchestrator.cli.failures import USAGE, GuardedTyper, fail, load_settings
 from orchestrator.cli.keys import keys_app
 from orchestrator.cli.output import Rows, output_option
@@ -34,6 +35,7 @@ app = GuardedTyper(
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 agents.register(app)
+app.command()(trace)
 
 
 def _version(value: bool) -> None:

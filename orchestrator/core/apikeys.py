@@ -67,7 +67,7 @@ class KeyEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(min_length=1, max_length=64)
-    role: Literal["admin", "client"]
+    role: Literal["admin", "client", "metrics"]  # metrics: may read /metrics and nothing else (a Prometheus scraper)
     client_id: str | None = Field(default=None, min_length=1, max_length=128)
     hash: str | None = Field(default=None, pattern=r"^hmac-sha256\$[0-9a-f]{32}\$[0-9a-f]{64}$")
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # unsalted, from before; still read
@@ -75,7 +75,7 @@ class KeyEntry(BaseModel):
     @model_validator(mode="after")
     def _checks(self) -> "KeyEntry":
         if (self.role == "client") != (self.client_id is not None):
-            raise ValueError("a client key needs client_id; an admin key must not have one")
+            raise ValueError("a client key needs client_id; an admin or metrics key must not have one")
         if (self.hash is None) == (self.sha256 is None):
             raise ValueError("an entry needs exactly one of `hash` (from `orchestrator keys new`) or `sha256`")
         return self
@@ -219,13 +219,14 @@ class KeyRing:
         return cls((*entries, *fixed), path=Path(path) if path is not None else None, fixed=fixed)
 
 
-def new_entry(*, name: str, key: str, client_id: str | None) -> KeyEntry:
-    return KeyEntry(name=name, role="client" if client_id else "admin", client_id=client_id, hash=salted_hash(key))
+def new_entry(*, name: str, key: str, client_id: str | None, metrics_only: bool = False) -> KeyEntry:
+    role = "metrics" if metrics_only else "client" if client_id else "admin"
+    return KeyEntry(name=name, role=role, client_id=client_id, hash=salted_hash(key))
 
 
-def entry_yaml(*, name: str, key: str, client_id: str | None) -> str:
+def entry_yaml(*, name: str, key: str, client_id: str | None, metrics_only: bool = False) -> str:
     """The keys-file entry for a freshly generated key (what `orchestrator keys new` prints)."""
-    entry = new_entry(name=name, key=key, client_id=client_id)
+    entry = new_entry(name=name, key=key, client_id=client_id, metrics_only=metrics_only)
     return yaml.safe_dump([entry.model_dump(exclude_none=True)], sort_keys=False)
 
 

@@ -6,13 +6,38 @@ and rooms are computed at scrape time from what the runtime reports, never from 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from orchestrator import __version__
+
+# A start's stages span 1 ms (a view answer) to a minute (a cold image on a busy node).
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total (a counter: rate() it), memory, fds, start time: the standard process_* set.
+        ProcessCollector(registry=r)
+        build = Gauge("orchestrator_build_info", "Always 1; the labels say which build runs", ["version", "python"], registry=r)
+        build.labels(version=__version__, python=platform.python_version()).set(1)
+        self.start_stage_seconds = Histogram(
+            "orchestrator_start_stage_duration_seconds",
+            "Time a start spent in each stage (tenant_lookup, room_claim, admission, engine, agent_joined, close)",
+            ["stage", "engine", "launch", "outcome"], registry=r, buckets=STAGE_BUCKETS,
+        )
+        # Every 4xx/5xx the orchestrator decides, by a reason from a fixed set (observability.refusals).
+        self.refusals = Counter("orchestrator_refusals", "Requests refused, by why", ["reason", "status"], registry=r)
+        # Agents' CPU as a counter (the engine's cumulative CPU time, read by the background sampler): rate() it.
+        self.agent_cpu_source: Callable[[], Iterable[tuple[dict[str, str], float]]] = lambda: ()
+        r.register(_AgentCpuSeconds(lambda: self.agent_cpu_source()))
         self.triggers = Counter("orchestrator_triggers", "Trigger requests by outcome", ["outcome"], registry=r)
         self.trigger_seconds = Histogram(
             "orchestrator_trigger_seconds", "Trigger latency by outcome", ["outcome"], registry=r,
@@ -61,3 +86,19 @@ class Metrics:
         self.dispatch_registrations = Gauge(
             "orchestrator_dispatch_registrations", "Agent-worker registrations with LiveKit, by state", ["state"], registry=r
         )
+
+
+class _AgentCpuSeconds(Collector):
+    """`orchestrator_agent_cpu_seconds_total{container,client_id,agent}`, read at scrape time from the last samples."""
+
+    def __init__(self, source: Callable[[], Iterable[tuple[dict[str, str], float]]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "orchestrator_agent_cpu_seconds", "CPU time used by each agent container since it started (rate() it)",
+            labels=["container", "client_id", "agent"],
+        )
+        for labels, seconds in self._source():
+            family.add_metric([labels["container"], labels["client_id"], labels["agent"]], seconds)
+        yield family

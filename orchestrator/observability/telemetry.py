@@ -14,6 +14,7 @@ from orchestrator.observability.events import EventFeed
 from orchestrator.observability.metrics import Metrics
 from orchestrator.rules.planner import Action, DeleteRoom, GiveUp, RemoveContainer, RestartAgent, SetRoomMetadata
 from orchestrator.observability.pass_report import ActionResult, PassReport
+from orchestrator.observability.starts import Starts
 from orchestrator.rules.rooms import Room, RoomState
 
 def removal_category(action: RemoveContainer) -> str:
@@ -52,9 +53,10 @@ def _target(a: Action) -> str:
 class Telemetry:
     """The one place that both counts and announces; wired in the app factory."""
 
-    def __init__(self, *, metrics: Metrics, feed: EventFeed) -> None:
+    def __init__(self, *, metrics: Metrics, feed: EventFeed, starts: Starts | None = None) -> None:
         self.metrics = metrics
         self.feed = feed
+        self.starts = starts or Starts(metrics=metrics)
 
     def reconcile_pass(self, report: PassReport) -> None:
         m = self.metrics
@@ -82,6 +84,8 @@ class Telemetry:
             self.feed.publish("reconcile", f"{a.kind} {_target(a)}: {a.reason}", action=a.kind, ok=r.ok, error=r.error, **_where(a))
 
     def room_event(self, event: str, identity: str, client_id: str, before: Room, after: Room) -> None:
+        if event == "participant_joined" and identity in after.agents:
+            self.starts.joined(client_id=client_id, room=after.name, identity=identity)  # a start's last stage ends
         change = f"{before.state.value} → {after.state.value}" if before.state != after.state else after.state.value
         self.feed.publish(
             "room", f"{event} {identity or '-'} in {after.name}: {change}",

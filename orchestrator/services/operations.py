@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.observability.starts import Stage, stage
 from orchestrator.core.errors import NotFound
 from orchestrator.core.models import ContainerInfo
 from orchestrator.observability.pass_report import PassReport
@@ -34,11 +35,15 @@ class Operations:
     async def close_room(self, client_id: str, room: str, *, reason: str = "closed by an operator") -> PassReport:
         """Stop every agent of the room and delete the LiveKit room, in one reconcile pass; NotFound when none is ours
         (only rooms holding one of our agents are ours to delete)."""
-        if not await self.containers(client_id, room):
-            raise NotFound(f"no agent of client '{client_id}' in room '{room}' on this deployment")
-        self.trigger.forget_view_answers(client_id, room)
-        self.reconciler.close_room(client_id, room, reason=reason)
-        return await self.reconciler.run_once()
+        async with self.trigger.starts.begin("close", client_id=client_id, room=room):  # a close is timed and traced too
+            with stage(Stage.close):
+                if not await self.containers(client_id, room):
+                    raise NotFound(f"no agent of client '{client_id}' in room '{room}' on this deployment")
+                self.trigger.forget_view_answers(client_id, room)
+                self.reconciler.close_room(client_id, room, reason=reason)
+                report = await self.reconciler.run_once()
+            self.trigger.starts.bind(outcome="closed")
+            return report
 
     async def stop_agent(self, client_id: str, room: str, agent_slug: str) -> list[str]:
         """Stop one agent of a room now (the room stays open); the names of the containers stopped."""

@@ -24,6 +24,7 @@ from orchestrator.rules.naming import Label, container_name, generated_room, key
 from orchestrator.rules.rooms import RoomRegistry
 from orchestrator.rules.view import AgentView
 from orchestrator.runtime import ContainerRuntime, ContainerSpec, NameTaken
+from orchestrator.observability.starts import Stage, Starts, agent_trace_env, settled, stage
 from orchestrator.services.admission import AdmissionGate
 from orchestrator.services.agent_networks import AgentNetworks
 from orchestrator.services.answers import ViewAnswers
@@ -66,6 +67,7 @@ class TriggerService:
         rooms: RoomRegistry | None = None,
         networks: AgentNetworks | None = None,
         pool: WarmPool | None = None,
+        starts: Starts | None = None,
     ) -> None:
         self._settings = settings
         self._tenants = tenants
@@ -81,14 +83,23 @@ class TriggerService:
         self.room_locks = self.rooms.locks  # shared with the reconciler's close (reconciler._close_room)
         self.networks = networks or AgentNetworks(settings=settings, provider=runtime)
         self.pool = pool  # warm members: a start claims one, and starts cold when there is none
+        self.starts = starts or Starts()  # each start's stages: histograms, timelines, progress, trace
 
     async def trigger(
         self, *, client_id: str, agent_slug: str, mode: Mode, user_id: str, room_name: str | None = None
     ) -> TriggerResult:
         """`agent_slug` must already be clean (naming.clean_slug); everything else is checked here."""
-        client = await self._tenants.get_client(client_id)
-        agent = await self._tenants.get_agent(client, agent_slug)
+        async with self.starts.begin("trigger", client_id=client_id, room=room_name, agent_slug=agent_slug):
+            return await self._trigger(client_id=client_id, agent_slug=agent_slug, mode=mode, user_id=user_id, room_name=room_name)
+
+    async def _trigger(
+        self, *, client_id: str, agent_slug: str, mode: Mode, user_id: str, room_name: str | None = None
+    ) -> TriggerResult:
+        with stage(Stage.tenant_lookup):
+            client = await self._tenants.get_client(client_id)
+            agent = await self._tenants.get_agent(client, agent_slug)
         room = validate_room(room_name) if room_name else generated_room(agent.id, secrets.token_hex(4))
+        self.starts.bind(room=room, agent_slug=agent.slug)
         ctx = {"client_id": client.id, "agent_slug": agent.slug, "room": room}
         s = self._settings
         key = ContainerKey(client_id=client.id, agent_slug=agent.slug, room=room)
@@ -107,22 +118,29 @@ class TriggerService:
 
     async def launch_for_key(self, key: ContainerKey, *, mode: Mode) -> tuple[TriggerOutcome, ContainerInfo]:
         """The reconciler's restart path: same tenant lookup, room, lock and launch as a trigger."""
-        client = await self._tenants.get_client(key.client_id)
-        agent = await self._tenants.get_agent(client, key.agent_slug)
-        return await self._settle(key, client=client, agent=agent, mode=mode)
+        async with self.starts.begin("restart", client_id=key.client_id, room=key.room, agent_slug=key.agent_slug):
+            with stage(Stage.tenant_lookup):
+                client = await self._tenants.get_client(key.client_id)
+                agent = await self._tenants.get_agent(client, key.agent_slug)
+            return await self._settle(key, client=client, agent=agent, mode=mode)
 
     async def _settle(
         self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode, announce: bool = False
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         """Limits, then the room (ours, with timeouts covering the grace period), then the container under the key's lock."""
-        self._check_image(agent)
-        if await self.admission.needed(key):
-            await self.admission.admit(key, reserve=False)  # a refusal must not leave a LiveKit room behind
-        async with self.rooms.claimed(key, client=client, agent=agent):
-            if announce and self._on_launched is not None:
-                self._on_launched(key)  # before the reuse: a close that has not started yet now sees the trigger
-        async with self._locks.hold(key):
-            return await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
+        with stage(Stage.admission):
+            self._check_image(agent)
+            if await self.admission.needed(key):
+                await self.admission.admit(key, reserve=False)  # a refusal must not leave a LiveKit room behind
+        with stage(Stage.room_claim):
+            async with self.rooms.claimed(key, client=client, agent=agent):
+                if announce and self._on_launched is not None:
+                    self._on_launched(key)  # before the reuse: a close that has not started yet now sees the trigger
+        with stage(Stage.engine):
+            async with self._locks.hold(key):
+                outcome, info = await self._reuse_or_launch(key, client=client, agent=agent, mode=mode)
+        settled(outcome=outcome.value, container=info.name, node=info.node, agent_slug=key.agent_slug)
+        return outcome, info
 
     def _check_image(self, agent: Agent) -> None:
         """The deployment's image allowlist, before any room or container: a refused agent leaves nothing behind."""
@@ -145,8 +163,13 @@ class TriggerService:
 
         The container joins with `token` (the one LiveKit minted for the job) and carries `labels` on top of ours.
         """
-        async with self._locks.hold(key):
-            result = await self._reuse_or_launch(key, client=client, agent=agent, mode=mode, token=token, extra_labels=labels)
+        async with self.starts.begin("dispatch", client_id=key.client_id, room=key.room, agent_slug=key.agent_slug):
+            with stage(Stage.engine):
+                async with self._locks.hold(key):
+                    result = await self._reuse_or_launch(
+                        key, client=client, agent=agent, mode=mode, token=token, extra_labels=labels,
+                    )
+            settled(outcome=result[0].value, container=result[1].name, node=result[1].node, agent_slug=key.agent_slug)
         if self._on_launched is not None:
             self._on_launched(key)
         return result
@@ -283,10 +306,13 @@ class TriggerService:
         token = token or self._livekit.agent_token(
             client.livekit, slug=agent.slug, name=agent.name, room=key.room, ttl_s=s.agent_token_ttl_s, client_id=client.id,
         )
-        return launch_spec(
+        spec = launch_spec(
             key, name=name, client=client, agent=agent, mode=mode, network=network, settings=s, token=token,
             created_at=self._clock(), extra_labels=extra_labels,
         )
+        # Tracing on: the agent continues this start's trace (TRACEPARENT, and where to export when configured).
+        trace_env = agent_trace_env(otlp_endpoint=s.agent_otlp_endpoint)
+        return spec.model_copy(update={"env": {**spec.env, **trace_env}}) if trace_env else spec
 
 
 def _mode_of(info: ContainerInfo, *, default: Mode) -> Mode:

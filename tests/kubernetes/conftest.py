@@ -1,18 +1,26 @@
-"""Fixtures for the Kubernetes runtime: one real control plane (+ kwok nodes) per session, a namespace per test."""
+"""Fixtures for the Kubernetes runtime: one real control plane (+ kwok nodes) per session, a namespace per test,
+and (for tests that need containers to really run) one real kubelet node with a LiveKit its pods reach."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from orchestrator.runtime.kubernetes.runtime import KubernetesRuntime
 from orchestrator.settings import Settings
 from tests.conftest import write_tenants
+from devtools.docker_helpers import TINY_IMAGE
 from devtools.kube_cluster import KubeCluster, pod_summary, start_cluster
-from devtools.livekit_server import LiveKitServer
+from devtools.livekit_server import LiveKitServer, free_port
+
+AGENT_IMAGE = "agent-orchestrator/agent:latest"
+
+if TYPE_CHECKING:
+    from devtools.kube_node import RealNode
 
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
 
@@ -63,3 +71,48 @@ async def kruntime(kube_settings: Callable[..., Settings]) -> AsyncIterator[Kube
     runtime = KubernetesRuntime.from_settings(kube_settings())
     yield runtime
     await runtime.aclose()
+
+
+@pytest.fixture(scope="session")
+def real_node(kube_cluster: KubeCluster) -> Iterator["RealNode"]:
+    """A kubelet node (own netns, containerd, CNI) holding the agent and tiny images; torn down at the end of the
+    session. No node is an error (the test fails), never a skip: kwok alone proves nothing about running pods."""
+    from devtools.kube_node import RealNode
+
+    node = RealNode(cluster=kube_cluster, images=(AGENT_IMAGE, TINY_IMAGE), sandbox_image=f"docker.io/{TINY_IMAGE}").start()
+    print(f"\nreal node {node.name} Ready: {node.timings}")
+    try:
+        yield node
+    finally:
+        problems = node.stop()
+        assert not problems, f"real node {node.name} left traces: {problems}"
+
+
+@pytest.fixture(scope="session")
+def node_livekit(real_node: "RealNode") -> Iterator[LiveKitServer]:
+    """A livekit-server bound to loopback and to the host's end of the node's veth, the address its pods reach
+    (their masqueraded traffic leaves the node's namespace through that veth)."""
+    server = LiveKitServer(api_key="nodekey", api_secret=secrets.token_hex(32), port=free_port(), agent_gateway=real_node.host_ip).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def node_settings(kscope: str, tmp_path: Path, kube_cluster: KubeCluster, real_node: "RealNode",
+                  node_livekit: LiveKitServer) -> Callable[..., Settings]:
+    """Settings whose agent pods go to the real node (its label and taint) and reach LiveKit through its veth."""
+    from devtools.kube_node import LABEL, TAINT
+
+    tenants = write_tenants(tmp_path / "tenants.yaml", node_livekit)
+
+    def make(**overrides: object) -> Settings:
+        base: dict[str, object] = {
+            "runtime": "kubernetes", "scope": kscope, "tenants_file": tenants, "kubeconfig": kube_cluster.admin_kubeconfig,
+            "agent_image": AGENT_IMAGE, "agent_memory": "256m", "agent_cpus": 0.5, "agent_stop_timeout_s": 10,
+            "agent_livekit_url": f"ws://{real_node.host_ip}:{node_livekit.port}",
+            "kube_node_selector": {LABEL[0]: LABEL[1]}, "kube_tolerations": [{**TAINT, "operator": "Equal"}],
+            "reconcile_enabled": False, "usage_sampling_enabled": False,
+        }
+        return Settings(**{**base, **overrides})  # type: ignore[arg-type]
+
+    return make

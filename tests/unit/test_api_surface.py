@@ -19,8 +19,9 @@ OPERATION_IDS = {
     "list_rooms", "admin_stats", "close_room", "reconcile_now", "list_containers", "invalidate_tenant_cache",
     "list_events", "stream_events", "dispatch_state", "pool_state",
     "list_client_rooms", "get_client_room", "wait_for_joined", "stop_agent", "close_client_room",
+    "list_starts", "start_progress",
 }
-UNTYPED_OK = {"metrics_endpoint", "stream_events", "dashboard"}  # Prometheus text, an SSE stream, an HTML page
+UNTYPED_OK = {"metrics_endpoint", "stream_events", "dashboard", "start_progress"}  # Prometheus text, an SSE stream, an HTML page
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from orchestrator.settings import Settings
 
 ROOT_COMMAND = typer.main.get_command(app)
 # Commands that print data (as opposed to acting, or printing a fixed JSON document for cron / scripts).
-PRINTING = {"ps", "config", "trigger", "close", "keys list"}
+PRINTING = {"ps", "config", "trigger", "close", "keys list", "trace"}
 
 
 def commands(group: Any = ROOT_COMMAND, prefix: str = "") -> dict[str, Any]:

@@ -134,3 +134,11 @@ def test_pod_phases_map_to_container_states(pod: dict, status: ContainerStatus, 
     assert (info.status, info.reason, info.exit_code) == (status, reason, exit_code)
     assert info.id == pod["metadata"]["uid"] and info.name == "agent-x-1"
     assert info.node == pod["spec"].get("nodeName")
+
+
+def test_pod_manifest_places_agents_only_where_told() -> None:
+    plain = pod_manifest(_spec(), namespace="ns", secret="sec")["spec"]
+    assert "nodeSelector" not in plain and "tolerations" not in plain  # anywhere the scheduler likes
+    taint = {"key": "agent-orchestrator.dev/real-node", "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+    placed = pod_manifest(_spec(), namespace="ns", secret="sec", node_selector={"pool": "agents"}, tolerations=[taint])["spec"]
+    assert placed["nodeSelector"] == {"pool": "agents"} and placed["tolerations"] == [taint]
