@@ -39,6 +39,9 @@ class LiveKitServer:
     # The agents' network gateway: bound too and announced as the node IP, so agent containers on that
     # network reach this server (their own loopback is not the host's).
     agent_gateway: str | None = None
+    # LiveKit's ICE/TCP and UDP ports (0 = a free one, picked at start): a host filter lets agents reach these.
+    rtc_tcp_port: int = 0
+    rtc_udp_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -52,10 +55,12 @@ class LiveKitServer:
 
     def start(self, *, timeout_s: float = 20.0) -> "LiveKitServer":
         workdir = Path(tempfile.mkdtemp(prefix="lk-"))
+        self.rtc_tcp_port = self.rtc_tcp_port or free_port()
+        self.rtc_udp_port = self.rtc_udp_port or free_port(socket.SOCK_DGRAM)
         cfg = {
             "port": self.port,
             "bind_addresses": ["127.0.0.1", *([self.agent_gateway] if self.agent_gateway else [])],
-            "rtc": {"tcp_port": free_port(), "udp_port": free_port(socket.SOCK_DGRAM), "use_external_ip": False,
+            "rtc": {"tcp_port": self.rtc_tcp_port, "udp_port": self.rtc_udp_port, "use_external_ip": False,
                     "node_ip": self.agent_gateway or "127.0.0.1"},
             "keys": {self.api_key: self.api_secret},
             "room": {"empty_timeout": 300, "departure_timeout": 20},
