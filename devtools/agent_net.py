@@ -36,6 +36,9 @@ def harness_host_ports() -> str:
 def make_network(name: str, *, scope: str, pool: list[str] = TEST_POOL, base_url: str | None = None) -> AgentNetwork:
     # Every orchestrator this process serves or builds from here on filters the network for the harness's ports.
     os.environ.setdefault("ORCH_AGENT_HOST_PORTS", harness_host_ports())
+    # The LiveKit reach check runs a probe container per start: hundreds of starts in a run would cost minutes of a
+    # shared engine, so the harness leaves it to the tests about it (they set ORCH_LIVEKIT_PREFLIGHT themselves).
+    os.environ.setdefault("ORCH_LIVEKIT_PREFLIGHT", "off")
     runtime = DockerRuntime(base_url=base_url)
     try:
         return asyncio.run(runtime.ensure_network(

@@ -91,13 +91,18 @@ def network(
                              provider=runtime)
         net = await nets.for_client(None)
         row: dict[str, object] = {"name": net.name, "subnet": net.subnet, "gateway": net.gateway, "bridge": net.bridge}
-        if isinstance(runtime, HostFilter) and net.managed:
-            if remove or remove_filter:
-                row["host_filter_removed"] = await runtime.remove_host_filter(net)
-            if remove:
-                await runtime.remove_network(net)
-                row["removed"] = True
-            row["host_filter"] = await runtime.host_filter_status(net)
+        if not (isinstance(runtime, HostFilter) and net.managed):
+            row["host_filter"] = None  # host network, an operator's own network, or an engine without one
+            return row
+        if remove or remove_filter:
+            row["host_filter_removed"] = await runtime.remove_host_filter(net)
+        if remove:
+            await runtime.remove_network(net)
+            row["removed"] = True
+        elif not settings.agent_host_filter:
+            row["host_filter"] = "off (ORCH_AGENT_HOST_FILTER=false)"
+            return row
+        row["host_filter"] = await runtime.host_filter_status(net)
         return row
 
     try:

@@ -130,3 +130,13 @@ class HostFilter(Protocol):
     async def remove_network(self, network: AgentNetwork) -> None:
         """The network and its filter, once no container uses it (the engine refuses before)."""
         ...
+
+
+@runtime_checkable
+class ReachProbe(Protocol):
+    """Optional: a runtime that can run a short-lived probe on an agents' network, hardened like an agent, and
+    say which targets an agent there can open a TCP connection to ("host:port" → "ok" or why not)."""
+
+    async def probe_reach(
+        self, network: AgentNetwork, *, image: str, user: str, scope: str, targets: list[tuple[str, int]], timeout_s: float = 3.0,
+    ) -> dict[str, str]: ...

@@ -22,8 +22,10 @@ from orchestrator.core.models import ContainerInfo
 from orchestrator.rules.isolation import HOST_NETWORK, AgentNetwork, HostPort
 from orchestrator.rules.naming import Label
 from orchestrator.runtime import ContainerSpec, NameTaken, WatchEvent
-from orchestrator.runtime.docker import hostfilter, networks
-from orchestrator.runtime.docker.spec import create_kwargs, host_config_kwargs, info_from_inspect, info_from_list
+from orchestrator.runtime.docker import hostfilter, networks, probe
+from orchestrator.runtime.docker.spec import (
+    create_kwargs, host_config_kwargs, info_from_inspect, info_from_list, last_exit, with_last_exit,
+)
 from orchestrator.runtime.docker.watch import watch_docker
 from orchestrator.runtime.dockerapi import DockerAPI
 from orchestrator.settings import Settings
@@ -43,6 +45,21 @@ class DockerRuntime(DockerAPI):
 
     engine = "docker"
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Last non-zero exit per container name (seen in a list, an inspect or a `die` event): a restarted agent
+        # shows why it restarted (spec.with_last_exit). Forgotten when the container is removed or made again.
+        self._last_exit: dict[str, int] = {}
+
+    def note_exit(self, name: str, code: int) -> None:
+        if code:
+            self._last_exit[name] = code
+
+    def _seen(self, info: ContainerInfo) -> ContainerInfo:
+        if (code := last_exit(info)) is not None:
+            self._last_exit[info.name] = code
+        return with_last_exit(info, self._last_exit.get(info.name))
+
     @classmethod
     def from_settings(cls, settings: Settings) -> "DockerRuntime":
         return cls(
@@ -53,7 +70,7 @@ class DockerRuntime(DockerAPI):
     async def get(self, name: str) -> ContainerInfo | None:
         def inspect() -> ContainerInfo | None:
             try:
-                return info_from_inspect(self.client.api.inspect_container(name))
+                return self._seen(info_from_inspect(self.client.api.inspect_container(name)))
             except NotFound:
                 return None
 
@@ -63,9 +80,10 @@ class DockerRuntime(DockerAPI):
         """One list call, filtered by the daemon on our scope label (sparse: no N+1 inspects)."""
         filters = {"label": [f"{Label.MANAGED}=true", f"{Label.SCOPE}={scope}"]}
         rows = await self._call("list", lambda: self.client.api.containers(all=True, filters=filters))
-        return [info_from_list(r) for r in rows]
+        return [self._seen(info_from_list(r)) for r in rows]
 
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
+        self._last_exit.pop(spec.name, None)
         await self._call("create", functools.partial(self._create, spec))
         try:
             await self._call("start", functools.partial(self._start_new, spec))
@@ -130,6 +148,13 @@ class DockerRuntime(DockerAPI):
     async def host_filter_status(self, network: AgentNetwork) -> dict[str, list[str]]:
         return await anyio.to_thread.run_sync(hostfilter.status, network.bridge or "")
 
+    async def probe_reach(
+        self, network: AgentNetwork, *, image: str, user: str, scope: str, targets: list[tuple[str, int]], timeout_s: float = 3.0,
+    ) -> dict[str, str]:
+        """From a probe container on `network`, hardened like an agent: "host:port" → "ok" or why not (probe.run)."""
+        spec = probe.probe_spec(network=network.name, image=image, user=user, scope=scope)
+        return await self._call("probe", functools.partial(probe.run, self.client.api, spec, targets=targets, timeout_s=timeout_s))
+
     async def remove_network(self, network: AgentNetwork) -> None:
         """Remove an agents' network and its host filter (the engine refuses while containers use it)."""
         def remove() -> None:
@@ -155,6 +180,8 @@ class DockerRuntime(DockerAPI):
         await self._call("stop", stop)
 
     async def remove(self, name: str) -> None:
+        self._last_exit.pop(name, None)
+
         def remove() -> None:
             try:
                 self.client.api.remove_container(name, force=True)

@@ -13,11 +13,13 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.core.models import ContainerInfo, ContainerStatus, Health
+from orchestrator.rules.agent_exits import exit_reason
 from orchestrator.rules.isolation import AGENTS_NETWORK_LABEL, AgentNetwork, gateway_of
 from orchestrator.runtime import ContainerSpec
 
 _HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 _EXIT_IN_STATUS = re.compile(r"^Exited \((-?\d+)\)")
+_RESTARTING_IN_STATUS = re.compile(r"^Restarting \((-?\d+)\)")
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 # Agents on one network cannot reach each other (only the gateway and the outside): one tenant's agent never
 # talks to another's, even on a shared deployment network.
@@ -86,6 +88,8 @@ def info_from_list(row: dict[str, Any]) -> ContainerInfo:
     health = Health.none
     if match:
         health = Health.starting if "starting" in match.group(1) else Health(match.group(1))
+    exit_code = int(exit_match.group(1)) if (exit_match := _EXIT_IN_STATUS.match(status_text)) else None
+    restarting = _RESTARTING_IN_STATUS.match(status_text)  # Docker's back-off between restarts names the last exit
     return ContainerInfo(
         id=row["Id"],
         name=row["Names"][0].lstrip("/"),
@@ -93,13 +97,16 @@ def info_from_list(row: dict[str, Any]) -> ContainerInfo:
         health=health,
         labels=row.get("Labels") or {},
         created_at=parse_time(row.get("Created")),
-        exit_code=int(exit_match.group(1)) if (exit_match := _EXIT_IN_STATUS.match(status_text)) else None,
+        exit_code=exit_code,
+        reason=exit_reason(int(restarting.group(1)), then="restarting") if restarting else exit_reason(exit_code),
     )
 
 
 def info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
     state = attrs.get("State", {})
     health = (state.get("Health") or {}).get("Status", "none")
+    exit_code = state.get("ExitCode") if state.get("Status") in ("exited", "dead") else None
+    restarting = state.get("Status") == "restarting"
     return ContainerInfo(
         id=attrs["Id"],
         name=attrs["Name"].lstrip("/"),
@@ -107,7 +114,8 @@ def info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
         health=Health(health) if health in Health._value2member_map_ else Health.none,
         labels=attrs.get("Config", {}).get("Labels") or {},
         created_at=parse_time(attrs.get("Created")),
-        exit_code=state.get("ExitCode") if state.get("Status") in ("exited", "dead") else None,
+        exit_code=exit_code,
+        reason=exit_reason(state.get("ExitCode"), then="restarting") if restarting else exit_reason(exit_code),
     )
 
 
@@ -119,3 +127,20 @@ def network_info(attrs: dict[str, Any]) -> AgentNetwork:
     bridge = (attrs.get("Options") or {}).get(BRIDGE_NAME_OPTION) or f"br-{attrs['Id'][:12]}"
     managed = (attrs.get("Labels") or {}).get(AGENTS_NETWORK_LABEL) == "agents" and attrs.get("Driver", "bridge") == "bridge"
     return AgentNetwork(name=attrs["Name"], subnet=subnet, gateway=gateway, bridge=bridge, managed=managed)
+
+
+def last_exit(info: ContainerInfo, attrs_exit: int | None = None) -> int | None:
+    """The non-zero exit code an observation shows (exited, or restarting in Docker's back-off), if any."""
+    if info.exit_code:
+        return info.exit_code
+    if info.status is ContainerStatus.restarting and info.reason and (m := re.match(r"exit (-?\d+)", info.reason)):
+        return int(m.group(1))
+    return attrs_exit or None
+
+
+def with_last_exit(info: ContainerInfo, code: int | None) -> ContainerInfo:
+    """A running container that the engine restarted after a failure keeps that failure as its reason: Docker resets
+    the exit code on restart, so an agent crash-looping on a LiveKit it cannot reach would otherwise look 'up'."""
+    if info.reason or not code or info.status not in (ContainerStatus.running, ContainerStatus.created):
+        return info
+    return info.model_copy(update={"reason": exit_reason(code, then="restarted")})
