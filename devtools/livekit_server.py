@@ -39,6 +39,8 @@ class LiveKitServer:
     # The agents' network gateway: bound too and announced as the node IP, so agent containers on that
     # network reach this server (their own loopback is not the host's).
     agent_gateway: str | None = None
+    # More addresses to listen on (other deployments' agents' gateways on this host).
+    also_bind: list[str] = field(default_factory=list)
     # LiveKit's ICE/TCP and UDP ports (0 = a free one, picked at start): a host filter lets agents reach these.
     rtc_tcp_port: int = 0
     rtc_udp_port: int = 0
@@ -59,7 +61,7 @@ class LiveKitServer:
         self.rtc_udp_port = self.rtc_udp_port or free_port(socket.SOCK_DGRAM)
         cfg = {
             "port": self.port,
-            "bind_addresses": ["127.0.0.1", *([self.agent_gateway] if self.agent_gateway else [])],
+            "bind_addresses": ["127.0.0.1", *([self.agent_gateway] if self.agent_gateway else []), *self.also_bind],
             "rtc": {"tcp_port": self.rtc_tcp_port, "udp_port": self.rtc_udp_port, "use_external_ip": False,
                     "node_ip": self.agent_gateway or "127.0.0.1"},
             "keys": {self.api_key: self.api_secret},

@@ -98,18 +98,18 @@ def test_bridge_names_fit_linux_and_differ() -> None:
 
 
 PORTS = [parse_host_port(p) for p in ("7880/tcp", "50000-60000/udp")]
-WANT = firewall.wanted(bridge="oa-1", gateway="172.29.0.1", ports=PORTS, egress="internet")
+WANT = firewall.wanted(bridge="oa-1", ports=PORTS, egress="internet")
 
 
-def test_the_filter_lets_agents_reach_the_livekit_ports_on_the_gateway_and_nothing_else() -> None:
+def test_the_filter_lets_agents_reach_the_livekit_ports_and_nothing_else() -> None:
     assert WANT.chains == {"ORCH-AGENTS-oa-1": [
         "-A ORCH-AGENTS-oa-1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-        "-A ORCH-AGENTS-oa-1 -d 172.29.0.1/32 -p tcp -m tcp --dport 7880 -j ACCEPT",
-        "-A ORCH-AGENTS-oa-1 -d 172.29.0.1/32 -p udp -m udp --dport 50000:60000 -j ACCEPT",
+        "-A ORCH-AGENTS-oa-1 -p tcp -m tcp --dport 7880 -j ACCEPT",
+        "-A ORCH-AGENTS-oa-1 -p udp -m udp --dport 50000:60000 -j ACCEPT",
         "-A ORCH-AGENTS-oa-1 -j DROP",
     ]}
     assert WANT.jumps == [("INPUT", "-i oa-1 -j ORCH-AGENTS-oa-1")]
-    strict = firewall.wanted(bridge="oa-1", gateway="172.29.0.1", ports=PORTS, egress="livekit-only")
+    strict = firewall.wanted(bridge="oa-1", ports=PORTS, egress="livekit-only")
     assert strict.chains["ORCH-EGRESS-oa-1"][-1] == "-A ORCH-EGRESS-oa-1 -j DROP"
     assert ("DOCKER-USER", "-i oa-1 -j ORCH-EGRESS-oa-1") in strict.jumps
 
@@ -141,7 +141,7 @@ def test_a_fresh_host_gets_chain_rules_and_one_jump_first_in_input() -> None:
 
 
 def test_changed_ports_duplicate_jumps_and_a_dropped_egress_chain_are_repaired() -> None:
-    strict = firewall.wanted(bridge="oa-1", gateway="172.29.0.1", ports=PORTS, egress="livekit-only")
+    strict = firewall.wanted(bridge="oa-1", ports=PORTS, egress="livekit-only")
     doubled = _listing(strict) + ["-A INPUT -i oa-1 -j ORCH-AGENTS-oa-1"]
     script = firewall.restore_script(firewall.current(doubled, bridge="oa-1"), WANT) or ""
     assert script.count("-D INPUT -i oa-1 -j ORCH-AGENTS-oa-1") == 1 and "-I INPUT" not in script

@@ -4,10 +4,13 @@ Docker filters what agents send *through* the host (FORWARD, where DOCKER-USER s
 traffic to the gateway, or to any other address of the host, is the host's INPUT chain, so every service bound to
 0.0.0.0 answers agents. The filter is one chain per agents' bridge, jumped to from INPUT for that interface only:
 
-    ORCH-AGENTS-<bridge>:  ACCEPT established/related · ACCEPT each LiveKit port on the gateway · DROP the rest
+    ORCH-AGENTS-<bridge>:  ACCEPT established/related · ACCEPT each LiveKit port · DROP the rest
 
 and, with egress `livekit-only`, one more jumped to from DOCKER-USER for that interface: RETURN established, DROP.
-Nothing else of the host's rules is read for more than "is our jump there", and nothing else is written.
+LiveKit's ports are let through to every address of the host, not only the gateway: agents signal to the gateway,
+but LiveKit announces one node IP for media (the host's public address, or the gateway of the first deployment that
+shares it), and that is an address of the host too. Nothing else of the host's rules is read for more than "is our
+jump there", and nothing else is written.
 Rules are written exactly as `iptables -S` prints them, so "installed as wanted" is a comparison of lines.
 """
 
@@ -38,13 +41,13 @@ def egress_chain(bridge: str) -> str:
     return EGRESS_PREFIX + bridge
 
 
-def wanted(*, bridge: str, gateway: str, ports: Sequence[HostPort], egress: str) -> Filter:
+def wanted(*, bridge: str, ports: Sequence[HostPort], egress: str) -> Filter:
     """The filter for one agents' bridge (egress: internet | livekit-only)."""
     chain = input_chain(bridge)
     rules = [f"-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
     for p in ports:
         span = str(p.first) if p.first == p.last else f"{p.first}:{p.last}"
-        rules.append(f"-A {chain} -d {gateway}/32 -p {p.proto} -m {p.proto} --dport {span} -j ACCEPT")
+        rules.append(f"-A {chain} -p {p.proto} -m {p.proto} --dport {span} -j ACCEPT")
     rules.append(f"-A {chain} -j DROP")
     chains = {chain: rules}
     jumps = [("INPUT", f"-i {bridge} -j {chain}")]

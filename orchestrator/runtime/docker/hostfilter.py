@@ -62,7 +62,7 @@ def _require_bridge(network: AgentNetwork) -> str:
 def install(network: AgentNetwork, *, ports: list[HostPort], egress: str) -> tuple[bool, str]:
     """Make the bridge's filter what the settings say (idempotent). Returns (changed, description)."""
     bridge = _require_bridge(network)
-    want = firewall.wanted(bridge=bridge, gateway=network.gateway or "", ports=ports, egress=egress)
+    want = firewall.wanted(bridge=bridge, ports=ports, egress=egress)
     with _lock:
         script = firewall.restore_script(firewall.current(_listing(), bridge=bridge), want)
         if script is not None:
