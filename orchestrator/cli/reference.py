@@ -43,7 +43,7 @@ DESCRIPTIONS: dict[str, str] = {
     "agent_host_filter": "agents on a network the orchestrator made reach only ORCH_AGENT_HOST_PORTS on the host; "
                          "false = explicit opt-out (on, a host where it cannot be installed refuses to start)",
     "agent_host_ports": "LiveKit's ports on the host agents may reach (`port[-port]/tcp|udp`, comma-separated)",
-    "agent_egress": "`internet`, or `livekit-only`: agents reach nothing past the host (DOCKER-USER, their bridge only)",
+    "agent_egress": "`internet`, or `livekit-only`: agents reach nothing past the host (a forward filter on their bridge only)",
     "livekit_preflight": "start-up check that agents on each agents' network reach each served client's LiveKit: "
                          "`warn` (log + feed), `refuse` (stop the start) or `off`",
     "agent_livekit_url": "the LiveKit URL given to agents; unset: a loopback tenant URL is rewritten to the agent network's gateway",
