@@ -14,14 +14,12 @@ closing the rooms, `down` and `orchestrator network --remove` leave nothing.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ import yaml
 
 from devtools import isolation_probe
 from devtools.agent_room import eventually
+from devtools.host_service import host_wide_http
 from devtools.docker_helpers import remove_scope
 from devtools.livekit_server import LiveKitServer, free_port
 from orchestrator.rules.isolation import gateway_of, pick_subnet
@@ -120,13 +119,8 @@ def orchestrator_image() -> str:
 
 @pytest.fixture
 def host_service() -> Iterator[int]:
-    """A plain HTTP server bound to every address of the host, as a careless database or exporter is."""
-    port = free_port()
-    server = http.server.ThreadingHTTPServer(("0.0.0.0", port), http.server.SimpleHTTPRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield port
-    server.shutdown()
-    server.server_close()
+    with host_wide_http(free_port()) as port:
+        yield port
 
 
 @pytest.fixture

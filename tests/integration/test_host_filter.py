@@ -3,11 +3,9 @@ gateway and no other service of the host, even one bound to 0.0.0.0; the filter 
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 
 from devtools import isolation_probe
 from devtools.agent_room import eventually
+from devtools.host_service import host_wide_http
 from devtools.livekit_server import LiveKitServer, free_port
 from devtools.world import CLIENT_ID, app_client, write_tenants
 from orchestrator.livekit.client import LiveKitGateway
@@ -46,13 +45,8 @@ def _low_free_port() -> int:
 
 @pytest.fixture
 def host_service() -> Iterator[int]:
-    """A plain HTTP server bound to every address of the host (0.0.0.0), as a careless database or exporter is."""
-    port = _low_free_port()
-    server = http.server.ThreadingHTTPServer(("0.0.0.0", port), http.server.SimpleHTTPRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield port
-    server.shutdown()
-    server.server_close()
+    with host_wide_http(_low_free_port()) as port:
+        yield port
 
 
 def _host_addresses() -> list[str]:
