@@ -1,6 +1,6 @@
 """The LiveKit seam: what the engine needs from a room service, per client credentials.
 
-`livekit.LiveKitGateway` implements it over livekit-api; tests/support/fakes.py has an in-memory
+`livekit.LiveKitGateway` implements it over livekit-api; devtools/fakes.py has an in-memory
 one. Errors are typed at the implementation (errors.DependencyUnavailable / DependencyRejected with
 `dependency="livekit"`); a missing room is never an error.
 """

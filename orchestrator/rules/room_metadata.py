@@ -65,7 +65,7 @@ TRIGGER_KEY = "orchestrator_triggered_at"  # the last trigger of a room in grace
 
 
 def triggered(metadata: str) -> datetime | None:
-    """The last trigger stamped into the metadata while the room was in grace (trigger._claim_room)."""
+    """The last trigger stamped into the metadata while the room was in grace (room_claim.RoomClaims.claim)."""
     value = (_body(metadata) or {}).get(TRIGGER_KEY)
     try:
         return datetime.fromisoformat(value) if isinstance(value, str) else None

@@ -12,33 +12,8 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.rules.isolation import AgentNetwork, HostPort
-from orchestrator.core.models import ContainerInfo, Frozen, WatchEvent
-
-
-class ContainerSpec(Frozen):
-    """Everything needed to start one agent container; runtime-neutral (maps onto a Swarm service or a Pod)."""
-
-    name: str
-    image: str
-    labels: dict[str, str]
-    env: dict[str, str]
-    memory: str
-    cpus: float
-    pids: int
-    network: str
-    restart_policy: str
-    restart_max: int
-    stop_timeout_s: int
-    log_max_size: str = "10m"  # per log file, Docker notation; an engine without such a knob ignores it
-    log_max_files: int = 3
-    # Hardened by default (an engine maps what it can): no capabilities, no privilege gain, read-only root
-    # with a small tmpfs, a non-root user whatever the image says; loosened only by operator settings.
-    user: str | None = None
-    read_only_root: bool = True
-    tmpfs: dict[str, str] = {"/tmp": "size=64m"}
-    cap_add: tuple[str, ...] = ()
-    no_new_privileges: bool = True
-    runtime: str | None = None  # an engine-level sandbox such as gVisor's runsc
+from orchestrator.core.models import ContainerInfo, WatchEvent
+from orchestrator.rules.launch_spec import ContainerSpec as ContainerSpec  # the pure launch rule owns the spec
 
 
 class NameTaken(Exception):

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 from orchestrator.core.errors import LimitExceeded
 from orchestrator.core.models import ContainerInfo, ContainerKey
-from orchestrator.rules.naming import key_from_labels
+from orchestrator.rules.naming import container_name, key_from_labels
+from orchestrator.runtime import ContainerRuntime
+from orchestrator.services.answers import ViewAnswers
+from orchestrator.rules.view import AgentView
 from orchestrator.settings import Settings
 
 VIEW_LAG_S = 10.0  # a creation the view has not shown is counted on top of it this long (far beyond a watch's lag)
@@ -102,3 +105,54 @@ class Admissions:
         self._created = {
             k: m for k, m in self._created.items() if m.number > oldest or (not m.seen and now - m.at < VIEW_LAG_S)
         }
+
+
+class AdmissionGate:
+    """The limits as the trigger and dispatch ask for them: counted from the watch-fed view when it is synced,
+    else from one labelled list (with this process's creations in flight and recent on top: Admissions)."""
+
+    def __init__(self, *, settings: Settings, runtime: ContainerRuntime, view: AgentView | None, answers: ViewAnswers) -> None:
+        self._settings = settings
+        self._runtime = runtime
+        self._view = view
+        self._answers = answers
+        self.counts = Admissions(settings)
+
+    async def needed(self, key: ContainerKey) -> bool:
+        """Whether this trigger may create a container (then the limits apply): none of the key is live."""
+        if self._answers.running(key) is not None:
+            return False
+        if self._answers.synced:
+            return self._answers.all_gone(key)
+        existing = await self._runtime.get(container_name(key))
+        return existing is None or existing.status.gone
+
+    async def admit(self, key: ContainerKey, *, reserve: bool = True) -> None:
+        """Raise LimitExceeded over a limit; else (with `reserve`) count `key` as in flight until `finished`.
+
+        `reserve=False` only checks (before the room is made: a refusal must leave no LiveKit room behind)."""
+        if self._view is not None and self._view.synced:
+            self.counts.admit(key, self._view.state.containers(), asked_at=None, reserve=reserve)
+            return
+        asked_at, listed = await self._listed()
+        self.counts.admit(key, listed, asked_at=asked_at, reserve=reserve)
+
+    async def refusal(self, key: ContainerKey, *, reserved: Collection[ContainerKey] = ()) -> LimitExceeded | None:
+        """Why a new container for `key` would be over a limit now, or None; changes nothing.
+
+        `reserved`: keys a caller has promised but not launched yet (dispatch jobs accepted before LiveKit
+        assigns them)."""
+        if self._view is not None and self._view.synced:
+            return self.counts.refusal(key, self._view.state.containers(), asked_at=None, reserved=reserved)
+        asked_at, listed = await self._listed()
+        return self.counts.refusal(key, listed, asked_at=asked_at, reserved=reserved)
+
+    def finished(self, key: ContainerKey, *, container_id: str | None) -> None:
+        self.counts.finished(key, container_id=container_id)
+
+    async def _listed(self) -> tuple[int, list[ContainerInfo]]:
+        asked_at = self.counts.listing()
+        try:
+            return asked_at, await self._runtime.list_managed(scope=self._settings.scope)
+        finally:
+            self.counts.listed(asked_at)

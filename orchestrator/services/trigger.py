@@ -1,45 +1,40 @@
-"""Reuse or launch: the one path from a trigger request to exactly one running container."""
+"""Reuse or launch: the one path from a trigger request to exactly one running container.
+
+One way down: the limits (admission), the room (room_claim), then under the key's lock the container —
+reused (from the view: answers, else the engine) or launched with the pure launch spec (rules/launch_spec).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Collection, Mapping
 
 from orchestrator.core.clock import utcnow
-from orchestrator.services.agent_networks import AgentNetworks
 from orchestrator.core.errors import Conflict, ContainerFailed, DependencyUnavailable, ImageNotAllowed, LimitExceeded, OrchestratorError
-from orchestrator.services.admission import Admissions
-from orchestrator.rules.isolation import AgentNetwork, agent_livekit_url, image_allowed
 from orchestrator.core.locks import KeyedLocks
 from orchestrator.core.models import Agent, Client, ContainerInfo, ContainerKey, ContainerStatus, Mode, TriggerOutcome
-from orchestrator.rules.naming import (
-    Label,
-    container_labels,
-    container_name,
-    generated_room,
-    key_from_labels,
-    spec_hash,
-    validate_room,
-)
-from orchestrator.rules import room_metadata
 from orchestrator.livekit.service import RoomService
-from orchestrator.rules.rooms import RoomRegistry, RoomState, known_to_exist
+from orchestrator.rules.isolation import AgentNetwork, image_allowed
+from orchestrator.rules.launch_spec import agent_image, launch_spec
+from orchestrator.rules.naming import Label, container_name, generated_room, key_from_labels, spec_hash, validate_room
+from orchestrator.rules.rooms import RoomRegistry
+from orchestrator.rules.view import AgentView
 from orchestrator.runtime import ContainerRuntime, ContainerSpec, NameTaken
+from orchestrator.services.admission import AdmissionGate
+from orchestrator.services.agent_networks import AgentNetworks
+from orchestrator.services.answers import ViewAnswers
+from orchestrator.services.room_claim import RoomClaims
 from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
-from orchestrator.rules.view import AgentView
 
 log = logging.getLogger(__name__)
 
 _MAX_ROUNDS = 8
 _NAME_RACE_BACKOFF_S = 0.02  # doubles per round: up to ~2.5 s in all for a slow winner's create
-_VIEW_RECHECK_S = 10.0  # a death reported this soon after a reuse answer from the view re-settles the key
 
 
 @dataclass(frozen=True)
@@ -76,14 +71,12 @@ class TriggerService:
         self._runtime = runtime
         self._clock = clock
         self._locks = KeyedLocks()
-        # Per (client, room): a trigger claims its room under it, a closing pass closes the room under it,
-        # so a trigger never reuses a container that a close is about to remove (reconciler._close_room).
-        self.room_locks = KeyedLocks()
         self._on_launched = on_launched  # the room registry hears of every launch/reuse (STARTING)
-        self._limits = Admissions(settings)  # in-flight and recent creations, counted against the limits
-        self._view = view  # watch-fed: a running agent and the limits are answered without an engine call
-        self._rooms = rooms  # a live room confirmed recently is not created again
-        self._view_answers: dict[ContainerKey, float] = {}  # reuse answers given from the view, by monotonic time
+        # Watch-fed: a running agent and the limits are answered without an engine call once synced.
+        self.answers = ViewAnswers(view)
+        self.admission = AdmissionGate(settings=settings, runtime=runtime, view=view, answers=self.answers)
+        self.rooms = RoomClaims(settings=settings, tenants=tenants, livekit=livekit, clock=clock, rooms=rooms)
+        self.room_locks = self.rooms.locks  # shared with the reconciler's close (reconciler._close_room)
         self.networks = networks or AgentNetworks(settings=settings, provider=runtime)
 
     async def trigger(
@@ -98,8 +91,7 @@ class TriggerService:
         key = ContainerKey(client_id=client.id, agent_slug=agent.slug, room=room)
         outcome, info = await self._settle(key, client=client, agent=agent, mode=mode, announce=True)
         mode = _mode_of(info, default=mode)  # a reused container keeps the mode it was launched with
-        image = agent.image or s.agent_image
-        stale = info.labels.get(Label.SPEC_HASH) != spec_hash(agent, image=image, mode=mode)
+        stale = info.labels.get(Label.SPEC_HASH) != spec_hash(agent, image=agent_image(agent, s), mode=mode)
         log.info(
             "agent %s: %s container %s", outcome.value, agent.slug, info.name,
             extra={**ctx, "container": info.name, "outcome": outcome.value, "spec_stale": stale},
@@ -120,24 +112,10 @@ class TriggerService:
         self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode, announce: bool = False
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         """Limits, then the room (ours, with timeouts covering the grace period), then the container under the key's lock."""
-        s = self._settings
         self._check_image(agent)
-        if await self._needs_admission(key):
-            await self._admit(key, reserve=False)  # a refusal must not leave a LiveKit room behind
-        async with self.room_locks.hold((key.client_id, key.room)):
-            # Inside the lock: a close that held it may just have deleted the room.
-            tracked = self._rooms.get(client.id, key.room) if self._rooms is not None else None
-            known = (
-                tracked is not None
-                # Only a room in a call: any other may be closing in another process, whose close looks for
-                # the trigger stamp that only _claim_room writes.
-                and tracked.state is RoomState.ACTIVE
-                and known_to_exist(tracked, now=self._clock(), trust_s=s.room_trust_s)
-            )
-            if not known:
-                await self._claim_room(key, client=client, agent=agent)
-                if self._rooms is not None:
-                    self._rooms.confirm(client.id, key.room, now=self._clock())
+        if await self.admission.needed(key):
+            await self.admission.admit(key, reserve=False)  # a refusal must not leave a LiveKit room behind
+        async with self.rooms.claimed(key, client=client, agent=agent):
             if announce and self._on_launched is not None:
                 self._on_launched(key)  # before the reuse: a close that has not started yet now sees the trigger
         async with self._locks.hold(key):
@@ -145,7 +123,7 @@ class TriggerService:
 
     def _check_image(self, agent: Agent) -> None:
         """The deployment's image allowlist, before any room or container: a refused agent leaves nothing behind."""
-        image = agent.image or self._settings.agent_image
+        image = agent_image(agent, self._settings)
         if not image_allowed(image, allowlist=self._settings.image_allowlist):
             raise ImageNotAllowed(
                 f"agent '{agent.slug}' names image '{image}', which this deployment does not allow; ask the operator "
@@ -153,85 +131,9 @@ class TriggerService:
                 details={"field": "agent.image", "image": image},
             )
 
-    async def _needs_admission(self, key: ContainerKey) -> bool:
-        """Whether this trigger may create a container (then the limits apply): none of the key is live."""
-        if self._running_in_view(key) is not None:
-            return False
-        if self._view is not None and self._view.synced:
-            return all(c.status.gone for c in self._view.state.for_key(key))
-        existing = await self._runtime.get(container_name(key))
-        return existing is None or existing.status.gone
-
-    async def _claim_room(self, key: ContainerKey, *, client: Client, agent: Agent) -> None:
-        """Create the room, or accept an existing one only when its metadata names this client.
-
-        Tenants may share one LiveKit project: a room named by another client's metadata, or by none
-        (made outside the orchestrator, e.g. auto-created by a join) on a shared project, is refused.
-        On a project of this client alone, an unnamed room is its own and is claimed.
-        """
-        s = self._settings
-        ours = room_metadata.for_new_room(agent=agent, client_id=client.id)
-        room = await self._livekit.ensure_room(
-            client.livekit, room=key.room, metadata=ours,
-            empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
-        )
-        owner = room_metadata.owner(room.metadata)
-        if owner == client.id:
-            if room_metadata.grace_started(room.metadata) is not None:
-                # The room is in grace, so a pass of another process may be about to close it: stamp the
-                # trigger where every process looks before closing (reconciler._close_room).
-                stamped = room_metadata.with_trigger(room.metadata, self._clock())
-                if stamped is not None:
-                    await self._livekit.update_room_metadata(client.livekit, room=key.room, metadata=stamped)
-            return
-        if owner is None and not await self._shared_project(client):
-            if (claimed := room_metadata.claimed(room.metadata, ours=ours)) is not None:
-                await self._livekit.update_room_metadata(client.livekit, room=key.room, metadata=claimed)
-            return
-        log.warning(
-            "refused room %s: it belongs to %s", key.room, "another client" if owner else "no client of ours",
-            extra={"client_id": client.id, "room": key.room, "room_owner": owner or "-"},
-        )
-        raise Conflict(
-            f"room_name '{key.room}' is already in use on this LiveKit project by "
-            f"{'another client' if owner else 'a room the orchestrator did not create'}; "
-            "choose another room_name, or omit it to get a fresh room",
-            details={"field": "room_name"},
-        )
-
-    async def _shared_project(self, client: Client) -> bool:
-        """Whether another client uses the same LiveKit project (url and API key)."""
-        same_key = await self._tenants.clients_for_livekit_key(client.livekit.api_key)
-        return any(c.id != client.id and c.livekit.url == client.livekit.url for c in same_key)
-
-    async def _admit(self, key: ContainerKey, *, reserve: bool = True) -> None:
-        """The limits (admission.Admissions), counted from the watch-fed view when it is synced, else one list.
-
-        `reserve=False` only checks (before the room is made: a refusal must leave no LiveKit room behind)."""
-        if self._view is not None and self._view.synced:
-            self._limits.admit(key, self._view.state.containers(), asked_at=None, reserve=reserve)
-            return
-        asked_at = self._limits.listing()
-        try:
-            listed = await self._runtime.list_managed(scope=self._settings.scope)
-        finally:
-            self._limits.listed(asked_at)
-        self._limits.admit(key, listed, asked_at=asked_at, reserve=reserve)
-
     async def admission_error(self, key: ContainerKey, *, reserved: Collection[ContainerKey] = ()) -> LimitExceeded | None:
-        """Why a new container for `key` would be over a limit now, or None; changes nothing.
-
-        Counted as `_admit` counts (admission.Admissions), plus `reserved`: keys a caller has promised
-        but not launched yet (dispatch jobs accepted before LiveKit assigns them).
-        """
-        if self._view is not None and self._view.synced:
-            return self._limits.refusal(key, self._view.state.containers(), asked_at=None, reserved=reserved)
-        asked_at = self._limits.listing()
-        try:
-            listed = await self._runtime.list_managed(scope=self._settings.scope)
-        finally:
-            self._limits.listed(asked_at)
-        return self._limits.refusal(key, listed, asked_at=asked_at, reserved=reserved)
+        """Why a new container for `key` would be over a limit now, or None; changes nothing (AdmissionGate.refusal)."""
+        return await self.admission.refusal(key, reserved=reserved)
 
     async def launch_dispatched(
         self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode, token: str, labels: Mapping[str, str]
@@ -265,17 +167,13 @@ class TriggerService:
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         name = container_name(key)
         backoff = _NAME_RACE_BACKOFF_S
-        if (seen := self._running_in_view(key)) is not None:
-            if len(self._view_answers) > 10_000:  # deaths pop entries; prune what no event ever came for
-                cutoff = time.monotonic() - _VIEW_RECHECK_S
-                self._view_answers = {k: t for k, t in self._view_answers.items() if t > cutoff}
-            self._view_answers[key] = time.monotonic()
+        if (seen := self.answers.answer(key)) is not None:
             return TriggerOutcome.reused, seen
         for _ in range(_MAX_ROUNDS):
             info = await self._runtime.get(name)
             if info is None:
                 network = await self.networks.for_client(client.id)
-                await self._admit(key)
+                await self.admission.admit(key)
                 made: ContainerInfo | None = None
                 try:
                     made = await self._runtime.create_and_start(
@@ -295,7 +193,7 @@ class TriggerService:
                     backoff *= 2
                     continue
                 finally:
-                    self._limits.finished(key, container_id=made.id if made is not None else None)
+                    self.admission.finished(key, container_id=made.id if made is not None else None)
             self._check_owner(key, info)
             if info.status.reusable:
                 return TriggerOutcome.reused, info
@@ -341,16 +239,12 @@ class TriggerService:
             )
 
     def answered_from_view(self, info: ContainerInfo | None) -> ContainerKey | None:
-        """The key of a container the watch now reports dead or gone, if a reuse answer named it from the view
-        within the last few seconds: that answer may have been stale by the event's lag, so settle it again."""
-        key = key_from_labels(info.labels) if info is not None else None
-        at = self._view_answers.pop(key, None) if key is not None else None
-        return key if at is not None and time.monotonic() - at < _VIEW_RECHECK_S else None
+        """The key whose recent reuse answer from the view the watch now contradicts (ViewAnswers.contradicted)."""
+        return self.answers.contradicted(info)
 
     def forget_view_answers(self, client_id: str, room: str) -> None:
         """Its agents are being stopped on purpose (room closed, agent stopped): their deaths are no stale answer."""
-        for key in [k for k in self._view_answers if (k.client_id, k.room) == (client_id, room)]:
-            self._view_answers.pop(key, None)
+        self.answers.forget(client_id, room)
 
     async def resettle(self, key: ContainerKey, *, mode: Mode) -> None:
         """Reuse-or-launch through the engine (never the view), for a reuse answer the watch contradicted."""
@@ -362,13 +256,6 @@ class TriggerService:
             return
         log.info("re-settled %s after a stale view answer: %s %s", key.room, outcome.value, info.name,
                  extra={"client_id": key.client_id, "agent_slug": key.agent_slug, "room": key.room, "container": info.name})
-
-    def _running_in_view(self, key: ContainerKey) -> ContainerInfo | None:
-        """The key's running container from the watch-fed view; None (ask the engine) on any doubt."""
-        if self._view is None or not self._view.synced:
-            return None
-        running = [c for c in self._view.state.for_key(key) if c.status.reusable]
-        return running[0] if len(running) == 1 else None  # a duplicate is the engine's (and reconciler's) call
 
     async def _wait_running(self, name: str) -> ContainerInfo:
         """Poll the real state until running (or dead), bounded by the start timeout."""
@@ -387,43 +274,14 @@ class TriggerService:
         self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode, network: AgentNetwork,
         token: str | None = None, extra_labels: Mapping[str, str] | None = None,
     ) -> ContainerSpec:
+        """The launch spec (rules/launch_spec) with a room-scoped agent token minted here unless a job brought one."""
         s = self._settings
-        image = agent.image or s.agent_image
-        labels = {**(extra_labels or {}), **container_labels(
-            key, agent=agent, mode=mode, scope=s.scope,
-            spec=spec_hash(agent, image=image, mode=mode), created_at=self._clock(),
-        )}
-        env = {
-            "LIVEKIT_URL": agent_livekit_url(client.livekit.url, network=network, override=s.agent_livekit_url),
-            "LIVEKIT_ROOM": key.room,
-            # A room-scoped agent token (ours, or the one LiveKit minted for a dispatched job); the
-            # tenant's API secret never enters the container.
-            "LIVEKIT_TOKEN": token or self._livekit.agent_token(
-                client.livekit, slug=agent.slug, name=agent.name, room=key.room, ttl_s=s.agent_token_ttl_s,
-                client_id=client.id,
-            ),
-            "AGENT_MODE": mode.value,
-            "AGENT_CONFIG": json.dumps(agent.public_config()),
-            "AGENT_GRACE_SECONDS": str(s.grace_period_s),
-        }
-        # The client's own LLM key; the operator's key only as the explicit fallback (never both).
-        llm_key = client.llm_api_key or s.agent_llm_api_key
-        if llm_key is not None:
-            env["OPENAI_API_KEY"] = llm_key.get_secret_value()
-        res = agent.resources
-        # Hardened unless the operator (never the tenant) loosened this one agent.
-        loosen = s.agent_security_exceptions.get(f"{key.client_id}/{key.agent_slug}")
-        return ContainerSpec(
-            name=name, image=image, labels=labels, env=env,
-            memory=res.memory or s.agent_memory, cpus=res.cpus or s.agent_cpus, pids=res.pids or s.agent_pids,
-            network=network.name, restart_policy=s.agent_restart_policy, restart_max=s.agent_restart_max,
-            stop_timeout_s=s.agent_stop_timeout_s, log_max_size=s.agent_log_max_size, log_max_files=s.agent_log_max_files,
-            user=(loosen and loosen.user) or s.agent_user,
-            read_only_root=not (loosen and loosen.writable_root),
-            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={s.agent_tmpfs_size},mode=1777"},
-            cap_add=tuple(loosen.cap_add) if loosen else (),
-            no_new_privileges=not (loosen and loosen.allow_new_privileges),
-            runtime=(loosen and loosen.runtime) or s.agent_runtime,
+        token = token or self._livekit.agent_token(
+            client.livekit, slug=agent.slug, name=agent.name, room=key.room, ttl_s=s.agent_token_ttl_s, client_id=client.id,
+        )
+        return launch_spec(
+            key, name=name, client=client, agent=agent, mode=mode, network=network, settings=s, token=token,
+            created_at=self._clock(), extra_labels=extra_labels,
         )
 
 

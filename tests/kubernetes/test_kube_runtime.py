@@ -16,7 +16,7 @@ import pytest
 from orchestrator.livekit.client import LiveKitGateway
 from orchestrator.core.models import ContainerKey, ContainerStatus, Mode, TriggerOutcome
 from orchestrator.rules.naming import Label, container_name
-from orchestrator.cli.views import container_row
+from orchestrator.rules.agent_rows import container_row
 from orchestrator.services.reconciler import Reconciler
 from orchestrator.runtime import WatchEvent
 from orchestrator.runtime.factory import runtime_from_settings

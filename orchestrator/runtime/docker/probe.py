@@ -11,7 +11,7 @@ import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 
 from orchestrator.rules.naming import Label
-from orchestrator.runtime import ContainerSpec
+from orchestrator.rules.launch_spec import ContainerSpec
 from orchestrator.runtime.docker.spec import create_kwargs, host_config_kwargs
 
 PROBE_LABEL = "agent-orchestrator.probe"  # not `managed`: the reconciler never sees a probe as an agent

@@ -15,7 +15,7 @@ from typing import Any
 from orchestrator.core.models import ContainerInfo, ContainerStatus, Health
 from orchestrator.rules.agent_exits import exit_reason
 from orchestrator.rules.isolation import AGENTS_NETWORK_LABEL, AgentNetwork, gateway_of
-from orchestrator.runtime import ContainerSpec
+from orchestrator.rules.launch_spec import ContainerSpec
 
 _HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 _EXIT_IN_STATUS = re.compile(r"^Exited \((-?\d+)\)")
