@@ -134,7 +134,8 @@ def two_tenants(request: pytest.FixtureRequest, scope: str, orchestrator_image: 
     assert first and second
     livekit = LiveKitServer(api_key="composekey", api_secret=secrets.token_hex(32), port=free_port(),
                             agent_gateway=gateway_of(first),
-                            webhook_urls=[f"http://127.0.0.1:{p}/api/v1/livekit/webhook" for p in ports]).start()
+                            webhook_urls=[f"http://127.0.0.1:{p}/api/v1/livekit/webhook" for p in ports])
+    # Started by the test once the first deployment's network exists (LiveKit binds its gateway).
     other = f"test-{secrets.token_hex(4)}"
     tenants: list[Tenant] = []
     try:
@@ -171,6 +172,13 @@ async def test_two_tenant_deployments_come_up_as_documented_and_isolated(  # typ
     two_tenants, docker_client: docker.DockerClient, host_service: int,
 ) -> None:
     a, b, livekit = two_tenants
+    # The first deployment's agents' network, as the README says to learn its gateway; then its LiveKit listens there.
+    made = a.compose("run", "--rm", "--no-deps", "orchestrator", "orchestrator", "network", check=False)
+    assert made.returncode == 0, made.stderr
+    shown = json.loads(made.stdout.strip().splitlines()[-1])
+    assert (shown["name"], shown["gateway"]) == (f"orch-agents-{a.scope}", a.gateway), shown
+    assert f"ORCH-AGENTS-{shown['bridge']}" in json.dumps(shown["host_filter"]), shown  # installed, and shown
+    livekit.start()
     for t in (a, b):
         up = t.compose("up", "-d", "orchestrator", "reconciler", check=False)
         assert up.returncode == 0, up.stderr
