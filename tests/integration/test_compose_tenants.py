@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -133,7 +134,7 @@ def two_tenants(request: pytest.FixtureRequest, scope: str, orchestrator_image: 
     second = pick_subnet(pool=["172.29.0.0/16"], prefix=24, taken=[*taken, first or ""])
     assert first and second
     livekit = LiveKitServer(api_key="composekey", api_secret=secrets.token_hex(32), port=free_port(),
-                            agent_gateway=gateway_of(first),
+                            rtc_tcp_port=free_port(), rtc_udp_port=free_port(socket.SOCK_DGRAM), agent_gateway=gateway_of(first),
                             webhook_urls=[f"http://127.0.0.1:{p}/api/v1/livekit/webhook" for p in ports])
     # Started by the test once the first deployment's network exists (LiveKit binds its gateway).
     other = f"test-{secrets.token_hex(4)}"
