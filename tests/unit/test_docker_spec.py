@@ -153,3 +153,28 @@ def test_removal_takes_our_jumps_and_chains_and_nothing_else() -> None:
     script = firewall.removal_script(firewall.current(HOST, bridge="oa-2")) or ""
     assert script.splitlines() == ["*filter", "-D INPUT -i oa-2 -j ORCH-AGENTS-oa-2", ":ORCH-AGENTS-oa-2 - [0:0]",
                                    "-X ORCH-AGENTS-oa-2", "COMMIT"]
+
+
+@pytest.mark.parametrize("status, state, reason", [
+    ("Restarting (3) 1 second ago", "restarting", "exit 3, restarting: could not join LiveKit"),
+    ("Exited (3) 2 seconds ago", "exited", "exit 3: could not join LiveKit"),
+    ("Exited (0) 2 seconds ago", "exited", None),
+    ("Exited (42) 1 second ago", "exited", "exit 42: exited with code 42"),
+    ("Up 3 seconds", "running", None),
+])
+def test_an_agent_that_exits_says_why(status: str, state: str, reason: str | None) -> None:
+    info = info_from_list({"Id": "abc", "Names": ["/n"], "State": state, "Status": status, "Created": 0})
+    assert (info.reason or "").startswith(reason or "") and (info.reason is None) == (reason is None)
+
+
+def test_a_restarted_agent_keeps_the_reason_of_its_last_failure() -> None:
+    from orchestrator.rules.agent_exits import failing
+    from orchestrator.runtime.docker.spec import last_exit, with_last_exit
+
+    restarting = info_from_inspect({"Id": "i", "Name": "/n", "State": {"Status": "restarting", "ExitCode": 3}})
+    assert last_exit(restarting) == 3 and failing(restarting.reason)
+    running = info_from_inspect({"Id": "i", "Name": "/n", "State": {"Status": "running", "ExitCode": 0}})
+    assert running.reason is None  # Docker reset the exit code on restart ...
+    again = with_last_exit(running, 3)  # ... the runtime remembers it
+    assert again.reason is not None and again.reason.startswith("exit 3, restarted: could not join LiveKit")
+    assert with_last_exit(running, None) == running and not failing("no suitable node")
