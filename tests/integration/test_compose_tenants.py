@@ -43,6 +43,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_IMAGE = "agent-orchestrator/agent:latest"
 # One tag per checkout: helpers testing other trees on the same engine never build over each other's image.
+POOL = ["10.214.0.0/16"]
 IMAGE = f"agent-orchestrator/orchestrator:test-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:10]}"
 
 
@@ -130,8 +131,9 @@ def two_tenants(request: pytest.FixtureRequest, scope: str, orchestrator_image: 
     ports = [free_port(), free_port()]
     taken = [c["Subnet"] for n in docker_client.api.networks() for c in ((n.get("IPAM") or {}).get("Config") or [])
              if c.get("Subnet")]
-    first = pick_subnet(pool=["172.29.0.0/16"], prefix=24, taken=taken)
-    second = pick_subnet(pool=["172.29.0.0/16"], prefix=24, taken=[*taken, first or ""])
+    # A pool of this test's own: the engine is shared, and other runs take /24s from the default pool meanwhile.
+    first = pick_subnet(pool=POOL, prefix=24, taken=taken)
+    second = pick_subnet(pool=POOL, prefix=24, taken=[*taken, first or ""])
     assert first and second
     livekit = LiveKitServer(api_key="composekey", api_secret=secrets.token_hex(32), port=free_port(),
                             rtc_tcp_port=free_port(), rtc_udp_port=free_port(socket.SOCK_DGRAM), agent_gateway=gateway_of(first),
