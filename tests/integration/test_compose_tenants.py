@@ -227,10 +227,17 @@ async def test_two_tenant_deployments_come_up_as_documented_and_isolated(  # typ
 
         shown = await eventually(reason_shown, timeout=90, what="the rooms API naming why the agent cannot join")
         print(f"\nrooms API while LiveKit is out of reach: {shown}")
-        rows = (await http.get(f"{b.url}/api/v1/admin/containers", headers=admin[b.scope])).json()["containers"]
-        assert any("could not join LiveKit" in (row.get("reason") or "") for row in rows), rows
-        events = (await http.get(f"{b.url}/api/v1/admin/events", headers=admin[b.scope])).json()["events"]
-        assert any("could not join LiveKit" in e["message"] for e in events if e["kind"] == "container"), events
+
+        async def row_says() -> bool:  # `orchestrator ps` shows these rows
+            rows = (await http.get(f"{b.url}/api/v1/admin/containers", headers=admin[b.scope])).json()["containers"]
+            return any("could not join LiveKit" in (row.get("reason") or "") for row in rows)
+
+        async def feed_says() -> bool:
+            events = (await http.get(f"{b.url}/api/v1/admin/events", headers=admin[b.scope])).json()["events"]
+            return any("could not join LiveKit" in e["message"] for e in events if e["kind"] == "container")
+
+        await eventually(row_says, timeout=60, what="the containers API (ps) naming why the agent cannot join")
+        await eventually(feed_says, timeout=60, what="the feed naming why the agent cannot join")
         closed = await http.post(f"{b.url}/api/v1/rooms/{rooms[b.scope]}/close", headers=client_auth[b.scope])
         assert closed.status_code == 200, closed.text
 
