@@ -126,6 +126,7 @@ class Limits(BaseModel):
 
 class StatsOut(BaseModel):
     scope: str
+    engine: str | None = Field(None, description="which engine runs the agents: docker, swarm or kubernetes (the dashboard's Engine column)")
     rooms: dict[str, int] = Field(description="`total` and a count per room state")
     containers: ContainerCounts
     limits: Limits

@@ -14,7 +14,7 @@ import psycopg
 
 from devtools.livekit_server import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]  # devtools/ sits at the repository root
 MIGRATIONS = ROOT / "migrations"
 SHIM = Path(__file__).with_name("supabase_shim.sql")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,6 +14,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from orchestrator.rules.isolation import DEFAULT_HOST_PORTS, is_root_user, parse_host_port, split_image
 
 from orchestrator.core.resources import MIN_MEMORY_BYTES, memory_bytes
+from orchestrator.core.variables import unknown_variables
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TENANTS_FILE = Path(__file__).parent / "tenants" / "default_tenants.yaml"
 
@@ -326,7 +331,10 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls) -> "Settings":
-        """Settings from the environment; any problem raises SettingsProblem with one line and no values."""
+        """Settings from the environment; any problem raises SettingsProblem with one line and no values.
+        An `ORCH_*` variable that is no setting (a typo) is named in a warning instead of being silently ignored."""
+        for line in unknown_variables(os.environ, settings=(f"ORCH_{n.upper()}" for n in cls.model_fields)):
+            log.warning(line)
         try:
             return cls()
         except Exception as exc:  # ValidationError, or pydantic-settings' SettingsError for unparsable JSON

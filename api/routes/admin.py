@@ -38,6 +38,7 @@ async def admin_stats(reconciler: ReconcilerDep, runtime: RuntimeDep, settings: 
     last = reconciler.last_report
     return {
         "scope": settings.scope,
+        "engine": settings.runtime,
         "rooms": {"total": sum(states.values()), **states},
         "containers": {"total": len(containers), "running": sum(c.status is ContainerStatus.running for c in containers)},
         "limits": {

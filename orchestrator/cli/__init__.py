@@ -1,4 +1,4 @@
-"""`orchestrator ...`: the command line (commands in .main, .agents, .tenants; pure views in .views)."""
+"""The command line, `orchestrator ...`: commands (main, agents, keys, tenants), one HTTP helper, pure views and hints."""
 
 from orchestrator.cli.main import app
 

@@ -12,9 +12,11 @@ from typing import Any
 import typer
 
 from orchestrator.core.clock import utcnow
+from orchestrator.core.errors import OrchestratorError, TemporaryError
 from orchestrator.rules.naming import Label
-from orchestrator.cli.failures import load_settings, FAILED, UNAVAILABLE, USAGE, CliFailure, fail
+from orchestrator.cli.failures import load_settings, FAILED, UNAVAILABLE, USAGE, CliFailure, fail, unavailable
 from orchestrator.cli.http import KEY_VARIABLE, Api, ApiRefused
+from orchestrator.cli.output import Listing, Outcome, json_alias_option, output_option
 from orchestrator.cli.views import API_COLUMNS, DOCKER_COLUMNS, WIDE_EXTRA, admin_path, join_rooms, matches, parse_filter, rooms_named, table, with_node
 
 URL_HELP = "the running orchestrator (default ORCH_URL, else http://127.0.0.1:$ORCH_PORT)"
@@ -42,9 +44,9 @@ def _api(url: str | None, key: str | None, *, timeout_s: float = 60.0) -> Api:
 
 
 def ps(
-    output: str = typer.Option("table", "--format", "-o", help="table | wide | json"),
-    as_json: bool = typer.Option(False, "--json", help="the same as -o json"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="only container names, one a line"),
+    output: Listing = output_option(Listing.table),
+    as_json: bool = json_alias_option(),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="only container names, one a line (= -o name)"),
     filters: list[str] = typer.Option([], "--filter", "-f", help="key=value: name, status, health, client, agent, room, "
                                       "room_state, or label=agent-orchestrator.room=<room>; repeat to narrow"),
     scope: str = typer.Option(None, "--scope", help="another deployment's scope (Docker's view: the API serves its own)"),
@@ -57,9 +59,7 @@ def ps(
     Room state, humans, CPU and memory come from the orchestrator API when it answers; otherwise the list comes
     from Docker alone (labels) and stderr says why. Exit 3 when neither answers.
     """
-    output = "json" if as_json else output
-    if output not in ("table", "wide", "json"):
-        fail(f"unknown format {output!r}; use table, wide or json", code=USAGE)
+    output = Listing.json if as_json else Listing.name if quiet else output
     try:
         wanted = [parse_filter(f) for f in filters]
     except ValueError as exc:
@@ -79,23 +79,22 @@ def ps(
         except CliFailure as exc:
             fail(f"{why}; and {exc.message}" if not docker_only else exc.message, code=UNAVAILABLE)
         columns = list(DOCKER_COLUMNS)
-        if not docker_only and scope is None and not quiet:
+        if not docker_only and scope is None and output != Listing.name:
             typer.echo(f"{why}; showing Docker's view only", err=True)
     rows = [r for r in rows if matches(r, wanted)]
-    if quiet:
+    if output == Listing.name:
         typer.echo("\n".join(r["name"] for r in rows) + ("\n" if rows else ""), nl=False)
-    elif output == "json":
+    elif output == Listing.json:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        typer.echo(table(rows, with_node(columns, rows) + (WIDE_EXTRA if output == "wide" else [])))
+        typer.echo(table(rows, with_node(columns, rows) + (WIDE_EXTRA if output == Listing.wide else [])))
 
 
-def _docker_failure(exc: Exception) -> CliFailure:
-    return CliFailure(getattr(exc, "message", None) or f"the Docker engine is unavailable ({type(exc).__name__})", code=UNAVAILABLE)
+def _docker_failure(exc: OrchestratorError) -> CliFailure:
+    return CliFailure(unavailable(exc), code=UNAVAILABLE if isinstance(exc, TemporaryError) else FAILED)
 
 
 def _from_docker(scope: str | None) -> list[dict[str, Any]]:
-    from orchestrator.core.errors import OrchestratorError
     from orchestrator.runtime.factory import runtime_from_settings
     from orchestrator.rules.agent_rows import container_row
 
@@ -118,10 +117,9 @@ def logs(
     target: str = typer.Argument(..., help="a room name or a container name"),
     tail: int = typer.Option(50, "--tail", "-n", help="lines per container"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new lines until the containers stop (Ctrl-C ends)"),
-    scope: str = typer.Option(None, "--scope", help="another deployment's scope"),
+    scope: str = typer.Option(None, "--scope", help="another deployment's scope (default ORCH_SCOPE)"),
 ) -> None:
     """Show the logs of the agent container(s) of a room, or of one container (from Docker directly)."""
-    from orchestrator.core.errors import OrchestratorError
     from orchestrator.runtime.factory import runtime_from_settings
 
     settings = load_settings()
@@ -184,7 +182,8 @@ def _follow(runtime: Any, names: list[str], *, tail: int) -> None:
 def close(
     room: str = typer.Argument(..., help="the room name"),
     client_id: str = typer.Option(None, "--client", "--client-id", help="client id (needed when several clients have a room of that name)"),
-    as_json: bool = typer.Option(False, "--json"),
+    output: Outcome = output_option(Outcome.text),
+    as_json: bool = json_alias_option(),
     url: str = _url_option(),
     api_key: str = _key_option(),
 ) -> None:
@@ -202,23 +201,24 @@ def close(
                 for a in data["pass"]["actions"]]
         return f"closed room {room} of client {client_id}: " + ("; ".join(done) or "nothing left to do")
 
-    _post_and_report(api, admin_path("rooms", client_id, room, "close"), None, as_json=as_json, human=human)
+    _post_and_report(api, admin_path("rooms", client_id, room, "close"), None, as_json=as_json or output == Outcome.json, human=human)
 
 
 def trigger(
-    agent_slug: str,
+    agent_slug: str = typer.Argument(..., help="the agent's slug (normalised as the API does: `Clarence_Coherence` works)"),
     client_id: str = typer.Option(..., "--client", "--client-id", help="client id"),
     room: str = typer.Option(None, help="room name (generated when omitted)"),
-    user_id: str = typer.Option("cli-user", "--user"),
+    user_id: str = typer.Option("cli-user", "--user", help="the user id the trigger is made for"),
     mode: str = typer.Option("voice", help="voice or text"),
-    as_json: bool = typer.Option(False, "--json"),
+    output: Outcome = output_option(Outcome.text),
+    as_json: bool = json_alias_option(),
     url: str = _url_option(),
     api_key: str = _key_option(),
 ) -> None:
     """Trigger an agent through a running orchestrator (same path, same locks as the frontend)."""
     body = {"agent_slug": agent_slug, "mode": mode, "room_name": room, "user_id": user_id, "client_id": client_id}
     _post_and_report(
-        _api(url, api_key), "/api/v1/trigger-agent", body, as_json=as_json,
+        _api(url, api_key), "/api/v1/trigger-agent", body, as_json=as_json or output == Outcome.json,
         human=lambda d: f"{d['status']}: {d['container_name']} in room {d['room_name']} ({d['livekit_url']})",
     )
 

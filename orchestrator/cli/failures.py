@@ -1,6 +1,6 @@
 """How the CLI fails: one line on stderr and a documented exit code, never a traceback for an expected failure.
 
-Exit codes (README, "Operating"): 0 done; 1 refused or failed (a 4xx from the API, nothing matched, an action
+Exit codes (README, "The command line"): 0 done; 1 refused or failed (a 4xx from the API, nothing matched, an action
 failed); 2 bad usage or configuration (settings, keys or tenants file); 3 a dependency is unavailable (the
 Docker engine, the orchestrator API unreachable or answering 503). `reconcile --once` keeps its own cron codes.
 """
@@ -14,8 +14,9 @@ import typer
 from pydantic import ValidationError
 
 from orchestrator.core.config_files import ConfigFileError
-from orchestrator.core.errors import ConfigurationError, OrchestratorError, TemporaryError
+from orchestrator.core.errors import ConfigurationError, DependencyUnavailable, OrchestratorError, TemporaryError
 from orchestrator.settings import Settings, SettingsProblem
+from orchestrator.cli.hints import engine_down
 
 OK, FAILED, USAGE, UNAVAILABLE = 0, 1, 2, 3
 
@@ -43,6 +44,15 @@ def settings_problem(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def unavailable(exc: OrchestratorError) -> str:
+    """The line for a dependency that is down: an engine that did not answer at all gets the plain cause and a
+    hint instead of the client library's text; one that answered (a 5xx) keeps its own words."""
+    if isinstance(exc, DependencyUnavailable) and exc.dependency in ("docker", "kubernetes") \
+            and "upstream_status" not in exc.details:
+        return engine_down(exc.dependency, exc.message)
+    return exc.message
+
+
 def explain(exc: BaseException) -> tuple[str, int] | None:
     """The one line and exit code for an expected failure; None for a bug (which keeps its traceback)."""
     match exc:
@@ -57,7 +67,7 @@ def explain(exc: BaseException) -> tuple[str, int] | None:
         case ValidationError():
             return f"invalid settings: {settings_problem(exc)}", USAGE
         case TemporaryError():
-            return exc.message, UNAVAILABLE
+            return unavailable(exc), UNAVAILABLE
         case OrchestratorError():
             return exc.message, FAILED
     return None

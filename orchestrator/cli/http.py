@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from orchestrator.cli.failures import FAILED, UNAVAILABLE, CliFailure
+from orchestrator.cli.hints import api_down
 
 URL_VARIABLE, KEY_VARIABLE = "ORCH_URL", "ORCH_API_KEY"
 KEY_ALIASES = ("ORCH_CLI_API_KEY",)
@@ -73,7 +74,7 @@ class Api:
         try:
             resp = httpx.request(method, f"{self.url}{path}", json=json, params=params, headers=headers, timeout=self.timeout_s)
         except httpx.HTTPError as exc:
-            raise ApiUnavailable(f"the orchestrator API at {self.url} is not reachable ({type(exc).__name__})") from None
+            raise ApiUnavailable(api_down(self.url, f"{type(exc).__name__}: {exc}")) from None
         body = _body(resp)
         if resp.status_code == 503:
             retry = f"; retry after {resp.headers['Retry-After']} s" if "Retry-After" in resp.headers else ""

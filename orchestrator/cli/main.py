@@ -18,7 +18,9 @@ from orchestrator.core.logs import configure as configure_logging
 
 from orchestrator.cli import agents
 from orchestrator.cli.failures import USAGE, GuardedTyper, fail, load_settings
-from orchestrator.cli.tenants import keys_app, tenants_app
+from orchestrator.cli.keys import keys_app
+from orchestrator.cli.output import Rows, output_option
+from orchestrator.cli.tenants import tenants_app
 
 # Dev keys are short on purpose; PyJWT's InsecureKeyLengthWarning about them would land in every cron mail.
 # Matched by message, so the CLI does not import PyJWT (and cryptography) just to silence it.
@@ -26,7 +28,8 @@ warnings.filterwarnings("ignore", message=r"The HMAC key is \d+ bytes long, whic
 
 app = GuardedTyper(
     help="Runs LiveKit agents as one Docker container per (client, agent, room).",
-    no_args_is_help=True, pretty_exceptions_enable=False,
+    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,  # plain text: help and usage errors read in a cron mail
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command and sub-command
 )
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
@@ -51,7 +54,10 @@ def main() -> None:
 
 
 @app.command()
-def serve(host: str = typer.Option(None, help="bind address (default ORCH_HOST)"), port: int = typer.Option(None)) -> None:
+def serve(
+    host: str = typer.Option(None, help="bind address (default ORCH_HOST, 127.0.0.1); not loopback only with API keys"),
+    port: int = typer.Option(None, help="port (default ORCH_PORT, 8000)"),
+) -> None:
     """Run the HTTP API (trigger-agent, health, docs at /docs). A bad keys or tenants file is one line, exit 2."""
     from api.app import create_app
     from api.serving import run
@@ -125,20 +131,18 @@ def is_loopback(host: str) -> bool:
 
 
 @app.command()
-def config(
-    output: str = typer.Option("table", "--format", "-o", help="table | json"),
-) -> None:
+def config(output: Rows = output_option(Rows.table)) -> None:
     """List every setting: its variable, default and current value (secrets masked)."""
     from orchestrator.cli.reference import current_rows
     from orchestrator.cli.views import plain_table
 
     rows = current_rows(load_settings())
-    if output == "json":
+    if output == Rows.json:
         typer.echo(json.dumps(rows, indent=2))
-    elif output == "table":
-        typer.echo(plain_table(rows, ["variable", "value", "default", "source"]))
+    elif output == Rows.name:
+        typer.echo("".join(f"{r['variable']}\n" for r in rows), nl=False)
     else:
-        fail(f"unknown format {output!r}; use table or json", code=USAGE)
+        typer.echo(plain_table(rows, ["variable", "value", "default", "source"]))
 
 
 @app.command()

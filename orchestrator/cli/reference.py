@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
+from orchestrator.core.variables import NOT_SETTINGS, SECRET_VARIABLES
 from orchestrator.settings import DEFAULT_TENANTS_FILE, Settings
 
 PREFIX = "ORCH_"
@@ -70,7 +71,8 @@ DESCRIPTIONS: dict[str, str] = {
     "max_webhook_body_bytes": "largest LiveKit webhook body read (413 beyond)",
     "agent_cpus_max": "ceiling for a per-agent CPU override",
     "agent_pids_max": "ceiling for a per-agent process-limit override",
-    "runtime": "`docker` (one engine) or `swarm` (one service per agent on a Docker Swarm, ORCH_DOCKER_HOST = a manager)",
+    "runtime": "`docker` (one engine), `swarm` (one service per agent on a Docker Swarm, ORCH_DOCKER_HOST = a manager) or "
+               "`kubernetes` (one Pod per agent, ORCH_KUBECONFIG)",
     "swarm_placement": "swarm placement constraints per client, `client/agent` or `*` (JSON object of lists)",
     "swarm_spread": "swarm spread preference, e.g. `node.labels.zone` (default: over nodes)",
     "api_keys_file": "YAML file of API-key hashes (`orchestrator keys new --file`); no key at all = auth disabled",
@@ -120,10 +122,6 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 # Read by the CLI only (not by `serve`): listed by `orchestrator config` too.
-CLI_VARIABLES = [
-    ("ORCH_URL", "http://127.0.0.1:$ORCH_PORT", "the orchestrator API the CLI talks to"),
-    ("ORCH_API_KEY", "-", "API key the CLI sends (older name: ORCH_CLI_API_KEY)"),
-]
 
 
 @dataclass(frozen=True)
@@ -195,9 +193,9 @@ def current_rows(settings: Settings) -> list[dict[str, str]]:
         value = show(getattr(settings, d.name), secret=d.secret)
         rows.append({"variable": d.variable, "default": d.default, "value": value,
                      "source": "env" if d.variable in os.environ else "default", "description": d.description})
-    for variable, default, description in CLI_VARIABLES:
-        secret = variable == "ORCH_API_KEY"
-        raw = os.environ.get(variable) or (os.environ.get("ORCH_CLI_API_KEY") if secret else None)
+    for variable, (default, description) in NOT_SETTINGS.items():
+        secret = variable in SECRET_VARIABLES
+        raw = os.environ.get(variable)
         rows.append({"variable": variable, "default": default, "value": show(raw, secret=secret),
                      "source": "env" if raw else "default", "description": description})
     return rows
@@ -213,12 +211,12 @@ def reference_markdown() -> str:
         default = "-" if d.default == "-" else f"`{cell(d.default)}`"
         lines.append(f"| `{d.variable}` | {d.type} | {default} | {cell(d.description)} |")
     lines.append("")
-    lines.append("Read by the command line only:")
+    lines.append("Not settings (the running orchestrator ignores them), read by what each row names:")
     lines.append("")
     lines.append("| variable | default | meaning |")
     lines.append("|---|---|---|")
-    for variable, default, description in CLI_VARIABLES:
-        lines.append(f"| `{variable}` | `{default}` | {description} |")
+    for variable, (default, description) in NOT_SETTINGS.items():
+        lines.append(f"| `{variable}` | {'-' if default == '-' else f'`{default}`'} | {cell(description)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,23 +1,21 @@
-"""`orchestrator tenants ...` and `orchestrator keys ...`: credentials, master-key rotation, cache, API keys."""
+"""`orchestrator tenants ...`: clients' credentials, master-key rotation, the running API's tenant cache."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import typer
 
-from orchestrator.core.apikeys import add_to_keys_file, entry_yaml, generate, new_entry
 from orchestrator.tenants.credentials import CredentialError, is_bound, open_sealed, rewrap_data_key, seal, unwrap_data_key, wrapped_key_id
 from orchestrator.tenants.records import SECRET_COLUMNS
 from orchestrator.settings import Settings, SettingsProblem
 from orchestrator.cli.http import Api
 
-tenants_app = typer.Typer(help="Clients in the platform Supabase: credentials, master-key rotation, cache.", no_args_is_help=True)
-keys_app = typer.Typer(help="Orchestrator API keys (stored hashed).", no_args_is_help=True)
+tenants_app = typer.Typer(help="Clients in the platform Supabase: credentials, master-key rotation, cache.", no_args_is_help=True,
+                          rich_markup_mode=None)
 
 
 def _settings() -> Settings:
@@ -210,23 +208,3 @@ def invalidate_cmd(
     """Tell a running orchestrator to forget its cached clients/agents (POST /api/v1/admin/tenants/invalidate)."""
     _, body = Api.from_env(url=url, key=api_key, timeout_s=10).post("/api/v1/admin/tenants/invalidate", {"client_id": client_id})
     typer.echo(f"expired {body['expired']} cached entries")
-
-
-@keys_app.command("new")
-def keys_new(
-    name: str = typer.Option(..., help="who the key is for, e.g. autonomite-dashboard"),
-    client_id: str = typer.Option(None, "--client", "--client-id", help="bind the key to one client; omit for an admin key"),
-    file: Path = typer.Option(None, "--file", help="add the hashed entry to this keys file (created when missing)"),
-) -> None:
-    """Generate an API key: the key goes to stderr once; its hashed entry goes into --file (or to stdout).
-
-    `--file deploy/config/api-keys.yaml` is the way to build the file ORCH_API_KEYS_FILE names: it creates
-    the file or adds to it, and the result is always a file `serve` loads."""
-    key = generate()
-    if file is not None:
-        add_to_keys_file(file, new_entry(name=name, key=key, client_id=client_id))
-        typer.echo(f"API key (shown once, store it now): {key}", err=True)
-        typer.echo(f"added {'client' if client_id else 'admin'} key {name!r} to {file}", err=True)
-        return
-    typer.echo(f"API key (shown once, store it now): {key}", err=True)
-    typer.echo(entry_yaml(name=name, key=key, client_id=client_id), nl=False)

@@ -19,7 +19,6 @@ import secrets
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -81,6 +80,12 @@ class KeyEntry(BaseModel):
             raise ValueError("an entry needs exactly one of `hash` (from `orchestrator keys new`) or `sha256`")
         return self
 
+    @property
+    def id(self) -> str:
+        """A short handle for `keys list` / `keys revoke`: the first 8 hex of the entry's random salt (of the
+        digest for an old unsalted entry). It says nothing about the key, and stays the same for the entry's life."""
+        return self.hash.split("$")[1][:8] if self.hash is not None else (self.sha256 or "")[:8]
+
     def matches(self, presented: str) -> bool:
         if self.hash is not None:
             _, salt, digest = self.hash.split("$")
@@ -112,36 +117,90 @@ def read_keys_file(path: Path) -> list[KeyEntry]:
 
 
 def add_to_keys_file(path: Path, entry: KeyEntry) -> None:
-    """Append one entry, creating the file (mode 600) when missing; the result is always a loadable keys file.
-
-    Written whole through a temporary file and a rename, so a reader never sees half a file."""
+    """Append one entry, creating the file (mode 600) when missing; the result is always a loadable keys file."""
     entries = read_keys_file(path) if path.exists() and path.read_text().strip() else []
     if any(e.name == entry.name for e in entries):
         raise ConfigFileError(path, f"a key named {entry.name!r} is already there; pick another --name")
+    _write_keys_file(path, [*entries, entry])
+
+
+def remove_from_keys_file(path: Path, which: str) -> KeyEntry:
+    """Remove the one entry whose id or name is `which`; returns it. Unknown or ambiguous: LookupError."""
+    entries = read_keys_file(path)
+    found = [e for e in entries if which in (e.id, e.name)]
+    if len(found) != 1:
+        known = ", ".join(f"{e.id} ({e.name})" for e in entries) or "none"
+        raise LookupError(f"{path}: {'no' if not found else 'more than one'} key with id or name {which!r} (keys: {known})")
+    _write_keys_file(path, [e for e in entries if e is not found[0]])
+    return found[0]
+
+
+def _write_keys_file(path: Path, entries: list[KeyEntry]) -> None:
+    """Written whole through a temporary file and a rename, so a reader (a running `serve`) never sees half a file."""
     head = "# Hashes only: add entries with `orchestrator keys new --name NAME [--client ID] --file THIS_FILE`.\n"
-    body = yaml.safe_dump({"keys": [e.model_dump(exclude_none=True) for e in [*entries, entry]]}, sort_keys=False)
+    body = yaml.safe_dump({"keys": [e.model_dump(exclude_none=True) for e in entries]}, sort_keys=False)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(head + body)
     tmp.chmod(0o600)
     tmp.replace(path)
 
 
-@dataclass(frozen=True)
+def _stamp(path: Path | None) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino) if st is not None else None
+
+
 class KeyRing:
-    entries: tuple[KeyEntry, ...]
+    """The keys a running API accepts. A keys file is re-read when it changes (looked at most once a second),
+    so `orchestrator keys revoke` takes effect without a restart. Once auth is on it stays on: a file emptied
+    or revoked down to nothing refuses every key, it never turns authentication off; a file that no longer
+    loads keeps the keys read before (logged as an error)."""
+
+    RECHECK_S = 1.0
+
+    def __init__(self, entries: tuple[KeyEntry, ...] | list[KeyEntry], *, path: Path | None = None,
+                 fixed: tuple[KeyEntry, ...] = (), clock: Callable[[], float] = time.monotonic) -> None:
+        self.entries = tuple(entries)
+        self._path, self._fixed, self._clock = path, fixed, clock
+        self._stamp = _stamp(path)
+        self._checked = clock()
+        self._enabled = bool(self.entries)
 
     @property
     def enabled(self) -> bool:
-        """No key configured at all means auth is off (the embedded local default)."""
-        return bool(self.entries)
+        """No key configured at all (at start) means auth is off (the embedded local default)."""
+        self._refresh()
+        return self._enabled
 
     def verify(self, presented: str) -> KeyEntry | None:
         """The entry whose hash matches; every entry is compared, in constant time, with no early exit."""
+        self._refresh()
         found: KeyEntry | None = None
         for entry in self.entries:
             if entry.matches(presented):
                 found = entry
         return found
+
+    def _refresh(self) -> None:
+        now = self._clock()
+        if self._path is None or now - self._checked < self.RECHECK_S:
+            return
+        self._checked = now
+        stamp = _stamp(self._path)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            from_file = read_keys_file(self._path)
+        except ConfigFileError as exc:
+            log.error("API keys file changed and cannot be read (%s); keeping the %d keys loaded before", exc, len(self.entries))
+            return
+        self.entries = (*from_file, *self._fixed)
+        self._enabled = self._enabled or bool(self.entries)
+        log.warning("API keys reloaded from %s: %d keys", self._path, len(self.entries))
 
     @classmethod
     def load(cls, *, path: Path | None, admin_key: SecretStr | None) -> "KeyRing":
@@ -151,12 +210,13 @@ class KeyRing:
             legacy = [e.name for e in entries if e.sha256 is not None]
             if legacy:
                 log.warning("API keys %s are stored as unsalted sha256; re-issue them with `orchestrator keys new`", ", ".join(legacy))
+        fixed: tuple[KeyEntry, ...] = ()
         if admin_key is not None:  # ORCH_ADMIN_API_KEY: hashed on load, the plaintext is not kept
             problem = weakness(admin_key.get_secret_value())
             if problem:
                 raise ValueError(f"ORCH_ADMIN_API_KEY {problem}; use e.g. `openssl rand -hex 32`")
-            entries.append(KeyEntry(name="env-admin", role="admin", hash=salted_hash(admin_key.get_secret_value())))
-        return cls(entries=tuple(entries))
+            fixed = (KeyEntry(name="env-admin", role="admin", hash=salted_hash(admin_key.get_secret_value())),)
+        return cls((*entries, *fixed), path=Path(path) if path is not None else None, fixed=fixed)
 
 
 def new_entry(*, name: str, key: str, client_id: str | None) -> KeyEntry:

@@ -6,13 +6,14 @@ emitted, so `grep '"room": "test-room-1"'` finds a room's whole story. Secrets n
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import datetime, timezone
 from collections import deque
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
+
+from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
 # Record attributes that are not context; uvicorn adds `color_message`, a duplicate of the message.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName", "color_message"}
@@ -22,18 +23,26 @@ def _context(record: logging.LogRecord) -> dict[str, object]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        body: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **_context(record),
-        }
-        if record.exc_info:
-            body["exc"] = self.formatException(record.exc_info)
-        return json.dumps(body, default=str)
+class JsonFormatter(_LibraryJsonFormatter):
+    """python-json-logger's formatter with our field names: ts, level, logger, msg, the context, exc.
+
+    The names are the ones operators already grep and ship (`"room": "…"`, `"level": "error"`), so the
+    library is configured to them rather than the other way round."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger", "message": "msg", "exc_info": "exc"},
+            reserved_attrs=sorted(_STANDARD),
+            json_default=str,  # a context value the encoder does not know (a Path, an enum) is logged, not lost
+        )
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        log_data["ts"] = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+        super().add_fields(log_data, record, message_dict)
+        log_data["level"] = record.levelname.lower()
+        for key in [k for k in log_data if k.startswith("_")]:
+            del log_data[key]  # private attributes a library hangs on the record are not context
 
 
 class ConsoleFormatter(logging.Formatter):

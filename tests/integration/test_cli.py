@@ -1,4 +1,4 @@
-"""The CLI against a real served orchestrator: trigger, ps --json, logs."""
+"""The CLI against a real served orchestrator: trigger, ps -o json, logs."""
 
 from __future__ import annotations
 
@@ -31,12 +31,12 @@ def cli(*args: str, scope: str, url: str) -> subprocess.CompletedProcess[str]:
 
 def test_trigger_ps_and_logs(served: str, scope: str) -> None:
     room = f"cli-room-{scope}"  # the engine is shared: another run's "cli-room" would be a 409 here
-    out = cli("trigger", "clarence_coherence", "--client", CLIENT_ID, "--room", room, "--json", scope=scope, url=served)
+    out = cli("trigger", "clarence_coherence", "--client", CLIENT_ID, "--room", room, "-o", "json", scope=scope, url=served)
     assert out.returncode == 0, out.stderr
     created = json.loads(out.stdout)
     assert created["status"] == "created"
 
-    ps = json.loads(cli("ps", "--json", scope=scope, url=served).stdout)
+    ps = json.loads(cli("ps", "-o", "json", scope=scope, url=served).stdout)
     assert [(r["name"], r["agent"], r["room"], r["status"]) for r in ps] == [
         (created["container_name"], "clarence-coherence", room, "running")
     ]
@@ -65,7 +65,7 @@ def test_ps_filters_quiet_wide_and_logs_follow(served_still: str, scope: str) ->
 
     made = {}
     for room in (f"f-a-{scope}", f"f-b-{scope}"):
-        out = cli("trigger", "farah", "--client", CLIENT_ID, "--room", room, "--json", scope=scope, url=served)
+        out = cli("trigger", "farah", "--client", CLIENT_ID, "--room", room, "-o", "json", scope=scope, url=served)
         assert out.returncode == 0, out.stderr
         made[room] = json.loads(out.stdout)["container_name"]
     room_a = f"f-a-{scope}"

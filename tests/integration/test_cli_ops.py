@@ -37,11 +37,11 @@ def cli(*args: str, scope: str, url: str, key: str | None = ADMIN) -> subprocess
 
 
 def test_ps_shows_room_state_and_falls_back_to_docker(served: str, scope: str) -> None:
-    made = cli("trigger", "farah", "--client", CLIENT_ID, "--room", "ps-room", "--json", scope=scope, url=served)
+    made = cli("trigger", "farah", "--client", CLIENT_ID, "--room", "ps-room", "-o", "json", scope=scope, url=served)
     assert made.returncode == 0, made.stderr
     name = json.loads(made.stdout)["container_name"]
 
-    rows = json.loads(cli("ps", "--json", scope=scope, url=served).stdout)
+    rows = json.loads(cli("ps", "-o", "json", scope=scope, url=served).stdout)
     assert [(r["name"], r["client_id"], r["agent"], r["room"], r["status"], r["room_state"], r["humans"]) for r in rows] == [
         (name, CLIENT_ID, "farah", "ps-room", "running", "starting", 0)
     ]
@@ -53,7 +53,7 @@ def test_ps_shows_room_state_and_falls_back_to_docker(served: str, scope: str) -
     print("\n" + human.stdout)
 
     # Without the key, or with nothing listening: Docker's view, and stderr says why.
-    refused = cli("ps", "--json", scope=scope, url=served, key=None)
+    refused = cli("ps", "-o", "json", scope=scope, url=served, key=None)
     assert "refused" in refused.stderr and "ORCH_API_KEY" in refused.stderr
     assert [(r["name"], r["room"]) for r in json.loads(refused.stdout)] == [(name, "ps-room")]
     assert "room_state" not in json.loads(refused.stdout)[0]
@@ -64,7 +64,7 @@ def test_ps_shows_room_state_and_falls_back_to_docker(served: str, scope: str) -
 
 
 def test_close_room_by_name(served: str, scope: str, docker_client: docker.DockerClient) -> None:
-    made = json.loads(cli("trigger", "farah", "--client", CLIENT_ID, "--room", "close-me", "--json", scope=scope, url=served).stdout)
+    made = json.loads(cli("trigger", "farah", "--client", CLIENT_ID, "--room", "close-me", "-o", "json", scope=scope, url=served).stdout)
     out = cli("close", "close-me", scope=scope, url=served)
     assert out.returncode == 0, out.stderr
     assert f"closed room close-me of client {CLIENT_ID}" in out.stdout and made["container_name"] in out.stdout
@@ -72,6 +72,6 @@ def test_close_room_by_name(served: str, scope: str, docker_client: docker.Docke
         docker_client.containers.get(made["container_name"])
     again = cli("close", "close-me", scope=scope, url=served)
     assert again.returncode == 1 and "no client has a room named 'close-me'" in again.stderr
-    as_json = cli("close", "nope", "--client", CLIENT_ID, "--json", scope=scope, url=served)
+    as_json = cli("close", "nope", "--client", CLIENT_ID, "-o", "json", scope=scope, url=served)
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["code"] == "not_found"
     assert cli("close", "close-me", scope=scope, url=served, key="ak_wrong").returncode == 1

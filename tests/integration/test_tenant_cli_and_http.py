@@ -7,6 +7,7 @@ import base64
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,6 +128,13 @@ def test_docker_compose_file_is_valid_and_scoped(tmp_path: Path) -> None:
     for svc in (services["orchestrator"], services["reconciler"]):
         assert svc["environment"]["ORCH_SCOPE"] == "tenant-a"
         assert "/var/run/docker.sock:/var/run/docker.sock:rw" in svc["volumes"]
-    missing = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                             env=base, capture_output=True, text=True)
-    assert missing.returncode != 0 and "ORCH_SCOPE" in missing.stderr  # a deployment without a scope is refused
+    # Without ORCH_SCOPE the file still reads (so `docker-compose -p … down` needs no variable), and the scope the
+    # containers then get is empty, which the orchestrator refuses at start with one line naming the variable.
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
+                         env=bare, capture_output=True, text=True, check=True).stdout
+    unscoped = yaml.safe_load(out)["services"]["orchestrator"]["environment"]["ORCH_SCOPE"]
+    assert unscoped in ("", None)
+    refused = subprocess.run([sys.executable, "-m", "orchestrator.cli", "config"], env={**bare, "ORCH_SCOPE": unscoped or ""},
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and refused.stderr.startswith("orchestrator: invalid settings: ORCH_SCOPE: "), refused.stderr

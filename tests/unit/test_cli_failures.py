@@ -82,17 +82,34 @@ def one_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("args", [["ps"], ["ps", "--json"], ["ps", "--docker-only"], ["ps", "-q"], ["logs", "r1"], ["logs", "-f", "r1"]])
+LIBRARY_TEXT = ("HTTPConnectionPool", "Max retries", "Connection aborted", "FileNotFoundError", "NewConnectionError",
+                "urllib3", "ConnectError", "Errno")
+
+
+@pytest.mark.parametrize("args", [["ps"], ["ps", "--json"], ["ps", "-o", "json"], ["ps", "--docker-only"], ["ps", "-q"],
+                                  ["logs", "r1"], ["logs", "-f", "r1"], ["network"]])
 def test_engine_and_api_down_is_one_line_exit_3(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
     code, out, err = run(capsys, *args)
+    line = one_line(err)
     assert code == 3 and out == ""
-    assert "Docker engine unavailable" in one_line(err)
+    assert f"the Docker engine at {NO_ENGINE} is not reachable (no such socket): is the Docker engine running?" in line, line
+    assert not [t for t in LIBRARY_TEXT if t in line], line  # the plain cause, not the client library's words
+
+
+def test_an_engine_refusing_connections_is_named_with_its_address(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")  # nothing listens there
+    code, _, err = run(capsys, "ps", "--docker-only")
+    line = one_line(err)
+    assert code == 3 and "is not reachable (connection refused)" in line and "ORCH_DOCKER_HOST" in line, line
+    assert not [t for t in LIBRARY_TEXT if t in line], line
 
 
 @pytest.mark.parametrize("args", [["trigger", "farah", "--client", "c1"], ["close", "r1"], ["tenants", "invalidate"]])
 def test_api_down_is_not_reachable_exit_3(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
     code, _, err = run(capsys, *args)
-    assert code == 3 and "is not reachable" in one_line(err)
+    line = one_line(err)
+    assert code == 3 and "is not reachable (connection refused): is `orchestrator serve` running there?" in line, line
+    assert not [t for t in LIBRARY_TEXT if t in line], line
 
 
 @pytest.mark.parametrize("args", [["trigger", "farah", "--client", "c1"], ["close", "r1"], ["tenants", "invalidate"], ["ps"]])
