@@ -133,9 +133,10 @@ class DockerRuntime(DockerAPI):
         """The agent network `name`, made when missing (networks.ensure: idempotent; never removed here)."""
         if name == HOST_NETWORK:
             return AgentNetwork(name=name)
-        return await self._call("network", functools.partial(
-            networks.ensure, self.client.api, name, labels=labels, subnet=subnet, pool=pool, prefix=prefix,
-            options=options or {},
+        # The client is built inside the worker thread (it asks the daemon for its version): a daemon that is down
+        # is then one of _call's mapped errors, not the SDK's own.
+        return await self._call("network", lambda: networks.ensure(
+            self.client.api, name, labels=labels, subnet=subnet, pool=pool, prefix=prefix, options=options or {},
         ))
 
     async def install_host_filter(self, network: AgentNetwork, *, ports: list[HostPort], egress: str) -> tuple[bool, str]:
@@ -153,7 +154,7 @@ class DockerRuntime(DockerAPI):
     ) -> dict[str, str]:
         """From a probe container on `network`, hardened like an agent: "host:port" → "ok" or why not (probe.run)."""
         spec = probe.probe_spec(network=network.name, image=image, user=user, scope=scope)
-        return await self._call("probe", functools.partial(probe.run, self.client.api, spec, targets=targets, timeout_s=timeout_s))
+        return await self._call("probe", lambda: probe.run(self.client.api, spec, targets=targets, timeout_s=timeout_s))
 
     async def remove_network(self, network: AgentNetwork) -> None:
         """Remove an agents' network and its host filter (the engine refuses while containers use it)."""
