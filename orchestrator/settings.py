@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from orchestrator.rules.isolation import is_root_user, split_image
+from orchestrator.rules.isolation import DEFAULT_HOST_PORTS, is_root_user, parse_host_port, split_image
 
 from orchestrator.core.resources import MIN_MEMORY_BYTES, memory_bytes
 from orchestrator.core.variables import unknown_variables
@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     agent_subnet: str | None = None  # fixed subnet of the deployment network; else the first free one of the pool
     agent_subnet_pool: Annotated[list[str], NoDecode] = ["172.29.0.0/16"]
     agent_subnet_prefix: int = Field(default=24, ge=8, le=29)
+    # The host filter on a network the orchestrator made: agents reach these ports on its gateway (LiveKit's) and
+    # nothing else of the host. Off only as an explicit opt-out; on, a host where it cannot be installed refuses to start.
+    agent_host_filter: bool = True
+    agent_host_ports: Annotated[list[str], NoDecode] = list(DEFAULT_HOST_PORTS)
+    agent_egress: Literal["internet", "livekit-only"] = "internet"  # livekit-only: nothing past the host either
+    # Start-up check that an agent on each agents' network reaches each served client's LiveKit (a probe container).
+    livekit_preflight: Literal["warn", "refuse", "off"] = "warn"
     # The LiveKit URL agents get; unset = the tenant's URL, a loopback host rewritten to the network's gateway.
     agent_livekit_url: str | None = Field(default=None, pattern=r"^wss?://")
     agent_user: str = "10001:10001"  # every agent runs as this, whatever the image's USER says
@@ -268,7 +275,7 @@ class Settings(BaseSettings):
             raise ValueError(f"ORCH_ADMIN_API_KEY {problem}; set a random key (e.g. `openssl rand -hex 32`)")
         return v
 
-    @field_validator("agent_subnet_pool", "agent_image_allowlist", "kube_agent_egress", mode="before")
+    @field_validator("agent_subnet_pool", "agent_image_allowlist", "kube_agent_egress", "agent_host_ports", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:
         """A JSON list or a plain comma-separated list (`repo-a, repo-b`)."""
@@ -280,6 +287,11 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return v
+
+    @field_validator("agent_host_ports")
+    @classmethod
+    def _valid_host_ports(cls, v: list[str]) -> list[str]:
+        return [str(parse_host_port(p)) for p in v]
 
     @field_validator("agent_subnet", "agent_subnet_pool", "kube_agent_egress")
     @classmethod
