@@ -8,50 +8,20 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from orchestrator.rules.isolation import DEFAULT_HOST_PORTS, is_root_user, parse_host_port, split_image
 
 from orchestrator.core.resources import MIN_MEMORY_BYTES, memory_bytes
+from orchestrator.core.setting_values import PLACEHOLDER_SECRETS, SettingsProblem, is_placeholder, settings_error_line
 from orchestrator.core.variables import unknown_variables
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANTS_FILE = Path(__file__).parent / "tenants" / "default_tenants.yaml"
 
-# Values people paste from templates; refusing them at start-up beats a confusing 401 later.
-PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "change_me", "replace-me", "todo", "xxx", "your-secret", "secret-here", "<secret>"})
-
-
-def is_placeholder(value: str) -> bool:
-    v = value.strip().lower()
-    return not v or v in PLACEHOLDER_SECRETS or (v.startswith("<") and v.endswith(">")) or v.startswith(("your_", "your-"))
-
-
 _NETWORK = re.compile(r"^(container:)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class SettingsProblem(ValueError):
-    """Settings cannot be built; the message names the variables and the problems, never their values."""
-
-
-def settings_error_line(exc: Exception) -> str:
-    """One line for a settings failure. Pydantic's own text prints `input_value` (the whole settings
-    dict for a model check, secrets included), so only the variable names and the rule are kept."""
-    if isinstance(exc, ValidationError):
-        problems = []
-        for e in exc.errors(include_input=False, include_url=False):
-            loc = [str(p) for p in e.get("loc", ()) if p != "__root__"]
-            name = f"ORCH_{loc[0].upper()}" if loc else ""
-            message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-            problems.append(f"{name}: {message}" if name else message)
-        return "invalid settings: " + "; ".join(problems)
-    field = getattr(exc, "args", [""])[0]
-    match = re.search(r'field "([a-z_]+)"', str(field))
-    if match:
-        return f"invalid settings: ORCH_{match.group(1).upper()}: cannot be parsed (complex values are JSON)"
-    return f"invalid settings: {type(exc).__name__}"
 
 
 class AgentSecurityException(BaseModel):
@@ -367,3 +337,6 @@ class Settings(BaseSettings):
     def room_departure_timeout_s(self) -> int:
         """LiveKit's departure_timeout: at least the grace period, so LiveKit never kicks the agent first."""
         return max(int(self.grace_period_s) + 1, 20)
+
+
+__all__ = ["PLACEHOLDER_SECRETS", "AgentSecurityException", "Settings", "SettingsProblem", "is_placeholder", "settings_error_line"]
