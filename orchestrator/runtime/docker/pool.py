@@ -29,7 +29,8 @@ from orchestrator.core.models import ContainerInfo, Health
 from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
 from orchestrator.runtime import ContainerSpec, MemberGone, NameTaken
-from orchestrator.runtime.docker.runtime import DockerRuntime, _info_from_inspect, _info_from_list
+from orchestrator.runtime.docker.runtime import DockerRuntime
+from orchestrator.runtime.docker.spec import info_from_inspect, info_from_list
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class PooledDockerRuntime(DockerRuntime):
     async def get(self, name: str) -> ContainerInfo | None:
         def inspect() -> ContainerInfo | None:
             try:
-                info = _info_from_inspect(self.client.api.inspect_container(name))
+                info = info_from_inspect(self.client.api.inspect_container(name))
             except NotFound:
                 return None
             return self._as_agent(info)
@@ -85,7 +86,7 @@ class PooledDockerRuntime(DockerRuntime):
         """One list call on the scope label: agents, and claimed members as their keys' containers."""
         def listed() -> list[ContainerInfo]:
             rows = self.client.api.containers(all=True, filters={"label": [f"{Label.SCOPE}={scope}"]})
-            infos = [_info_from_list(r) for r in rows]
+            infos = [info_from_list(r) for r in rows]
             if any(rules.POOL in i.labels and rules.is_canonical(i.name) and (i.id, i.name) not in self._records for i in infos):
                 self._records_now(scope)
             out = []
@@ -133,7 +134,7 @@ class PooledDockerRuntime(DockerRuntime):
         def listed() -> list[tuple[ContainerInfo, dict[str, str] | None]]:
             rows = self.client.api.containers(all=True, filters={"label": [f"{Label.SCOPE}={scope}", rules.POOL]})
             records = self._records_now(scope)
-            infos = [_info_from_list(r) for r in rows]
+            infos = [info_from_list(r) for r in rows]
             names = {i.id: i.name for i in infos}
             for member_id, name in list(records):
                 # Its member gone, or renamed to another name (a claimant that lost the race and died before
