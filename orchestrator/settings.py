@@ -121,11 +121,8 @@ class Settings(BaseSettings):
     # for now (other engines keep the cold path until their claim is proven).
     pool_min: int = Field(default=2, ge=0, description="Warm pool: members kept per isolation domain at least (Docker)")
     pool_max: int = Field(default=20, ge=0, description="Warm pool: members per domain at most; 0 turns the pool off")
-    pool_warm_time_s: float = Field(default=1.5, gt=0, description="Warm pool: what making one member takes (sizing: rate × this × 2)")
     pool_refill_concurrency: int = Field(default=4, ge=1, description="Warm pool: members made at once per domain")
     pool_max_age_s: float = Field(default=3600.0, gt=0, description="Warm pool: an idle member is recycled after this")
-    pool_handover_timeout_s: float = Field(default=5.0, gt=0, description="Warm pool: bound on writing an assignment; past it the start goes cold")
-    pool_reserve_timeout_s: float = Field(default=30.0, gt=0, description="Warm pool: a claim stuck between its record and its rename is undone after this")
     pool_sweep_s: float = Field(default=5.0, gt=0, description="Warm pool: how often members are re-read from the engine and recycled")
 
     # Which engine runs the agents: one Docker engine, a Docker Swarm (one service per agent, any node),

@@ -27,6 +27,10 @@ from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Tuning that operators have not needed to change (settings.py holds the knobs they do).
+WARM_TIME_S = 1.5  # what making one member takes (sizing: rate × this × 2)
+HANDOVER_TIMEOUT_S = 5.0  # writing an assignment (a busy daemon is slow); past it the start goes cold
+RESERVE_TIMEOUT_S = 30.0  # a claim stuck between its record and its rename is undone after this
 TEMPLATE = rules.LABEL_PREFIX + "pool-template"  # the member spec, as JSON (no tenant field in it)
 
 
@@ -90,8 +94,8 @@ class WarmPool:
         line = json.dumps({"env": spec.env}, separators=(",", ":")).encode() + b"\n"
         try:
             await asyncio.wait_for(
-                self._engine.hand_over(claimed.name, line, timeout_s=self._s.pool_handover_timeout_s),
-                timeout=self._s.pool_handover_timeout_s,
+                self._engine.hand_over(claimed.name, line, timeout_s=HANDOVER_TIMEOUT_S),
+                timeout=HANDOVER_TIMEOUT_S,
             )
             return True
         except (OrchestratorError, asyncio.TimeoutError) as exc:
@@ -129,7 +133,7 @@ class WarmPool:
         rate = self._rates.get(pool)
         per_s = rate.per_second(time.monotonic()) if rate is not None else 0.0
         return rules.target_size(
-            minimum=self._s.pool_min, maximum=self._s.pool_max, claims_per_s=per_s, warm_time_s=self._s.pool_warm_time_s,
+            minimum=self._s.pool_min, maximum=self._s.pool_max, claims_per_s=per_s, warm_time_s=WARM_TIME_S,
         )
 
     def refill(self) -> None:
@@ -198,7 +202,7 @@ class WarmPool:
             )
             v = rules.verdict(
                 facts, current_image=current, wanted=frozenset(self._templates),
-                max_age_s=self._s.pool_max_age_s, reserve_timeout_s=self._s.pool_reserve_timeout_s,
+                max_age_s=self._s.pool_max_age_s, reserve_timeout_s=RESERVE_TIMEOUT_S,
             )
             verdicts[v.value] += 1
             # Only a running member is claimable: stdin written before its process starts could be lost.
