@@ -98,7 +98,7 @@ def status_fields() -> dict[str, str]:
 
 def main() -> None:
     t = json.loads(sys.argv[1])
-    gw, orch, pg, lk = t["gateway"], t["orch_port"], t["pg_port"], t["livekit_port"]
+    gw, orch, pg, lk = t["gateway"], t["orch_port"], t.get("pg_port"), t["livekit_port"]
     token = os.environ["LIVEKIT_TOKEN"]
     out: dict[str, object] = {}
     for where, host in (("loopback", "127.0.0.1"), ("gateway", gw)):
@@ -107,12 +107,15 @@ def main() -> None:
                                             headers={"Content-Type": "application/json"}, body=json.dumps(t["trigger_body"]).encode())
         out[f"orch_admin_{where}"] = http("GET", f"http://{host}:{orch}/api/v1/admin/containers")
         out[f"orch_metrics_{where}"] = http("GET", f"http://{host}:{orch}/metrics")
-        out[f"postgres_{where}"] = tcp(host, pg)
+        if pg is not None:  # no database on a Kubernetes test node
+            out[f"postgres_{where}"] = tcp(host, pg)
         out[f"docker_tcp_2375_{where}"] = tcp(host, 2375)
         out[f"docker_tcp_2376_{where}"] = tcp(host, 2376)
     for path in ("/var/run/docker.sock", "/run/docker.sock"):
         out[f"docker_socket_{path}"] = unix(path)
     out["other_tenant_agent"] = tcp(t["other_agent_ip"], t["other_agent_port"])
+    for name, (host, port) in t.get("tcp", {}).items():  # more places the caller made (e.g. the apiserver's address)
+        out[f"tcp_{name}"] = tcp(host, port)
     twirp = f"http://{gw}:{lk}/twirp/livekit.RoomService/"
     auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     other = json.dumps({"room": t["other_room"]}).encode()

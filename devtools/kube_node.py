@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from devtools.kube_cluster import KubeCluster
+from devtools.netpol import start_enforcer, stop_enforcer
 
 LABEL = ("agent-orchestrator.dev/node", "real")
 TAINT = {"key": "agent-orchestrator.dev/real-node", "value": "true", "effect": "NoSchedule"}
@@ -110,6 +111,7 @@ class RealNode:
     cluster: KubeCluster
     images: tuple[str, ...]
     sandbox_image: str
+    enforce_policy: bool = True  # kube-router's NetworkPolicy controller in the node's namespace (devtools/netpol.py)
     run: str = field(default_factory=lambda: secrets.token_hex(2))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     saved_tunables: dict[str, str] = field(default_factory=dict)
@@ -143,6 +145,10 @@ class RealNode:
             t1 = time.monotonic()
             self._wait(self.ready, timeout_s, f"node {self.name} Ready")
             self.timings["kubelet_to_ready_s"] = time.monotonic() - t1
+            if self.enforce_policy:
+                t2 = time.monotonic()
+                start_enforcer(self)
+                self.timings["enforcer_ready_s"] = time.monotonic() - t2
             self.timings["start_to_ready_s"] = time.monotonic() - t0
         except BaseException:
             print(self.dump_logs(), file=sys.stderr)
@@ -331,7 +337,7 @@ oom_score = 0
 
     def dump_logs(self, n: int = 4000) -> str:
         out = []
-        for name in ("containerd", "kubelet"):
+        for name in ("containerd", "kubelet", "kube-router"):
             path = self.base / f"{name}.log"
             if path.exists():
                 out.append(f"==== {self.name} {name} ====\n{path.read_text(errors='replace')[-n:]}")
@@ -344,6 +350,7 @@ oom_score = 0
         kubelet = self.procs.get("kubelet")
         if kubelet is not None and kubelet.poll() is None:
             self._delete_pods()
+        stop_enforcer(self)
         for name in ("kubelet", "relay"):
             self._end(name)
         self._kill_cgroup_processes()
