@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from devtools.kube_cluster import KubeCluster
-from devtools.netpol import start_enforcer, stop_enforcer
+from devtools.netpol import kube_router_binary, start_enforcer, stop_enforcer
 
 LABEL = ("agent-orchestrator.dev/node", "real")
 TAINT = {"key": "agent-orchestrator.dev/real-node", "value": "true", "effect": "NoSchedule"}
@@ -133,6 +133,8 @@ class RealNode:
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self, *, timeout_s: float = 90) -> "RealNode":
         kubelet = kubelet_binary(self.cluster)
+        if self.enforce_policy:
+            kube_router_binary()  # missing: say so before anything is made
         t0 = time.monotonic()
         try:
             self.saved_tunables = {t: Path("/proc/sys", t).read_text().strip() for t in KERNEL_TUNABLES}

@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -156,13 +157,18 @@ async def test_probe_in_an_agent_pod_reaches_only_livekit_once_the_policy_is_enf
             assert all(before["must_fail"][k]["ok"] for k in FORBIDDEN), before["must_fail"]
             assert before["must_work"]["livekit_http"]["ok"], before["must_work"]
 
-            kube_cluster.api("POST", f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
-                             agents_policy(ns, livekit_ip=real_node.host_ip, livekit_ports=livekit_ports(node_livekit)))
+            policies = f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies"
+            policy = agents_policy(ns, livekit_ip=real_node.host_ip, livekit_ports=livekit_ports(node_livekit))
+            kube_cluster.api("POST", policies, policy)
+            t_applied = time.perf_counter()
 
             async def enforced() -> bool:
                 return not await asyncio.to_thread(_pod_connects, kube_cluster, ns, pods[mine], other_ip, LISTEN_PORT)
 
             await eventually(enforced, timeout=30, what="kube-router enforcing the policy (the other agent unreachable)")
+            t_enforced = time.perf_counter()
+            # It is kube-router's doing: its chains in the node's namespace name our policy.
+            assert f"{policy['metadata']['name']} namespace {ns}" in policy_rules(real_node)
             after = await asyncio.to_thread(_probe, kube_cluster, ns, pods[mine], targets)
             print("probe with policy:", json.dumps({k: after["must_fail"][k] for k in FORBIDDEN}))
             for check in FORBIDDEN:
@@ -174,6 +180,13 @@ async def test_probe_in_an_agent_pod_reaches_only_livekit_once_the_policy_is_enf
         # The agent kept its room through it all (its established media and signalling were allowed).
         creds = LiveKitCredentials(url=node_livekit.url, api_key=node_livekit.api_key, api_secret=node_livekit.api_secret)
         assert AGENT in {p.identity for p in await livekit.list_participants(creds, room=mine)}
+        # The enforcer follows the policy away too: deleted, the other agent is reachable again.
+        kube_cluster.api("DELETE", f"{policies}/{policy['metadata']['name']}")
+        t_deleted = time.perf_counter()
+        await eventually(lambda: asyncio.to_thread(_pod_connects, kube_cluster, ns, pods[mine], other_ip, LISTEN_PORT), timeout=30,
+                         what="the other agent reachable again once the policy is deleted")
+        print(f"policy created → enforced (first refused connection) {t_enforced - t_applied:.2f} s; "
+              f"deleted → lifted {time.perf_counter() - t_deleted:.2f} s")
     except BaseException:
         print(kube_cluster.kubectl("get", "pods,networkpolicies", "-n", ns, "-o", "wide", check=False).stdout)
         print(policy_rules(real_node)[-6000:])
@@ -188,3 +201,20 @@ async def test_probe_in_an_agent_pod_reaches_only_livekit_once_the_policy_is_enf
         await livekit.aclose()
         await runtime.aclose()
 
+
+
+def test_a_node_whose_enforcer_dies_at_start_is_torn_down(kube_cluster: KubeCluster, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """kube-router exiting at start fails the node's start, which then leaves nothing behind (namespace, processes,
+    the enforcer's RBAC). No images: this node never runs a pod."""
+    fake = tmp_path / "kube-router"
+    fake.write_text("#!/bin/sh\necho 'kube-router: refusing to start' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("KUBE_ROUTER_BIN_DIR", str(tmp_path))
+    node = RealNode(cluster=kube_cluster, images=(), sandbox_image="unused")
+    with pytest.raises(RuntimeError, match="kube-router of node .* exited with 3"):
+        node.start(timeout_s=30)
+    assert node.netns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not node.base.exists() and not node.state.exists()
+    assert kube_cluster._api("GET", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/agent-orchestrator-test:kube-router-{node.run}").status_code == 404
+    assert node.node() is None
