@@ -96,35 +96,25 @@ def status_fields() -> dict[str, str]:
     return fields
 
 
+def host_services(t: dict) -> dict[str, object]:
+    """Services the test bound to every address of the host (0.0.0.0): out of reach through the gateway and through
+    any other address of the host, while LiveKit's port on the gateway answers."""
+    out: dict[str, object] = {}
+    for port in t.get("host_service_ports", []):
+        for host in [t["gateway"], *t.get("host_addresses", [])]:
+            out[f"host_service_{port}_{host}"] = http("GET", f"http://{host}:{port}/")
+    return out
+
+
 def main() -> None:
     t = json.loads(sys.argv[1])
-    gw, orch, pg, lk = t["gateway"], t["orch_port"], t.get("pg_port"), t["livekit_port"]
-    token = os.environ["LIVEKIT_TOKEN"]
-    out: dict[str, object] = {}
-    for where, host in (("loopback", "127.0.0.1"), ("gateway", gw)):
-        out[f"orch_tcp_{where}"] = tcp(host, orch)
-        out[f"orch_trigger_{where}"] = http("POST", f"http://{host}:{orch}/api/v1/trigger-agent",
-                                            headers={"Content-Type": "application/json"}, body=json.dumps(t["trigger_body"]).encode())
-        out[f"orch_admin_{where}"] = http("GET", f"http://{host}:{orch}/api/v1/admin/containers")
-        out[f"orch_metrics_{where}"] = http("GET", f"http://{host}:{orch}/metrics")
-        if pg is not None:  # no database on a Kubernetes test node
-            out[f"postgres_{where}"] = tcp(host, pg)
-        out[f"docker_tcp_2375_{where}"] = tcp(host, 2375)
-        out[f"docker_tcp_2376_{where}"] = tcp(host, 2376)
-    for path in ("/var/run/docker.sock", "/run/docker.sock"):
-        out[f"docker_socket_{path}"] = unix(path)
-    out["other_tenant_agent"] = tcp(t["other_agent_ip"], t["other_agent_port"])
+    gw, lk = t["gateway"], t["livekit_port"]
+    token = os.environ.get("LIVEKIT_TOKEN", "")
+    out: dict[str, object] = host_services(t)
     for name, (host, port) in t.get("tcp", {}).items():  # more places the caller made (e.g. the apiserver's address)
         out[f"tcp_{name}"] = tcp(host, port)
-    twirp = f"http://{gw}:{lk}/twirp/livekit.RoomService/"
-    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    other = json.dumps({"room": t["other_room"]}).encode()
-    out["livekit_list_participants_other_room"] = http("POST", twirp + "ListParticipants", headers=auth, body=other)
-    out["livekit_remove_participant_other_room"] = http(
-        "POST", twirp + "RemoveParticipant", headers=auth,
-        body=json.dumps({"room": t["other_room"], "identity": t["other_identity"]}).encode())
-    out["livekit_delete_other_room"] = http("POST", twirp + "DeleteRoom", headers=auth, body=other)
-    out["livekit_list_rooms"] = http("POST", twirp + "ListRooms", headers=auth, body=b"{}")
+    if "orch_port" in t:  # the full probe (the served orchestrator, PostgreSQL, the other tenant, LiveKit's API)
+        out.update(tenant_checks(t, gw=gw, lk=lk, token=token))
     out["raw_socket_icmp"] = raw(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     out["raw_socket_packet"] = raw(socket.AF_PACKET, socket.SOCK_RAW, 0x0300)
     for path in ("/app/probe-write", "/etc/probe-write", "/probe-write", "/opt/venv/probe-write"):
@@ -140,6 +130,34 @@ def main() -> None:
     }
     print(json.dumps({"must_fail": out, "must_work": own, "status": status_fields(),
                       "env_livekit_url": os.environ.get("LIVEKIT_URL", "")}))
+
+
+def tenant_checks(t: dict, *, gw: str, lk: int, token: str) -> dict[str, object]:
+    orch, pg = t["orch_port"], t.get("pg_port")
+    out: dict[str, object] = {}
+    for where, host in (("loopback", "127.0.0.1"), ("gateway", gw)):
+        out[f"orch_tcp_{where}"] = tcp(host, orch)
+        out[f"orch_trigger_{where}"] = http("POST", f"http://{host}:{orch}/api/v1/trigger-agent",
+                                            headers={"Content-Type": "application/json"}, body=json.dumps(t["trigger_body"]).encode())
+        out[f"orch_admin_{where}"] = http("GET", f"http://{host}:{orch}/api/v1/admin/containers")
+        out[f"orch_metrics_{where}"] = http("GET", f"http://{host}:{orch}/metrics")
+        if pg is not None:  # no database beside a Kubernetes test node
+            out[f"postgres_{where}"] = tcp(host, pg)
+        out[f"docker_tcp_2375_{where}"] = tcp(host, 2375)
+        out[f"docker_tcp_2376_{where}"] = tcp(host, 2376)
+    for path in ("/var/run/docker.sock", "/run/docker.sock"):
+        out[f"docker_socket_{path}"] = unix(path)
+    out["other_tenant_agent"] = tcp(t["other_agent_ip"], t["other_agent_port"])
+    twirp = f"http://{gw}:{lk}/twirp/livekit.RoomService/"
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    other = json.dumps({"room": t["other_room"]}).encode()
+    out["livekit_list_participants_other_room"] = http("POST", twirp + "ListParticipants", headers=auth, body=other)
+    out["livekit_remove_participant_other_room"] = http(
+        "POST", twirp + "RemoveParticipant", headers=auth,
+        body=json.dumps({"room": t["other_room"], "identity": t["other_identity"]}).encode())
+    out["livekit_delete_other_room"] = http("POST", twirp + "DeleteRoom", headers=auth, body=other)
+    out["livekit_list_rooms"] = http("POST", twirp + "ListRooms", headers=auth, body=b"{}")
+    return out
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from orchestrator.rules.agent_exits import failing
 from orchestrator.core.models import ContainerInfo, ContainerKey, Health
 from orchestrator.rules.naming import key_from_labels
 from orchestrator.core.models import WatchEvent
@@ -145,6 +146,10 @@ class AgentView:
             self._tombstones.popitem(last=False)
         return True
 
+    def saw_deleted(self, cid: str) -> bool:
+        """Whether this view saw `cid` deleted (since its last relist): a container it has seen come and go."""
+        return cid in self._tombstones
+
     def age_s(self, *, now: datetime) -> float | None:
         """Seconds since the last relist; None before the first."""
         return None if self.synced_at is None else (now - self.synced_at).total_seconds()
@@ -162,4 +167,6 @@ def change_signal(event: WatchEvent, before: ContainerInfo | None) -> str | None
         return "die"
     if info.health is Health.unhealthy and (before is None or before.health is not Health.unhealthy):
         return "health_status: unhealthy"
+    if failing(info.reason) and (before is None or before.reason != info.reason):
+        return "failing"  # exited with an error and restarted by the engine (agent_exits: why, in words)
     return None
