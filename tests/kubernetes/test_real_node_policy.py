@@ -29,6 +29,7 @@ from devtools.livekit_server import LiveKitServer
 from devtools.netpol import policy_rules
 from orchestrator.core.models import ContainerStatus, LiveKitCredentials, Mode, TriggerOutcome
 from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.runtime.kubernetes.policy import POLICY_NAME
 from orchestrator.runtime.kubernetes.runtime import KubernetesRuntime
 from orchestrator.settings import Settings
 from orchestrator.services.trigger import TriggerService
@@ -158,23 +159,39 @@ async def test_probe_in_an_agent_pod_reaches_only_livekit_once_the_policy_is_enf
             assert before["must_work"]["livekit_http"]["ok"], before["must_work"]
 
             policies = f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies"
-            policy = agents_policy(ns, livekit_ip=real_node.host_ip, livekit_ports=livekit_ports(node_livekit))
-            kube_cluster.api("POST", policies, policy)
+            # The product's own policy, as the runtime ensures it at start: no ingress, egress to DNS, public
+            # addresses and LiveKit's address (any port: the orchestrator does not know LiveKit's RTC ports).
             t_applied = time.perf_counter()
+            await runtime.preflight(network="")
+            product = kube_cluster.api("GET", f"{policies}/{POLICY_NAME}")
 
             async def enforced() -> bool:
                 return not await asyncio.to_thread(_pod_connects, kube_cluster, ns, pods[mine], other_ip, LISTEN_PORT)
 
-            await eventually(enforced, timeout=30, what="kube-router enforcing the policy (the other agent unreachable)")
+            await eventually(enforced, timeout=30, what="kube-router enforcing the runtime's policy (the other agent unreachable)")
             t_enforced = time.perf_counter()
-            # It is kube-router's doing: its chains in the node's namespace name our policy.
+            # It is kube-router's doing: its chains in the node's namespace name the policy.
+            assert f"{POLICY_NAME} namespace {ns}" in policy_rules(real_node)
+            under_product = await asyncio.to_thread(_probe, kube_cluster, ns, pods[mine], targets)
+            print("probe with the runtime's policy:", json.dumps({k: under_product["must_fail"][k]["ok"] for k in FORBIDDEN}))
+            assert not under_product["must_fail"]["other_tenant_agent"]["ok"], under_product["must_fail"]["other_tenant_agent"]
+            assert under_product["must_work"]["livekit_http"]["ok"], under_product["must_work"]
+            assert under_product["must_work"]["livekit_validate_own_token"]["ok"], under_product["must_work"]
+
+            # The same rules scoped to LiveKit's ports: then nothing else on LiveKit's address answers either.
+            kube_cluster.api("DELETE", f"{policies}/{POLICY_NAME}")
+            policy = agents_policy(ns, livekit_ip=real_node.host_ip, livekit_ports=livekit_ports(node_livekit))
+            kube_cluster.api("POST", policies, policy)
+            await eventually(lambda: asyncio.to_thread(lambda: not _pod_connects(kube_cluster, ns, pods[mine], relay.hostname or "", relay.port or 0)),
+                             timeout=30, what="the port-scoped policy enforced (the apiserver relay unreachable)")
             assert f"{policy['metadata']['name']} namespace {ns}" in policy_rules(real_node)
             after = await asyncio.to_thread(_probe, kube_cluster, ns, pods[mine], targets)
-            print("probe with policy:", json.dumps({k: after["must_fail"][k] for k in FORBIDDEN}))
+            print("probe with the port-scoped policy:", json.dumps({k: after["must_fail"][k] for k in FORBIDDEN}))
             for check in FORBIDDEN:
                 assert not after["must_fail"][check]["ok"], f"{check} reachable under the policy: {after['must_fail'][check]}"
             assert after["must_work"]["livekit_http"]["ok"], after["must_work"]
             assert after["must_work"]["livekit_validate_own_token"]["ok"], after["must_work"]
+            assert product["spec"]["egress"][-1]["to"] == [{"ipBlock": {"cidr": f"{real_node.host_ip}/32"}}]  # what let them through
         # No ingress either: the host no longer reaches the other agent's listener.
         assert not _connects(other_ip, LISTEN_PORT)
         # The agent kept its room through it all (its established media and signalling were allowed).
