@@ -111,6 +111,8 @@ def main() -> None:
     gw, lk = t["gateway"], t["livekit_port"]
     token = os.environ.get("LIVEKIT_TOKEN", "")
     out: dict[str, object] = host_services(t)
+    for name, (host, port) in t.get("tcp", {}).items():  # more places the caller made (e.g. the apiserver's address)
+        out[f"tcp_{name}"] = tcp(host, port)
     if "orch_port" in t:  # the full probe (the served orchestrator, PostgreSQL, the other tenant, LiveKit's API)
         out.update(tenant_checks(t, gw=gw, lk=lk, token=token))
     out["raw_socket_icmp"] = raw(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -131,7 +133,7 @@ def main() -> None:
 
 
 def tenant_checks(t: dict, *, gw: str, lk: int, token: str) -> dict[str, object]:
-    orch, pg = t["orch_port"], t["pg_port"]
+    orch, pg = t["orch_port"], t.get("pg_port")
     out: dict[str, object] = {}
     for where, host in (("loopback", "127.0.0.1"), ("gateway", gw)):
         out[f"orch_tcp_{where}"] = tcp(host, orch)
@@ -139,7 +141,8 @@ def tenant_checks(t: dict, *, gw: str, lk: int, token: str) -> dict[str, object]
                                             headers={"Content-Type": "application/json"}, body=json.dumps(t["trigger_body"]).encode())
         out[f"orch_admin_{where}"] = http("GET", f"http://{host}:{orch}/api/v1/admin/containers")
         out[f"orch_metrics_{where}"] = http("GET", f"http://{host}:{orch}/metrics")
-        out[f"postgres_{where}"] = tcp(host, pg)
+        if pg is not None:  # no database beside a Kubernetes test node
+            out[f"postgres_{where}"] = tcp(host, pg)
         out[f"docker_tcp_2375_{where}"] = tcp(host, 2375)
         out[f"docker_tcp_2376_{where}"] = tcp(host, 2376)
     for path in ("/var/run/docker.sock", "/run/docker.sock"):

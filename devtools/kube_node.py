@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from devtools.kube_cluster import KubeCluster
+from devtools.netpol import kube_router_binary, start_enforcer, stop_enforcer
 
 LABEL = ("agent-orchestrator.dev/node", "real")
 TAINT = {"key": "agent-orchestrator.dev/real-node", "value": "true", "effect": "NoSchedule"}
@@ -110,6 +111,7 @@ class RealNode:
     cluster: KubeCluster
     images: tuple[str, ...]
     sandbox_image: str
+    enforce_policy: bool = True  # kube-router's NetworkPolicy controller in the node's namespace (devtools/netpol.py)
     run: str = field(default_factory=lambda: secrets.token_hex(2))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     saved_tunables: dict[str, str] = field(default_factory=dict)
@@ -131,6 +133,8 @@ class RealNode:
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self, *, timeout_s: float = 90) -> "RealNode":
         kubelet = kubelet_binary(self.cluster)
+        if self.enforce_policy:
+            kube_router_binary()  # missing: say so before anything is made
         t0 = time.monotonic()
         try:
             self.saved_tunables = {t: Path("/proc/sys", t).read_text().strip() for t in KERNEL_TUNABLES}
@@ -143,6 +147,10 @@ class RealNode:
             t1 = time.monotonic()
             self._wait(self.ready, timeout_s, f"node {self.name} Ready")
             self.timings["kubelet_to_ready_s"] = time.monotonic() - t1
+            if self.enforce_policy:
+                t2 = time.monotonic()
+                start_enforcer(self)
+                self.timings["enforcer_ready_s"] = time.monotonic() - t2
             self.timings["start_to_ready_s"] = time.monotonic() - t0
         except BaseException:
             print(self.dump_logs(), file=sys.stderr)
@@ -331,7 +339,7 @@ oom_score = 0
 
     def dump_logs(self, n: int = 4000) -> str:
         out = []
-        for name in ("containerd", "kubelet"):
+        for name in ("containerd", "kubelet", "kube-router"):
             path = self.base / f"{name}.log"
             if path.exists():
                 out.append(f"==== {self.name} {name} ====\n{path.read_text(errors='replace')[-n:]}")
@@ -344,6 +352,7 @@ oom_score = 0
         kubelet = self.procs.get("kubelet")
         if kubelet is not None and kubelet.poll() is None:
             self._delete_pods()
+        stop_enforcer(self)
         for name in ("kubelet", "relay"):
             self._end(name)
         self._kill_cgroup_processes()
