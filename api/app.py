@@ -107,6 +107,7 @@ def create_app(
 
     app.add_middleware(
         RequestGuards, keyring=lambda: app.state.api_keys, throttle=lambda: app.state.auth_failures,
+        trusted_proxies=lambda: app.state.settings.trusted_proxies,
         body_limit=settings.max_body_bytes, webhook_body_limit=settings.max_webhook_body_bytes, on_refuse=guard_refused,
     )
     app.state.auth_failures = FailureThrottle()  # wrong keys, per source: the guard and api/auth.py count together

@@ -11,6 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 import math
 
+from api.guards import request_source
 from orchestrator.core.apikeys import FailureThrottle, KeyRing
 from orchestrator.core.errors import Forbidden, LimitExceeded, Unauthorized
 
@@ -66,21 +67,25 @@ async def authenticate(
     presented = header or (bearer.credentials if bearer else None)
     if not presented:
         raise Unauthorized("an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
-    # Wrong keys are throttled per source (a missing key guesses nothing and is not counted).
-    source = request.client.host if request.client else "unknown"
+    entry = ring.verify(presented)
+    if entry is not None:  # a valid key is never throttled (api/guards)
+        principal = Principal(name=entry.name, client_id=entry.client_id, role=entry.role)
+        request.state.principal = principal  # the refusal log names the client
+        return principal
+    # Wrong keys are throttled per source (a missing key guesses nothing and is not counted): the peer, or
+    # the client a configured trusted proxy forwarded for.
+    source = request_source(
+        request.client.host if request.client else None, dict(request.scope.get("headers") or []),
+        trusted_proxies=request.app.state.settings.trusted_proxies,
+    )
     throttle = _throttle(request)
     wait = throttle.retry_after(source)
     if wait is not None:
         raise LimitExceeded("too many wrong API keys from this address; wait before trying again", retry_after=math.ceil(wait),
                             details={"throttle": True})
-    entry = ring.verify(presented)
-    if entry is None:
-        throttle.failed(source)
-        log.info("wrong API key", extra={"source": source})
-        raise Unauthorized("the API key is not valid")
-    principal = Principal(name=entry.name, client_id=entry.client_id, role=entry.role)
-    request.state.principal = principal  # the refusal log names the client
-    return principal
+    throttle.failed(source)
+    log.info("wrong API key", extra={"source": source})
+    raise Unauthorized("the API key is not valid")
 
 
 async def require_api_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

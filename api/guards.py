@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from ipaddress import ip_address, ip_network
 from typing import Any
 
 from orchestrator.core.apikeys import FailureThrottle, KeyRing
@@ -42,6 +43,28 @@ def presented_key(headers: dict[bytes, bytes]) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
+def request_source(peer: str | None, headers: dict[bytes, bytes], *, trusted_proxies: Collection[str]) -> str:
+    """Whom wrong keys are counted against: the peer, or, when the peer is a configured trusted proxy, the
+    nearest address in X-Forwarded-For that is not one (a client can prepend anything, never append)."""
+    if peer is None:
+        return "unknown"
+    nets = [ip_network(p, strict=False) for p in trusted_proxies]
+
+    def trusted(address: str) -> bool:
+        try:
+            return any(ip_address(address) in net for net in nets)
+        except ValueError:
+            return False
+
+    if not trusted(peer):
+        return peer
+    hops = [h.strip() for h in headers.get(b"x-forwarded-for", b"").decode("latin-1").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not trusted(hop):
+            return hop[:64]
+    return peer
+
+
 class RequestGuards:
     """Refuses, before any body byte is read: an untrusted Host when auth is off (400), a body on a
     key-protected route without a valid key (401), a webhook without its signature header (401),
@@ -50,8 +73,10 @@ class RequestGuards:
     def __init__(
         self, app: ASGIApp, *, keyring: Callable[[], KeyRing], throttle: Callable[[], FailureThrottle],
         body_limit: int, webhook_body_limit: int, trusted_hosts: Iterable[str] = LOOPBACK_HOSTS,
+        trusted_proxies: Callable[[], Collection[str]] = lambda: (),
         on_refuse: Callable[[Scope, int, str, str], None] | None = None,
     ) -> None:
+        self._proxies = trusted_proxies
         self.app = app
         self._keyring = keyring
         self._throttle = throttle
@@ -111,22 +136,25 @@ class RequestGuards:
 
 
     async def _key_ok(self, ring: KeyRing, headers: dict[bytes, bytes], scope: Scope, send: Send) -> bool:
-        """As api/auth.py: no key 401; a source with too many wrong keys waits (429); a wrong key 401 and counted."""
+        """As api/auth.py: no key 401; a valid key passes; a wrong one from a source with too many is 429, else 401
+        and counted. A valid key is never throttled: keys are random 256-bit, so guessing is hopeless anyway,
+        and a throttled address may be a proxy that others share."""
         if (key := presented_key(headers)) is None:
             await self._deny(scope, send, 401, "unauthorized", "an API key is required: send `Authorization: Bearer <key>` "
                           "or `X-API-Key: <key>`", authenticate=True)
             return False
-        source = scope["client"][0] if scope.get("client") else "unknown"
+        if ring.verify(key) is not None:
+            return True
+        peer = scope["client"][0] if scope.get("client") else None
+        source = request_source(peer, headers, trusted_proxies=self._proxies())
         throttle = self._throttle()
         if (wait := throttle.retry_after(source)) is not None:
             await self._deny(scope, send, 429, "limit_exceeded", "too many wrong API keys from this address; wait before trying again",
                           extra=[(b"retry-after", str(math.ceil(wait)).encode())])
             return False
-        if ring.verify(key) is None:
-            throttle.failed(source)
-            await self._deny(scope, send, 401, "unauthorized", "the API key is not valid", authenticate=True)
-            return False
-        return True
+        throttle.failed(source)
+        await self._deny(scope, send, 401, "unauthorized", "the API key is not valid", authenticate=True)
+        return False
 
     async def _deny(self, scope: Scope, send: Send, status: int, code: str, detail: str, **kwargs: Any) -> None:
         if self._on_refuse is not None:

@@ -9,8 +9,10 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -30,6 +32,25 @@ def livekit_binary() -> str:
     raise RuntimeError("livekit-server binary not found: run scripts/provision (it builds and caches it)")
 
 
+T = TypeVar("T")
+
+
+def wait_ready(proc: subprocess.Popen[bytes], http_url: str, log_tail: Callable[[], str], *, timeout_s: float, what: str, ready: T) -> T:
+    """Poll a starting livekit-server's HTTP root until it answers 200 (then return `ready`); fail with its log
+    when the process exits first or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{log_tail()}")
+        try:
+            with urllib.request.urlopen(http_url, timeout=1) as resp:
+                if resp.status == 200:
+                    return ready
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready after {timeout_s}s:\n{log_tail()}")
+
+
 @dataclass
 class LiveKitServer:
     api_key: str
@@ -39,7 +60,14 @@ class LiveKitServer:
     # The agents' network gateway: bound too and announced as the node IP, so agent containers on that
     # network reach this server (their own loopback is not the host's).
     agent_gateway: str | None = None
+    # The address announced for media (rtc.node_ip); default: the agents' gateway, else loopback. Set only to show
+    # what a wrong one does (a swarm node cannot route to it: signalling works, ICE never completes).
+    announce: str | None = None
+    # Media candidates only on these CIDRs (rtc.ips.includes): on a host with many interfaces (bridges of every
+    # engine here) LiveKit otherwise offers each of them, and an agent behind NAT checks them all before the right one.
+    media_ips: list[str] | None = None
     proc: subprocess.Popen[bytes] | None = None
+    extra_keys: dict[str, str] = field(default_factory=dict)  # more API keys of the same server (tenants on own keys)
     log_path: Path | None = None
 
     @property
@@ -56,11 +84,13 @@ class LiveKitServer:
             "port": self.port,
             "bind_addresses": ["127.0.0.1", *([self.agent_gateway] if self.agent_gateway else [])],
             "rtc": {"tcp_port": free_port(), "udp_port": free_port(socket.SOCK_DGRAM), "use_external_ip": False,
-                    "node_ip": self.agent_gateway or "127.0.0.1"},
-            "keys": {self.api_key: self.api_secret},
+                    "node_ip": self.announce or self.agent_gateway or "127.0.0.1"},
+            "keys": {self.api_key: self.api_secret, **self.extra_keys},
             "room": {"empty_timeout": 300, "departure_timeout": 20},
             "logging": {"level": "info"},
         }
+        if self.media_ips:
+            cfg["rtc"]["ips"] = {"includes": list(self.media_ips)}
         if self.webhook_urls:
             cfg["webhook"] = {"api_key": self.api_key, "urls": self.webhook_urls}
         (workdir / "livekit.yaml").write_text(yaml.safe_dump(cfg))
@@ -69,17 +99,7 @@ class LiveKitServer:
             [livekit_binary(), "--config", str(workdir / "livekit.yaml")],
             stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"livekit-server exited early:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.http_url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"livekit-server not ready after {timeout_s}s:\n{self.log_path.read_text()[-3000:]}")
+        return wait_ready(self.proc, self.http_url, self.log_tail, timeout_s=timeout_s, what="livekit-server", ready=self)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -91,4 +111,4 @@ class LiveKitServer:
                 self.proc.wait()
 
     def log_tail(self, n: int = 4000) -> str:
-        return self.log_path.read_text()[-n:] if self.log_path and self.log_path.exists() else ""
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path and self.log_path.exists() else ""

@@ -3,7 +3,7 @@
 Each node is a network namespace of its own (`sw-<run>-nK`) with a veth on a private bridge that sits in
 one more namespace (`sw-<run>-hub`), a hostname of its own (`unshare --uts`) and a dockerd of its own
 (socket, data root, exec root, pidfile, config file; its docker0 lives in the node's namespace and it
-runs with `--iptables=false`, so the host's engine, its docker0 and its iptables are never touched).
+keeps its iptables rules in that namespace, so the host's engine, its docker0 and its iptables are never touched).
 The nodes form a swarm of managers; images are copied from the main engine with `docker save | load`
 (nothing is pulled). A livekit-server runs inside the hub namespace, on the bridge every node reaches.
 
@@ -25,12 +25,10 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,170 +36,12 @@ from pathlib import Path
 import docker
 import yaml
 
-from devtools.livekit_server import livekit_binary
+from devtools.livekit_server import LiveKitServer, free_port, livekit_binary, wait_ready
+from devtools.swarm_node import PREFIX, Node, sh
+from devtools.swarm_teardown import destroy_run, sweep_stale
 
-PREFIX = "sw-"
-_RUN_RE = re.compile(r"^sw-([0-9a-f]{4})-(hub|n\d+)$")
+__all__ = ["HubLiveKit", "Node", "SwarmCluster", "sweep_stale"]
 LIVEKIT_PORT, LIVEKIT_TCP, LIVEKIT_UDP = 7880, 7881, 7882
-
-
-def sh(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run one command; a failure raises with the command and its stderr (the report names both)."""
-    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(args)}` failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def processes_naming(needle: str) -> list[tuple[int, str]]:
-    """Processes whose command line mentions `needle` (a node's exec root): leftovers after teardown."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in cmd:
-            found.append((int(entry.name), cmd.strip()))
-    return found
-
-
-def _mounts_under(*roots: Path) -> list[str]:
-    points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].replace("\\040", " ")
-        if any(point == str(r) or point.startswith(f"{r}/") for r in roots):
-            points.append(point)
-    return sorted(set(points), key=len, reverse=True)  # deepest first
-
-
-@dataclass
-class Node:
-    run: str
-    index: int
-    address: str
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{PREFIX}{self.run}-n{self.index}"
-
-    @property
-    def netns(self) -> str:
-        return self.name
-
-    @property
-    def sock(self) -> Path:
-        return Path(f"/run/{self.name}.sock")
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.sock}"
-
-    @property
-    def data_root(self) -> Path:
-        return Path(f"/var/lib/{self.name}")
-
-    @property
-    def exec_root(self) -> Path:
-        return Path(f"/run/{self.name}")  # short: containerd's socket path lives under it
-
-    @property
-    def pidfile(self) -> Path:
-        return Path(f"/run/{self.name}.pid")
-
-    @property
-    def config_file(self) -> Path:
-        return Path(f"/run/{self.name}.json")
-
-    @property
-    def log_path(self) -> Path:
-        return Path(f"/tmp/{self.name}.log")
-
-    def client(self, *, timeout: int = 30) -> docker.DockerClient:
-        return docker.DockerClient(base_url=self.url, timeout=timeout)
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, *, timeout_s: float = 40) -> None:
-        # The host's /etc/docker/daemon.json must not apply (live-restore there would refuse swarm mode).
-        self.config_file.write_text("{}")
-        # Data root on a tmpfs: loading the agent image onto three nodes and deleting ~60k files again
-        # took minutes on this disk (unlink ~1.6 ms each); in memory both take seconds.
-        self.data_root.mkdir(parents=True, exist_ok=True)
-        if not _mounts_under(self.data_root):
-            sh("mount", "-t", "tmpfs", "-o", "size=6g,mode=0711", "tmpfs", str(self.data_root))
-        dockerd = (
-            f"exec dockerd --config-file {self.config_file} --host {self.url} --data-root {self.data_root}"
-            f" --exec-root {self.exec_root} --pidfile {self.pidfile} --iptables=false --ip-masq=false"
-        )
-        # nsenter --net (not `ip netns exec`, which remounts /sys: "Devices cgroup isn't mounted").
-        cmd = ["nsenter", f"--net=/run/netns/{self.netns}", "unshare", "--uts", "sh", "-c", f"hostname {self.name} && {dockerd}"]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd of {self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                with closing(self.client(timeout=5)) as c:
-                    c.ping()
-                break
-            except docker.errors.DockerException:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"dockerd of {self.name} not answering after {timeout_s}s:\n{self.log_tail()}") from None
-                time.sleep(0.1)
-        # Its containerd must be its own (supervised, under its exec root), never a system one shared with the main engine.
-        if not processes_naming(f"{self.exec_root}/containerd/containerd.toml"):
-            raise RuntimeError(f"dockerd of {self.name} did not start its own containerd under {self.exec_root}")
-
-    def stop(self, *, timeout_s: float = 30) -> None:
-        """SIGTERM by pidfile (a manager takes ~9 s), SIGKILL after `timeout_s`."""
-        pid = self._pid()
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
-            if self.proc is not None and self.proc.pid == pid:
-                try:
-                    self.proc.wait(timeout=0.2)
-                except subprocess.TimeoutExpired:
-                    pass
-            else:
-                time.sleep(0.2)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            if self.proc is not None and self.proc.pid == pid:
-                self.proc.wait()
-
-    def _pid(self) -> int | None:
-        if self.proc is not None and self.proc.poll() is None:
-            return self.proc.pid
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _alive(pid) else None
-
-    def log_tail(self, n: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-n:] if self.log_path.exists() else ""
 
 
 @dataclass
@@ -244,17 +84,7 @@ class HubLiveKit:
             ["nsenter", f"--net=/run/netns/{self.netns}", livekit_binary(), "--config", str(workdir / "livekit.yaml")],
             stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"livekit-server exited early:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.http_url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"livekit-server in {self.netns} not ready after {timeout_s}s:\n{self.log_tail()}")
+        return wait_ready(self.proc, self.http_url, self.log_tail, timeout_s=timeout_s, what=f"livekit-server in {self.netns}", ready=self)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -312,7 +142,7 @@ class SwarmCluster:
         self.host_ip = f"{self.subnet}.200"
         self.nodes = [Node(self.run, k, f"{self.subnet}.{k}") for k in range(1, nodes + 1)]
         self.heartbeat_s = dispatcher_heartbeat_s
-        self.livekit: HubLiveKit | None = None
+        self.livekit: HubLiveKit | LiveKitServer | None = None
         self.owner_file = Path(f"/run/{PREFIX}{self.run}.owner")
 
     # ---- bring-up --------------------------------------------------------------------------
@@ -432,9 +262,24 @@ class SwarmCluster:
             if errors:
                 raise RuntimeError(f"loading {tag} onto the swarm nodes failed: {errors[0]}")
 
-    def start_livekit(self, *, api_key: str = "swarmkey") -> HubLiveKit:
-        self.livekit = HubLiveKit(host=self.hub_ip, netns=self.hub, api_key=api_key, api_secret=secrets.token_hex(32)).start()
+    def start_livekit(self, *, api_key: str = "swarmkey", on_host: bool = False) -> HubLiveKit | LiveKitServer:
+        """LiveKit inside the hub namespace (on the bridge every node reaches), or `on_host`: in the test's own
+        namespace, bound to loopback and to the host's veth address on the run's subnet, which it announces as
+        its node IP. Announcing an address the nodes cannot route to (loopback, the host's main address: a node
+        has no default route) lets an agent's signalling connect (it is listed) while ICE never completes."""
+        if on_host:
+            lk = LiveKitServer(api_key=api_key, api_secret=secrets.token_hex(32), port=free_port(), agent_gateway=self.host_ip)
+            self.livekit = lk.start()
+        else:
+            self.livekit = HubLiveKit(host=self.hub_ip, netns=self.hub, api_key=api_key, api_secret=secrets.token_hex(32)).start()
         return self.livekit
+
+    def agent_livekit_url(self) -> str:
+        """The URL agents on the nodes use (the host-side server's own URL is loopback, which is the node's own)."""
+        assert self.livekit is not None
+        if isinstance(self.livekit, LiveKitServer):
+            return f"ws://{self.host_ip}:{self.livekit.port}"
+        return self.livekit.url
 
     # ---- drills ----------------------------------------------------------------------------
 
@@ -459,95 +304,3 @@ class SwarmCluster:
         self.owner_file.unlink(missing_ok=True)
         if self.leftovers:
             raise RuntimeError(f"swarm run {self.run} left things behind: {self.leftovers}")
-
-
-def destroy_run(run: str, *, nodes: list[Node], hub: str, host_if: str) -> list[str]:
-    """Tear one run down in the safe order; returns what could not be cleaned (empty when all is gone)."""
-    # 1. Services, then containers, while the daemons still answer (a stopped dockerd leaves shims behind).
-    for node in nodes:  # any manager that answers removes every service of the run's swarm
-        if node._pid() is None:
-            continue
-        try:
-            with closing(node.client(timeout=10)) as c:
-                for svc in c.api.services():
-                    try:
-                        c.api.remove_service(svc["ID"])
-                    except docker.errors.NotFound:
-                        pass
-            break
-        except docker.errors.DockerException:
-            continue
-    for node in nodes:
-        if node._pid() is None:
-            continue
-        try:
-            with closing(node.client(timeout=20)) as c:
-                for row in c.api.containers(all=True):
-                    try:
-                        c.api.remove_container(row["Id"], force=True)
-                    except docker.errors.DockerException:
-                        pass
-        except docker.errors.DockerException:
-            pass
-    # 2. The daemons, by pidfile, in parallel (a manager takes ~9 s to stop).
-    threads = [threading.Thread(target=n.stop) for n in nodes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    # 3. Anything still naming a node's exec root (containerd-shims of containers that outlived their dockerd).
-    for node in nodes:
-        for pid, _ in processes_naming(str(node.exec_root) + "/"):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    # Any livekit-server or other process still inside one of the run's namespaces.
-    for entry in Path("/run/netns").glob(f"{PREFIX}{run}-*"):
-        for pid in sh("ip", "netns", "pids", entry.name, check=False).stdout.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-    # 4. Mounts under the roots, deepest first; then the files.
-    for node in nodes:
-        for point in _mounts_under(node.data_root, node.exec_root):
-            sh("umount", "-l", point, check=False)
-        for path in (node.data_root, node.exec_root):
-            shutil.rmtree(path, ignore_errors=True)
-        for leftover in (node.sock, node.pidfile, node.config_file):
-            leftover.unlink(missing_ok=True)
-    # 5. The namespaces (the veth pairs and the host's interface go with them).
-    for name in [n.netns for n in nodes] + [hub]:
-        if Path(f"/run/netns/{name}").exists():
-            sh("ip", "netns", "del", name, check=False)
-    # 6. Check.
-    left = []
-    for node in nodes:
-        left += [f"process {pid}: {cmd[:120]}" for pid, cmd in processes_naming(str(node.exec_root) + "/")]
-        left += [f"mount {p}" for p in _mounts_under(node.data_root, node.exec_root)]
-    left += [f"netns {p.name}" for p in Path("/run/netns").glob(f"{PREFIX}{run}-*")] if Path("/run/netns").exists() else []
-    if sh("ip", "link", "show", host_if, check=False).returncode == 0:
-        sh("ip", "link", "del", host_if, check=False)
-    return left
-
-
-def sweep_stale() -> None:
-    """Tear down runs whose owner process is gone (a test run killed with SIGKILL cannot clean up itself)."""
-    runs: dict[str, set[str]] = {}
-    for entry in Path("/run/netns").glob(f"{PREFIX}*") if Path("/run/netns").exists() else []:
-        if m := _RUN_RE.match(entry.name):
-            runs.setdefault(m.group(1), set()).add(m.group(2))
-    for owner in Path("/run").glob(f"{PREFIX}????.owner"):
-        runs.setdefault(owner.name[len(PREFIX):len(PREFIX) + 4], set())
-    for run, parts in runs.items():
-        owner = Path(f"/run/{PREFIX}{run}.owner")
-        try:
-            info = json.loads(owner.read_text())
-        except (OSError, ValueError):
-            info = {}
-        if info.get("pid") and _alive(int(info["pid"])):
-            continue
-        count = max([int(p[1:]) for p in parts if p.startswith("n")] + [int(info.get("nodes", 0))] + [0])
-        destroy_run(run, nodes=[Node(run, k, "") for k in range(1, count + 1)], hub=f"{PREFIX}{run}-hub", host_if=f"sw{run}r")
-        owner.unlink(missing_ok=True)

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
 
     # API keys: a YAML file of sha256 hashes (never the keys); no key configured at all = auth disabled.
     api_keys_file: Path | None = None
+    # Room ownership stamps (HMAC over client, room, creation time): the key every process of the deployment
+    # signs with. Unset: generated once into ownership_key_file (default under ~/.local/state; see signing_key).
+    ownership_key: SecretStr | None = None
+    ownership_key_file: Path | None = None
+    # Addresses (or CIDRs) of reverse proxies whose X-Forwarded-For is believed: wrong-key throttling then counts
+    # the forwarded client, not the proxy every tenant comes through. Empty: the peer address is the client.
+    trusted_proxies: list[str] = []
 
     # The agent containers.
     agent_image: str = "agent-orchestrator/agent:latest"
@@ -157,12 +164,21 @@ class Settings(BaseSettings):
     kube_tolerations: list[dict[str, str | int]] = []
     kube_watch_timeout_s: int = Field(default=300, ge=1)  # server-side watch timeout; the watch then resumes
     kube_timeout_s: float = Field(default=30.0, gt=0)
+    # The agents' NetworkPolicy (ensured at start in their namespace): no ingress; egress to DNS, to public addresses
+    # (LiveKit Cloud, an LLM API) unless turned off, and to the CIDRs listed (e.g. an in-cluster LiveKit's Pods).
+    kube_network_policy: bool = True
+    kube_agent_egress_public: bool = True
+    kube_agent_egress: Annotated[list[str], NoDecode] = []
 
     # Room lifecycle: the grace period after the last human leaves.
     grace_period_s: float = Field(default=60.0, ge=0)
     room_empty_timeout_s: int = Field(default=300, ge=1)
-    user_token_ttl_s: int = Field(default=2 * 3600, ge=60)
-    agent_token_ttl_s: int = Field(default=6 * 3600, ge=60)
+    # Tokens live as long as joining needs, no longer: a room name can be another tenant's after ours closes.
+    # LiveKit checks a token when a participant joins (and refreshes connected ones itself), so a user must
+    # join within user_token_ttl_s of the trigger; an agent container restarted in place after agent_token_ttl_s
+    # cannot rejoin (the reconciler replaces it with a fresh token).
+    user_token_ttl_s: int = Field(default=300, ge=60)
+    agent_token_ttl_s: int = Field(default=900, ge=60)
 
     # Reconciler: the periodic pass is the safety net behind webhooks and Docker events.
     reconcile_enabled: bool = True  # run the loop inside `serve`; cron deployments set it false
@@ -186,6 +202,7 @@ class Settings(BaseSettings):
     max_agents_per_room: int = Field(default=4, ge=1)  # distinct agent slugs sharing a room
     max_agents_per_client: int = Field(default=20, ge=1)
     max_agents_total: int = Field(default=50, ge=1)
+    max_waiters_per_client: int = Field(default=10, ge=1)  # concurrent /rooms/{room}/wait long-polls per client
     limit_retry_after_s: int = Field(default=10, ge=1)
 
     # Operator surface: per-agent CPU/memory sampled in the background, never inside a scrape.
@@ -251,7 +268,7 @@ class Settings(BaseSettings):
             raise ValueError(f"ORCH_ADMIN_API_KEY {problem}; set a random key (e.g. `openssl rand -hex 32`)")
         return v
 
-    @field_validator("agent_subnet_pool", "agent_image_allowlist", mode="before")
+    @field_validator("agent_subnet_pool", "agent_image_allowlist", "kube_agent_egress", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:
         """A JSON list or a plain comma-separated list (`repo-a, repo-b`)."""
@@ -264,7 +281,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return v
 
-    @field_validator("agent_subnet", "agent_subnet_pool")
+    @field_validator("agent_subnet", "agent_subnet_pool", "kube_agent_egress")
     @classmethod
     def _valid_subnets(cls, v: object) -> object:
         import ipaddress

@@ -19,6 +19,10 @@ from devtools.docker_helpers import TINY_IMAGE, dump_logs, remove_scope
 from devtools.livekit_server import LiveKitServer, free_port
 from devtools.world import CLIENT_ID, OTHER_CLIENT_ID, app_client, write_tenants
 
+# The ownership signing key is generated into the deployment's state (services/signing_key.py): keep the
+# tests' keys out of the home directory, in one place every process of a test run (served ones too) shares.
+os.environ.setdefault("XDG_STATE_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-test-state-{os.getuid()}"))
+
 __all__ = ["CLIENT_ID", "OTHER_CLIENT_ID", "app_client", "write_tenants"]  # tests import these from here too
 
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
+from orchestrator.rules import ownership
 from orchestrator.rules.agent_states import AgentPhase, agent_status
-from orchestrator.core.errors import InvalidInput, NotFound, OrchestratorError
+from orchestrator.core.errors import InvalidInput, LimitExceeded, NotFound, OrchestratorError
 from orchestrator.core.models import ContainerInfo
 from orchestrator.rules.naming import Label, clean_slug, key_from_labels, validate_room
 from orchestrator.rules.rooms import grace_remaining
+from orchestrator.services.signing_key import signing_key
 
 from api.auth import Principal
 from api.deps import OperationsDep, PrincipalDep, RuntimeDep, SettingsDep, TenantsDep
@@ -86,6 +90,8 @@ async def _fresh(request: Request, tenants: TenantsDep, client_id: str, room: st
         view = (await request.app.state.livekit.observe_rooms(client.livekit, names=[room]))[room]
     except OrchestratorError:
         return None, None
+    if view.exists and ownership.someone_elses(signing_key(request.app.state.settings), view.metadata, client_id=client_id, room=room):
+        return frozenset(), frozenset()  # a room of this name that is provably another tenant's: none of its people
     return view.humans, view.agents
 
 
@@ -126,18 +132,61 @@ async def wait_for_joined(
     timeout_s: Annotated[float, Query(ge=0, le=60, description="longest wait; the answer comes as soon as the agents joined")] = 20.0,
 ) -> WaitOut:
     """Long-poll until the agents joined (or are in grace). `reached: false` after the timeout, or at once when an
-    agent gave up or stopped; the body then says why."""
+    agent gave up or stopped; the body then says why. At most `max_waiters_per_client` at once per client (429)."""
     cid, name = _client(principal, client_id), _room(room)
     slug = clean_slug(agent) if agent else None
-    started = time.monotonic()
-    while True:
-        view = await _one_room(request, runtime, settings, tenants, cid, name)
-        agents = [a for a in view.agents if slug is None or a.agent_slug == slug]
-        reached = bool(agents) and all(a.phase in SETTLED for a in agents)
-        waited = time.monotonic() - started
-        if reached or any(a.phase in FINAL for a in agents) or waited >= timeout_s:
-            return WaitOut(**view.model_dump(), reached=reached, waited_s=round(waited, 3))
-        await asyncio.sleep(min(0.25, max(0.0, timeout_s - waited)))
+    with _waiter(request, cid, settings.max_waiters_per_client):
+        started = time.monotonic()
+        asked_livekit = started
+        view = await _one_room(request, runtime, settings, tenants, cid, name)  # once: the engine and LiveKit now
+        while True:
+            agents = [a for a in view.agents if slug is None or a.agent_slug == slug]
+            reached = bool(agents) and all(a.phase in SETTLED for a in agents)
+            waited = time.monotonic() - started
+            if reached or any(a.phase in FINAL for a in agents) or waited >= timeout_s:
+                return WaitOut(**view.model_dump(), reached=reached, waited_s=round(waited, 3))
+            await asyncio.sleep(min(_WAIT_TICK_S, max(0.0, timeout_s - waited)))
+            # Then from the watch-fed view and the room registry (webhooks, passes): no engine list per tick, and
+            # LiveKit asked at most every _LIVEKIT_EVERY_S, only while its webhooks are not arriving for this client.
+            humans = in_room = None
+            if cid not in request.app.state.reconciler.registry.webhooks_seen and time.monotonic() - asked_livekit >= _LIVEKIT_EVERY_S:
+                asked_livekit = time.monotonic()
+                humans, in_room = await _fresh(request, tenants, cid, name)
+            view = _view(request, cid, name, await _watched(request, runtime, settings, cid, name), humans=humans, in_room=in_room)
+
+
+_WAIT_TICK_S = 0.25
+_LIVEKIT_EVERY_S = 2.0
+
+
+async def _watched(request: Request, runtime: RuntimeDep, settings: SettingsDep, client_id: str, room: str) -> list[ContainerInfo]:
+    """The room's containers from the watch-fed view once it is synced; one labelled list otherwise."""
+    view = request.app.state.engine.view
+    if not view.synced:
+        return await _containers(runtime, settings, client_id, room)
+    return [c for c in view.state.containers()
+            if c.labels.get(Label.CLIENT_ID) == client_id and c.labels.get(Label.ROOM) == room]
+
+
+@contextmanager
+def _waiter(request: Request, client_id: str, cap: int) -> Iterator[None]:
+    """Count one long-poll of `client_id`; over `cap` at once, 429 (one tenant's waits cannot crowd out the others')."""
+    waiting: dict[str, int] | None = getattr(request.app.state, "room_waiters", None)
+    if waiting is None:  # one per app, made on first use
+        waiting = request.app.state.room_waiters = {}
+    if waiting.get(client_id, 0) >= cap:
+        raise LimitExceeded(
+            f"client '{client_id}' already has {cap} room waits open (max_waiters_per_client); "
+            "wait for one to answer, or poll GET /api/v1/rooms/{room} instead",
+            retry_after=1, details={"rule": "max_waiters_per_client"},
+        )
+    waiting[client_id] = waiting.get(client_id, 0) + 1
+    try:
+        yield
+    finally:
+        waiting[client_id] -= 1
+        if not waiting[client_id]:
+            del waiting[client_id]
 
 
 @router.delete("/{room}/agents/{agent_slug}", response_model=StoppedOut)

@@ -73,23 +73,27 @@ class Owner:
 
 
 def room_owner(
-    *, registered_for: str, sharing_server: Sequence[str], room_metadata: str, job_metadata: str
+    *, registered_for: str, sharing_server: Sequence[str], room_metadata: str, job_metadata: str, proven: str | None,
 ) -> Owner:
     """Whose room a job is in. LiveKit routes jobs by agent name alone, across API keys, so on a server
     several clients share a job may reach another client's registration.
 
-    The job's or the room's metadata `client_id` decides when present (our rooms carry it); otherwise the
-    room is the registration's client only if no other served client uses the same LiveKit server.
+    `proven` is the client a valid ownership stamp in the room's metadata names (rules/ownership): only that
+    decides on a shared server, where anyone holding a key of it can write a `client_id` into room or job
+    metadata. On a server of the registration's client alone, a room is its own unless metadata names another.
     """
-    named = _text(parse_metadata(job_metadata), "client_id") or _text(parse_metadata(room_metadata), "client_id")
-    if named is not None:
-        if named == registered_for:
-            return Owner(named)
-        return Owner(None, f"the room belongs to client '{named}', not '{registered_for}'")
+    if proven is not None:
+        if proven == registered_for:
+            return Owner(proven)
+        return Owner(None, f"the room belongs to another client, not '{registered_for}' (ownership stamp)")
     others = sorted(set(sharing_server) - {registered_for})
     if others:
-        return Owner(None, f"{len(others) + 1} clients share this LiveKit server and neither the room nor the "
-                           'dispatch metadata names one; add {"client_id": ...} to either')
+        return Owner(None, f"{len(others) + 1} clients share this LiveKit server and the room carries no valid "
+                           "ownership stamp of the orchestrator (a client_id in room or dispatch metadata is a claim "
+                           "anyone with a key can write); start the room through the trigger API")
+    named = _text(parse_metadata(job_metadata), "client_id") or _text(parse_metadata(room_metadata), "client_id")
+    if named is not None and named != registered_for:
+        return Owner(None, f"the room belongs to client '{named}', not '{registered_for}'")
     return Owner(registered_for)
 
 

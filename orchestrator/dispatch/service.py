@@ -16,30 +16,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from livekit.protocol import agent as pb
 
 from orchestrator.core.errors import InvalidInput, NotFound, OrchestratorError
 from orchestrator.observability.events import EventFeed
 from orchestrator.livekit.client import LiveKitGateway, is_agent
 from orchestrator.observability.metrics import Metrics
-from orchestrator.core.models import Agent, Client, ContainerKey, ContainerStatus, LiveKitCredentials, Mode
+from orchestrator.core.models import Agent, Client, ContainerKey, ContainerStatus, Mode
 from orchestrator.rules.naming import Label, agent_identity, container_name, key_from_labels, validate_room
+from orchestrator.rules import ownership
 from orchestrator.runtime import ContainerRuntime
+from orchestrator.services.signing_key import signing_key
 from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
 from orchestrator.services.trigger import TriggerService
 from orchestrator.dispatch.rules import (
-    AUTOMATIC,
     RegistrationKey,
     agent_for_job,
-    desired_registrations,
     job_mode,
     load_for,
-    registration_changes,
     room_owner,
 )
-from orchestrator.dispatch.worker import Accept, Reject, Served, WorkerConnection
+from orchestrator.dispatch.registrations import Registrations
+from orchestrator.dispatch.worker import Accept, Reject, Served
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +90,15 @@ class DispatchService:
         self._feed = feed
         self._clock = clock
         self._patterns = [re.compile(p) for p in settings.dispatch_room_patterns]
-        self._connections: dict[RegistrationKey, WorkerConnection] = {}
-        self._servers: dict[str, str] = {}  # client id → its LiveKit URL (who shares a server with whom)
+        self.registrations = Registrations(settings=settings, tenants=tenants, metrics=metrics, feed=feed, handler=lambda: self)
+        self._connections = self.registrations.connections  # the same dict: registration → its connection
         self._pending: dict[str, JobRecord] = {}  # accepted, not yet assigned
         self._jobs: dict[str, JobRecord] = {}  # assigned: launching or running
-        self._session: aiohttp.ClientSession | None = None
         self._joining: asyncio.Task[None] | None = None
-        self.last_sync_error = ""
+
+    @property
+    def last_sync_error(self) -> str:
+        return self.registrations.last_sync_error
 
     # -- loop -----------------------------------------------------------------------------------------------
     async def run_forever(self) -> None:
@@ -117,69 +118,15 @@ class DispatchService:
             await self.aclose()
 
     async def aclose(self) -> None:
-        for conn in list(self._connections.values()):
-            await conn.close()
-        self._connections.clear()
+        await self.registrations.aclose()
         if self._joining is not None:
             self._joining.cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
         if self._own_livekit:
             await self._livekit.aclose()
 
     async def sync(self) -> None:
-        """Registrations follow the tenants: new agents register, removed ones leave, rotated credentials reconnect."""
-        found: list[tuple[str, LiveKitCredentials, list[str]]] = []
-        keep: set[str] = set()  # clients we could not read now: their registrations stay as they are
-        errors: list[str] = []
-        for client_id in await self._client_ids(errors):
-            try:
-                client = await self._tenants.get_client(client_id)
-                found.append((client.id, client.livekit, await self._tenants.list_agent_slugs(client)))
-            except NotFound as exc:
-                errors.append(exc.message)  # its registrations go: the client is gone (or was never there)
-            except OrchestratorError as exc:
-                keep.add(client_id)
-                errors.append(f"{client_id}: {exc.message}")
-        self.last_sync_error = "; ".join(errors)
-        desired = desired_registrations(found, automatic=self._settings.dispatch_automatic)
-        for reg, conn in self._connections.items():
-            if reg.client_id in keep:
-                desired[reg] = conn.creds
-        self._servers = {cid: creds.url for cid, creds, _ in found} | {
-            reg.client_id: conn.creds.url for reg, conn in self._connections.items() if reg.client_id in keep
-        }
-        current = {reg: conn.creds for reg, conn in self._connections.items()}
-        stop, start = registration_changes(current, desired)
-        for reg in stop:
-            await self._connections.pop(reg).close()
-            self._feed.publish("dispatch", f"registration {reg} removed", client_id=reg.client_id, agent=reg.agent_name or "*")
-        if start and self._session is None:
-            # No total timeout (a registration lives for hours); a connect that hangs is given up after 10 s.
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10))
-        for reg in start:
-            assert self._session is not None
-            conn = WorkerConnection(
-                reg, desired[reg], handler=self, reconnect_max_s=self._settings.dispatch_reconnect_max_s, session=self._session,
-            )
-            self._connections[reg] = conn
-            conn.start()
-        self._count_registrations()
-
-    async def _client_ids(self, errors: list[str]) -> list[str]:
-        """ORCH_DISPATCH_CLIENTS, else every client the store lists; when it cannot list now, the current ones."""
-        if self._settings.dispatch_clients:
-            return list(self._settings.dispatch_clients)
-        lister = getattr(self._tenants, "list_clients", None)
-        if lister is None:
-            errors.append("this tenant store cannot list clients: set ORCH_DISPATCH_CLIENTS")
-            return []
-        try:
-            return [c.id for c in await lister()]
-        except OrchestratorError as exc:
-            errors.append(exc.message)
-            return sorted({reg.client_id for reg in self._connections})
+        """Registrations follow the tenants (Registrations.sync)."""
+        await self.registrations.sync()
 
     async def tick(self) -> None:
         """One labelled list: the load each registration reports, and which jobs' agents have ended."""
@@ -239,7 +186,8 @@ class DispatchService:
             return Reject(ref.reason, kind="no_pattern")
         owner = room_owner(
             registered_for=client.id, room_metadata=room_meta, job_metadata=job_meta,
-            sharing_server=[cid for cid, url in self._servers.items() if url == client.livekit.url],
+            proven=ownership.verified_owner(signing_key(self._settings), room_meta, room=room),
+            sharing_server=self.registrations.sharing(client.livekit.url),
         )
         if owner.client_id is None:
             return Reject(owner.reason, kind="other_client")
@@ -333,7 +281,7 @@ class DispatchService:
             await self._runtime.stop(rec.container, timeout_s=self._settings.agent_stop_timeout_s)
 
     def connection_changed(self, reg: RegistrationKey, state: str, detail: str) -> None:
-        self._count_registrations()
+        self.registrations.count()
         if state in ("registered", "backoff"):
             self._feed.publish("dispatch", f"registration {reg} {state}{': ' + detail if detail else ''}",
                                client_id=reg.client_id, agent=reg.agent_name or "*", ok=state == "registered")
@@ -349,11 +297,6 @@ class DispatchService:
             "dispatch", f"job {rec.job_id} {rec.status}{': ' + error if error else ''}", ok=rec.status == "ended",
             client_id=rec.key.client_id, agent=rec.key.agent_slug, room=rec.key.room, job_id=rec.job_id,
         )
-
-    def _count_registrations(self) -> None:
-        states = [c.state for c in self._connections.values()]
-        for state in ("connecting", "registered", "backoff"):
-            self._metrics.dispatch_registrations.labels(state=state).set(states.count(state))
 
     def _watch_join(self) -> None:
         if self._joining is None or self._joining.done():
@@ -381,17 +324,10 @@ class DispatchService:
 
     # -- what operators see -----------------------------------------------------------------------------------
     def registration_rows(self) -> list[dict[str, Any]]:
-        return [
-            {"client_id": reg.client_id, "agent_name": reg.agent_name, "automatic": reg.agent_name == AUTOMATIC,
-             "url": conn.creds.url, "state": conn.state, "worker_id": conn.worker_id or None,
-             "registrations": conn.registrations, "last_error": conn.last_error or None,
-             "load": round(conn.load.value, 3) if conn.load else None, "full": conn.load.full if conn.load else None}
-            for reg, conn in sorted(self._connections.items(), key=lambda kv: str(kv[0]))
-        ]
+        return self.registrations.rows()
 
     def job_rows(self) -> list[dict[str, Any]]:
         return [j.row() for j in [*self._pending.values(), *self._jobs.values()]]
 
     def registered(self, client_id: str, agent_name: str) -> bool:
-        conn = self._connections.get(RegistrationKey(client_id, agent_name))
-        return conn is not None and conn.state == "registered"
+        return self.registrations.registered(client_id, agent_name)

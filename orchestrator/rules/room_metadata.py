@@ -12,12 +12,17 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.core.models import Agent
+from orchestrator.rules.ownership import STAMP_KEY
 
 GRACE_KEY = "orchestrator_grace_started_at"
 
 
-def for_new_room(*, agent: Agent, client_id: str) -> str:
-    return json.dumps({"agent_id": agent.id, "agent_slug": agent.slug, "client_id": client_id}, sort_keys=True)
+def for_new_room(*, agent: Agent, client_id: str, stamp: dict[str, str] | None = None) -> str:
+    """`stamp`: the ownership stamp (rules/ownership.stamp) that proves the `client_id` claim."""
+    body: dict[str, Any] = {"agent_id": agent.id, "agent_slug": agent.slug, "client_id": client_id}
+    if stamp is not None:
+        body[STAMP_KEY] = stamp
+    return json.dumps(body, sort_keys=True)
 
 
 def _body(metadata: str) -> dict[str, Any] | None:
@@ -29,7 +34,7 @@ def _body(metadata: str) -> dict[str, Any] | None:
 
 
 def owner(metadata: str) -> str | None:
-    """The `client_id` our metadata carries; None for rooms we did not create."""
+    """The `client_id` the metadata claims (anyone may write it: rules/ownership proves it); None when none."""
     value = (_body(metadata) or {}).get("client_id")
     return value if isinstance(value, str) else None
 

@@ -145,6 +145,10 @@ class AgentView:
             self._tombstones.popitem(last=False)
         return True
 
+    def saw_deleted(self, cid: str) -> bool:
+        """Whether this view saw `cid` deleted (since its last relist): a container it has seen come and go."""
+        return cid in self._tombstones
+
     def age_s(self, *, now: datetime) -> float | None:
         """Seconds since the last relist; None before the first."""
         return None if self.synced_at is None else (now - self.synced_at).total_seconds()

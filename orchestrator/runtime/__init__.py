@@ -16,6 +16,11 @@ from orchestrator.core.models import ContainerInfo, WatchEvent
 from orchestrator.rules.launch_spec import ContainerSpec as ContainerSpec  # the pure launch rule owns the spec
 
 
+# Environment values that are secrets: an engine hands them over outside the object's spec (a Kubernetes Secret,
+# a Docker secret on Swarm) wherever it can; plain Docker keeps them in the container's Env (see the README).
+SECRET_ENV_KEYS = frozenset({"LIVEKIT_TOKEN", "OPENAI_API_KEY"})
+
+
 class NameTaken(Exception):
     """The name is already used: another trigger or process won the race (Docker's 409, Kubernetes' AlreadyExists)."""
 

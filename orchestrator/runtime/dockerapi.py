@@ -15,8 +15,9 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
 
-from orchestrator.core.errors import ConfigurationError, DependencyUnavailable, dependency_error
+from orchestrator.core.errors import ConfigurationError, DependencyRejected, DependencyUnavailable, dependency_error
 from orchestrator.core.retry import engine_retry
+from orchestrator.rules.isolation import pick_subnet
 
 T = TypeVar("T")
 
@@ -96,6 +97,18 @@ class DockerAPI:
                 ) from None
 
         await self._call("network inspect", inspect)
+
+    def free_subnet(self, *, pool: list[str], prefix: int, purpose: str) -> str:
+        """The first /prefix of `pool` that no network of this engine overlaps (blocking; for a network about to be made)."""
+        taken = [cfg["Subnet"] for n in self.client.api.networks()
+                 for cfg in ((n.get("IPAM") or {}).get("Config") or []) if cfg.get("Subnet")]
+        chosen = pick_subnet(pool=pool, prefix=prefix, taken=taken)
+        if chosen is None:
+            raise DependencyRejected(
+                f"no free /{prefix} subnet left in ORCH_AGENT_SUBNET_POOL {pool} for {purpose}; "
+                "widen the pool or set ORCH_AGENT_SUBNET", dependency="docker",
+            )
+        return chosen
 
     def new_client(self) -> docker.DockerClient:
         """A client of its own, for a blocking event stream in a thread (the shared pool stays free)."""

@@ -23,6 +23,10 @@ from orchestrator.settings import Settings
 VIEW_LAG_S = 10.0  # a creation the view has not shown is counted on top of it this long (far beyond a watch's lag)
 
 
+def _never(_: str) -> bool:
+    return False
+
+
 @dataclass
 class _Made:
     number: int  # creations are numbered in order; a list asked for at number n may miss every later one
@@ -48,31 +52,37 @@ class Admissions:
     def listed(self, token: int) -> None:
         self._listing.remove(token)
 
-    def admit(self, key: ContainerKey, shown: Iterable[ContainerInfo], *, asked_at: int | None, reserve: bool = True) -> None:
+    def admit(
+        self, key: ContainerKey, shown: Iterable[ContainerInfo], *, asked_at: int | None, reserve: bool = True,
+        deleted: Callable[[str], bool] = _never,
+    ) -> None:
         """Raise LimitExceeded (429 + Retry-After) when `key` would break a limit; else (with `reserve`) count it
         as in flight.
 
         `asked_at` is the token of the list `shown` came from, or None for the watch-fed view.
         """
-        refused = self.refusal(key, shown, asked_at=asked_at)
+        refused = self.refusal(key, shown, asked_at=asked_at, deleted=deleted)
         if refused is not None:
             raise refused
         if reserve:
             self.in_flight.add(key)
 
     def refusal(
-        self, key: ContainerKey, shown: Iterable[ContainerInfo], *, asked_at: int | None, reserved: Collection[ContainerKey] = ()
+        self, key: ContainerKey, shown: Iterable[ContainerInfo], *, asked_at: int | None, reserved: Collection[ContainerKey] = (),
+        deleted: Callable[[str], bool] = _never,
     ) -> LimitExceeded | None:
         """The limit `key` would break, or None; counts nothing in flight (a dispatch offer asks before it accepts).
 
         `reserved`: keys promised elsewhere but not launched yet, counted like creations in flight.
+        `deleted`: whether the view saw a container id deleted (AgentView.saw_deleted): a creation the view
+        has seen come and go counts no more, even if nobody asked the view while it was running.
         """
         s, now, shown = self._settings, self._clock(), list(shown)
         live = {k for c in shown if not c.status.gone and (k := key_from_labels(c.labels)) is not None}
         if asked_at is None:  # the view: count what it has not shown yet
             ids = {c.id for c in shown}
             for made in self._created.values():
-                made.seen |= made.container_id in ids
+                made.seen |= made.container_id in ids or (made.container_id is not None and deleted(made.container_id))
             recent = {k for k, m in self._created.items() if m.container_id and not m.seen and now - m.at < VIEW_LAG_S}
         else:  # a list: count what was made after it was asked for
             recent = {k for k, m in self._created.items() if m.number > asked_at}
@@ -132,7 +142,7 @@ class AdmissionGate:
 
         `reserve=False` only checks (before the room is made: a refusal must leave no LiveKit room behind)."""
         if self._view is not None and self._view.synced:
-            self.counts.admit(key, self._view.state.containers(), asked_at=None, reserve=reserve)
+            self.counts.admit(key, self._view.state.containers(), asked_at=None, reserve=reserve, deleted=self._view.saw_deleted)
             return
         asked_at, listed = await self._listed()
         self.counts.admit(key, listed, asked_at=asked_at, reserve=reserve)
@@ -143,7 +153,9 @@ class AdmissionGate:
         `reserved`: keys a caller has promised but not launched yet (dispatch jobs accepted before LiveKit
         assigns them)."""
         if self._view is not None and self._view.synced:
-            return self.counts.refusal(key, self._view.state.containers(), asked_at=None, reserved=reserved)
+            return self.counts.refusal(
+                key, self._view.state.containers(), asked_at=None, reserved=reserved, deleted=self._view.saw_deleted,
+            )
         asked_at, listed = await self._listed()
         return self.counts.refusal(key, listed, asked_at=asked_at, reserved=reserved)
 

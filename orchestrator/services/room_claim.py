@@ -11,8 +11,9 @@ from orchestrator.core.errors import Conflict
 from orchestrator.core.locks import KeyedLocks
 from orchestrator.core.models import Agent, Client, ContainerKey
 from orchestrator.livekit.service import RoomService
-from orchestrator.rules import room_metadata
+from orchestrator.rules import ownership, room_metadata
 from orchestrator.rules.rooms import RoomRegistry, RoomState, known_to_exist
+from orchestrator.services.signing_key import signing_key
 from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
 
@@ -55,43 +56,62 @@ class RoomClaims:
             yield
 
     async def claim(self, key: ContainerKey, *, client: Client, agent: Agent) -> None:
-        """Create the room, or accept an existing one only when its metadata names this client.
+        """Create the room, or accept an existing one only when it is provably this client's.
 
-        Tenants may share one LiveKit project: a room named by another client's metadata, or by none
-        (made outside the orchestrator, e.g. auto-created by a join) on a shared project, is refused.
-        On a project of this client alone, an unnamed room is its own and is claimed.
+        Anyone with an API key of the LiveKit server can write room metadata, so the `client_id` there is a
+        claim; ownership is the stamp only this deployment's key makes (rules/ownership). A room stamped for
+        another client, or unproven (no stamp, or one that does not verify) on a server other clients use too,
+        is refused. On a server of this client alone, an unproven room claiming nobody else is its own: stamped
+        and claimed.
         """
         s = self._settings
-        ours = room_metadata.for_new_room(agent=agent, client_id=client.id)
+        signer = signing_key(s)
+        proof = ownership.stamp(signer, client_id=client.id, room=key.room, created_at=self._clock())
+        ours = room_metadata.for_new_room(agent=agent, client_id=client.id, stamp=proof)
         room = await self._livekit.ensure_room(
             client.livekit, room=key.room, metadata=ours,
             empty_timeout_s=s.room_empty_timeout_s, departure_timeout_s=s.room_departure_timeout_s,
         )
-        owner = room_metadata.owner(room.metadata)
-        if owner == client.id:
+        proven = ownership.verified_owner(signer, room.metadata, room=key.room)
+        if proven == client.id:
             if room_metadata.grace_started(room.metadata) is not None:
                 # The room is in grace, so a pass of another process may be about to close it: stamp the
-                # trigger where every process looks before closing (reconciler._close_room).
+                # trigger where every process looks before closing (executor.Executor.close_room).
                 stamped = room_metadata.with_trigger(room.metadata, self._clock())
                 if stamped is not None:
                     await self._livekit.update_room_metadata(client.livekit, room=key.room, metadata=stamped)
             return
-        if owner is None and not await self.shared_project(client):
+        named = room_metadata.owner(room.metadata)
+        forged = ownership.stamped_by(room.metadata)
+        # On a server no other served client uses, an unproven room that claims nobody else is this client's: made
+        # outside the orchestrator, before stamps, or stamped under a key this deployment no longer has (a
+        # re-created container that generated a new one). It is stamped afresh.
+        if proven is None and named in (None, client.id) and not await self.shared_project(client):
             if (claimed := room_metadata.claimed(room.metadata, ours=ours)) is not None:
                 await self._livekit.update_room_metadata(client.livekit, room=key.room, metadata=claimed)
             return
+        why = (
+            "another client" if proven is not None
+            else "a room whose ownership stamp does not verify" if forged
+            else "a room that claims this client without the orchestrator's ownership stamp" if named == client.id
+            else "another client's claim without the orchestrator's ownership stamp" if named is not None
+            else "a room the orchestrator did not create"
+        )
         log.warning(
-            "refused room %s: it belongs to %s", key.room, "another client" if owner else "no client of ours",
-            extra={"client_id": client.id, "room": key.room, "room_owner": owner or "-"},
+            "refused room %s: it is %s", key.room, why,
+            extra={"client_id": client.id, "room": key.room, "room_owner": proven or "-", "room_claimed_by": named or "-"},
         )
         raise Conflict(
-            f"room_name '{key.room}' is already in use on this LiveKit project by "
-            f"{'another client' if owner else 'a room the orchestrator did not create'}; "
+            f"room_name '{key.room}' is already in use on this LiveKit server by {why}; "
             "choose another room_name, or omit it to get a fresh room",
             details={"field": "room_name"},
         )
 
     async def shared_project(self, client: Client) -> bool:
-        """Whether another client uses the same LiveKit project (url and API key)."""
+        """Whether another client uses the same LiveKit server: with the same API key, or (where the store can
+        list its clients) with a key of its own — every key of a server reaches all of its rooms."""
         same_key = await self._tenants.clients_for_livekit_key(client.livekit.api_key)
-        return any(c.id != client.id and c.livekit.url == client.livekit.url for c in same_key)
+        if any(c.id != client.id and c.livekit.url == client.livekit.url for c in same_key):
+            return True
+        lister = getattr(self._tenants, "list_clients", None)
+        return lister is not None and any(c.id != client.id and c.livekit.url == client.livekit.url for c in await lister())

@@ -67,13 +67,19 @@ class UsageSampler:
                     log.warning("usage sampler: stats of %s failed: %s", name, exc.message, extra={"container": name})
                     self._on_error(exc.dependency if isinstance(exc, DependencyError) else "docker")
                     return name, None
+                except Exception as exc:  # noqa: BLE001 - one unreadable answer must not cost the pass its other figures
+                    # A container removed mid-pass: Docker answers its stats with an empty body, which the SDK
+                    # fails to decode. Skip that one; it is gone (or back, and sampled next pass).
+                    log.warning("usage sampler: skipped %s this pass, its stats were unreadable (removed meanwhile?): %s",
+                                name, type(exc).__name__, extra={"container": name})
+                    return name, None
 
         raw = dict(await asyncio.gather(*(one(c.name) for c in running)))
         now = self._clock()
         latest: dict[str, AgentUsage] = {}
         samples: dict[str, UsageSample] = {}
         for c in running:
-            sample = parse(c.id, raw[c.name]) if raw.get(c.name) else None
+            sample = _parsed(c.id, c.name, raw.get(c.name))
             if sample is None:
                 continue
             prev = self._previous.get(c.name)
@@ -95,3 +101,15 @@ class UsageSampler:
             except Exception:  # the sampler must outlive any one bad pass
                 log.exception("usage sampler pass crashed")
             await asyncio.sleep(self._interval_s)
+
+
+def _parsed(cid: str, name: str, body: dict | None) -> UsageSample | None:
+    """The sample in a stats answer; None for none, or for a partial one (a container torn down as it answered)."""
+    if not body:
+        return None
+    try:
+        return parse(cid, body)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("usage sampler: skipped %s this pass, its stats were incomplete: %s", name, type(exc).__name__,
+                    extra={"container": name})
+        return None

@@ -14,20 +14,19 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from postgrest.exceptions import APIError
 from postgrest.types import CountMethod
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 from supabase import AsyncClient, AsyncClientOptions
 
-from orchestrator.tenants.credentials import CredentialError, MasterKeys, open_sealed, unwrap_data_key
-from orchestrator.core.errors import Conflict, DependencyUnavailable, NotFound, PermanentError, dependency_error
-from orchestrator.core.models import Agent, Client, LiveKitCredentials, Resources
-from orchestrator.rules.naming import normalise_slug
-from orchestrator.tenants import CredentialsUnusable, TenantRecordInvalid, unknown_agent, unknown_agent_id, unknown_client
+from orchestrator.core.errors import DependencyUnavailable, NotFound, PermanentError, dependency_error
+from orchestrator.core.models import Agent, Client
+from orchestrator.tenants import unknown_agent, unknown_agent_id, unknown_client
+from orchestrator.tenants.credentials import MasterKeys
+from orchestrator.tenants.supabase_rows import Tenant, agent_from_row, key_directory, postgrest_status, tenant_from_row
 from orchestrator.tenants.cache import OutageCache
 from orchestrator.tenants.limits import DEFAULT_CEILING, ResourceCeiling
 
@@ -41,16 +40,6 @@ AGENT_SELECT = f"id,slug,name,agent_configurations({CONFIG_COLUMNS})"
 # without saying so; listings page by key and check PostgREST's exact count instead of trusting it.
 PAGE_ROWS = 1000
 MAX_PAGES = 1000
-
-
-@dataclass(frozen=True)
-class _Tenant:
-    """A client plus the project its agents live in (its own, or the platform's)."""
-
-    client: Client
-    project_url: str
-    project_key: SecretStr
-    own_project: bool  # the client owns that database outright: nothing in it may pick a container
 
 
 class SupabaseTenantStore:
@@ -82,7 +71,7 @@ class SupabaseTenantStore:
         # Explicit timeouts (connect/read/write/pool) instead of httpx's or supabase-py's defaults.
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), transport=transport, follow_redirects=False)
         self._projects: dict[tuple[str, str], AsyncClient] = {}
-        self._clients: OutageCache[_Tenant] = OutageCache(ttl_s=ttl_s, max_stale_s=max_stale_s, what="platform Supabase", clock=clock)
+        self._clients: OutageCache[Tenant] = OutageCache(ttl_s=ttl_s, max_stale_s=max_stale_s, what="platform Supabase", clock=clock)
         self._agents: OutageCache[Agent] = OutageCache(ttl_s=ttl_s, max_stale_s=max_stale_s, what="client Supabase", clock=clock)
         # Every active client's LiveKit API key, read whole (paged) instead of one query per key asked
         # about: an unauthenticated webhook names any key it likes, so a miss must cost no query and
@@ -151,10 +140,10 @@ class SupabaseTenantStore:
 
     # -- platform project --------------------------------------------------------------------
 
-    async def _tenant(self, client_id: str) -> _Tenant:
+    async def _tenant(self, client_id: str) -> Tenant:
         return await self._clients.get(client_id, lambda: self._fetch_tenant(client_id), label=f"client {client_id}")
 
-    async def _fetch_tenant(self, client_id: str) -> _Tenant:
+    async def _fetch_tenant(self, client_id: str) -> Tenant:
         query = self._platform().table("clients").select(CLIENT_COLUMNS).eq("id", client_id).limit(1)
         rows = await self._rows(f"client {client_id}", query)
         if not rows:
@@ -166,51 +155,16 @@ class SupabaseTenantStore:
 
     async def _fetch_key_directory(self) -> dict[str, tuple[str, ...]]:
         rows = await self._all_rows("the clients' LiveKit keys", lambda: self._platform().table("clients"), "id,livekit_api_key,active", key="id")
-        directory: dict[str, list[str]] = {}
-        for r in rows:
-            if r.get("active", True):
-                directory.setdefault(r["livekit_api_key"], []).append(r["id"])
-        return {k: tuple(v) for k, v in directory.items()}
+        return key_directory(rows)
 
-    def _tenant_from_row(self, row: dict[str, Any]) -> _Tenant:
-        cid = str(row["id"])
-        try:
-            data_key = unwrap_data_key(self._master_keys, client_id=cid, wrapped=row["data_key"])
-            unbound = self._allow_unbound
-            secret = open_sealed(data_key, client_id=cid, column="livekit_api_secret", token=row["livekit_api_secret"],
-                                 destination=row["livekit_url"], allow_unbound=unbound)
-            own_url, own_key = row.get("supabase_url"), row.get("supabase_service_key")
-            project_key = (
-                SecretStr(open_sealed(data_key, client_id=cid, column="supabase_service_key", token=own_key,
-                                      destination=own_url, allow_unbound=unbound))
-                if own_url and own_key else self._key
-            )
-            llm = row.get("llm_api_key")
-            client = Client(
-                id=cid, name=row["name"],
-                livekit=LiveKitCredentials(url=row["livekit_url"], api_key=row["livekit_api_key"], api_secret=SecretStr(secret)),
-                llm_api_key=SecretStr(open_sealed(data_key, client_id=cid, column="llm_api_key", token=llm, destination=None,
-                                                  allow_unbound=unbound)) if llm else None,
-            )
-        except CredentialError as exc:
-            # Permanent, and the operator's to fix: the reason (which may name a master-key id) goes
-            # to the log only; callers get the client id and what to do.
-            log.error("credentials of client %s cannot be decrypted (%s); they stay unusable until re-entered "
-                      "with `orchestrator tenants set-credentials` or their master key is configured", cid, exc,
-                      extra={"client_id": cid})
-            raise CredentialsUnusable(
-                f"credentials of client {cid} cannot be decrypted; an operator must re-enter them "
-                "(`orchestrator tenants set-credentials`) or configure their master key (see the orchestrator log)"
-            ) from None
-        except (KeyError, TypeError, ValidationError) as exc:
-            raise TenantRecordInvalid(f"client {cid}'s row in the platform project is malformed ({type(exc).__name__})") from None
-        return _Tenant(
-            client=client, project_url=(own_url or self._url).rstrip("/"), project_key=project_key, own_project=bool(own_url and own_key)
+    def _tenant_from_row(self, row: dict[str, Any]) -> Tenant:
+        return tenant_from_row(
+            row, master_keys=self._master_keys, platform_url=self._url, platform_key=self._key, allow_unbound=self._allow_unbound,
         )
 
     # -- client projects ---------------------------------------------------------------------
 
-    async def _fetch_agent(self, tenant: _Tenant, column: str, value: str) -> Agent:
+    async def _fetch_agent(self, tenant: Tenant, column: str, value: str) -> Agent:
         cid = tenant.client.id
         query = self._project(tenant).table("agents").select(AGENT_SELECT).eq("client_id", cid).eq(column, value).limit(1)
         rows = await self._rows(f"agent {value} of client {cid}", query)
@@ -225,7 +179,7 @@ class SupabaseTenantStore:
     def _platform(self) -> AsyncClient:
         return self._supabase(self._url, self._key)
 
-    def _project(self, tenant: _Tenant) -> AsyncClient:
+    def _project(self, tenant: Tenant) -> AsyncClient:
         return self._supabase(tenant.project_url, tenant.project_key)
 
     def _supabase(self, url: str, key: SecretStr) -> AsyncClient:
@@ -283,61 +237,6 @@ class SupabaseTenantStore:
         return rows
 
 
-def postgrest_status(code: str | None) -> int | None:
-    """The HTTP status behind a PostgREST error code (the SDK keeps the code and drops the status)."""
-    if not code:
-        return None
-    if code.isdigit() and len(code) == 3:
-        return int(code)  # no PostgREST body (a proxy page): the SDK puts the HTTP status here
-    if code.startswith("PGRST0"):
-        return 503  # PostgREST cannot reach its database
-    if code.startswith("PGRST3"):
-        return 401  # JWT errors
-    if code[:2] in ("08", "40", "53", "57", "58"):
-        return 503  # SQLSTATE: connection, rollback (deadlock), resources, operator intervention, system
-    return 400  # request, schema and other SQL errors: the same query fails the same way
-
-
-def agent_from_row(row: dict[str, Any], *, client_id: str, ceiling: ResourceCeiling | None) -> Agent:
-    """An `agents` row with its embedded configuration (object, one-element list, or null) as an Agent.
-
-    The container columns (image, memory, cpus, pids) count only where the operator wrote them (the
-    platform project, clamped to `ceiling`); `ceiling=None` means the client owns the project, so they
-    are ignored and the deployment's defaults apply.
-    """
-    cfg = row.get("agent_configurations") or {}
-    if isinstance(cfg, list):
-        cfg = cfg[0] if cfg else {}
-    slug = str(row.get("slug", ""))
-    if normalise_slug(slug) != slug:
-        raise Conflict(
-            f"agent {row.get('id')} of client {client_id} has the non-canonical slug '{slug}' in its project; "
-            f"rename it to '{normalise_slug(slug)}'"
-        )
-    try:
-        resources = Resources()
-        if ceiling is not None:
-            try:
-                resources = ceiling.clamp(Resources(
-                    memory=cfg.get("memory"),
-                    cpus=float(cfg["cpus"]) if cfg.get("cpus") is not None else None,
-                    pids=cfg.get("pids"),
-                ))
-            except ValueError as exc:
-                raise Conflict(
-                    f"agent {row.get('id')} of client {client_id}: {exc}; the operator must set a value up to {ceiling.memory}"
-                ) from None
-        return Agent(
-            id=str(row["id"]), slug=slug, name=row["name"],
-            instructions=cfg.get("instructions") or "", voice=cfg.get("voice") or "alloy",
-            greeting=cfg.get("greeting") or "", model=cfg.get("model") or "",
-            image=(cfg.get("image") or None) if ceiling is not None else None,
-            resources=resources,
-        )
-    except (KeyError, TypeError, ValueError, ValidationError) as exc:
-        raise TenantRecordInvalid(f"agent {row.get('id')} of client {client_id} is malformed in its project ({type(exc).__name__})") from None
-
-
 class PlatformWriter:
     """The admin side of the platform `clients` table (CLI): upsert sealed rows, re-wrap data keys.
 
@@ -386,3 +285,6 @@ def store_from_settings(settings: Any, *, transport: httpx.AsyncBaseTransport | 
         ttl_s=settings.tenant_cache_ttl_s, max_stale_s=settings.tenant_cache_max_stale_s, transport=transport,
         ceiling=ResourceCeiling.from_settings(settings), allow_unbound=settings.allow_unbound_secrets,
     )
+
+
+__all__ = ["PlatformWriter", "SupabaseTenantStore", "Tenant", "agent_from_row", "postgrest_status", "store_from_settings"]

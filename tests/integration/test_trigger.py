@@ -14,6 +14,7 @@ import pytest
 import yaml
 from livekit import api as lkapi
 
+from orchestrator.rules.ownership import STAMP_KEY
 from orchestrator.rules.naming import Label
 from orchestrator.runtime.docker.runtime import DockerRuntime
 from orchestrator.settings import Settings
@@ -144,7 +145,9 @@ async def test_room_has_metadata_and_timeouts_and_token_grants_only_that_room(
     r = (await api.post("/api/v1/trigger-agent", json=body("room-meta"))).json()
     async with lkapi.LiveKitAPI(livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret) as lk:
         [room] = (await lk.room.list_rooms(lkapi.ListRoomsRequest(names=["room-meta"]))).rooms
-    assert json.loads(room.metadata) == {"agent_id": "agent-clarence", "agent_slug": "clarence-coherence", "client_id": CLIENT_ID}
+    metadata = json.loads(room.metadata)
+    assert metadata.pop(STAMP_KEY)["client_id"] == CLIENT_ID  # the ownership stamp (test_ownership_stamps checks it)
+    assert metadata == {"agent_id": "agent-clarence", "agent_slug": "clarence-coherence", "client_id": CLIENT_ID}
     assert room.empty_timeout >= 60 and room.departure_timeout >= 60
     claims = lkapi.TokenVerifier(livekit_server.api_key, livekit_server.api_secret).verify(r["user_token"])
     assert claims.identity == "test-user-123"

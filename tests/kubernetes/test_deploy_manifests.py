@@ -26,40 +26,57 @@ pytestmark = pytest.mark.kubernetes
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 SA = "agent-orchestrator"
 
-# (verb, resource, allowed): what the runtime needs, and a sample of what it must not have.
+# (verb, resource, allowed) in the agents' namespace: what the runtime needs, and a sample of what it must not have.
 CAN_I = [
     ("create", "pods", True), ("get", "pods", True), ("list", "pods", True), ("watch", "pods", True), ("delete", "pods", True),
     ("get", "pods/log", True), ("create", "secrets", True), ("list", "events", True), ("watch", "events.events.k8s.io", True),
+    ("create", "networkpolicies.networking.k8s.io", True),
     ("patch", "pods", False), ("update", "pods", False), ("create", "pods/exec", False), ("create", "pods/eviction", False), ("get", "pods/status", False), ("get", "secrets", False),
     ("list", "secrets", False), ("delete", "secrets", False), ("create", "deployments.apps", False), ("list", "nodes", False),
     ("create", "roles.rbac.authorization.k8s.io", False), ("create", "rolebindings.rbac.authorization.k8s.io", False),
     ("list", "configmaps", False), ("create", "serviceaccounts/token", False), ("delete", "namespaces", False),
+    ("delete", "networkpolicies.networking.k8s.io", False), ("list", "networkpolicies.networking.k8s.io", False),
 ]
+ORCH_NS, AGENTS_NS = "agent-orchestrator", "agents-default"
 
 
-def rendered(namespace: str, kube_cluster: KubeCluster) -> list[dict[str, Any]]:
-    """`kubectl kustomize deploy/kubernetes`, moved to the test's namespace (objects and the binding's subject)."""
+def rendered(namespaces: tuple[str, str], kube_cluster: KubeCluster) -> list[dict[str, Any]]:
+    """`kubectl kustomize deploy/kubernetes`, moved to the test's two namespaces (the orchestrator's, the agents')."""
+    moved = dict(zip((ORCH_NS, AGENTS_NS), namespaces, strict=True))
+    suffix = namespaces[0].rsplit("-", 1)[-1]
     docs = [d for d in yaml.safe_load_all(kube_cluster.kubectl("kustomize", str(DEPLOY)).stdout) if d]
     for doc in docs:
+        meta = doc["metadata"]
         if doc["kind"] == "Namespace":
-            doc["metadata"]["name"] = namespace
-        else:
-            doc["metadata"]["namespace"] = namespace
+            meta["name"] = moved[meta["name"]]
+        elif "namespace" in meta:
+            meta["namespace"] = moved[meta["namespace"]]
+        else:  # cluster-scoped (the RuntimeClass reader): a name of its own per run
+            meta["name"] = f"{meta['name']}-{suffix}"
+            if "roleRef" in doc and doc["roleRef"]["kind"] == "ClusterRole":
+                doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
         for subject in doc.get("subjects", []):
-            subject["namespace"] = namespace
+            subject["namespace"] = moved[subject["namespace"]]
         if doc["kind"] == "Secret":
             doc["stringData"]["ORCH_ADMIN_API_KEY"] = secrets.token_hex(16)
+        if doc["kind"] == "ConfigMap":
+            doc["data"]["ORCH_KUBE_NAMESPACE"] = namespaces[1]
     return docs
 
 
 @pytest.fixture(scope="module")
-def deployed(kube_cluster: KubeCluster) -> Iterator[str]:
-    namespace = f"orch-{secrets.token_hex(4)}"
-    docs = rendered(namespace, kube_cluster)
+def deployed(kube_cluster: KubeCluster) -> Iterator[tuple[str, str]]:
+    run = secrets.token_hex(4)
+    namespaces = (f"orch-{run}", f"agents-{run}")
+    docs = rendered(namespaces, kube_cluster)
     out = kube_cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(docs))
     assert out.returncode == 0, out.stderr
-    yield namespace
-    kube_cluster.delete_namespace(namespace)
+    yield namespaces
+    for doc in docs:
+        if "namespace" not in doc["metadata"] and doc["kind"] != "Namespace":
+            kube_cluster.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], check=False)
+    for namespace in namespaces:
+        kube_cluster.delete_namespace(namespace)
 
 
 def test_kustomization_lists_every_manifest() -> None:
@@ -67,48 +84,60 @@ def test_kustomization_lists_every_manifest() -> None:
     assert listed == {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
 
 
-async def test_manifests_apply_and_the_orchestrator_pod_is_scheduled(deployed: str, kube_cluster: KubeCluster) -> None:
-    kinds = {(d["kind"], d["metadata"]["name"]) for d in rendered(deployed, kube_cluster)}
-    for kind, name in kinds:
-        assert kube_cluster.kubectl("get", kind.lower(), name, "-n", deployed, check=False).returncode == 0, (kind, name)
+def test_agents_and_orchestrator_live_in_separate_namespaces(deployed: tuple[str, str], kube_cluster: KubeCluster) -> None:
+    docs = rendered(deployed, kube_cluster)
+    where = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("namespace") for d in docs}
+    assert where[("Deployment", "agent-orchestrator")] == deployed[0]
+    assert where[("Role", "agent-orchestrator")] == where[("NetworkPolicy", "agent-orchestrator-agents")] == deployed[1]
+    policy = kube_cluster.api("GET", f"/apis/networking.k8s.io/v1/namespaces/{deployed[1]}/networkpolicies/agent-orchestrator-agents")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and not policy["spec"].get("ingress")
+
+
+async def test_manifests_apply_and_the_orchestrator_pod_is_scheduled(deployed: tuple[str, str], kube_cluster: KubeCluster) -> None:
+    for doc in rendered(deployed, kube_cluster):
+        ns = ["-n", doc["metadata"]["namespace"]] if "namespace" in doc["metadata"] else []
+        assert kube_cluster.kubectl("get", doc["kind"].lower(), doc["metadata"]["name"], *ns, check=False).returncode == 0, doc["kind"]
 
     async def running() -> list[dict[str, Any]] | None:
-        pods = kube_cluster.pods(deployed, selector="app.kubernetes.io/name=agent-orchestrator")
+        pods = kube_cluster.pods(deployed[0], selector="app.kubernetes.io/name=agent-orchestrator")
         return pods if pods and pods[0]["status"].get("phase") == "Running" else None
 
     try:
         pods = await eventually(running, timeout=60, what="the orchestrator Deployment's pod Running on a kwok node")
     except AssertionError:
-        print(pod_summary(kube_cluster.pods(deployed)))
-        print(kube_cluster.kubectl("get", "events", "-n", deployed, check=False).stdout)
+        print(pod_summary(kube_cluster.pods(deployed[0])))
+        print(kube_cluster.kubectl("get", "events", "-n", deployed[0], check=False).stdout)
         raise
     assert pods[0]["spec"]["nodeName"] in NODES and pods[0]["spec"]["serviceAccountName"] == SA
 
 
 @pytest.mark.parametrize(("verb", "resource", "allowed"), CAN_I)
 def test_service_account_can_do_what_it_needs_and_no_more(
-    deployed: str, kube_cluster: KubeCluster, verb: str, resource: str, allowed: bool
+    deployed: tuple[str, str], kube_cluster: KubeCluster, verb: str, resource: str, allowed: bool
 ) -> None:
     what = resource.split("/")
     # `pods/exec` would mean the pod named "exec": a subresource needs --subresource.
     target = [what[0], f"--subresource={what[1]}"] if len(what) == 2 else what
-    result = kube_cluster.kubectl("auth", "can-i", verb, *target, "-n", deployed, f"--as=system:serviceaccount:{deployed}:{SA}", check=False)
+    who = f"--as=system:serviceaccount:{deployed[0]}:{SA}"
+    result = kube_cluster.kubectl("auth", "can-i", verb, *target, "-n", deployed[1], who, check=False)
     assert (result.stdout.strip() == "yes") is allowed, (verb, resource, result.stdout, result.stderr)
-    # Nothing at all outside its namespace.
-    other = kube_cluster.kubectl("auth", "can-i", verb, *target, "-n", "default", f"--as=system:serviceaccount:{deployed}:{SA}", check=False)
-    assert other.stdout.strip() == "no"
+    # Nothing at all outside the agents' namespace: not in its own (where its Secret is), not in default.
+    for elsewhere in (deployed[0], "default"):
+        other = kube_cluster.kubectl("auth", "can-i", verb, *target, "-n", elsewhere, who, check=False)
+        assert other.stdout.strip() == "no", (elsewhere, verb, resource)
 
 
 async def test_the_runtime_works_with_the_service_accounts_own_token(
-    deployed: str, kube_cluster: KubeCluster, ktenants: Path
+    deployed: tuple[str, str], kube_cluster: KubeCluster, ktenants: Path
 ) -> None:
-    kubeconfig = kube_cluster.service_account_kubeconfig(namespace=deployed, name=SA)
-    settings = Settings(runtime="kubernetes", scope="sa", tenants_file=ktenants, kubeconfig=kubeconfig, kube_namespace=deployed,
+    kubeconfig = kube_cluster.service_account_kubeconfig(namespace=deployed[0], name=SA)
+    settings = Settings(runtime="kubernetes", scope="sa", tenants_file=ktenants, kubeconfig=kubeconfig, kube_namespace=deployed[1],
                         agent_memory="64m", agent_cpus=0.1, reconcile_enabled=False)  # type: ignore[call-arg]
     runtime = KubernetesRuntime.from_settings(settings)
     livekit = LiveKitGateway()
     svc = TriggerService(settings=settings, tenants=FileTenantStore(ktenants), livekit=livekit, runtime=runtime)
     try:
+        await runtime.preflight(network="host")  # the shipped policy is ours already: read, not rewritten
         result = await svc.trigger(client_id=CLIENT_ID, agent_slug="farah", mode=Mode.voice, user_id="u", room_name="rbac")
         assert result.outcome is TriggerOutcome.created
         watch = runtime.watch(scope="sa")

@@ -22,6 +22,7 @@ from orchestrator.services.trigger import TriggerService
 from tests.conftest import write_tenants
 from devtools.docker_helpers import TINY_IMAGE
 from devtools.swarm_cluster import SwarmCluster
+from devtools.swarm_teardown import remove_services
 
 AGENT_IMAGE = "agent-orchestrator/agent:latest"
 pytestmark = [pytest.mark.docker, pytest.mark.livekit]
@@ -53,7 +54,7 @@ def sw_settings(request: pytest.FixtureRequest, scope: str, tmp_path: Path, swar
             "runtime": "swarm", "docker_host": swarm.nodes[0].url, "scope": scope, "tenants_file": tenants,
             "agent_image": TINY_IMAGE, "agent_memory": "64m", "agent_cpus": 0.05, "agent_stop_timeout_s": 2,
             "reconcile_enabled": False, "restart_backoff_s": 1.0,
-            # The swarm's own default (it makes no networks: the host's), not the session's bridge network from the env.
+            # The swarm's own default (an overlay per scope, made by the runtime), not the session's bridge network from the env.
             "agent_network": "",
         }
         return Settings(**{**base, **overrides})  # type: ignore[arg-type]
@@ -72,11 +73,7 @@ def sw_settings(request: pytest.FixtureRequest, scope: str, tmp_path: Path, swar
                         tasks = [(t["Status"]["State"], t["Status"].get("Err"), t.get("NodeID", "")[:8]) for t in c.api.tasks(filters={"service": svc["ID"]})]
                         print(f"\n--- service {svc['Spec']['Name']} tasks {tasks} ---\n{logs}")
                     print(f"\n==== livekit-server log ====\n{swarm.livekit.log_tail() if swarm.livekit else ''}")
-                for svc in services:
-                    try:
-                        c.api.remove_service(svc["ID"])
-                    except docker.errors.NotFound:
-                        pass
+                remove_services(c, label=f"{Label.SCOPE}={scope}")
             break
         except docker.errors.DockerException:
             continue

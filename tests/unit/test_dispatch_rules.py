@@ -55,20 +55,26 @@ def test_registration_changes(current: dict, desired: dict, stop: list[str], sta
     assert [k.agent_name for k in got_start] == start
 
 
+C1, C2 = json.dumps({"client_id": "c1"}), json.dumps({"client_id": "c2"})
+
+
 @pytest.mark.parametrize(
-    ("sharing", "room_meta", "job_meta", "owner"),
+    ("sharing", "room_meta", "job_meta", "proven", "owner"),
     [
-        (["c1"], "", "", "c1"),                                             # own server: the room is ours
-        (["c1", "c2"], "", "", None),                                       # shared server, nobody named: refuse
-        (["c1", "c2"], json.dumps({"client_id": "c1"}), "", "c1"),         # our rooms name their client
-        (["c1", "c2"], json.dumps({"client_id": "c2"}), "", None),         # another tenant's room
-        (["c1", "c2"], "", json.dumps({"client_id": "c1"}), "c1"),         # the dispatch metadata names it
-        (["c1"], json.dumps({"client_id": "c1"}), json.dumps({"client_id": "c2"}), None),  # the dispatch says another
-        (["c1", "c2"], "not json", "", None),
+        (["c1"], "", "", None, "c1"),                 # own server: the room is ours
+        (["c1"], C1, "", None, "c1"),                 # own server, our claim
+        (["c1"], C1, C2, None, None),                 # own server, the dispatch says another
+        (["c1", "c2"], "", "", None, None),           # shared server, nothing proven: refuse
+        (["c1", "c2"], C1, "", None, None),           # shared: a client_id anyone could write is no proof
+        (["c1", "c2"], "", C1, None, None),           # ... in the dispatch metadata neither
+        (["c1", "c2"], C1, "", "c1", "c1"),           # stamped by the orchestrator for c1
+        (["c1", "c2"], C2, "", "c2", None),           # stamped for another tenant
+        (["c1"], C1, "", "c2", None),                 # a valid stamp for another client wins over any claim
+        (["c1", "c2"], "not json", "", None, None),
     ],
 )
-def test_room_owner(sharing: list[str], room_meta: str, job_meta: str, owner: str | None) -> None:
-    got = room_owner(registered_for="c1", sharing_server=sharing, room_metadata=room_meta, job_metadata=job_meta)
+def test_room_owner(sharing: list[str], room_meta: str, job_meta: str, proven: str | None, owner: str | None) -> None:
+    got = room_owner(registered_for="c1", sharing_server=sharing, room_metadata=room_meta, job_metadata=job_meta, proven=proven)
     assert got.client_id == owner
     assert bool(got.reason) == (owner is None)
 

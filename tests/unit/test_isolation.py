@@ -164,11 +164,12 @@ async def test_docker_network_modes_are_used_as_they_are(mode: str) -> None:
     assert (await nets.ensure_default()) == AgentNetwork(name=mode)
 
 
-def test_only_the_docker_runtime_makes_agent_networks() -> None:
-    """A swarm inherits the Docker adapter's calls but not its networks (a local bridge cannot carry services)."""
+def test_docker_and_swarm_runtimes_make_agent_networks() -> None:
+    """Docker makes a bridge, Swarm an overlay per scope (a node's bridge cannot carry services): agents of neither
+    engine share a host's network unless the operator says `host`."""
     from orchestrator.runtime import NetworkProvider
     from orchestrator.runtime.docker.runtime import DockerRuntime
     from orchestrator.runtime.swarm.runtime import SwarmRuntime
 
     assert isinstance(DockerRuntime(), NetworkProvider)
-    assert not isinstance(SwarmRuntime(base_url="tcp://127.0.0.1:1"), NetworkProvider)
+    assert isinstance(SwarmRuntime(base_url="tcp://127.0.0.1:1"), NetworkProvider)

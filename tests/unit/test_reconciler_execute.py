@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from datetime import timedelta
 
@@ -17,6 +16,8 @@ from orchestrator.observability.pass_report import ActionResult
 from orchestrator.services.reconciler import Reconciler
 from orchestrator.rules.rooms import RoomSnapshot, RoomState
 from orchestrator.settings import Settings
+from orchestrator.rules import ownership
+from orchestrator.services.signing_key import signing_key
 from orchestrator.services.trigger import TriggerService
 from devtools.fakes import CLIENT, CREDS, FARAH, T0, FakeRooms, FakeRuntime, tenants
 
@@ -43,20 +44,20 @@ async def test_remove_acts_on_the_observed_id_and_keeps_a_newer_namesake() -> No
     old = ours(rt)
     await rt.remove(NAME)
     new = ours(rt)  # a trigger replaced it under the same name since the observation
-    result = await rec._execute(RemoveContainer(reason="x", category=Removal.exited, name=NAME, container_id=old.id))
+    result = await rec.executor.execute(RemoveContainer(reason="x", category=Removal.exited, name=NAME, container_id=old.id))
     assert result.ok and rt.containers[NAME].id == new.id
 
 
 async def test_remove_of_a_gone_container_is_done() -> None:
     _, _, rec = world()
-    assert (await rec._execute(RemoveContainer(reason="x", name=NAME, container_id="gone"))).ok
+    assert (await rec.executor.execute(RemoveContainer(reason="x", name=NAME, container_id="gone"))).ok
 
 
 async def test_restart_replaces_the_crashed_container_through_the_trigger_path() -> None:
     rt, rooms, rec = world()
     crashed = ours(rt, status=ContainerStatus.exited, exit_code=1)
     rt.logs[crashed.id] = "Traceback: boom"
-    result = await rec._execute(RestartAgent(reason="crashed", name=NAME, container_id=crashed.id, key=KEY, mode="text"))
+    result = await rec.executor.execute(RestartAgent(reason="crashed", name=NAME, container_id=crashed.id, key=KEY, mode="text"))
     assert result.ok
     assert rt.containers[NAME].id != crashed.id and rt.containers[NAME].status is ContainerStatus.running
     assert rt.last_spec.env["AGENT_MODE"] == "text"
@@ -66,7 +67,7 @@ async def test_restart_replaces_the_crashed_container_through_the_trigger_path()
 async def test_give_up_removes_by_id() -> None:
     rt, _, rec = world()
     crashed = ours(rt, status=ContainerStatus.exited, exit_code=1)
-    assert (await rec._execute(GiveUp(reason="cap", name=NAME, container_id=crashed.id, key=KEY, attempts=5))).ok
+    assert (await rec.executor.execute(GiveUp(reason="cap", name=NAME, container_id=crashed.id, key=KEY, attempts=5))).ok
     assert NAME not in rt.containers and ("logs", crashed.id) in rt.calls
 
 
@@ -74,16 +75,16 @@ async def test_room_actions_reach_the_room_service() -> None:
     _, rooms, rec = world()
     rooms.join(CREDS, "r1", agents=frozenset({"agent-farah"}))
     md = room_metadata.with_grace("{}", T0) or ""
-    assert (await rec._execute(SetRoomMetadata(reason="grace", client_id="c1", room="r1", metadata=md))).ok
+    assert (await rec.executor.execute(SetRoomMetadata(reason="grace", client_id="c1", room="r1", metadata=md))).ok
     assert room_metadata.grace_started(rooms.rooms[(CREDS.api_key, "r1")].metadata) == T0
-    assert (await rec._execute(DeleteRoom(reason="grace over", client_id="c1", room="r1"))).ok
+    assert (await rec.executor.execute(DeleteRoom(reason="grace over", client_id="c1", room="r1"))).ok
     assert (CREDS.api_key, "r1") not in rooms.rooms
 
 
 async def test_a_failure_names_its_dependency_and_the_pass_goes_on() -> None:
     _, rooms, rec = world()
     rooms.fail = DependencyUnavailable("LiveKit down", dependency="livekit")
-    result = await rec._execute(DeleteRoom(reason="grace over", client_id="c1", room="r1"))
+    result = await rec.executor.execute(DeleteRoom(reason="grace over", client_id="c1", room="r1"))
     assert (result.ok, result.dependency, result.error) == (False, "livekit", "LiveKit down")
 
 
@@ -114,7 +115,9 @@ async def test_after_gives_a_recovered_agent_a_fresh_budget() -> None:
 async def test_a_pass_restarts_a_crashed_agent_while_a_human_waits() -> None:
     rt, rooms, rec = world()
     crashed = ours(rt, status=ContainerStatus.exited, exit_code=137)
-    rooms.rooms[(CREDS.api_key, "r1")] = RoomSnapshot(exists=True, metadata=json.dumps({"client_id": CLIENT.id}))  # ours
+    stamp = ownership.stamp(signing_key(S), client_id=CLIENT.id, room="r1", created_at=T0)  # made by our trigger
+    rooms.rooms[(CREDS.api_key, "r1")] = RoomSnapshot(exists=True, metadata=room_metadata.for_new_room(
+        agent=FARAH, client_id=CLIENT.id, stamp=stamp))
     rooms.join(CREDS, "r1", humans=frozenset({"alice"}))
     report = await rec.run_once()
     assert [(r.action.kind, r.ok) for r in report.results] == [("RestartAgent", True)]

@@ -208,6 +208,25 @@ async def test_once_the_view_has_shown_a_container_its_removal_frees_the_slot_at
     assert (await trigger(rt, room="rb", svc=svc)).outcome is TriggerOutcome.created
 
 
+async def test_agents_the_view_saw_come_and_go_are_not_counted_even_unasked() -> None:
+    """Churn: a client at its limit closes every agent; the view saw each container come and go without any
+    trigger asking it in between. The next round of triggers must all be admitted (it runs nothing)."""
+    from orchestrator.runtime import WatchEvent
+    from orchestrator.rules.view import AgentView
+
+    rt, view = FakeRuntime(), AgentView()
+    view.apply(WatchEvent(kind="relist"), now=T0)
+    svc = TriggerService(settings=S, tenants=tenants(), livekit=FakeRooms(), runtime=rt, view=view)
+    for cycle in range(3):
+        rooms = [f"c{cycle}-{i}" for i in range(S.max_agents_per_client)]
+        made = await asyncio.gather(*(trigger(rt, room=r, svc=svc) for r in rooms))  # all asked before any is shown
+        assert [m.outcome for m in made] == [TriggerOutcome.created] * len(rooms), f"cycle {cycle}"
+        for m in made:  # shown, then closed: the view sees each come and go; nobody asks it meanwhile
+            view.apply(WatchEvent(kind="upsert", info=m.container), now=T0)
+            await rt.remove(m.container.name)
+            view.apply(WatchEvent(kind="delete", info=m.container), now=T0)
+
+
 async def test_admission_error_counts_reserved_keys_and_changes_nothing() -> None:
     """A dispatch offer asks before it accepts: the answer counts promised keys and holds no slot itself."""
     rt = FakeRuntime()

@@ -11,12 +11,11 @@ from typing import Any, Mapping
 
 from orchestrator.core.models import ContainerInfo, ContainerStatus, Health
 from orchestrator.rules.naming import LABEL_PREFIX, Label, short_hash
-from orchestrator.runtime import ContainerSpec
+from orchestrator.runtime import SECRET_ENV_KEYS, ContainerSpec  # secret values go to a Secret, never into the Pod spec
 
 POD_NAME_MAX = 63  # a DNS-1123 label: the Pod's hostname must fit
 POD_HASH_LEN = 10
 CONTAINER_NAME = "agent"
-SECRET_ENV_KEYS = frozenset({"LIVEKIT_TOKEN", "OPENAI_API_KEY"})  # go to a Secret, never into the Pod spec
 
 _LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _DNS_UNSAFE = re.compile(r"[^a-z0-9-]+")
@@ -113,7 +112,11 @@ def pod_manifest(
     node_selector: Mapping[str, str] | None = None, tolerations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The Pod for one agent. Secret env values are referenced from the Secret `secret`, made right after;
-    node_selector/tolerations place agents on the nodes meant for them (e.g. a tainted agent pool)."""
+    node_selector/tolerations place agents on the nodes meant for them (e.g. a tainted agent pool).
+
+    `spec.pids` is not here: a Pod has no field for it. Kubernetes limits processes per Pod only on the
+    kubelet (`podPidsLimit` in its KubeletConfiguration, for every Pod of the node); the operator sets it there.
+    """
     name = pod_name(spec.name)
     labels, annotations = split_labels(spec.labels)
     annotations[LABEL_PREFIX + "container-name"] = spec.name
@@ -146,6 +149,9 @@ def pod_manifest(
         pod_spec["nodeSelector"] = dict(node_selector)
     if tolerations:
         pod_spec["tolerations"] = [dict(t) for t in tolerations]
+    if spec.runtime:
+        # ORCH_AGENT_RUNTIME as a RuntimeClass (e.g. gVisor's): checked to exist at start (KubernetesRuntime.preflight).
+        pod_spec["runtimeClassName"] = spec.runtime
     if restricted:
         pod_spec["securityContext"], container["securityContext"] = restricted_security()
     return {

@@ -52,16 +52,56 @@ def constraints_for(labels: Mapping[str, str], placement: Mapping[str, Iterable[
     return found
 
 
+SECRETS_DIR = "/run/secrets"
+SECRET_NAME_MAX = 64
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Engine 20.10 (API 1.41) has no NoNewPrivileges in a service's ContainerSpec (API 1.46 added it): with every
+# capability dropped from the bounding set, a setuid binary still gains none, which is what it would prevent.
+LOG_DRIVER = "json-file"
+
+
+def secret_name(service: str, key: str, suffix: str) -> str:
+    """A Docker secret per service and key, fresh each time (suffix: random hex): made before, removed with the
+    service. At most 64 characters of [A-Za-z0-9-_.], starting and ending alphanumeric (the engine's rule)."""
+    tail = f"{key.lower().replace('_', '-')}-{suffix}"
+    head = _UNSAFE.sub("-", service)[: SECRET_NAME_MAX - len(tail) - 1].rstrip("-_.")
+    return f"{head or 'agent'}-{tail}"
+
+
+def secret_prelude(keys: Iterable[str]) -> str:
+    """The shell line that turns the service's secret files into the agent's environment, then execs its command.
+
+    The values exist only in the running agent's process: never in the service spec, the raft log's task
+    specs or `docker inspect` of the container (which show the file paths only)."""
+    parts = []
+    for key in sorted(keys):
+        if not _ENV_NAME.fullmatch(key):
+            raise ValueError(f"not an environment variable name: {key!r}")
+        parts.append(f'{key}="$(cat {SECRETS_DIR}/{key})" && export {key}')
+    return " && ".join([*parts, 'exec "$@"'])
+
+
+def _uid_gid(user: str | None) -> tuple[str, str]:
+    uid, _, gid = (user or "0").partition(":")
+    return (uid if uid.isdigit() else "0"), (gid if gid.isdigit() else uid if uid.isdigit() else "0")
+
+
 def service_spec(
     *, name: str, image: str, labels: Mapping[str, str], env: Mapping[str, str], memory: str, cpus: float,
     pids: int, network: str, restart_policy: str, restart_max: int, restart_delay_s: float, stop_timeout_s: int,
-    constraints: list[str], spread: str | None,
+    constraints: list[str], spread: str | None, user: str | None = None, read_only_root: bool = True,
+    tmpfs: Mapping[str, str] | None = None, cap_add: Iterable[str] = (), log_max_size: str = "10m", log_max_files: int = 3,
+    secrets: Mapping[str, tuple[str, str]] | None = None, command: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The Engine API body of `POST /services/create` for one agent (replicas 1).
+    """The Engine API body of `POST /services/create` for one agent (replicas 1), with the restricted profile.
 
     Reservations equal limits, so the scheduler only places an agent where its memory and CPU are free
     ("no suitable node (insufficient resources ...)" otherwise). The pids limit goes into the raw body:
     the docker SDK's Resources type has no field for it, the Engine API has since 1.41.
+
+    `secrets` maps an env key to (secret id, secret name): that key leaves `Env`, its value arrives as a file
+    under /run/secrets (owned by the agent's user, mode 0400) and `command` (the image's entrypoint + cmd)
+    is run behind `secret_prelude`, which exports it. Without `command` a secret cannot be handed over.
     """
     nano_cpus, mem = int(cpus * 1e9), parse_bytes(memory)
     condition = RESTART_CONDITIONS[restart_policy]
@@ -73,22 +113,46 @@ def service_spec(
         placement["Constraints"] = list(constraints)
     if spread:
         placement["Preferences"] = [{"Spread": {"SpreadDescriptor": spread}}]
+    secrets = dict(secrets or {})
+    container: dict[str, Any] = {
+        "Image": image,
+        "Labels": dict(labels),
+        "Env": [f"{k}={v}" for k, v in env.items() if k not in secrets],
+        "Init": True,
+        "StopGracePeriod": int(stop_timeout_s * 1e9),
+        # The restricted profile, as on Docker: no capabilities, nothing writable but the tmpfs, a non-root user.
+        "ReadOnly": read_only_root,
+        "CapabilityDrop": ["ALL"],
+        "Mounts": [
+            {"Type": "tmpfs", "Target": target, "ReadOnly": False, "TmpfsOptions": _tmpfs_options(options)}
+            for target, options in (tmpfs or {}).items()
+        ],
+    }
+    if cap_add:
+        container["CapabilityAdd"] = list(cap_add)
+    if user:
+        container["User"] = user
+    if secrets:
+        if not command:
+            raise ValueError("secrets need the image's command to run behind the prelude that exports them")
+        uid, gid = _uid_gid(user)
+        container["Secrets"] = [
+            {"SecretID": sid, "SecretName": sname, "File": {"Name": key, "UID": uid, "GID": gid, "Mode": 0o400}}
+            for key, (sid, sname) in sorted(secrets.items())
+        ]
+        container["Command"] = ["/bin/sh", "-c", secret_prelude(secrets), "agent", *command]
     task: dict[str, Any] = {
-        "ContainerSpec": {
-            "Image": image,
-            "Labels": dict(labels),
-            "Env": [f"{k}={v}" for k, v in env.items()],
-            "Init": True,
-            "StopGracePeriod": int(stop_timeout_s * 1e9),
-        },
+        "ContainerSpec": container,
         "Resources": {
             "Limits": {"NanoCPUs": nano_cpus, "MemoryBytes": mem, "Pids": pids},
             "Reservations": {"NanoCPUs": nano_cpus, "MemoryBytes": mem},
         },
         "RestartPolicy": restart,
         "Placement": placement,
+        "LogDriver": {"Name": LOG_DRIVER, "Options": {"max-size": log_max_size, "max-file": str(log_max_files)}},
     }
-    # "host" means the node's own network namespace (a LiveKit on the node's host reachable as on one engine).
+    # "host" means the node's own network namespace (the operator's explicit opt-out); by default the runtime
+    # makes an overlay network per scope (SwarmRuntime.ensure_network).
     if network and network not in ("bridge", "default"):
         task["Networks"] = [{"Target": network}]
     return {
@@ -97,6 +161,18 @@ def service_spec(
         "TaskTemplate": task,
         "Mode": {"Replicated": {"Replicas": 1}},
     }
+
+
+def _tmpfs_options(options: str) -> dict[str, Any]:
+    """Docker's `--tmpfs` option string (`size=64m,mode=1777`) as a mount's TmpfsOptions."""
+    found: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in options.split(","))):
+        key, _, value = part.partition("=")
+        if key == "size":
+            found["SizeBytes"] = parse_bytes(value)
+        elif key == "mode":
+            found["Mode"] = int(value, 8)
+    return found
 
 
 def _created(task: Mapping[str, Any]) -> str:

@@ -1,9 +1,10 @@
 """The Docker Swarm implementation of ContainerRuntime: one replicated service (replicas 1) per key.
 
-It talks to one swarm manager through the docker SDK, off the event loop, with the Docker runtime's
+It talks to one swarm manager through the docker SDK, off the event loop, with the shared Docker API's
 call helper (retries of transient daemon errors, errors mapped to ours). The service name is the
 cross-host lock: a create that loses answers 409 or 500 "conflicts with an existing object", both
-turned into NameTaken *before* any retry. The rules (names, spec, states) live in swarm_rules.
+turned into NameTaken *before* any retry. Reading and changing services are here; creating them (with
+their secrets and the agents' overlay) in `launch`, the watch in `watch`, the pure rules in `rules`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import asyncio
 import functools
 import logging
 import re
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -22,39 +22,26 @@ import docker
 from docker.errors import APIError, NotFound
 
 from orchestrator.core.clock import parse_engine_time
-from orchestrator.core.errors import ContainerFailed, DependencyUnavailable, LimitExceeded, OrchestratorError
-from orchestrator.core.models import ContainerInfo, ContainerStatus
+from orchestrator.core.errors import DependencyUnavailable
+from orchestrator.core.models import ContainerInfo
 from orchestrator.rules.naming import Label
 from orchestrator.settings import Settings
-from orchestrator.runtime import ContainerSpec, NameTaken, WatchEvent
-from orchestrator.core.retry import Backoff
 from orchestrator.runtime.dockerapi import DockerAPI
-from orchestrator.runtime.swarm.rules import (
-    constraints_for,
-    current_task,
-    service_name,
-    service_spec,
-    task_status,
-    unschedulable,
-)
+from orchestrator.runtime.swarm.launch import ServiceLaunch
+from orchestrator.runtime.swarm.rules import current_task, service_name, task_status
+from orchestrator.runtime.swarm.watch import ServiceWatch
 
 log = logging.getLogger(__name__)
 _SWARM_ID = re.compile(r"^[a-z0-9]{25}$")  # service names always hold `_` or `-`, so never look like this
 _ENGINE_NAME = re.compile(r"-[0-9a-f]{8}$")  # how every service name made by service_name() ends
 
 
-def _name_conflict(exc: APIError) -> bool:
-    return exc.status_code == 409 or (
-        exc.status_code == 500 and "conflicts with an existing object" in str(exc.explanation or exc)
-    )
-
-
-class SwarmRuntime(DockerAPI):
+class SwarmRuntime(ServiceLaunch, ServiceWatch, DockerAPI):
     """ContainerRuntime on a swarm manager: services are the objects, their newest task is the state."""
 
     engine = "swarm"
-    # Not a NetworkProvider (it has no ensure_network): a bridge network made on one node cannot carry services, so
-    # agents keep the host's network unless the operator names an overlay of their own (services.agent_networks).
+    # A NetworkProvider (ServiceLaunch.ensure_network): agents get an overlay per scope (or per client) by default;
+    # ORCH_AGENT_NETWORK=host is the operator's explicit opt-out to each node's own network.
 
     def __init__(
         self,
@@ -78,6 +65,7 @@ class SwarmRuntime(DockerAPI):
         self._poll_s = poll_s
         self._no_room_retry_after_s = no_room_retry_after_s
         self._node_names: dict[str, str] = {}
+        self._commands: dict[str, list[str]] = {}  # image -> its entrypoint + cmd (the secret prelude execs it)
         self.calls: dict[str, int] = {}  # API calls by kind, read by the benchmark ("calls per pass")
 
     @classmethod
@@ -160,76 +148,6 @@ class SwarmRuntime(DockerAPI):
         """Two list calls per pass (services, tasks), both filtered by the manager on our labels."""
         return await self._call("service list", functools.partial(self._list, scope))
 
-    # ---- creating -----------------------------------------------------------------------------
-
-    def _create(self, body: dict[str, Any]) -> str:
-        self._count("create")
-        try:
-            created = self.client.api.create_service(
-                body["TaskTemplate"], name=body["Name"], labels=body["Labels"], mode=body["Mode"]
-            )
-        except APIError as exc:
-            if _name_conflict(exc):
-                raise NameTaken(body["Name"]) from None  # never retried: the name is someone else's
-            raise
-        return str(created["ID"])
-
-    async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
-        """Create the service, then wait for its task to run; a task that cannot run is removed with its service."""
-        body = service_spec(
-            name=service_name(spec.name), image=spec.image, labels=spec.labels, env=spec.env, memory=spec.memory,
-            cpus=spec.cpus, pids=spec.pids, network=spec.network, restart_policy=spec.restart_policy,
-            restart_max=spec.restart_max, restart_delay_s=self._restart_delay_s, stop_timeout_s=spec.stop_timeout_s,
-            constraints=constraints_for(spec.labels, self._placement), spread=self._spread,
-        )
-        service_id = await self._call("service create", functools.partial(self._create, body))
-        try:
-            return await self._wait_started(service_id, body=body, image=spec.image)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.remove(service_id)
-            raise
-
-    async def _wait_started(self, service_id: str, *, body: dict[str, Any], image: str) -> ContainerInfo:
-        """Poll the service's tasks (one call each) every 30 ms for 3 s, then every 250 ms, until its task runs."""
-        started = time.monotonic()
-        deadline = started + self._start_timeout_s
-        while True:
-            tasks = await self._call("task list", functools.partial(self._tasks, {"service": service_id}))
-            task = current_task(tasks)
-            status, _, reason, health = task_status(task, earlier_tasks=max(len(tasks) - 1, 0))
-            if status is ContainerStatus.running and task is not None:
-                # Built from what we sent and the task just read: no extra inspect on the hot path.
-                node = await self._call("node list", functools.partial(self._node_name, task.get("NodeID")))
-                return ContainerInfo(
-                    id=service_id, name=body["Name"], status=status, health=health, labels=body["Labels"],
-                    created_at=parse_engine_time(task.get("CreatedAt")), node=node,
-                )
-            info = ContainerInfo(id=service_id, name=body["Name"], status=status, reason=reason)
-            why = unschedulable(reason)
-            if why == "resources":
-                raise LimitExceeded(
-                    f"the swarm has no room for this agent: {reason} (its CPU/memory reservations fit on no node)",
-                    retry_after=self._no_room_retry_after_s, details={"rule": "swarm capacity", "reason": reason},
-                )
-            if why == "constraints":
-                raise DependencyUnavailable(
-                    f"no swarm node satisfies this agent's placement: {reason}",
-                    retry_after=self._no_room_retry_after_s, details={"reason": reason},
-                )
-            if status in (ContainerStatus.dead, ContainerStatus.exited):
-                if reason and "No such image" in reason:
-                    raise DependencyUnavailable(
-                        f"agent image '{image}' is not on every swarm node: load it on each node or serve it "
-                        "from a registry every node reaches", retry_after=60,
-                    )
-                raise ContainerFailed(f"service {info.name} did not reach running: {reason or status.value}")
-            if time.monotonic() > deadline:
-                raise ContainerFailed(
-                    f"service {info.name} not running after {self._start_timeout_s:g} s (task: {reason or status.value})"
-                )
-            await asyncio.sleep(0.03 if time.monotonic() - started < 3 else 0.25)
-
     # ---- changing -----------------------------------------------------------------------------
 
     def _scale(self, ref: str, replicas: int) -> str | None:
@@ -271,6 +189,8 @@ class SwarmRuntime(DockerAPI):
             await asyncio.sleep(0.2)
 
     async def remove(self, name: str) -> None:
+        """The service, then its secrets (a secret in use by a service cannot go before it)."""
+
         def remove() -> None:
             svc = self._inspect(name)
             if svc is None:
@@ -280,6 +200,7 @@ class SwarmRuntime(DockerAPI):
                 self.client.api.remove_service(svc["ID"])
             except NotFound:
                 pass
+            self._remove_secrets(svc["Spec"]["Name"])
 
         await self._call("service remove", remove)
 
@@ -305,82 +226,3 @@ class SwarmRuntime(DockerAPI):
     async def stats(self, name: str) -> dict[str, Any] | None:
         """Not available through a manager (stats live on each node's engine): the sampler shows none."""
         return None
-
-    # ---- following --------------------------------------------------------------------------
-
-    async def watch(self, *, scope: str) -> AsyncIterator[WatchEvent]:
-        """A relist, then upserts/deletes from diffing the two list calls every `poll_s` (and right after a
-        service or container event from the manager). Task changes on other nodes raise no manager event,
-        hence the poll. A failed list yields `broken`, and the next successful one a fresh `relist`.
-        Events come from one loop in order, so `seq` is left unset."""
-        known: dict[str, ContainerInfo] | None = None
-        backoff = Backoff(first_s=0.5)
-        wake = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        stop_events = self._follow_service_events(scope, lambda: loop.call_soon_threadsafe(wake.set))
-        try:
-            while True:
-                try:
-                    items = await self.list_managed(scope=scope)
-                except OrchestratorError as exc:
-                    delay = backoff.next()
-                    log.warning("swarm watch: list failed (%s); relisting after %.1fs", exc.message, delay)
-                    if known is not None:
-                        yield WatchEvent(kind="broken")  # stop trusting the view until the relist below
-                    known = None
-                    await asyncio.sleep(delay)
-                    continue
-                backoff.reset()
-                now = {i.id: i for i in items}
-                if known is None:
-                    yield WatchEvent(kind="relist", items=tuple(items))
-                else:
-                    for sid, info in now.items():
-                        if known.get(sid) != info:
-                            yield WatchEvent(kind="upsert", info=info)
-                    for sid, info in known.items():
-                        if sid not in now:
-                            yield WatchEvent(kind="delete", info=info)
-                known = now
-                wake.clear()
-                try:
-                    await asyncio.wait_for(wake.wait(), timeout=self._poll_s)
-                except asyncio.TimeoutError:
-                    pass
-        finally:
-            stop_events()
-
-    def _follow_service_events(self, scope: str, poke: Callable[[], None]) -> Callable[[], None]:
-        """A thread on its own client reading the manager's service events (create/update/remove) of our scope."""
-        stopped = threading.Event()
-        current: list[Any] = []
-        filters = {"type": ["service", "container"], "label": [f"{Label.MANAGED}=true", f"{Label.SCOPE}={scope}"]}
-
-        def follow() -> None:
-            while not stopped.is_set():
-                client = None
-                try:
-                    client = self.new_client()
-                    stream = client.api.events(decode=True, filters=filters)
-                    current[:] = [stream]
-                    poke()  # (re)connected: whatever happened meanwhile is picked up by a list now
-                    for _ in stream:
-                        poke()
-                except Exception as exc:
-                    if not stopped.is_set():
-                        log.warning("swarm event stream broke (%s); reconnecting", type(exc).__name__)
-                        stopped.wait(1.0)
-                finally:
-                    if client is not None:
-                        client.close()
-
-        def stop() -> None:
-            stopped.set()
-            for stream in current:
-                try:
-                    stream.close()
-                except Exception:
-                    pass
-
-        threading.Thread(target=follow, name=f"swarm-events-{scope}", daemon=True).start()
-        return stop

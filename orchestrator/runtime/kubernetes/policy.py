@@ -1,0 +1,74 @@
+"""Pure rules for the agents' namespace: the NetworkPolicy that isolates agent Pods (no I/O, table-tested).
+
+Agents accept no connection (no ingress rule) and may open only: DNS to the cluster's resolver, the outside
+world's public addresses (LiveKit Cloud, an LLM API) when allowed, and the operator's own destinations (e.g.
+an in-cluster LiveKit's Pod range). Every private, link-local (cloud metadata) and shared address range is
+left out of "public", so the orchestrator's Service, other Pods and the nodes are out of reach by default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from orchestrator.rules.naming import Label
+
+POLICY_NAME = "agent-orchestrator-agents"
+# Not "the internet": RFC 1918, loopback, link-local (169.254.169.254 is the cloud metadata service),
+# carrier-grade NAT (often a cluster's Pod or Service range) and "this network".
+NOT_PUBLIC_V4 = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16")
+DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+
+
+def cidr(value: str) -> str:
+    """A destination as a CIDR (`10.1.2.3` → `10.1.2.3/32`); raises ValueError for anything else."""
+    return str(ipaddress.ip_network(value.strip(), strict=False))
+
+
+def livekit_destinations(urls: Iterable[str]) -> list[str]:
+    """The /32 (or /128) of every LiveKit URL whose host is an IP address: reachable even when private.
+    A host name is left to the `public` rule or to ORCH_KUBE_AGENT_EGRESS (a policy holds no names)."""
+    found: list[str] = []
+    for url in urls:
+        host = urlsplit(url).hostname or ""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        if not address.is_loopback and (net := str(ipaddress.ip_network(address))) not in found:
+            found.append(net)
+    return found
+
+
+def agent_network_policy(
+    *, namespace: str, scope: str, public: bool, destinations: Iterable[str] = (), dns_namespace: str = "kube-system",
+) -> dict[str, Any]:
+    """The NetworkPolicy for every Pod of the agents' namespace (podSelector {}: only agents live there)."""
+    egress: list[dict[str, Any]] = [{
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": dns_namespace}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": DNS_PORTS,
+    }]
+    if public:
+        egress.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NOT_PUBLIC_V4)}}]})
+    blocks = list(dict.fromkeys(cidr(d) for d in destinations))
+    if blocks:
+        egress.append({"to": [{"ipBlock": {"cidr": b}} for b in blocks]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": POLICY_NAME, "namespace": namespace,
+                     "labels": {Label.MANAGED: "true", Label.SCOPE: scope}},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": egress},
+    }
+
+
+def _normal(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if v not in ([], None)}
+
+
+def same_policy(stored: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
+    """Whether a stored policy spec already says what we want (the API server omits empty rule lists)."""
+    return stored is not None and _normal(stored) == _normal(wanted)
