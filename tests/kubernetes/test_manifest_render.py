@@ -70,7 +70,7 @@ def test_the_orchestrator_image_is_pinned_to_the_project_version(docs: list[dict
     images = [c["image"] for d in docs if d["kind"] in ("Deployment", "CronJob")
               for c in (d["spec"].get("template") or d["spec"]["jobTemplate"]["spec"]["template"])["spec"]["containers"]]
     assert images == [f"agent-orchestrator/orchestrator:{VERSION}"] * 2
-    assert f'PINNED="${{IMAGE%:*}}:$VERSION"' in (DEPLOY.parents[1] / "scripts" / "build-orchestrator-image").read_text()
+    assert 'PINNED="${IMAGE%:*}:$VERSION"' in (DEPLOY.parents[1] / "scripts" / "build-orchestrator-image").read_text()
 
 
 def test_liveness_never_asks_a_dependency_and_readiness_does(docs: list[dict]) -> None:  # type: ignore[type-arg]
