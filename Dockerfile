@@ -20,6 +20,10 @@ RUN set -eu; \
     /opt/venv/bin/pip install $offline /build/src
 
 FROM ${BASE_IMAGE}
+# iptables: the host filter the orchestrator installs on its agents' bridge (ORCH_AGENT_HOST_FILTER; compose gives
+# the container NET_ADMIN on the host's network). Debian's default (nf_tables) backend, as the host's engine uses.
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables \
+    && rm -rf /var/lib/apt/lists/*
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH \
     ORCH_LOG_FORMAT=json ORCH_HOST=0.0.0.0 ORCH_PORT=8000
 COPY --from=deps /opt/venv /opt/venv

@@ -96,10 +96,42 @@ def status_fields() -> dict[str, str]:
     return fields
 
 
+def host_services(t: dict) -> dict[str, object]:
+    """Services the test bound to every address of the host (0.0.0.0): out of reach through the gateway and through
+    any other address of the host, while LiveKit's port on the gateway answers."""
+    out: dict[str, object] = {}
+    for port in t.get("host_service_ports", []):
+        for host in [t["gateway"], *t.get("host_addresses", [])]:
+            out[f"host_service_{port}_{host}"] = http("GET", f"http://{host}:{port}/")
+    return out
+
+
 def main() -> None:
     t = json.loads(sys.argv[1])
-    gw, orch, pg, lk = t["gateway"], t["orch_port"], t["pg_port"], t["livekit_port"]
-    token = os.environ["LIVEKIT_TOKEN"]
+    gw, lk = t["gateway"], t["livekit_port"]
+    token = os.environ.get("LIVEKIT_TOKEN", "")
+    out: dict[str, object] = host_services(t)
+    if "orch_port" in t:  # the full probe (the served orchestrator, PostgreSQL, the other tenant, LiveKit's API)
+        out.update(tenant_checks(t, gw=gw, lk=lk, token=token))
+    out["raw_socket_icmp"] = raw(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    out["raw_socket_packet"] = raw(socket.AF_PACKET, socket.SOCK_RAW, 0x0300)
+    for path in ("/app/probe-write", "/etc/probe-write", "/probe-write", "/opt/venv/probe-write"):
+        out[f"write_{path}"] = write(path)
+    out["setuid_root"] = become_root()
+    out["su_root"] = su()
+    # What an agent must be able to do: reach its own LiveKit (the server, and its token accepted for its room),
+    # and scribble in /tmp.
+    own = {
+        "livekit_http": http("GET", f"http://{gw}:{lk}/"),
+        "livekit_validate_own_token": http("GET", f"http://{gw}:{lk}/rtc/validate?access_token={token}"),
+        "write_tmp": write("/tmp/probe-write"),
+    }
+    print(json.dumps({"must_fail": out, "must_work": own, "status": status_fields(),
+                      "env_livekit_url": os.environ.get("LIVEKIT_URL", "")}))
+
+
+def tenant_checks(t: dict, *, gw: str, lk: int, token: str) -> dict[str, object]:
+    orch, pg = t["orch_port"], t["pg_port"]
     out: dict[str, object] = {}
     for where, host in (("loopback", "127.0.0.1"), ("gateway", gw)):
         out[f"orch_tcp_{where}"] = tcp(host, orch)
@@ -122,21 +154,7 @@ def main() -> None:
         body=json.dumps({"room": t["other_room"], "identity": t["other_identity"]}).encode())
     out["livekit_delete_other_room"] = http("POST", twirp + "DeleteRoom", headers=auth, body=other)
     out["livekit_list_rooms"] = http("POST", twirp + "ListRooms", headers=auth, body=b"{}")
-    out["raw_socket_icmp"] = raw(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    out["raw_socket_packet"] = raw(socket.AF_PACKET, socket.SOCK_RAW, 0x0300)
-    for path in ("/app/probe-write", "/etc/probe-write", "/probe-write", "/opt/venv/probe-write"):
-        out[f"write_{path}"] = write(path)
-    out["setuid_root"] = become_root()
-    out["su_root"] = su()
-    # What an agent must be able to do: reach its own LiveKit (the server, and its token accepted for its room),
-    # and scribble in /tmp.
-    own = {
-        "livekit_http": http("GET", f"http://{gw}:{lk}/"),
-        "livekit_validate_own_token": http("GET", f"http://{gw}:{lk}/rtc/validate?access_token={token}"),
-        "write_tmp": write("/tmp/probe-write"),
-    }
-    print(json.dumps({"must_fail": out, "must_work": own, "status": status_fields(),
-                      "env_livekit_url": os.environ.get("LIVEKIT_URL", "")}))
+    return out
 
 
 if __name__ == "__main__":

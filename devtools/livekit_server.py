@@ -66,6 +66,11 @@ class LiveKitServer:
     # Media candidates only on these CIDRs (rtc.ips.includes): on a host with many interfaces (bridges of every
     # engine here) LiveKit otherwise offers each of them, and an agent behind NAT checks them all before the right one.
     media_ips: list[str] | None = None
+    # More addresses to listen on (other deployments' agents' gateways on this host).
+    also_bind: list[str] = field(default_factory=list)
+    # LiveKit's ICE/TCP and UDP ports (0 = a free one, picked at start): a host filter lets agents reach these.
+    rtc_tcp_port: int = 0
+    rtc_udp_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     extra_keys: dict[str, str] = field(default_factory=dict)  # more API keys of the same server (tenants on own keys)
     log_path: Path | None = None
@@ -80,10 +85,12 @@ class LiveKitServer:
 
     def start(self, *, timeout_s: float = 20.0) -> "LiveKitServer":
         workdir = Path(tempfile.mkdtemp(prefix="lk-"))
+        self.rtc_tcp_port = self.rtc_tcp_port or free_port()
+        self.rtc_udp_port = self.rtc_udp_port or free_port(socket.SOCK_DGRAM)
         cfg = {
             "port": self.port,
-            "bind_addresses": ["127.0.0.1", *([self.agent_gateway] if self.agent_gateway else [])],
-            "rtc": {"tcp_port": free_port(), "udp_port": free_port(socket.SOCK_DGRAM), "use_external_ip": False,
+            "bind_addresses": ["127.0.0.1", *([self.agent_gateway] if self.agent_gateway else []), *self.also_bind],
+            "rtc": {"tcp_port": self.rtc_tcp_port, "udp_port": self.rtc_udp_port, "use_external_ip": False,
                     "node_ip": self.announce or self.agent_gateway or "127.0.0.1"},
             "keys": {self.api_key: self.api_secret, **self.extra_keys},
             "room": {"empty_timeout": 300, "departure_timeout": 20},

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from orchestrator.services.agent_networks import AgentNetworks
+from orchestrator.services.livekit_reach import LiveKitReach
 from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import ConfigurationError, DependencyRejected, DependencyUnavailable
 from orchestrator.observability.events import EventFeed
@@ -103,6 +104,10 @@ class Orchestrator:
         self.view = AgentView()  # watch-fed: reuse and limits answered without engine calls once synced
         # The agents' own network (made by a runtime that can, else the one named or the host's).
         self.networks = AgentNetworks(settings=settings, provider=self.runtime)
+        self.livekit_reach = LiveKitReach(  # start-up check: each served client's LiveKit in reach of agents
+            settings=settings, tenants=self.tenants, networks=self.networks, runtime=self.runtime,
+            publish=lambda problem: self.telemetry.feed.publish("preflight", problem, check="livekit_reach"),
+        )
         self.trigger = TriggerService(
             settings=settings, tenants=self.tenants, livekit=self.livekit, runtime=self.runtime,
             clock=clock, on_launched=self._launched, view=self.view, rooms=self.registry, networks=self.networks,
@@ -189,6 +194,7 @@ class Orchestrator:
                 await self.runtime.preflight(network=network.name)
             except DependencyUnavailable as exc:
                 log.warning("start-up check skipped: %s", exc.message)
+        await self.livekit_reach.at_start()
 
     async def start(self, *, loops: bool = True) -> None:
         await self.preflight()
@@ -216,7 +222,7 @@ class Orchestrator:
             return
         if event.info is None or (action := change_signal(event, before)) is None:
             return
-        self.telemetry.container_event(action, event.info.name)
+        self.telemetry.container_event(action, event.info.name, reason=event.info.reason)
         self.reconciler.wake()
         if action == "die" and (key := key_from_labels(event.info.labels)) is not None:
             self.registry.unconfirm(key.client_id, key.room)
@@ -234,6 +240,7 @@ class Orchestrator:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.livekit_reach.close()
         if self._closed:
             return
         self._closed = True

@@ -8,50 +8,20 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from orchestrator.rules.isolation import is_root_user, split_image
+from orchestrator.rules.isolation import DEFAULT_HOST_PORTS, is_root_user, parse_host_port, split_image
 
 from orchestrator.core.resources import MIN_MEMORY_BYTES, memory_bytes
+from orchestrator.core.setting_values import PLACEHOLDER_SECRETS, SettingsProblem, is_placeholder, settings_error_line
 from orchestrator.core.variables import unknown_variables
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANTS_FILE = Path(__file__).parent / "tenants" / "default_tenants.yaml"
 
-# Values people paste from templates; refusing them at start-up beats a confusing 401 later.
-PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "change_me", "replace-me", "todo", "xxx", "your-secret", "secret-here", "<secret>"})
-
-
-def is_placeholder(value: str) -> bool:
-    v = value.strip().lower()
-    return not v or v in PLACEHOLDER_SECRETS or (v.startswith("<") and v.endswith(">")) or v.startswith(("your_", "your-"))
-
-
 _NETWORK = re.compile(r"^(container:)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class SettingsProblem(ValueError):
-    """Settings cannot be built; the message names the variables and the problems, never their values."""
-
-
-def settings_error_line(exc: Exception) -> str:
-    """One line for a settings failure. Pydantic's own text prints `input_value` (the whole settings
-    dict for a model check, secrets included), so only the variable names and the rule are kept."""
-    if isinstance(exc, ValidationError):
-        problems = []
-        for e in exc.errors(include_input=False, include_url=False):
-            loc = [str(p) for p in e.get("loc", ()) if p != "__root__"]
-            name = f"ORCH_{loc[0].upper()}" if loc else ""
-            message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-            problems.append(f"{name}: {message}" if name else message)
-        return "invalid settings: " + "; ".join(problems)
-    field = getattr(exc, "args", [""])[0]
-    match = re.search(r'field "([a-z_]+)"', str(field))
-    if match:
-        return f"invalid settings: ORCH_{match.group(1).upper()}: cannot be parsed (complex values are JSON)"
-    return f"invalid settings: {type(exc).__name__}"
 
 
 class AgentSecurityException(BaseModel):
@@ -109,6 +79,13 @@ class Settings(BaseSettings):
     agent_subnet: str | None = None  # fixed subnet of the deployment network; else the first free one of the pool
     agent_subnet_pool: Annotated[list[str], NoDecode] = ["172.29.0.0/16"]
     agent_subnet_prefix: int = Field(default=24, ge=8, le=29)
+    # The host filter on a network the orchestrator made: agents reach these ports on its gateway (LiveKit's) and
+    # nothing else of the host. Off only as an explicit opt-out; on, a host where it cannot be installed refuses to start.
+    agent_host_filter: bool = True
+    agent_host_ports: Annotated[list[str], NoDecode] = list(DEFAULT_HOST_PORTS)
+    agent_egress: Literal["internet", "livekit-only"] = "internet"  # livekit-only: nothing past the host either
+    # Start-up check that an agent on each agents' network reaches each served client's LiveKit (a probe container).
+    livekit_preflight: Literal["warn", "refuse", "off"] = "warn"
     # The LiveKit URL agents get; unset = the tenant's URL, a loopback host rewritten to the network's gateway.
     agent_livekit_url: str | None = Field(default=None, pattern=r"^wss?://")
     agent_user: str = "10001:10001"  # every agent runs as this, whatever the image's USER says
@@ -268,7 +245,7 @@ class Settings(BaseSettings):
             raise ValueError(f"ORCH_ADMIN_API_KEY {problem}; set a random key (e.g. `openssl rand -hex 32`)")
         return v
 
-    @field_validator("agent_subnet_pool", "agent_image_allowlist", "kube_agent_egress", mode="before")
+    @field_validator("agent_subnet_pool", "agent_image_allowlist", "kube_agent_egress", "agent_host_ports", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:
         """A JSON list or a plain comma-separated list (`repo-a, repo-b`)."""
@@ -280,6 +257,11 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return v
+
+    @field_validator("agent_host_ports")
+    @classmethod
+    def _valid_host_ports(cls, v: list[str]) -> list[str]:
+        return [str(parse_host_port(p)) for p in v]
 
     @field_validator("agent_subnet", "agent_subnet_pool", "kube_agent_egress")
     @classmethod
@@ -355,3 +337,6 @@ class Settings(BaseSettings):
     def room_departure_timeout_s(self) -> int:
         """LiveKit's departure_timeout: at least the grace period, so LiveKit never kicks the agent first."""
         return max(int(self.grace_period_s) + 1, 20)
+
+
+__all__ = ["PLACEHOLDER_SECRETS", "AgentSecurityException", "Settings", "SettingsProblem", "is_placeholder", "settings_error_line"]

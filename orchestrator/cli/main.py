@@ -80,20 +80,44 @@ def serve(
 
 
 @app.command()
-def network() -> None:
-    """Make sure the agents' network exists (as `serve` does at start) and print it as JSON.
+def network(
+    remove: bool = typer.Option(False, "--remove", help="Remove the agents' network and its host filter (no agents may be left on it)."),
+    remove_filter: bool = typer.Option(False, "--remove-filter", help="Remove only the host filter (agents then reach every host service)."),
+) -> None:
+    """Make sure the agents' network and its host filter exist (as `serve` does at start) and print them as JSON.
 
     `scripts/dev` reads the gateway from it to bind its LiveKit server where agents can reach it."""
-    from orchestrator.services.agent_networks import AgentNetworks
+    from orchestrator.runtime import HostFilter
     from orchestrator.runtime.factory import runtime_from_settings
+    from orchestrator.services.agent_networks import AgentNetworks
 
     settings = load_settings()
     runtime = runtime_from_settings(settings)
+
+    async def go() -> dict[str, object]:
+        nets = AgentNetworks(settings=settings.model_copy(update={"agent_host_filter": settings.agent_host_filter and not (remove or remove_filter)}),
+                             provider=runtime)
+        net = await nets.for_client(None)
+        row: dict[str, object] = {"name": net.name, "subnet": net.subnet, "gateway": net.gateway, "bridge": net.bridge}
+        if not (isinstance(runtime, HostFilter) and net.managed):
+            row["host_filter"] = None  # host network, an operator's own network, or an engine without one
+            return row
+        if remove or remove_filter:
+            row["host_filter_removed"] = await runtime.remove_host_filter(net)
+        if remove:
+            await runtime.remove_network(net)
+            row["removed"] = True
+        elif not settings.agent_host_filter:
+            row["host_filter"] = "off (ORCH_AGENT_HOST_FILTER=false)"
+            return row
+        row["host_filter"] = await runtime.host_filter_status(net)
+        return row
+
     try:
-        net = asyncio.run(AgentNetworks(settings=settings, provider=runtime).for_client(None))
+        row = asyncio.run(go())  # engine and iptables refusals: GuardedTyper prints them as one line with a hint
     finally:
         runtime.close()
-    typer.echo(json.dumps({"name": net.name, "subnet": net.subnet, "gateway": net.gateway, "bridge": net.bridge}))
+    typer.echo(json.dumps(row))
 
 
 def is_loopback(host: str) -> bool:

@@ -41,6 +41,12 @@ DESCRIPTIONS: dict[str, str] = {
     "agent_subnet": "fixed subnet of the deployment's agent network; unset: the first free one of ORCH_AGENT_SUBNET_POOL",
     "agent_subnet_pool": "where agent-network subnets are taken from, skipping subnets other networks use",
     "agent_subnet_prefix": "size of each agent network taken from the pool (a /24 by default)",
+    "agent_host_filter": "agents on a network the orchestrator made reach only ORCH_AGENT_HOST_PORTS on the host; "
+                         "false = explicit opt-out (on, a host where it cannot be installed refuses to start)",
+    "agent_host_ports": "LiveKit's ports on the host agents may reach (`port[-port]/tcp|udp`, comma-separated)",
+    "agent_egress": "`internet`, or `livekit-only`: agents reach nothing past the host (a forward filter on their bridge only)",
+    "livekit_preflight": "start-up check that agents on each agents' network reach each served client's LiveKit: "
+                         "`warn` (log + feed), `refuse` (stop the start) or `off`",
     "agent_livekit_url": "the LiveKit URL given to agents; unset: a loopback tenant URL is rewritten to the agent network's gateway",
     "agent_user": "uid:gid every agent runs as, whatever the image's USER says (root is refused)",
     "agent_tmpfs_size": "size of /tmp, the one writable place on an agent's read-only root",

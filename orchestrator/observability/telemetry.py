@@ -92,10 +92,13 @@ class Telemetry:
             client_id=client_id, room=after.name, state=after.state.value, humans=len(after.humans), agents=len(after.agents),
         )
 
-    def container_event(self, action: str, name: str) -> None:
+    def container_event(self, action: str, name: str, *, reason: str | None = None) -> None:
         if action == "reconnected":
             self.feed.publish("container", "docker event stream reconnected: catching up with one pass", event=action)
             return
         if action.startswith("die") or action == "oom":
             self.metrics.container_deaths.labels(event="oom" if action == "oom" else "die").inc()
+        if reason:  # why it died or restarts, in words (an agent that cannot reach LiveKit says so)
+            self.feed.publish("container", f"{action} {name}: {reason}", container=name, event=action, reason=reason)
+            return
         self.feed.publish("container", f"{action} {name}", container=name, event=action)

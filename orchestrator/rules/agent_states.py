@@ -79,7 +79,8 @@ def agent_status(
         code = "unknown" if container.exit_code is None else str(container.exit_code)
         then = f"restart {restarts} done, the next one follows its back-off" if restart else (
             "restarted while humans are in the room, removed otherwise")
-        return AgentStatus(slug, AgentPhase.crashed, f"exited with code {code}; {then}", **base)
+        why = container.reason or f"exited with code {code}"  # the engine's reason names the exit's meaning
+        return AgentStatus(slug, AgentPhase.crashed, f"{why}; {then}", **base)
     if room is not None and room.state is RoomState.CLOSING:
         return AgentStatus(slug, AgentPhase.stopping, room.reason or "the room is being closed", **base)
     present = in_room if in_room is not None else (room.agents if room else frozenset())
@@ -90,4 +91,5 @@ def agent_status(
                                grace_remaining_s=left, **base)
         return AgentStatus(slug, AgentPhase.joined, "in the room", **base)
     health = f", health {container.health.value}" if container.health.value != "none" else ""
-    return AgentStatus(slug, AgentPhase.starting, f"container {status}{health}; not in the room yet", **base)
+    why = f" ({container.reason})" if container.reason else ""  # e.g. restarted after it could not join LiveKit
+    return AgentStatus(slug, AgentPhase.starting, f"container {status}{health}; not in the room yet{why}", **base)

@@ -1,6 +1,7 @@
-"""Tenant isolation rules (pure): agent network names and subnets, the URL agents use, image allowlist.
+"""Tenant isolation rules (pure): agent network names and subnets, the URL agents use, the host ports agents may
+reach, image allowlist.
 
-No I/O here: the Docker adapter creates the network, the trigger applies these rules.
+No I/O here and no engine: the runtime creates the network and installs the host filter, the services apply these rules.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pydantic import BaseModel, ConfigDict
 
 HOST_NETWORK = "host"  # the explicit operator opt-out: agents share the host's network namespace
 NETWORK_PREFIX = "orch-agents"
+# The label that marks a network as an agents' network the orchestrator made (naming.LABEL_PREFIX + "network"):
+# only such a network gets the host filter (an operator's own network is left as the operator set it up).
+AGENTS_NETWORK_LABEL = "agent-orchestrator.network"
 
 
 class AgentNetwork(BaseModel):
@@ -24,7 +28,8 @@ class AgentNetwork(BaseModel):
     name: str
     subnet: str | None = None
     gateway: str | None = None  # None on the host network (agents then see the host's loopback as theirs)
-    bridge: str | None = None  # the host interface of the network: where egress rules (DOCKER-USER) match
+    bridge: str | None = None  # the host interface of the network: where the host filter's rules match
+    managed: bool = False  # made by the orchestrator (labelled as agents' network): the host filter applies
 
     @property
     def is_host(self) -> bool:
@@ -50,10 +55,53 @@ def network_name(*, configured: str, scope: str, client_id: str | None) -> str:
     return f"{base}-c{hashlib.sha256(client_id.encode()).hexdigest()[:12]}"
 
 
-def bridge_name(network: str) -> str:
-    """A stable host interface name for a network we make (≤ 15 characters, Linux's limit), so operators'
-    firewall rules can name it before the network exists."""
-    return "oa-" + hashlib.sha256(network.encode()).hexdigest()[:10]
+class HostPort(BaseModel):
+    """A port (or range) on the agents' gateway that agents may reach: LiveKit's signal, TCP and UDP ports."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    proto: str  # "tcp" | "udp"
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        return f"{self.first}{'' if self.first == self.last else f'-{self.last}'}/{self.proto}"
+
+
+# LiveKit's own defaults: signal 7880/tcp, ICE over TCP 7881, one UDP port 7882 or the 50000-60000 range.
+DEFAULT_HOST_PORTS = ["7880/tcp", "7881/tcp", "7882/udp", "50000-60000/udp"]
+EGRESS_MODES = ("internet", "livekit-only")
+
+
+def parse_host_port(spec: str) -> HostPort:
+    """`7880`, `7880/tcp`, `50000-60000/udp` → HostPort (a bare port means tcp); ValueError names what is wrong."""
+    text = spec.strip().lower()
+    ports, slash, proto = text.partition("/")
+    proto = proto if slash else "tcp"
+    if proto not in ("tcp", "udp"):
+        raise ValueError(f"{spec!r}: the protocol must be tcp or udp")
+    first_text, _, last_text = ports.partition("-")
+    try:
+        first, last = int(first_text), int(last_text or first_text)
+    except ValueError:
+        raise ValueError(f"{spec!r}: not a port or a range (e.g. 7880/tcp, 50000-60000/udp)") from None
+    if not (1 <= first <= last <= 65535):
+        raise ValueError(f"{spec!r}: ports run from 1 to 65535, the first ≤ the last")
+    return HostPort(proto=proto, first=first, last=last)
+
+
+def port_of_url(url: str) -> int | None:
+    """The TCP port a ws(s)/http(s) URL connects to (the scheme's default when none is written)."""
+    parts = urlsplit(url)
+    try:
+        explicit = parts.port
+    except ValueError:
+        return None
+    return explicit or {"ws": 80, "http": 80, "wss": 443, "https": 443}.get(parts.scheme)
+
+
+def host_port_allows(ports: Iterable[HostPort], *, port: int, proto: str = "tcp") -> bool:
+    return any(p.proto == proto and p.first <= port <= p.last for p in ports)
 
 
 def pick_subnet(*, pool: Iterable[str], prefix: int, taken: Iterable[str]) -> str | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from orchestrator.rules.agent_exits import failing
 from orchestrator.core.models import ContainerInfo, ContainerKey, Health
 from orchestrator.rules.naming import key_from_labels
 from orchestrator.core.models import WatchEvent
@@ -166,4 +167,6 @@ def change_signal(event: WatchEvent, before: ContainerInfo | None) -> str | None
         return "die"
     if info.health is Health.unhealthy and (before is None or before.health is not Health.unhealthy):
         return "health_status: unhealthy"
+    if failing(info.reason) and (before is None or before.reason != info.reason):
+        return "failing"  # exited with an error and restarted by the engine (agent_exits: why, in words)
     return None

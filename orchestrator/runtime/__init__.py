@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
-from orchestrator.rules.isolation import AgentNetwork
+from orchestrator.rules.isolation import AgentNetwork, HostPort
 from orchestrator.core.models import ContainerInfo, WatchEvent
 from orchestrator.rules.launch_spec import ContainerSpec as ContainerSpec  # the pure launch rule owns the spec
 
@@ -82,10 +82,41 @@ class NetworkProvider(Protocol):
     """Optional: a runtime that can make an isolated network for agents (the Docker runtime).
 
     Idempotent: an existing network of that name is used as it is. A refusal is a DependencyRejected
-    (a clashing subnet, a used-up pool), a daemon that is down a DependencyUnavailable.
+    (a clashing subnet, a used-up pool), a daemon that is down a DependencyUnavailable. The engine's own
+    options for such a network (no traffic between agents, a known interface name) are the runtime's to add.
     """
 
     async def ensure_network(
         self, name: str, *, labels: dict[str, str], subnet: str | None, pool: list[str], prefix: int,
         options: dict[str, str] | None = None,
     ) -> AgentNetwork: ...
+
+
+@runtime_checkable
+class HostFilter(Protocol):
+    """Optional: a runtime that can keep agents on a network it made away from the host's own services.
+
+    `install_host_filter` lets agents reach only `ports` on the network's gateway (LiveKit) and nothing else of the
+    host, with egress to the outside per `egress` ("internet" | "livekit-only"); idempotent, returns
+    (changed, a one-line description). A host where it cannot be installed raises DependencyRejected naming the fix.
+    """
+
+    async def install_host_filter(self, network: AgentNetwork, *, ports: list[HostPort], egress: str) -> tuple[bool, str]: ...
+
+    async def remove_host_filter(self, network: AgentNetwork) -> bool: ...
+
+    async def host_filter_status(self, network: AgentNetwork) -> dict[str, list[str]]: ...
+
+    async def remove_network(self, network: AgentNetwork) -> None:
+        """The network and its filter, once no container uses it (the engine refuses before)."""
+        ...
+
+
+@runtime_checkable
+class ReachProbe(Protocol):
+    """Optional: a runtime that can run a short-lived probe on an agents' network, hardened like an agent, and
+    say which targets an agent there can open a TCP connection to ("host:port" → "ok" or why not)."""
+
+    async def probe_reach(
+        self, network: AgentNetwork, *, image: str, user: str, scope: str, targets: list[tuple[str, int]], timeout_s: float = 3.0,
+    ) -> dict[str, str]: ...

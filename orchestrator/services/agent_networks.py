@@ -1,8 +1,8 @@
-"""Which network an agent runs on: made once per deployment (or per client), remembered, never removed.
+"""Which network an agent runs on: made once per deployment (or per client), filtered, remembered, never removed.
 
-The orchestrator only ever creates these networks; it does not delete them, because a network
-cannot go while agents use it and a new agent may arrive at any moment. An operator removes one
-by hand (`docker network rm`) once its deployment is gone.
+The orchestrator only ever creates these networks; it does not delete them while serving, because a network
+cannot go while agents use it and a new agent may arrive at any moment. `orchestrator network --remove` takes one
+down (with its host filter) once its deployment is gone.
 """
 
 from __future__ import annotations
@@ -10,27 +10,28 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from orchestrator.rules.isolation import HOST_NETWORK, AgentNetwork, bridge_name, engine_network, network_name
 from orchestrator.core.locks import KeyedLocks
-from orchestrator.rules.naming import LABEL_PREFIX, Label
-from orchestrator.runtime import NetworkProvider
+from orchestrator.rules.isolation import (
+    AGENTS_NETWORK_LABEL, HOST_NETWORK, AgentNetwork, engine_network, network_name, parse_host_port,
+)
+from orchestrator.rules.naming import Label
+from orchestrator.runtime import HostFilter, NetworkProvider
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
 
-NETWORK_LABEL = LABEL_PREFIX + "network"
-# Agents on one network cannot reach each other (only the gateway and the outside): one tenant's
-# agent never talks to another's, even on a shared deployment network.
-BRIDGE_OPTIONS = {"com.docker.network.bridge.enable_icc": "false"}
+NETWORK_LABEL = AGENTS_NETWORK_LABEL  # the label (value "agents") of a network the orchestrator made for agents
 
 
 class AgentNetworks:
-    """Resolves (and on first use creates) the network of a client's agents; cached per name."""
+    """Resolves (and on first use creates and filters) the network of a client's agents; cached per name."""
 
     def __init__(self, *, settings: Settings, provider: object | None) -> None:
         self._settings = settings
         self._provider = provider if isinstance(provider, NetworkProvider) else None
+        self._filter = provider if isinstance(provider, HostFilter) and settings.agent_host_filter else None
         self._known: dict[str, AgentNetwork] = {}
+        self._filters: dict[str, str] = {}  # network name → what its host filter lets through (for `network`, logs)
         self._locks = KeyedLocks()
 
     @property
@@ -50,6 +51,13 @@ class AgentNetworks:
     @property
     def per_client(self) -> bool:
         return self._settings.agent_network_per_client and not self.shares_host_network
+
+    def host_filter(self, network: AgentNetwork) -> str | None:
+        """What the host filter of a network lets through, or None when it has none."""
+        return self._filters.get(network.name)
+
+    def known(self) -> list[AgentNetwork]:
+        return list(self._known.values())
 
     async def ensure_default(self) -> AgentNetwork | None:
         """At start: the deployment network (per-client networks come with each client's first agent)."""
@@ -74,12 +82,27 @@ class AgentNetworks:
                 labels = {Label.MANAGED: "true", Label.SCOPE: s.scope, NETWORK_LABEL: "agents"}
                 if self.per_client and client_id is not None:
                     labels[Label.CLIENT_ID] = client_id
-                started = asyncio.get_running_loop().time()
+                loop = asyncio.get_running_loop()
+                started = loop.time()
                 net = await self._provider.ensure_network(
                     name, labels=labels, subnet=None if self.per_client else s.agent_subnet,
-                    pool=s.agent_subnet_pool, prefix=s.agent_subnet_prefix, options={**BRIDGE_OPTIONS, "com.docker.network.bridge.name": bridge_name(name)},
+                    pool=s.agent_subnet_pool, prefix=s.agent_subnet_prefix,
                 )
-                log.info("agent network %s: subnet %s gateway %s (%.0f ms)", net.name, net.subnet, net.gateway,
-                         (asyncio.get_running_loop().time() - started) * 1000, extra={"client_id": client_id or ""})
+                made = loop.time()
+                what = await self._install_filter(net)
+                log.info("agent network %s: subnet %s gateway %s bridge %s (%.0f ms); host filter: %s (%.1f ms)",
+                         net.name, net.subnet, net.gateway, net.bridge, (made - started) * 1000, what,
+                         (loop.time() - made) * 1000, extra={"client_id": client_id or ""})
                 self._known[name] = net
         return self._known[name]
+
+    async def _install_filter(self, net: AgentNetwork) -> str:
+        """The host filter on a network we made (idempotent); says why there is none otherwise."""
+        if self._filter is None:
+            return "off (ORCH_AGENT_HOST_FILTER=false)" if self._settings.agent_host_filter is False else "none on this engine"
+        if not net.managed:
+            return f"none (network {net.name} is not one the orchestrator made; filter it yourself)"
+        ports = [parse_host_port(p) for p in self._settings.agent_host_ports]
+        _changed, what = await self._filter.install_host_filter(net, ports=ports, egress=self._settings.agent_egress)
+        self._filters[net.name] = what
+        return what

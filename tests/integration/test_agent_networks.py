@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -11,9 +14,9 @@ import pytest
 
 from orchestrator.services.agent_networks import AgentNetworks
 from orchestrator.core.errors import ConfigurationError
-from orchestrator.rules.isolation import bridge_name
 from orchestrator.rules.naming import Label
 from orchestrator.runtime.docker.runtime import DockerRuntime
+from orchestrator.runtime.docker.spec import bridge_name
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client
 
@@ -44,6 +47,10 @@ async def test_made_once_even_by_racing_processes_and_found_again(
     assert attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
     assert attrs["IPAM"]["Config"][0]["Gateway"] == nets[0].gateway
     assert attrs["Options"]["com.docker.network.bridge.name"] == nets[0].bridge == bridge_name(f"orch-agents-{scope}")
+    # Four racing starts installed the host filter once: one chain, one jump from INPUT.
+    listing = subprocess.run(["iptables", "-S"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert listing.count(f"-A INPUT -i {nets[0].bridge} -j ORCH-AGENTS-{nets[0].bridge}") == 1
+    assert listing.count(f"-N ORCH-AGENTS-{nets[0].bridge}") == 1
     # A restart finds it again, unchanged.
     async with app_client(settings) as api:
         assert (await api.get("/healthz")).status_code == 200
@@ -120,3 +127,17 @@ async def test_a_network_removed_behind_our_back_is_made_again(
         again = await api.post("/api/v1/trigger-agent", json=trigger_body("b"))
         assert again.status_code == 201, again.text
     assert len(networks_named(docker_client, name)) == 1
+
+
+def test_without_iptables_the_start_is_refused_unless_the_filter_is_opted_out(scope: str) -> None:
+    """No iptables (or no NET_ADMIN) means agents would reach every host service: `network` (as `serve`) refuses,
+    naming the opt-out; with the opt-out it makes the network and installs nothing."""
+    env = {**os.environ, "ORCH_SCOPE": scope, "ORCH_AGENT_NETWORK": "", "PATH": "/nonexistent"}
+    refused = subprocess.run([sys.executable, "-m", "orchestrator.cli", "network"], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode != 0 and "ORCH_AGENT_HOST_FILTER=false" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    opted_out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "network"], capture_output=True, text=True,
+                               env={**env, "ORCH_AGENT_HOST_FILTER": "false"}, timeout=60)
+    assert opted_out.returncode == 0, opted_out.stderr
+    assert "host_filter" in opted_out.stdout and "ORCH-AGENTS" not in opted_out.stdout

@@ -19,6 +19,7 @@ from orchestrator.livekit.client import LiveKitGateway
 from orchestrator.core.models import LiveKitCredentials
 from orchestrator.rules.naming import Label
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, write_tenants
+from devtools import isolation_probe
 from devtools.agent_room import CHAT_TOPIC, Participant, eventually, loudest_sample
 from devtools.livekit_server import LiveKitServer
 from devtools.postgres import PostgresCluster
@@ -27,7 +28,7 @@ from devtools.serve import serve
 pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(180)]
 
 AGENT_IMAGE = "agent-orchestrator/agent:latest"
-PROBE = Path(__file__).resolve().parents[1] / "support" / "isolation_probe.py"
+PROBE = Path(isolation_probe.__file__)
 LISTEN_PORT = 8080
 
 

@@ -10,7 +10,9 @@ from orchestrator.rules.isolation import (
     AgentNetwork,
     agent_livekit_url,
     api_reachable_by_agents,
-    bridge_name,
+    host_port_allows,
+    parse_host_port,
+    port_of_url,
     gateway_of,
     image_allowed,
     is_root_user,
@@ -54,9 +56,40 @@ def test_pick_subnet(pool: list[str], prefix: int, taken: list[str], want: str |
     assert pick_subnet(pool=pool, prefix=prefix, taken=taken) == want
 
 
-def test_bridge_names_fit_linux_and_differ() -> None:
-    a, b = bridge_name("orch-agents-acme"), bridge_name("orch-agents-acme-c0123456789ab")
-    assert a != b and len(a) <= 15 and len(b) <= 15 and a.startswith("oa-")
+@pytest.mark.parametrize("spec, want", [
+    ("7880", "7880/tcp"), ("7880/TCP", "7880/tcp"), ("7882/udp", "7882/udp"), ("50000-60000/udp", "50000-60000/udp"),
+    (" 443/tcp ", "443/tcp"), ("7-7/udp", "7/udp"),
+])
+def test_host_ports_parse(spec: str, want: str) -> None:
+    assert str(parse_host_port(spec)) == want
+
+
+@pytest.mark.parametrize("spec", ["", "x", "7880/sctp", "0", "70000", "60000-50000/udp", "1-2-3", "7880/"])
+def test_bad_host_ports_are_refused(spec: str) -> None:
+    with pytest.raises(ValueError):
+        parse_host_port(spec)
+
+
+def test_settings_check_host_ports_and_egress() -> None:
+    assert Settings(agent_host_ports="7880, 7882/udp").agent_host_ports == ["7880/tcp", "7882/udp"]
+    assert Settings().agent_host_filter is True and Settings().agent_egress == "internet"
+    with pytest.raises(ValueError, match="tcp or udp"):
+        Settings(agent_host_ports="7880/icmp")
+    with pytest.raises(ValueError):
+        Settings(agent_egress="anywhere")
+
+
+@pytest.mark.parametrize("url, port", [
+    ("ws://127.0.0.1:7880", 7880), ("wss://x.livekit.cloud", 443), ("ws://lk", 80), ("http://h:1/x", 1), ("ws://h:x", None),
+])
+def test_port_of_url(url: str, port: int | None) -> None:
+    assert port_of_url(url) == port
+
+
+def test_host_port_allows() -> None:
+    ports = [parse_host_port(p) for p in ("7880/tcp", "50000-60000/udp")]
+    assert host_port_allows(ports, port=7880) and host_port_allows(ports, port=55000, proto="udp")
+    assert not host_port_allows(ports, port=7880, proto="udp") and not host_port_allows(ports, port=7881)
 
 
 def test_gateway_is_first_host() -> None:

@@ -124,3 +124,14 @@ SIGNALS = [
 @pytest.mark.parametrize("title, before, event, expected", SIGNALS, ids=[c[0] for c in SIGNALS])
 def test_change_signal(title: str, before: ContainerInfo | None, event: WatchEvent, expected: str | None) -> None:
     assert change_signal(event, before) == expected
+
+
+def test_an_agent_failing_again_is_a_signal_once_per_new_reason() -> None:
+    from orchestrator.core.models import ContainerInfo, ContainerStatus, WatchEvent
+    from orchestrator.rules.view import change_signal
+
+    up = ContainerInfo(id="i", name="n", status=ContainerStatus.running)
+    failing = up.model_copy(update={"reason": "exit 3, restarted: could not join LiveKit"})
+    assert change_signal(WatchEvent(kind="upsert", info=failing), up) == "failing"
+    assert change_signal(WatchEvent(kind="upsert", info=failing), failing) is None
+    assert change_signal(WatchEvent(kind="upsert", info=up.model_copy(update={"reason": "no suitable node"})), up) is None

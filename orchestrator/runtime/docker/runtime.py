@@ -9,75 +9,28 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
-import time
-from datetime import datetime
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import anyio
-import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from orchestrator.core.errors import DependencyRejected, DependencyUnavailable, dependency_error
+from orchestrator.core.errors import DependencyRejected, DependencyUnavailable
 from orchestrator.core.logs import clip_tail
-from orchestrator.rules.isolation import HOST_NETWORK, AgentNetwork, gateway_of, pick_subnet
-from orchestrator.core.models import ContainerInfo, ContainerStatus, Health
+from orchestrator.core.models import ContainerInfo
+from orchestrator.rules.isolation import HOST_NETWORK, AgentNetwork, HostPort
 from orchestrator.rules.naming import Label
-from orchestrator.settings import Settings
 from orchestrator.runtime import ContainerSpec, NameTaken, WatchEvent
-from orchestrator.runtime.dockerapi import DockerAPI
+from orchestrator.runtime.docker import hostfilter, networks, probe
+from orchestrator.runtime.docker.spec import (
+    create_kwargs, host_config_kwargs, info_from_inspect, info_from_list, last_exit, with_last_exit,
+)
 from orchestrator.runtime.docker.watch import watch_docker
+from orchestrator.runtime.dockerapi import DockerAPI
+from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-_HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
-_EXIT_IN_STATUS = re.compile(r"^Exited \((-?\d+)\)")
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value).astimezone()
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value[:26].rstrip("Z") if "." in value else value.rstrip("Z"))
-        except ValueError:
-            return None
-    return None
-
-
-def _info_from_list(row: dict[str, Any]) -> ContainerInfo:
-    """A sparse list row (one API call for all containers) to ContainerInfo; health is in Status."""
-    status_text = row.get("Status", "")
-    match = _HEALTH_IN_STATUS.search(status_text)
-    health = Health.none
-    if match:
-        health = Health.starting if "starting" in match.group(1) else Health(match.group(1))
-    return ContainerInfo(
-        id=row["Id"],
-        name=row["Names"][0].lstrip("/"),
-        status=ContainerStatus(row.get("State", "created")),
-        health=health,
-        labels=row.get("Labels") or {},
-        created_at=_parse_time(row.get("Created")),
-        exit_code=int(exit_match.group(1)) if (exit_match := _EXIT_IN_STATUS.match(status_text)) else None,
-    )
-
-
-def _info_from_inspect(attrs: dict[str, Any]) -> ContainerInfo:
-    state = attrs.get("State", {})
-    health = (state.get("Health") or {}).get("Status", "none")
-    return ContainerInfo(
-        id=attrs["Id"],
-        name=attrs["Name"].lstrip("/"),
-        status=ContainerStatus(state.get("Status", "created")),
-        health=Health(health) if health in Health._value2member_map_ else Health.none,
-        labels=attrs.get("Config", {}).get("Labels") or {},
-        created_at=_parse_time(attrs.get("Created")),
-        exit_code=state.get("ExitCode") if state.get("Status") in ("exited", "dead") else None,
-    )
 
 
 def _network_gone(network: str) -> DependencyUnavailable:
@@ -87,18 +40,25 @@ def _network_gone(network: str) -> DependencyUnavailable:
     )
 
 
-def _network_info(attrs: dict[str, Any]) -> AgentNetwork:
-    configs = (attrs.get("IPAM") or {}).get("Config") or [{}]
-    subnet = configs[0].get("Subnet")
-    gateway = configs[0].get("Gateway") or (gateway_of(subnet) if subnet else None)
-    bridge = (attrs.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{attrs['Id'][:12]}"
-    return AgentNetwork(name=attrs["Name"], subnet=subnet, gateway=gateway, bridge=bridge)
-
-
 class DockerRuntime(DockerAPI):
     """ContainerRuntime on one Docker engine."""
 
     engine = "docker"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Last non-zero exit per container name (seen in a list, an inspect or a `die` event): a restarted agent
+        # shows why it restarted (spec.with_last_exit). Forgotten when the container is removed or made again.
+        self._last_exit: dict[str, int] = {}
+
+    def note_exit(self, name: str, code: int) -> None:
+        if code:
+            self._last_exit[name] = code
+
+    def _seen(self, info: ContainerInfo) -> ContainerInfo:
+        if (code := last_exit(info)) is not None:
+            self._last_exit[info.name] = code
+        return with_last_exit(info, self._last_exit.get(info.name))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DockerRuntime":
@@ -110,7 +70,7 @@ class DockerRuntime(DockerAPI):
     async def get(self, name: str) -> ContainerInfo | None:
         def inspect() -> ContainerInfo | None:
             try:
-                return _info_from_inspect(self.client.api.inspect_container(name))
+                return self._seen(info_from_inspect(self.client.api.inspect_container(name)))
             except NotFound:
                 return None
 
@@ -120,9 +80,10 @@ class DockerRuntime(DockerAPI):
         """One list call, filtered by the daemon on our scope label (sparse: no N+1 inspects)."""
         filters = {"label": [f"{Label.MANAGED}=true", f"{Label.SCOPE}={scope}"]}
         rows = await self._call("list", lambda: self.client.api.containers(all=True, filters=filters))
-        return [_info_from_list(r) for r in rows]
+        return [self._seen(info_from_list(r)) for r in rows]
 
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
+        self._last_exit.pop(spec.name, None)
         await self._call("create", functools.partial(self._create, spec))
         try:
             await self._call("start", functools.partial(self._start_new, spec))
@@ -145,40 +106,12 @@ class DockerRuntime(DockerAPI):
             raise _network_gone(spec.network) from None
 
     def _create(self, spec: ContainerSpec) -> None:
-        restart: dict[str, Any] = {"Name": spec.restart_policy}
-        if spec.restart_policy == "on-failure":
-            restart["MaximumRetryCount"] = spec.restart_max
         try:
-            host_config = self.client.api.create_host_config(
-                mem_limit=spec.memory,
-                nano_cpus=int(spec.cpus * 1e9),
-                pids_limit=spec.pids,
-                restart_policy=restart,
-                network_mode=spec.network,
-                init=True,
-                log_config={"type": "json-file", "config": {"max-size": spec.log_max_size, "max-file": str(spec.log_max_files)}},
-                # Hardening (ContainerSpec's defaults): no capabilities at all unless an operator added some,
-                # no setuid/file-capability gains, nothing writable but the tmpfs, no host paths, no socket.
-                cap_drop=["ALL"],
-                cap_add=list(spec.cap_add) or None,
-                security_opt=["no-new-privileges:true"] if spec.no_new_privileges else None,
-                read_only=spec.read_only_root,
-                tmpfs=dict(spec.tmpfs) or None,
-                runtime=spec.runtime,
-            )
+            host_config = self.client.api.create_host_config(**host_config_kwargs(spec))
         except DockerException as exc:  # the SDK's own check of a value (e.g. memory "lots"): no retry helps
             raise DependencyRejected(f"Docker cannot use the container's settings: {exc}", dependency="docker") from None
         try:
-            self.client.api.create_container(
-                image=spec.image,
-                name=spec.name,
-                labels=spec.labels,
-                environment=spec.env,
-                user=spec.user or "",
-                host_config=host_config,
-                stop_timeout=spec.stop_timeout_s,
-                detach=True,
-            )
+            self.client.api.create_container(host_config=host_config, **create_kwargs(spec))
         except ImageNotFound:
             raise DependencyUnavailable(
                 f"agent image '{spec.image}' is not on this Docker engine; build it with scripts/build-images",
@@ -197,66 +130,43 @@ class DockerRuntime(DockerAPI):
         self, name: str, *, labels: dict[str, str], subnet: str | None, pool: list[str], prefix: int,
         options: dict[str, str] | None = None,
     ) -> AgentNetwork:
-        """The agent network `name`, created when missing (idempotent; never removed here).
-
-        An existing network is used as it is (labelled ours or an operator's own). A new one gets
-        `subnet`, or the first subnet of `pool` that no network on this engine overlaps; when two
-        processes race for a subnet, the engine refuses the overlap and the loser finds the
-        winner's network by name on its next round.
-        """
+        """The agent network `name`, made when missing (networks.ensure: idempotent; never removed here)."""
         if name == HOST_NETWORK:
             return AgentNetwork(name=name)
-        return await self._call(
-            "network", functools.partial(self._ensure_network, name, labels=labels, subnet=subnet, pool=pool,
-                                         prefix=prefix, options=options or {})
-        )
+        # The client is built inside the worker thread (it asks the daemon for its version): a daemon that is down
+        # is then one of _call's mapped errors, not the SDK's own.
+        return await self._call("network", lambda: networks.ensure(
+            self.client.api, name, labels=labels, subnet=subnet, pool=pool, prefix=prefix, options=options or {},
+        ))
 
-    def _find_network(self, name: str) -> dict[str, Any] | None:
-        rows = [n for n in self.client.api.networks(names=[name]) if n.get("Name") == name]
-        if not rows:
-            return None
-        return self.client.api.inspect_network(rows[0]["Id"])
+    async def install_host_filter(self, network: AgentNetwork, *, ports: list[HostPort], egress: str) -> tuple[bool, str]:
+        """The host filter of an agents' bridge (hostfilter.install): (changed, what is installed)."""
+        return await anyio.to_thread.run_sync(functools.partial(hostfilter.install, network, ports=ports, egress=egress))
 
-    def _ensure_network(
-        self, name: str, *, labels: dict[str, str], subnet: str | None, pool: list[str], prefix: int,
-        options: dict[str, str],
-    ) -> AgentNetwork:
-        for attempt in range(8):  # bounded: each round either finds the network or takes a subnet nobody holds
-            if attempt:
-                # Another process's create of this name (or of that subnet) may not be visible yet: give it a moment.
-                time.sleep(min(0.05 * 2 ** attempt, 1.0))
-            found = self._find_network(name)
-            if found is not None:
-                return _network_info(found)
-            chosen = subnet
-            if chosen is None:
-                taken = [cfg["Subnet"] for n in self.client.api.networks()
-                         for cfg in ((n.get("IPAM") or {}).get("Config") or []) if cfg.get("Subnet")]
-                chosen = pick_subnet(pool=pool, prefix=prefix, taken=taken)
-                if chosen is None:
-                    raise DependencyRejected(
-                        f"no free /{prefix} subnet left in ORCH_AGENT_SUBNET_POOL {pool} for agent network {name}; "
-                        "widen the pool or set ORCH_AGENT_SUBNET", dependency="docker",
-                    )
-            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=chosen, gateway=gateway_of(chosen))])
+    async def remove_host_filter(self, network: AgentNetwork) -> bool:
+        return await anyio.to_thread.run_sync(hostfilter.remove, network.bridge or "")
+
+    async def host_filter_status(self, network: AgentNetwork) -> dict[str, list[str]]:
+        return await anyio.to_thread.run_sync(hostfilter.status, network.bridge or "")
+
+    async def probe_reach(
+        self, network: AgentNetwork, *, image: str, user: str, scope: str, targets: list[tuple[str, int]], timeout_s: float = 3.0,
+    ) -> dict[str, str]:
+        """From a probe container on `network`, hardened like an agent: "host:port" → "ok" or why not (probe.run)."""
+        spec = probe.probe_spec(network=network.name, image=image, user=user, scope=scope)
+        return await self._call("probe", lambda: probe.run(self.client.api, spec, targets=targets, timeout_s=timeout_s))
+
+    async def remove_network(self, network: AgentNetwork) -> None:
+        """Remove an agents' network and its host filter (the engine refuses while containers use it)."""
+        def remove() -> None:
             try:
-                self.client.api.create_network(
-                    name, driver="bridge", ipam=ipam, labels=labels, options=options, check_duplicate=True,
-                )
-            except APIError as exc:
-                text = str(exc.explanation or exc)
-                if exc.status_code == 409 or "already exists" in text:
-                    continue  # another process made it: found by name next round
-                if "overlap" in text and subnet is None:
-                    continue  # a subnet taken since we listed: pick again
-                raise dependency_error(
-                    "docker", f"cannot create agent network {name} ({chosen}): {text}", status=exc.status_code
-                ) from None
-            log.info("created agent network %s (%s)", name, chosen)
-        found = self._find_network(name)
-        if found is None:
-            raise DependencyUnavailable(f"agent network {name} could not be created; retry shortly", dependency="docker")
-        return _network_info(found)
+                self.client.api.remove_network(network.name)
+            except NotFound:
+                pass
+
+        await self._call("network remove", remove)
+        if network.managed and network.bridge:
+            await self.remove_host_filter(network)
 
     async def start(self, name: str) -> None:
         await self._call("start", lambda: self.client.api.start(name))
@@ -271,6 +181,8 @@ class DockerRuntime(DockerAPI):
         await self._call("stop", stop)
 
     async def remove(self, name: str) -> None:
+        self._last_exit.pop(name, None)
+
         def remove() -> None:
             try:
                 self.client.api.remove_container(name, force=True)

@@ -96,7 +96,13 @@ class _Pump:
 async def _resolve(engine: _Engine, events: list[dict[str, Any]]) -> list[WatchEvent]:
     """The newest event per container, each resolved to the container's state now (inspect)."""
     last: dict[str, dict[str, Any]] = {}
+    note = getattr(engine, "note_exit", None)
     for ev in events:
+        attrs = (ev.get("Actor") or {}).get("Attributes") or {}
+        if note is not None and str(ev.get("Action") or ev.get("status")) == "die" and str(attrs.get("exitCode", "")).isdigit():
+            # Docker may restart it before we inspect (resetting its exit code): remember why it died, even when a
+            # newer event of the same container replaces this one below.
+            note(attrs.get("name", ""), int(attrs["exitCode"]))
         cid = ev.get("id") or (ev.get("Actor") or {}).get("ID")
         if cid:
             last.pop(cid, None)
