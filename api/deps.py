@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from orchestrator.core.errors import DependencyError
+from orchestrator.livekit.service import RoomService
 from orchestrator.observability.events import EventFeed
 from orchestrator.services.informer import Informer
 from orchestrator.observability.metrics import Metrics
@@ -40,6 +41,10 @@ def _runtime(request: Request) -> ContainerRuntime:
     return request.app.state.runtime
 
 
+def _livekit(request: Request) -> RoomService:
+    return request.app.state.livekit
+
+
 def _metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
@@ -49,6 +54,7 @@ ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]  # the engine's on
 TriggerDep = Annotated[TriggerService, Depends(_trigger)]
 RuntimeDep = Annotated[ContainerRuntime, Depends(_runtime)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
+LiveKitDep = Annotated[RoomService, Depends(_livekit)]
 
 
 def _reconciler(request: Request) -> Reconciler:

@@ -165,3 +165,19 @@ class Health(BaseModel):
     docker: str
     reconciler: str = "not running"  # ok | starting (first pass under way) | stalled | not running (cron deployments)
     view: ViewHealth | None = None
+
+
+class Liveness(BaseModel):
+    """/livez: is this process worth keeping? Never depends on the engine or LiveKit."""
+
+    status: Literal["ok", "stalled"]
+    reconciler: str = "not running"
+
+
+class Readiness(BaseModel):
+    """/readyz: can this process serve triggers now? The engine must answer, and some LiveKit server."""
+
+    status: Literal["ok", "unavailable"]
+    engine: str
+    livekit: str = "not checked"  # ok | "N of M unreachable" | not checked (a store that cannot list clients)
+    reconciler: str = "not running"

@@ -251,8 +251,11 @@ oom_score = 0
 
     def _import_images(self) -> None:
         for tag in self.images:
-            # No registry: the engine's image goes in as a tarball; pods use it with IfNotPresent/Never.
-            sh("ctr", "--address", str(self.sock), "-n", "k8s.io", "images", "import", str(saved_image(tag)), timeout=300)
+            self.import_image(tag)
+
+    def import_image(self, tag: str) -> None:
+        """No registry: the engine's image goes in as a tarball; pods use it with IfNotPresent/Never."""
+        sh("ctr", "--address", str(self.sock), "-n", "k8s.io", "images", "import", str(saved_image(tag)), timeout=300)
 
     def _start_kubelet(self, kubelet: Path) -> None:
         # The cluster's CA: the apiserver verifies this serving certificate and the kubelet the apiserver's client one.

@@ -14,7 +14,7 @@ from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, OTHER_CLIENT_ID, app_client
 
 # /dashboard is a static page without data: everything it shows comes from the admin endpoints below.
-OPEN = {("get", "/healthz"), ("post", "/api/v1/livekit/webhook"), ("get", "/dashboard")}
+OPEN = {("get", "/healthz"), ("get", "/livez"), ("get", "/readyz"), ("post", "/api/v1/livekit/webhook"), ("get", "/dashboard")}
 # One representative, valid request per protected endpoint; a new route without a row here fails the coverage test.
 PROTECTED = {
     ("post", "/api/v1/trigger-agent"): {"agent_slug": "farah", "user_id": "u1", "client_id": CLIENT_ID, "room_name": "auth-room"},

@@ -21,9 +21,9 @@ from orchestrator.services.trigger import TriggerService
 from tests.conftest import CLIENT_ID
 from devtools.agent_room import eventually
 from devtools.kube_cluster import NODES, KubeCluster, pod_summary
+from tests.kubernetes.manifests import DEPLOY, OPERATOR_FILES, move, operator_copy, render
 
 pytestmark = pytest.mark.kubernetes
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 SA = "agent-orchestrator"
 
 # (verb, resource, allowed) in the agents' namespace: what the runtime needs, and a sample of what it must not have.
@@ -37,38 +37,23 @@ CAN_I = [
     ("list", "configmaps", False), ("create", "serviceaccounts/token", False), ("delete", "namespaces", False),
     ("delete", "networkpolicies.networking.k8s.io", False), ("list", "networkpolicies.networking.k8s.io", False),
 ]
-ORCH_NS, AGENTS_NS = "agent-orchestrator", "agents-default"
-
-
-def rendered(namespaces: tuple[str, str], kube_cluster: KubeCluster) -> list[dict[str, Any]]:
-    """`kubectl kustomize deploy/kubernetes`, moved to the test's two namespaces (the orchestrator's, the agents')."""
-    moved = dict(zip((ORCH_NS, AGENTS_NS), namespaces, strict=True))
-    suffix = namespaces[0].rsplit("-", 1)[-1]
-    docs = [d for d in yaml.safe_load_all(kube_cluster.kubectl("kustomize", str(DEPLOY)).stdout) if d]
-    for doc in docs:
-        meta = doc["metadata"]
-        if doc["kind"] == "Namespace":
-            meta["name"] = moved[meta["name"]]
-        elif "namespace" in meta:
-            meta["namespace"] = moved[meta["namespace"]]
-        else:  # cluster-scoped (the RuntimeClass reader): a name of its own per run
-            meta["name"] = f"{meta['name']}-{suffix}"
-            if "roleRef" in doc and doc["roleRef"]["kind"] == "ClusterRole":
-                doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
-        for subject in doc.get("subjects", []):
-            subject["namespace"] = moved[subject["namespace"]]
-        if doc["kind"] == "Secret":
-            doc["stringData"]["ORCH_ADMIN_API_KEY"] = secrets.token_hex(16)
-        if doc["kind"] == "ConfigMap":
-            doc["data"]["ORCH_KUBE_NAMESPACE"] = namespaces[1]
-    return docs
 
 
 @pytest.fixture(scope="module")
-def deployed(kube_cluster: KubeCluster) -> Iterator[tuple[str, str]]:
+def operator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return operator_copy(tmp_path_factory.mktemp("deploy") / "kubernetes")
+
+
+def rendered(namespaces: tuple[str, str], kube_cluster: KubeCluster, operator_dir: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of the operator's copy, moved to the test's two namespaces."""
+    return move(render(operator_dir), namespaces)
+
+
+@pytest.fixture(scope="module")
+def deployed(kube_cluster: KubeCluster, operator_dir: Path) -> Iterator[tuple[str, str]]:
     run = secrets.token_hex(4)
     namespaces = (f"orch-{run}", f"agents-{run}")
-    docs = rendered(namespaces, kube_cluster)
+    docs = rendered(namespaces, kube_cluster, operator_dir)
     out = kube_cluster.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(docs))
     assert out.returncode == 0, out.stderr
     yield namespaces
@@ -81,11 +66,13 @@ def deployed(kube_cluster: KubeCluster) -> Iterator[tuple[str, str]]:
 
 def test_kustomization_lists_every_manifest() -> None:
     listed = set(yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"])
-    assert listed == {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml", *OPERATOR_FILES}
 
 
-def test_agents_and_orchestrator_live_in_separate_namespaces(deployed: tuple[str, str], kube_cluster: KubeCluster) -> None:
-    docs = rendered(deployed, kube_cluster)
+def test_agents_and_orchestrator_live_in_separate_namespaces(
+    deployed: tuple[str, str], kube_cluster: KubeCluster, operator_dir: Path
+) -> None:
+    docs = rendered(deployed, kube_cluster, operator_dir)
     where = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("namespace") for d in docs}
     assert where[("Deployment", "agent-orchestrator")] == deployed[0]
     assert where[("Role", "agent-orchestrator")] == where[("NetworkPolicy", "agent-orchestrator-agents")] == deployed[1]
@@ -93,8 +80,10 @@ def test_agents_and_orchestrator_live_in_separate_namespaces(deployed: tuple[str
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and not policy["spec"].get("ingress")
 
 
-async def test_manifests_apply_and_the_orchestrator_pod_is_scheduled(deployed: tuple[str, str], kube_cluster: KubeCluster) -> None:
-    for doc in rendered(deployed, kube_cluster):
+async def test_manifests_apply_and_the_orchestrator_pod_is_scheduled(
+    deployed: tuple[str, str], kube_cluster: KubeCluster, operator_dir: Path
+) -> None:
+    for doc in rendered(deployed, kube_cluster, operator_dir):
         ns = ["-n", doc["metadata"]["namespace"]] if "namespace" in doc["metadata"] else []
         assert kube_cluster.kubectl("get", doc["kind"].lower(), doc["metadata"]["name"], *ns, check=False).returncode == 0, doc["kind"]
 

@@ -75,9 +75,14 @@ async def test_healthz_is_503_when_the_first_pass_never_completes() -> None:
             await _until(lambda: rt.listing == 1)
             first = await http.get("/healthz")
             assert (first.status_code, first.json()["reconciler"]) == (200, "starting")
+            assert (await http.get("/livez")).status_code == 200
             clock.now = T0 + timedelta(seconds=14)  # past 3 intervals + 10 s without a completed pass
             stalled = await http.get("/healthz")
             assert (stalled.status_code, stalled.json()["reconciler"]) == (503, "stalled")
+            # A stuck loop is the one thing a restart can fix: liveness says so, readiness too.
+            live = await http.get("/livez")
+            assert (live.status_code, live.json()) == (503, {"status": "stalled", "reconciler": "stalled"})
+            assert (await http.get("/readyz")).status_code == 503
         rt.list_gate.set()
 
 
