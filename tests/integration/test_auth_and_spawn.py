@@ -35,6 +35,9 @@ PROTECTED = {
     ("get", "/api/v1/rooms/{room}/wait"): None,
     ("delete", "/api/v1/rooms/{room}/agents/{agent_slug}"): None,
     ("post", "/api/v1/rooms/{room}/close"): None,
+    ("get", "/api/v1/rooms/{room}/progress"): None,
+    ("get", "/api/v1/starts"): None,
+    ("get", "/api/v1/admin/pool"): None,
 }
 ADMIN_ONLY = {k for k in PROTECTED if k[1].startswith("/api/v1/admin/") or k[1] == "/metrics"}
 

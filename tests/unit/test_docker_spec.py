@@ -45,7 +45,8 @@ def test_operator_loosening_maps_one_knob_each(changes: dict[str, object], key: 
 
 def test_create_kwargs() -> None:
     assert create_kwargs(SPEC) == {"image": "img:1", "name": "agent_c_s_r", "labels": {"a": "b"}, "environment": {"K": "v"},
-                                   "user": "10001:10001", "stop_timeout": 5, "detach": True}
+                                   "user": "10001:10001", "stop_timeout": 5, "detach": True, "stdin_open": False}
+    assert create_kwargs(SPEC.model_copy(update={"stdin": True}))["stdin_open"] is True  # a pool member waits on stdin
     assert create_kwargs(SPEC.model_copy(update={"user": None}))["user"] == ""
 
 
