@@ -117,13 +117,7 @@ class PooledDockerRuntime(DockerRuntime):
         return await self._call("image", inspect)
 
     async def create_member(self, spec: ContainerSpec) -> ContainerInfo:
-        await self._call("create", functools.partial(self._create, spec))
-        try:
-            await self._call("start", functools.partial(self._start_new, spec))
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.remove(spec.name)
-            raise
+        await self._create_started(spec)
         info = await super().get(spec.name)  # as it is: an idle member is no agent to our own `get`
         if info is None:
             raise DependencyUnavailable(f"pool member {spec.name} vanished right after start", dependency="docker")

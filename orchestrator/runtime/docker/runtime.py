@@ -84,18 +84,21 @@ class DockerRuntime(DockerAPI):
 
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
         self._last_exit.pop(spec.name, None)
-        await self._call("create", functools.partial(self._create, spec))
-        try:
-            await self._call("start", functools.partial(self._start_new, spec))
-        except BaseException:
-            # No half-made container: a container that cannot start is removed, then we report.
-            with anyio.CancelScope(shield=True):
-                await self.remove(spec.name)
-            raise
+        await self._create_started(spec)
         info = await self.get(spec.name)
         if info is None:
             raise DependencyUnavailable(f"container {spec.name} vanished right after start", dependency="docker")
         return info
+
+    async def _create_started(self, spec: ContainerSpec) -> None:
+        """Create, then start. No half-made container: one that cannot start is removed, then we report."""
+        await self._call("create", functools.partial(self._create, spec))
+        try:
+            await self._call("start", functools.partial(self._start_new, spec))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.remove(spec.name)
+            raise
 
     def _start_new(self, spec: ContainerSpec) -> None:
         try:
