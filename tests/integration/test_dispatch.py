@@ -10,6 +10,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import yaml
 from livekit import api
 
 from orchestrator.core.models import Agent, Client
+from orchestrator.rules import ownership
 from orchestrator.rules.naming import Label
 from orchestrator.settings import Settings
 from orchestrator.tenants.file_store import FileTenantStore
@@ -273,20 +275,32 @@ async def test_two_agents_dispatched_into_one_room_both_answer(
 async def test_unknown_or_other_tenants_agent_is_rejected_and_nothing_is_created(
     settings_for: Callable[..., Settings], lk: LiveKitServer, scope: str, docker_client: docker.DockerClient
 ) -> None:
-    theirs, unknown_room = f"{scope}-acme", f"agent-no-such-agent-{scope[-8:]}"
-    async with app_client(settings_for(other_client=True, dispatch_automatic=True)) as orch, lkapi(lk) as lkc:
+    theirs, forged, unknown_room = f"{scope}-acme", f"{scope}-forged", f"agent-no-such-agent-{scope[-8:]}"
+    key = "dispatch-test-ownership-key-7c1e9f0b42d6"
+
+    def stamped(room: str, client_id: str) -> str:
+        """Room metadata as the orchestrator's trigger writes it: the client's claim, proven by a signed stamp."""
+        sig = ownership.stamp(key.encode(), client_id=client_id, room=room, created_at=datetime.now(timezone.utc))
+        return json.dumps({"client_id": client_id, ownership.STAMP_KEY: sig})
+
+    async with app_client(settings_for(other_client=True, dispatch_automatic=True, ownership_key=key)) as orch, lkapi(lk) as lkc:
         await registered(orch, count=5)  # clarence, farah, acme's litebridge, and one unnamed per client
-        # Acme's room (its metadata names Acme) asks for clarence, which only the other tenant has.
-        await lkc.room.create_room(api.CreateRoomRequest(name=theirs, metadata=json.dumps({"client_id": OTHER_CLIENT_ID})))
+        # Acme's room (stamped for Acme) asks for clarence, which only the other tenant has.
+        await lkc.room.create_room(api.CreateRoomRequest(name=theirs, metadata=stamped(theirs, OTHER_CLIENT_ID)))
         await lkc.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="clarence-coherence", room=theirs))
         event = await rejected(orch, theirs, "other_client")
-        assert f"belongs to client '{OTHER_CLIENT_ID}'" in event["message"]
-        # A pattern room naming an agent id no client has.
-        await lkc.room.create_room(api.CreateRoomRequest(name=unknown_room, metadata=json.dumps({"client_id": CLIENT_ID})))
+        assert "belongs to another client" in event["message"] and OTHER_CLIENT_ID not in event["message"], event
+        # Two clients share this server: an unsigned client_id is a claim anyone with a key could write.
+        await lkc.room.create_room(api.CreateRoomRequest(name=forged, metadata=json.dumps({"client_id": CLIENT_ID})))
+        await lkc.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="clarence-coherence", room=forged))
+        event = await rejected(orch, forged, "other_client")
+        assert "no valid ownership stamp" in event["message"], event
+        # A pattern room of ours naming an agent id no client has.
+        await lkc.room.create_room(api.CreateRoomRequest(name=unknown_room, metadata=stamped(unknown_room, CLIENT_ID)))
         event = await rejected(orch, unknown_room, "unknown_agent")
         assert "no-such-agent" in event["message"]
         assert containers(docker_client, scope) == []
-        assert not await agents_in(lk, theirs)
+        assert not await agents_in(lk, theirs) and not await agents_in(lk, forged)
         metrics = (await orch.get("/metrics")).text
         assert 'orchestrator_dispatch_rejections_total{reason="other_client"}' in metrics
 
