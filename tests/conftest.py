@@ -21,6 +21,10 @@ from devtools.world import CLIENT_ID, OTHER_CLIENT_ID, app_client, write_tenants
 
 # The ownership signing key is generated into the deployment's state (services/signing_key.py): keep the
 # tests' keys out of the home directory, in one place every process of a test run (served ones too) shares.
+# No warm pool unless a test asks for one (tests/integration/test_pool.py passes pool_min/pool_max): a member is one
+# more container on a test's network and in its scope, which tests counting containers or removing their network
+# would trip over. Settings built directly from the environment read this too; the product's default stays on.
+os.environ.setdefault("ORCH_POOL_MAX", "0")
 os.environ.setdefault("XDG_STATE_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"orch-test-state-{os.getuid()}"))
 
 __all__ = ["CLIENT_ID", "OTHER_CLIENT_ID", "app_client", "write_tenants"]  # tests import these from here too

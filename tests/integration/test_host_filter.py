@@ -122,6 +122,11 @@ async def test_a_fresh_agent_reaches_livekit_and_no_other_host_service(
         assert (await runtime.install_host_filter(net, ports=_ports(settings), egress="livekit-only"))[0] is True
         assert any("DOCKER-USER" in r for r in _our_rules(net.bridge))
         docker_client.api.remove_container(name, force=True)
+
+        async def detached() -> bool:  # the engine lets go of a removed container's endpoint a moment later under load
+            return not (docker_client.api.inspect_network(net.name).get("Containers") or {})
+
+        await eventually(detached, timeout=30, what=f"no container left on {net.name}")
         await runtime.remove_network(net)
         assert _our_rules(net.bridge) == []
     finally:
