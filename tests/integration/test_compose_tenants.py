@@ -164,9 +164,13 @@ def project_leftovers(client: docker.DockerClient, project: str) -> list[str]:
            [n.name for n in client.networks.list(filters={"label": label})]
 
 
-def probe(client: docker.DockerClient, container: str, *, gateway: str, livekit_port: int, host_port: int) -> dict:  # type: ignore[type-arg]
+def probe(client: docker.DockerClient, container: str, *, gateway: str, livekit_port: int, host_port: int,
+          token: str | None = None) -> dict:  # type: ignore[type-arg]
+    """The isolation probe inside `container`. `token`: a join token for the agent's room, for an agent that came from
+    the warm pool (its own token was handed over on stdin and lives only in its process, never in its env)."""
     targets = {"gateway": gateway, "livekit_port": livekit_port, "host_service_ports": [host_port]}
-    res = client.containers.get(container).exec_run(["python3", "-c", Path(isolation_probe.__file__).read_text(), json.dumps(targets)])
+    res = client.containers.get(container).exec_run(["python3", "-c", Path(isolation_probe.__file__).read_text(), json.dumps(targets)],
+                                                    environment={"LIVEKIT_TOKEN": token} if token else None)
     assert res.exit_code == 0, res.output
     return json.loads(res.output.decode().strip().splitlines()[-1])
 
@@ -278,7 +282,9 @@ async def test_two_tenant_deployments_come_up_as_documented_and_isolated(  # typ
         for t in (a, b):
             name = answers[t.scope]["container_name"]
             assert docker_client.api.inspect_container(name)["HostConfig"]["NetworkMode"] == f"orch-agents-{t.scope}"
-            result = probe(docker_client, name, gateway=t.gateway, livekit_port=livekit.port, host_port=host_service)
+            token = (lkapi.AccessToken(livekit.api_key, livekit.api_secret).with_identity(f"probe-{t.scope}")
+                     .with_grants(lkapi.VideoGrants(room_join=True, room=rooms[t.scope])).to_jwt())
+            result = probe(docker_client, name, gateway=t.gateway, livekit_port=livekit.port, host_port=host_service, token=token)
             print(f"probe in {t.project}'s agent:", json.dumps(result["must_fail"]))
             assert not {k: v for k, v in result["must_fail"].items() if v["ok"]}, result["must_fail"]
             assert result["must_work"]["livekit_http"]["ok"] and result["must_work"]["livekit_validate_own_token"]["ok"]
