@@ -9,6 +9,7 @@ that finds no member, or a member that fails its handover, returns None: the cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -252,11 +253,17 @@ class WarmPool:
                 pass
 
     async def aclose(self) -> None:
-        """Cancel the creations in flight and wait for them: a create already in the engine's hands finishes first."""
+        """Cancel the creations in flight and wait for them (a create already in the engine's hands finishes first),
+        then remove the idle members: they hold nothing, the next start refills, and a retired deployment's `down`
+        leaves no container behind. Each is removed by its pool name, so one another process claimed since is kept."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        idle, self._idle = [m for ms in self._idle.values() for m in ms], {}
+        with contextlib.suppress(OrchestratorError, TimeoutError):
+            async with asyncio.timeout(10):  # a slow engine must not hold the shutdown
+                await asyncio.gather(*(self._engine.remove_member(m) for m in idle))
 
 
 def _age(stamp: str | None, now: datetime) -> float:

@@ -291,7 +291,7 @@ async def test_two_tenant_deployments_come_up_as_documented_and_isolated(  # typ
 
         # Each deployment owns exactly its container; each reconciler pass touches only its own.
         for t in (a, b):
-            mine = docker_client.containers.list(filters={"label": f"{Label.SCOPE}={t.scope}"})
+            mine = docker_client.containers.list(filters={"label": [f"{Label.SCOPE}={t.scope}", f"{Label.MANAGED}=true"]})  # agents, not warm members
             assert [(c.name, c.labels[Label.CLIENT_ID]) for c in mine] == [(answers[t.scope]["container_name"], t.client_id)]
         before = {t.scope: docker_client.containers.get(answers[t.scope]["container_name"]).id for t in (a, b)}
         for t in (a, b):
