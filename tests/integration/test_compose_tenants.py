@@ -291,8 +291,13 @@ async def test_two_tenant_deployments_come_up_as_documented_and_isolated(  # typ
 
         # Each deployment owns exactly its container; each reconciler pass touches only its own.
         for t in (a, b):
-            mine = docker_client.containers.list(filters={"label": [f"{Label.SCOPE}={t.scope}", f"{Label.MANAGED}=true"]})  # agents, not warm members
-            assert [(c.name, c.labels[Label.CLIENT_ID]) for c in mine] == [(answers[t.scope]["container_name"], t.client_id)]
+            # As `docker ps | grep agent_` sees it: a warm agent keeps its member's labels (its key is in its claim
+            # record), so the name is what both kinds share; idle members (pool_…) are no agents.
+            mine = [c.name for c in docker_client.containers.list(filters={"label": f"{Label.SCOPE}={t.scope}"})
+                    if c.name.startswith("agent_")]
+            assert mine == [answers[t.scope]["container_name"]], mine
+            agents = (await http.get(f"{t.url}/api/v1/admin/containers", headers=admin[t.scope])).json()["containers"]
+            assert [(c["name"], c["client_id"]) for c in agents] == [(answers[t.scope]["container_name"], t.client_id)], agents
         before = {t.scope: docker_client.containers.get(answers[t.scope]["container_name"]).id for t in (a, b)}
         for t in (a, b):
             report = (await http.post(f"{t.url}/api/v1/admin/reconcile", headers=admin[t.scope])).json()
