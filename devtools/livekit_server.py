@@ -51,8 +51,27 @@ def wait_ready(proc: subprocess.Popen[bytes], http_url: str, log_tail: Callable[
     raise RuntimeError(f"{what} not ready after {timeout_s}s:\n{log_tail()}")
 
 
+class ServerProcess:
+    """Stopping a server process and reading its log's tail: shared by the loopback and the netns LiveKit."""
+
+    proc: subprocess.Popen[bytes] | None
+    log_path: Path | None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:] if self.log_path and self.log_path.exists() else ""
+
+
 @dataclass
-class LiveKitServer:
+class LiveKitServer(ServerProcess):
     api_key: str
     api_secret: str
     port: int
@@ -108,14 +127,3 @@ class LiveKitServer:
         )
         return wait_ready(self.proc, self.http_url, self.log_tail, timeout_s=timeout_s, what="livekit-server", ready=self)
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log_tail(self, n: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-n:] if self.log_path and self.log_path.exists() else ""

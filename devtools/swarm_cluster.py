@@ -36,7 +36,7 @@ from pathlib import Path
 import docker
 import yaml
 
-from devtools.livekit_server import LiveKitServer, free_port, livekit_binary, wait_ready
+from devtools.livekit_server import LiveKitServer, ServerProcess, free_port, livekit_binary, wait_ready
 from devtools.swarm_node import PREFIX, Node, sh
 from devtools.swarm_teardown import destroy_run, sweep_stale
 
@@ -45,7 +45,7 @@ LIVEKIT_PORT, LIVEKIT_TCP, LIVEKIT_UDP = 7880, 7881, 7882
 
 
 @dataclass
-class HubLiveKit:
+class HubLiveKit(ServerProcess):
     """A livekit-server inside the hub namespace, bound to the bridge address every node routes to.
 
     Quacks like devtools.livekit_server.LiveKitServer (url, http_url, api_key, api_secret, log_tail).
@@ -86,17 +86,6 @@ class HubLiveKit:
         )
         return wait_ready(self.proc, self.http_url, self.log_tail, timeout_s=timeout_s, what=f"livekit-server in {self.netns}", ready=self)
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log_tail(self, n: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-n:] if self.log_path and self.log_path.exists() else ""
 
 
 IMAGE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agent-orchestrator" / "swarm-images"
