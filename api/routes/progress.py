@@ -3,7 +3,6 @@ timelines for the operator (`orchestrator trace <room>`); a client key sees only
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from orchestrator.core.waiting import get_within
 from orchestrator.observability.progress import stage_event, start_event
 from orchestrator.observability.starts import Stage, StartRecord, Starts
 
@@ -113,10 +113,9 @@ async def start_progress(
                 if _done(kind, data):
                     return
             while (left := deadline - time.monotonic()) > 0:
-                try:
-                    kind, data = await asyncio.wait_for(queue.get(), timeout=left)
-                except TimeoutError:
+                if (got := await get_within(queue, timeout_s=left)) is None:
                     break
+                kind, data = got
                 yield ServerSentEvent(data=json.dumps(data), event=kind)
                 if _done(kind, data):
                     return

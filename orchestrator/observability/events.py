@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.core.clock import utcnow
+from orchestrator.core.waiting import get_within
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,8 @@ class EventFeed:
                 last = event.seq
                 yield event
             while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), timeout=idle_s)
-                except asyncio.TimeoutError:
+                event = await get_within(queue, timeout_s=idle_s)
+                if event is None:
                     yield None
                     continue
                 if event is _CLOSED:

@@ -22,6 +22,7 @@ POOL = LABEL_PREFIX + "pool"  # on a member: the pool's hash (its isolation doma
 POOL_IMAGE = LABEL_PREFIX + "pool-image"  # the image id the member was made from (drift when the tag moves)
 POOL_MEMBER = LABEL_PREFIX + "pool-member"  # on a claim record: the member container's id
 POOL_NAME = LABEL_PREFIX + "pool-name"  # on a claim record: the name the claim renames the member to
+POOL_CLAIM = LABEL_PREFIX + "pool-claim"  # on a claim record: the claimant's nonce (who won the member)
 WARM_MODE = LABEL_PREFIX + "warm-mode"  # on an image: it can wait warm; the value is the handover protocol
 WARM_PROTOCOL = "stdin-v1"
 MEMBER_PREFIX = "pool_"
@@ -47,10 +48,10 @@ def member_labels(*, scope: str, pool: str, image_id: str, created_at: str) -> d
     return {Label.SCOPE: scope, POOL: pool, POOL_IMAGE: image_id, Label.CREATED_AT: created_at}
 
 
-def record_name(member_id: str, name: str) -> str:
-    """One record per (member, claimant's key): two processes racing for one member never share a record;
-    the member's current name says which record is the true one."""
-    return f"{RECORD_PREFIX}{member_id[:24]}_{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+def record_name(member_id: str) -> str:
+    """One record per member: the engine makes a name once (Docker's volume create answers the record already
+    there, labels and all), so of claimants racing for a member exactly one finds its own claim nonce in it."""
+    return f"{RECORD_PREFIX}{member_id[:24]}"
 
 
 def is_canonical(name: str) -> bool:

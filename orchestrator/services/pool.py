@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import DependencyUnavailable, OrchestratorError
+from orchestrator.core.waiting import wait_event
 from orchestrator.core.models import ContainerInfo
 from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
@@ -247,10 +248,7 @@ class WarmPool:
                 next_sweep = time.monotonic() + self._s.pool_sweep_s
             self.refill()
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.1, next_sweep - time.monotonic()))
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._wake, timeout_s=max(0.1, next_sweep - time.monotonic()))
 
     async def aclose(self) -> None:
         """Cancel the creations in flight and wait for them (a create already in the engine's hands finishes first),

@@ -13,6 +13,7 @@ from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import NotFound, OrchestratorError
 from orchestrator.core.locks import KeyedLocks
 from orchestrator.core.models import ContainerKey
+from orchestrator.core.waiting import wait_event
 from orchestrator.livekit.service import RoomService
 from orchestrator.observability.pass_report import ActionResult, PassReport, log_fields
 from orchestrator.rules import ownership
@@ -259,11 +260,8 @@ class Reconciler:
             except Exception:  # the loop must outlive any one bad pass
                 log.exception("reconcile pass crashed")
             self.heartbeat = self._clock()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.seconds_to_next())
+            if await wait_event(self._wake, timeout_s=self.seconds_to_next()):
                 await asyncio.sleep(0.05)  # coalesce a burst of events into one pass
-            except asyncio.TimeoutError:
-                pass
             self._wake.clear()
 
     def stalled(self, *, now: datetime | None = None) -> bool:

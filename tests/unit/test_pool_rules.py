@@ -29,10 +29,11 @@ def test_engines_never_share_a_pool() -> None:
     assert rules.pool_hash(engine="docker", spec=SPEC) != rules.pool_hash(engine="kubernetes", spec=SPEC)
 
 
-def test_member_names_are_no_agent_names_and_records_differ_per_claimant() -> None:
+def test_member_names_are_no_agent_names_and_one_record_name_per_member() -> None:
     name = rules.member_name(scope="prod", pool="abc", nonce="1234")
     assert not rules.is_canonical(name) and rules.is_canonical("agent_c_farah_r1")
-    assert rules.record_name("m" * 64, "agent_a") != rules.record_name("m" * 64, "agent_b")
+    # The record is the claim's mutex: every claimant of a member asks the engine for the same name.
+    assert rules.record_name("m" * 64) == rules.record_name("m" * 64) != rules.record_name("n" * 64)
     labels = rules.member_labels(scope="prod", pool="abc", image_id="sha256:1", created_at="t")
     assert Label.MANAGED not in labels and labels[Label.SCOPE] == "prod"
 

@@ -2,7 +2,8 @@
 
 Docker labels cannot change after create, so a claim is two atomic engine steps:
 1. a claim record: a volume `agent-claim_<member id>` whose labels are the key's container labels (the
-   volume holds no data and is never mounted: it is a label-carrying object the engine keeps for us);
+   volume holds no data and is never mounted: it is a label-carrying object the engine keeps for us). The engine
+   makes a volume name once, so the record is also the claim's mutex: one claimant per member finds its nonce;
 2. a rename of the member to its key's canonical name (naming.container_name): Docker's name uniqueness makes
    it atomic, a 409 means another container serves the key, a 404 that another process took the member.
 Every reader (list_managed, get, the watch) reports a renamed member with its record's labels, so the view,
@@ -13,6 +14,7 @@ by its key from the engine alone. Idle members have no `managed` label: they are
 from __future__ import annotations
 
 import functools
+import secrets
 
 import anyio
 import requests
@@ -131,8 +133,8 @@ class PooledDockerRuntime(DockerRuntime):
             infos = [info_from_list(r) for r in rows]
             names = {i.id: i.name for i in infos}
             for member_id, name in list(records):
-                # Its member gone, or renamed to another name (a claimant that lost the race and died before
-                # dropping its record): nobody will ever read it.
+                # Its member gone, or carrying another key's name (a record left by an older release that kept
+                # one record per claimant): nobody will ever read it.
                 current = names.get(member_id)
                 if current is None or (rules.is_canonical(current) and current != name):
                     self._drop_record(member_id, name)
@@ -150,9 +152,14 @@ class PooledDockerRuntime(DockerRuntime):
         return member.model_copy(update={"name": name, "labels": rules.claimed_labels(member_labels=member.labels, record=record)})
 
     def _claim(self, member: ContainerInfo, name: str, record: dict[str, str]) -> None:
-        """Record first, then rename *from the member's pool name*: of two processes taking one member, the
-        second rename finds no container of that name (404) and gives up; nobody renames a member twice."""
-        self.client.api.create_volume(name=rules.record_name(member.id, name), labels=record)
+        """Record first, then rename. A rename is no mutex: Docker resolves its source name before it locks the
+        container, so a second rename can rename a member another process just claimed. The record is: the
+        engine creates a volume name once and answers every later create with the first one's labels, so only
+        the claimant that finds its own nonce there renames the member."""
+        nonce = secrets.token_hex(8)
+        got = self.client.api.create_volume(name=rules.record_name(member.id), labels={**record, rules.POOL_CLAIM: nonce})
+        if ((got or {}).get("Labels") or {}).get(rules.POOL_CLAIM) != nonce:
+            raise MemberGone(member.id)  # another process holds this member
         self._records[(member.id, name)] = record
         try:
             self.client.api.rename(member.name, name)
@@ -168,7 +175,7 @@ class PooledDockerRuntime(DockerRuntime):
     def _drop_record(self, member_id: str, name: str) -> None:
         self._records.pop((member_id, name), None)
         try:
-            self.client.api.remove_volume(rules.record_name(member_id, name), force=True)
+            self.client.api.remove_volume(rules.record_name(member_id), force=True)
         except NotFound:
             pass
 

@@ -16,6 +16,7 @@ import docker
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.core.models import ContainerInfo, WatchEvent
 from orchestrator.core.retry import Backoff
+from orchestrator.core.waiting import wait_event
 from orchestrator.rules.naming import Label
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,7 @@ class ServiceWatch:
                             yield WatchEvent(kind="delete", info=info)
                 known = now
                 wake.clear()
-                try:
-                    await asyncio.wait_for(wake.wait(), timeout=self._poll_s)
-                except asyncio.TimeoutError:
-                    pass
+                await wait_event(wake, timeout_s=self._poll_s)
         finally:
             stop_events()
 
