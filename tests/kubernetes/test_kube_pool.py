@@ -8,49 +8,25 @@ one Pod, and a claimed member is found by its key by a fresh runtime (a restart,
 from __future__ import annotations
 
 import asyncio
-import secrets
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import DependencyUnavailable
-from orchestrator.core.models import Agent, ContainerKey, ContainerStatus, Mode
+from orchestrator.core.models import ContainerStatus
 from orchestrator.rules import pool as rules
-from orchestrator.rules.naming import Label, container_labels, container_name, key_from_labels
-from orchestrator.runtime import SECRET_ENV_KEYS, ContainerSpec, MemberGone, NameTaken
+from orchestrator.rules.naming import Label, key_from_labels
+from orchestrator.runtime import SECRET_ENV_KEYS, MemberGone, NameTaken
 from orchestrator.runtime.kubernetes.members import POOL_KEY
 from orchestrator.runtime.kubernetes.objects import pod_name
 from orchestrator.runtime.kubernetes.pool import PooledKubernetesRuntime
 from orchestrator.settings import Settings
-from tests.conftest import CLIENT_ID
+from devtools.pool_specs import key_spec, member_spec
 from devtools.kube_cluster import KubeCluster
 
 pytestmark = pytest.mark.kubernetes
-IMAGE = "agent-orchestrator/agent:latest"
-
-
-def template(scope: str) -> ContainerSpec:
-    """An idle member's spec as services.pool makes it: no name of a key, no key labels, no tenant env."""
-    pool = "p" + secrets.token_hex(5)
-    labels = rules.member_labels(scope=scope, pool=pool, image_id=IMAGE, created_at=utcnow().isoformat())
-    return ContainerSpec(
-        name=rules.member_name(scope=scope, pool=pool, nonce=secrets.token_hex(4)), image=IMAGE, labels=labels,
-        env={"AGENT_WARM": "1", "AGENT_WARM_MAX_AGE_SECONDS": "600"}, memory="64m", cpus=0.1, pids=64, network="",
-        restart_policy="no", restart_max=0, stop_timeout_s=2, stdin=True,
-    )
-
-
-def key_spec(scope: str, room: str, *, token: str = "tok") -> ContainerSpec:
-    """The cold spec of one key (what the trigger would start)."""
-    key = ContainerKey(client_id=CLIENT_ID, agent_slug="farah", room=room)
-    labels = container_labels(key, agent=Agent(id="a1", slug="farah", name="Farah"), mode=Mode.voice, scope=scope, spec="s1", created_at=utcnow())
-    return ContainerSpec(
-        name=container_name(key), image=IMAGE, labels=labels, env={"LIVEKIT_TOKEN": token, "LIVEKIT_ROOM": room},
-        memory="64m", cpus=0.1, pids=64, network="", restart_policy="no", restart_max=0, stop_timeout_s=2,
-    )
 
 
 @pytest.fixture
@@ -71,7 +47,7 @@ async def test_a_member_holds_no_tenant_data_has_stdin_and_is_no_agent(
     pooled: Callable[[], PooledKubernetesRuntime], kscope: str, kube_cluster: KubeCluster
 ) -> None:
     rt = pooled()
-    member = await rt.create_member(template(kscope))
+    member = await rt.create_member(member_spec(kscope))
     assert member.status is ContainerStatus.running  # returned once running: a handover can follow at once
     pod = kube_cluster.api("GET", f"/api/v1/namespaces/{rt.namespace}/pods/{member.name}")
     c = pod["spec"]["containers"][0]
@@ -83,14 +59,14 @@ async def test_a_member_holds_no_tenant_data_has_stdin_and_is_no_agent(
     assert await rt.list_managed(scope=kscope) == []  # never an agent to the view, `ps` or limits
     assert [(i.id, rec) for i, rec in await rt.list_members(scope=kscope)] == [(member.id, None)]
     with pytest.raises(DependencyUnavailable):  # a spec with a secret is refused before anything is made
-        await rt.create_member(template(kscope).model_copy(update={"env": {"LIVEKIT_TOKEN": "x"}}))
+        await rt.create_member(member_spec(kscope).model_copy(update={"env": {"LIVEKIT_TOKEN": "x"}}))
 
 
 async def test_two_processes_racing_for_one_member_exactly_one_wins(
     pooled: Callable[[], PooledKubernetesRuntime], kscope: str
 ) -> None:
     a, b = pooled(), pooled()
-    members = await asyncio.gather(*(a.create_member(template(kscope)) for _ in range(4)))
+    members = await asyncio.gather(*(a.create_member(member_spec(kscope)) for _ in range(4)))
     await b.list_members(scope=kscope)  # b knows the members too (and their resourceVersions), as a second process would
     for i, member in enumerate(members):
         sa, sb = key_spec(kscope, f"race-a{i}"), key_spec(kscope, f"race-b{i}")
@@ -112,7 +88,7 @@ async def test_two_claims_for_one_key_leave_at_most_one_pod_serving_it(
     pooled: Callable[[], PooledKubernetesRuntime], kscope: str, kube_cluster: KubeCluster
 ) -> None:
     a, b, c = pooled(), pooled(), pooled()
-    m1, m2 = await asyncio.gather(a.create_member(template(kscope)), a.create_member(template(kscope)))
+    m1, m2 = await asyncio.gather(a.create_member(member_spec(kscope)), a.create_member(member_spec(kscope)))
     spec = key_spec(kscope, "one-key")
     got = await asyncio.gather(
         a.claim_member(m1, name=spec.name, labels=spec.labels), b.claim_member(m2, name=spec.name, labels=spec.labels),
@@ -126,7 +102,7 @@ async def test_two_claims_for_one_key_leave_at_most_one_pod_serving_it(
     assert len(serving) == sum(not isinstance(g, BaseException) for g in got)
     # And the key's name on a member already claimed: a later claim of another member for it is refused.
     if serving:
-        m3 = await a.create_member(template(kscope))
+        m3 = await a.create_member(member_spec(kscope))
         with pytest.raises(NameTaken):
             await b.claim_member(m3, name=spec.name, labels=spec.labels)
         assert await a.get(m3.name) is None and m3.id not in {i.id for i, _ in await a.list_members(scope=kscope)}
@@ -136,7 +112,7 @@ async def test_a_claimed_member_is_its_keys_container_to_a_fresh_runtime(
     pooled: Callable[[], PooledKubernetesRuntime], kscope: str, kube_cluster: KubeCluster
 ) -> None:
     a = pooled()
-    member = await a.create_member(template(kscope))
+    member = await a.create_member(member_spec(kscope))
     # Someone else changes the member after a read it (as the kubelet's status updates do): a claim is then stale
     # (409) but the member is still idle, so the claim reads it again and wins.
     kube_cluster.kubectl("patch", "pod", "-n", a.namespace, member.name, "--type=merge", "-p", '{"metadata":{"annotations":{"example.com/touched":"1"}}}')
@@ -156,9 +132,11 @@ async def test_a_claimed_member_is_its_keys_container_to_a_fresh_runtime(
         break
     listed = await pooled().list_members(scope=kscope)
     assert len(listed) == 1 and rules.is_canonical(listed[0][0].name) and listed[0][1] is not None  # the pool leaves it
-    # No cold create can take the key now, from any process.
+    # No cold create can take the key now, from any process; the refused cold Pod goes (not the member: `restarted`
+    # maps the key's Pod name to the member, and must still delete its own cold Pod by uid).
     with pytest.raises(NameTaken):
-        await pooled().create_and_start(spec)
+        await restarted.create_and_start(spec)
+    assert [p["metadata"]["uid"] for p in kube_cluster.pods(a.namespace) if not p["metadata"].get("deletionTimestamp")] == [member.id]
     remover = pooled()
     assert await remover.logs_tail(spec.name) == ""  # kwok serves no logs; resolving the name must not fail
     await remover.remove(spec.name)  # by the key's name, as the reconciler and the trigger do
@@ -170,7 +148,7 @@ async def test_removing_an_idle_member_keeps_one_claimed_since_and_kwok_cannot_t
     pooled: Callable[[], PooledKubernetesRuntime], kscope: str
 ) -> None:
     a, b = pooled(), pooled()
-    member = await a.create_member(template(kscope))
+    member = await a.create_member(member_spec(kscope))
     spec = key_spec(kscope, "kept")
     await b.claim_member(member, name=spec.name, labels=spec.labels)
     await a.remove_member(member)  # a's stale idea of it (idle): it serves a key now and stays
@@ -186,7 +164,7 @@ async def test_claim_latency_on_kwok(pooled: Callable[[], PooledKubernetesRuntim
     rt = pooled()
     members = []
     for _ in range(3):
-        members += await asyncio.gather(*(rt.create_member(template(kscope)) for _ in range(10)))
+        members += await asyncio.gather(*(rt.create_member(member_spec(kscope)) for _ in range(10)))
     took = []
     for i, member in enumerate(members):
         spec = key_spec(kscope, f"lat-{i}")

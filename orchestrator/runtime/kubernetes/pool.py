@@ -52,13 +52,18 @@ class PooledKubernetesRuntime(KubernetesRuntime):
     # ---- readers: a claimed member is its key's container -------------------------------------------------
 
     def _remember(self, info: ContainerInfo) -> ContainerInfo:
-        if m.is_claimed(info.labels):
-            self._alias[info.labels[m.POOL_KEY]] = info.name
-        return super()._remember(m.as_key_container(info))
+        if not m.is_claimed(info.labels):
+            return super()._remember(info)
+        self._alias[info.labels[m.POOL_KEY]] = info.name
+        self._where[info.id] = info.name  # by uid: its own Pod (the key's Pod name may hold a cold Pod one day)
+        return m.as_key_container(info)
 
     def _name(self, name_or_id: str) -> str | None:
+        """A uid names one Pod for ever; a name of a key's Pod maps to the member claimed for it, when there is one."""
         name = super()._name(name_or_id)
-        return self._alias.get(name, name) if name else name
+        if name is None or is_pod_uid(name_or_id):
+            return name
+        return self._alias.get(name, name)
 
     async def _get_pod(self, name_or_id: str) -> dict[str, Any] | None:
         pod = await super()._get_pod(name_or_id)
@@ -147,6 +152,7 @@ class PooledKubernetesRuntime(KubernetesRuntime):
             if info.status is ContainerStatus.running:
                 return info
             if info.status is not ContainerStatus.created or loop.time() > deadline:
+                self._where[uid] = name
                 await asyncio.shield(self._delete(uid, grace_s=0))
                 raise DependencyUnavailable(
                     f"pool member {name} did not start: {info.status.value} ({info.reason or 'timed out'})", dependency="kubernetes")
@@ -193,6 +199,7 @@ class PooledKubernetesRuntime(KubernetesRuntime):
         info = info_from_pod(pod)
         key_pod = info.labels[m.POOL_KEY]
         if await self._rivals(key_pod, mine=member.id):
+            self._where[member.id] = pod_name
             await asyncio.shield(self._delete(member.id, grace_s=0))  # handed nothing yet: nothing is lost
             raise NameTaken(name)
         return self._remember(info)
