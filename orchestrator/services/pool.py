@@ -25,6 +25,7 @@ from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import DependencyUnavailable, OrchestratorError
 from orchestrator.core.waiting import wait_event
 from orchestrator.core.models import ContainerInfo, LiveKitCredentials
+from orchestrator.observability.starts import note
 from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
 from orchestrator.runtime import ContainerSpec, MemberGone, WarmPoolEngine
@@ -44,10 +45,10 @@ TEMPLATE = rules.LABEL_PREFIX + "pool-template"  # the member spec, as JSON (no 
 class WarmPool:
     """Per pool: idle members (ids, oldest first), in-flight creations, the claim rate; one refill loop."""
 
-    def __init__(
-        self, *, settings: Settings, engine: WarmPoolEngine, clock: Callable[[], datetime] = utcnow, livekit: LobbyService | None = None,
-    ) -> None:
+    def __init__(self, *, settings: Settings, engine: WarmPoolEngine, clock: Callable[[], datetime] = utcnow,
+                 publish: Callable[..., object] = lambda message, **fields: None, livekit: LobbyService | None = None) -> None:
         self._s = settings
+        self._publish = publish  # the event feed: members recycled, handovers failed, settings that cannot be met
         self._engine = engine
         self._handover = getattr(engine, "handover", rules.WARM_PROTOCOL)
         self._lobby = LobbyHandover(livekit=livekit, scope=settings.scope, token_ttl_s=int(settings.pool_max_age_s + 120)) if (
@@ -80,8 +81,10 @@ class WarmPool:
         if not self.enabled:
             return None
         image = await self._image(spec.image)
-        lobby_ok = self._lobby is None or (livekit is not None and LobbyHandover.payload(spec) is not None)
-        if image is None or not image[1] or not lobby_ok or (self._handover == rules.LOBBY_PROTOCOL and self._lobby is None):
+        # A lobby handover needs the start's LiveKit credentials and an assignment that fits one data packet.
+        lobby_ok = self._handover != rules.LOBBY_PROTOCOL or (
+            self._lobby is not None and livekit is not None and LobbyHandover.payload(spec) is not None)
+        if image is None or not image[1] or not lobby_ok:
             self.outcomes["cold"] += 1  # an image without warm mode is never pooled: it would start unconfigured
             return None
         pool = self.pool_of(spec, livekit)
@@ -99,6 +102,7 @@ class WarmPool:
                     continue
                 if await self._hand_over(pool, claimed, spec):
                     self.outcomes["warm"] += 1
+                    note(launch="warm")  # the start's stages and trace say it came from the pool
                     return claimed
                 self.outcomes["handover-failed"] += 1
                 return None
@@ -119,6 +123,7 @@ class WarmPool:
         except (OrchestratorError, asyncio.TimeoutError) as exc:
             why = exc.message if isinstance(exc, OrchestratorError) else "timed out"
             log.warning("handover to %s failed (%s); removing it, the start goes cold", claimed.name, why)
+            self._publish(f"handover to {claimed.name} failed ({why}): the start went cold", container=claimed.name)
             try:
                 await self._engine.remove_member(claimed)  # frees the key's name for the cold create
             except OrchestratorError:
@@ -194,6 +199,8 @@ class WarmPool:
             self._made_at[info.id] = time.monotonic()
             self.last_problem = ""
         except OrchestratorError as exc:
+            if exc.message != self.last_problem:  # once per new problem, not once per retry
+                self._publish(f"pool {pool}: cannot make a member: {exc.message}", pool=pool)
             self.last_problem = exc.message
             log.warning("pool %s: cannot make a member: %s", pool, exc.message)
             await asyncio.sleep(1.0)  # a setting that cannot be met is retried slowly, not in a loop
@@ -236,6 +243,7 @@ class WarmPool:
                 idle.setdefault(pool, []).append(info)
             elif v not in (rules.Verdict.keep, rules.Verdict.leave):
                 log.info("pool %s: removing member %s (%s)", pool, info.name, v.value)
+                self._publish(f"pool {pool}: removing member {info.name} ({v.value})", pool=pool, container=info.name)
                 await self._engine.remove_member(info)
         # Oldest first, so max age recycles in order; members claimed since the listing are gone from the engine's
         # next answer, and a claim of one already taken fails with MemberGone.

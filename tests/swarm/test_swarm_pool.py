@@ -78,6 +78,8 @@ async def test_a_trigger_claims_a_hardened_member_whose_agent_joins_and_is_found
         # The first start is cold and teaches the pool its domain; then the pool fills.
         cold: list[float] = [(await start(f"{scope}-cold0"))[0]]
         assert pool.outcomes["cold"] == 1
+        assert pool.snapshot()["pools"], (
+            f"{AGENT_IMAGE} does not list {rules.LOBBY_PROTOCOL} in its {rules.WARM_MODE} label: rebuild it (scripts/build-images)")
 
         async def filled() -> bool:
             return sum(p["idle"] for p in pool.snapshot()["pools"]) >= POOL["pool_min"]
