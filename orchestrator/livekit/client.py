@@ -189,6 +189,11 @@ class LiveKitGateway:
             ) from None
 
 
+def is_active(participant: api.ParticipantInfo) -> bool:
+    """Connected with its transport up: a participant listed while still JOINING/JOINED drops a data packet."""
+    return participant.state == api.ParticipantInfo.State.ACTIVE
+
+
 def is_agent(participant: api.ParticipantInfo) -> bool:
     """LiveKit's own participant kind decides; identities are never parsed."""
     return participant.kind == api.ParticipantInfo.Kind.AGENT

@@ -17,8 +17,9 @@ import secrets
 import time
 from typing import Any, Protocol
 
-from orchestrator.core.errors import DependencyUnavailable
+from orchestrator.core.errors import DependencyRejected, DependencyUnavailable, OrchestratorError
 from orchestrator.core.models import ContainerInfo, LiveKitCredentials
+from orchestrator.livekit.client import is_active
 from orchestrator.rules import pool as rules
 from orchestrator.runtime import ContainerSpec
 
@@ -76,8 +77,15 @@ class LobbyHandover:
         return {"AGENT_LOBBY_TOKEN": token}, {rules.POOL_IDENTITY: identity}
 
     async def _present(self, pool: str, identity: str) -> bool:
-        people = await self._lk.list_participants(self._creds[pool], room=rules.lobby_room(scope=self._scope, pool=pool))
-        return any(p.identity == identity for p in people)
+        """In the lobby and ready to receive: a member listed before its transport is up would lose the packet (seen:
+        listed ~1.3 s before its connection setup finished), and one that left is gone or DISCONNECTED."""
+        try:
+            people = await self._lk.list_participants(self._creds[pool], room=rules.lobby_room(scope=self._scope, pool=pool))
+        except DependencyRejected as exc:
+            if "not_found" in str(exc.details.get("code", "")):
+                return False  # no member has joined the lobby yet: LiveKit makes the room with the first
+            raise
+        return any(p.identity == identity and is_active(p) for p in people)
 
     async def _until(self, pool: str, identity: str, *, present: bool, deadline: float) -> bool:
         while time.monotonic() < deadline:
@@ -89,7 +97,10 @@ class LobbyHandover:
     async def joined(self, pool: str, member: ContainerInfo, *, timeout_s: float) -> bool:
         """Whether a new member reached its lobby within the bound (it loads Python and the rtc library first)."""
         identity = member.labels.get(rules.POOL_IDENTITY, "")
-        return bool(identity) and await self._until(pool, identity, present=True, deadline=time.monotonic() + timeout_s)
+        try:
+            return bool(identity) and await self._until(pool, identity, present=True, deadline=time.monotonic() + timeout_s)
+        except OrchestratorError:
+            return False  # LiveKit refused or is away: the pool removes the member and retries slowly
 
     async def hand_over(self, pool: str, member: ContainerInfo, data: bytes, *, timeout_s: float) -> None:
         """In the lobby → one packet → gone from the lobby (its receipt); DependencyUnavailable otherwise."""

@@ -82,9 +82,17 @@ async def test_a_trigger_claims_a_hardened_member_whose_agent_joins_and_is_found
             f"{AGENT_IMAGE} does not list {rules.LOBBY_PROTOCOL} in its {rules.WARM_MODE} label: rebuild it (scripts/build-images)")
 
         async def filled() -> bool:
+            if loop.done():
+                loop.result()  # the pool's loop died: its error is the failure
             return sum(p["idle"] for p in pool.snapshot()["pools"]) >= POOL["pool_min"]
 
-        await eventually(filled, timeout=240, what=f"{POOL['pool_min']} idle members in their lobby")
+        try:
+            await eventually(filled, timeout=240, what=f"{POOL['pool_min']} idle members in their lobby")
+        except AssertionError:
+            print(f"\npool: {pool.snapshot()}")
+            for m in services(swarm, scope):
+                print(m["Spec"]["Name"], await runtime.logs_tail(m["ID"], lines=30))
+            raise
         members = [s for s in services(swarm, scope) if rules.POOL in s["Spec"]["Labels"]]
         [agent] = [s for s in services(swarm, scope) if rules.POOL not in s["Spec"]["Labels"]]
         _same_isolation(members[0], agent)

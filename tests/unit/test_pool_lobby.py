@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from livekit import api as lkapi
 
 from orchestrator.core.models import ContainerInfo, ContainerStatus, LiveKitCredentials
 from orchestrator.livekit.client import lobby_token
@@ -51,7 +52,7 @@ class FakeLobby:
             self.present.discard(identity)
 
     async def list_participants(self, creds: LiveKitCredentials, *, room: str) -> list[Any]:
-        return [SimpleNamespace(identity=i) for i in self.present]
+        return [SimpleNamespace(identity=i, state=lkapi.ParticipantInfo.State.ACTIVE) for i in self.present]
 
 
 class FakeEngine:
