@@ -14,11 +14,14 @@ member's max age ends the process (exit 0), and the orchestrator makes a fresh m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import queue
 import select
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -88,7 +91,7 @@ def await_assignment(base_env: Mapping[str, str]) -> dict[str, str] | None:
         url, token = base_env.get("LIVEKIT_URL", "").strip(), base_env.get(LOBBY_TOKEN_ENV, "").strip()
         if not url or not token:
             raise ConfigError(f"{LOBBY_ROOM_ENV} is set but LIVEKIT_URL or {LOBBY_TOKEN_ENV} is missing")
-        line = asyncio.run(wait_in_lobby(url=url, token=token, max_age_s=max_age_s, beat=beat))
+        line = lobby_in_background(url=url, token=token, max_age_s=max_age_s, beat=beat)
     else:
         line = wait_for_line(fd=sys.stdin.fileno(), max_age_s=max_age_s, beat=beat)
     if line is None:
@@ -101,8 +104,27 @@ def is_assignment(*, topic: str | None, from_server: bool) -> bool:
     return from_server and topic == ASSIGNMENT_TOPIC
 
 
-async def wait_in_lobby(*, url: str, token: str, max_age_s: float, beat: Callable[[], None]) -> bytes | None:
-    """Connected to the lobby, the first assignment packet addressed to us; None when the lobby is lost or none came."""
+def lobby_in_background(*, url: str, token: str, max_age_s: float, beat: Callable[[], None]) -> bytes | None:
+    """The lobby on a thread and event loop of its own: the assignment is returned the moment it arrives, and the
+    agent joins its room while the lobby is still being left (leave then join, in series, cost ~30 ms more)."""
+    handed: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
+
+    def lobby() -> None:
+        try:
+            asyncio.run(wait_in_lobby(url=url, token=token, max_age_s=max_age_s, beat=beat, deliver=handed.put))
+        finally:
+            with contextlib.suppress(queue.Full):
+                handed.put_nowait(None)  # none came (or the lobby failed): the caller ends the member
+
+    threading.Thread(target=lobby, name="lobby", daemon=True).start()
+    return handed.get()
+
+
+async def wait_in_lobby(
+    *, url: str, token: str, max_age_s: float, beat: Callable[[], None], deliver: Callable[[bytes], None] = lambda _: None,
+) -> bytes | None:
+    """Connected to the lobby, the first assignment packet addressed to us (also given to `deliver` at once); None when
+    the lobby is lost or none came. Leaves the lobby before it returns."""
     from livekit import rtc  # loaded already in warm mode (run imports it); here so stdin mode never needs it
 
     room = rtc.Room()
@@ -113,6 +135,7 @@ async def wait_in_lobby(*, url: str, token: str, max_age_s: float, beat: Callabl
     def _data(packet: rtc.DataPacket) -> None:
         if not got.done() and is_assignment(topic=packet.topic, from_server=packet.participant is None):
             got.set_result(packet.data[:MAX_LINE])
+            deliver(packet.data[:MAX_LINE])
 
     @room.on("disconnected")
     def _lost(*_: object) -> None:
