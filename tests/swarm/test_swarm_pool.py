@@ -27,7 +27,7 @@ from orchestrator.rules.naming import Label, container_name
 from orchestrator.runtime import ContainerSpec, MemberGone, NameTaken
 from orchestrator.runtime.swarm.pool import PooledSwarmRuntime
 from orchestrator.runtime.swarm.rules import service_name
-from orchestrator.services.pool import WarmPool
+from orchestrator.composition import Orchestrator
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID
 from tests.swarm.conftest import AGENT_IMAGE
@@ -75,13 +75,17 @@ async def test_a_trigger_claims_a_hardened_member_whose_agent_joins_and_is_found
     swarm: SwarmCluster, sw_settings: Callable[..., Settings], pooled: Callable[..., PooledSwarmRuntime],
     trigger_service: Callable[..., object], livekit_gateway: LiveKitGateway, sw_creds: LiveKitCredentials, scope: str,
 ) -> None:
+    """Through the composition root, as deployed: the watch-fed view answers limits, the pool runs its loop."""
     settings = sw_settings(**AGENT, **POOL)
-    runtime = pooled(0)
-    pool = WarmPool(settings=settings, engine=runtime, livekit=livekit_gateway)
-    svc = trigger_service(settings, runtime, pool=pool)
-    cold_svc = trigger_service(settings, runtime)  # the same deployment without its pool: the same run's cold baseline
+    orch = Orchestrator(settings, runtime=pooled(0), livekit=LiveKitGateway())
+    # The same deployment without its pool: the same run's cold baseline.
+    cold_orch = Orchestrator(settings.model_copy(update={"pool_max": 0}), runtime=pooled(0), livekit=LiveKitGateway())
+    runtime, pool, svc, cold_svc = orch.runtime, orch.pool, orch.trigger, cold_orch.trigger
+    assert isinstance(runtime, PooledSwarmRuntime) and pool is not None
     stages = _timed(runtime, "claim_member") | _timed(pool._lobby, "hand_over")  # type: ignore[arg-type]
-    loop = asyncio.create_task(pool.run_forever())
+    await orch.start()
+    await cold_orch.start()
+    loop = next(t for t in orch._tasks if t.get_name() == "warm-pool")
     try:
         answered: dict[str, float] = {}  # trigger → its answer, per room (the rest is the agent joining)
 
@@ -164,9 +168,8 @@ async def test_a_trigger_claims_a_hardened_member_whose_agent_joins_and_is_found
         await fresh.remove(key_name)
         assert await fresh.get(key_name) is None
     finally:
-        loop.cancel()
-        await asyncio.gather(loop, return_exceptions=True)
-        await pool.aclose()
+        await orch.stop()
+        await cold_orch.stop()
 
 
 def _timed(obj: object, method: str) -> dict[str, list[int]]:

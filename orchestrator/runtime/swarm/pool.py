@@ -57,6 +57,12 @@ class PooledSwarmRuntime(SwarmRuntime):
 
     handover = rules.LOBBY_PROTOCOL
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # member id -> its service as last listed (version + spec): a claim updates from it without a read first.
+        # Only a claim changes a member's spec, so a stale one fails "out of sequence" and is re-read once.
+        self._known: dict[str, dict[str, Any]] = {}
+
     # ---- readers: an alias is its member; a claimed member is its key's container ----------------------------
 
     def _inspect(self, ref: str) -> dict[str, Any] | None:
@@ -130,7 +136,10 @@ class PooledSwarmRuntime(SwarmRuntime):
 
     async def create_member(self, spec: ContainerSpec) -> ContainerInfo:
         """The cold launch path as it is: a member is hardened, networked and placed exactly like an agent."""
-        return await self.create_and_start(spec)
+        info = await self.create_and_start(spec)
+        svc = await self._call("service inspect", functools.partial(self.client.api.inspect_service, info.id))
+        self._known[info.id] = svc
+        return info
 
     async def list_members(self, *, scope: str) -> list[tuple[ContainerInfo, dict[str, str] | None]]:
         """Members with their claim (the key's labels, as a record) when claimed; strays of dead claimers removed."""
@@ -142,6 +151,7 @@ class PooledSwarmRuntime(SwarmRuntime):
                 by_service.setdefault(t["ServiceID"], []).append(t)
             out: list[tuple[ContainerInfo, dict[str, str] | None]] = []
             now = utcnow()
+            self._known = {svc["ID"]: svc for svc in services if not _claimed(_labels(svc))}
             for svc in services:
                 info = self._info(svc, by_service.get(svc["ID"], []))
                 if not _claimed(info.labels):
@@ -161,17 +171,45 @@ class PooledSwarmRuntime(SwarmRuntime):
         return member.model_copy(update={"name": service_name(name), "labels": claimed})
 
     def _claim(self, member_id: str, alias: str, labels: dict[str, str]) -> dict[str, str]:
+        cached = self._known.pop(member_id, None)
+        svc, claimed = self._take(member_id, alias, labels, cached)
+        if svc is None:  # the listed version was stale: read it once, then the same precondition decides
+            svc, claimed = self._take(member_id, alias, labels, None)
+        if svc is None:
+            raise MemberGone(member_id)  # another claimant's update came first
+        api = self.client.api
+        image = svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
         try:
-            self._count("inspect")
-            svc = self.client.api.inspect_service(member_id)
-        except NotFound:
-            raise MemberGone(member_id) from None
+            self._count("create")
+            api.create_service(
+                {"ContainerSpec": {"Image": image}}, name=alias, mode={"Replicated": {"Replicas": 0}},
+                labels={Label.SCOPE: claimed.get(Label.SCOPE, ""), ALIAS: svc["ID"]},
+            )
+        except APIError as exc:
+            self._remove_service(svc["ID"])  # claimed but never handed anything: removing it is safe
+            self._remove_secrets(svc["Spec"]["Name"])
+            if _name_conflict(exc):
+                raise NameTaken(alias) from None
+            raise
+        return claimed
+
+    def _take(
+        self, member_id: str, alias: str, labels: dict[str, str], svc: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any] | None, dict[str, str]]:
+        """The member's labels made the key's with the version `svc` carries as the precondition: (svc, labels), or
+        (None, {}) when the update came out of sequence. MemberGone when it is gone or claimed already."""
+        if svc is None:
+            try:
+                self._count("inspect")
+                svc = self.client.api.inspect_service(member_id)
+            except NotFound:
+                raise MemberGone(member_id) from None
         current = _labels(svc)
         if rules.POOL not in current or _claimed(current):
-            raise MemberGone(member_id)  # claimed by another process since we listed it
+            raise MemberGone(member_id)  # claimed by another process since it was listed
         claimed = {**current, **labels, Label.MANAGED: "true", rules.POOL_NAME: alias}
         api = self.client.api
-        try:  # the raw update (the SDK's would re-read the spec): the version read above is the precondition
+        try:  # the raw update (the SDK's would re-read the spec): the version read before is the precondition
             self._count("update")
             api._result(api._post_json(
                 api._url("/services/{0}/update", svc["ID"]), data={**svc["Spec"], "Labels": claimed},
@@ -181,22 +219,9 @@ class PooledSwarmRuntime(SwarmRuntime):
             raise MemberGone(member_id) from None
         except APIError as exc:
             if "out of sequence" in str(exc.explanation or exc):
-                raise MemberGone(member_id) from None  # another claimant's update came first
+                return None, {}
             raise
-        image = svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
-        try:
-            self._count("create")
-            api.create_service(
-                {"ContainerSpec": {"Image": image}}, name=alias, mode={"Replicated": {"Replicas": 0}},
-                labels={Label.SCOPE: current.get(Label.SCOPE, ""), ALIAS: svc["ID"]},
-            )
-        except APIError as exc:
-            self._remove_service(svc["ID"])  # claimed but never handed anything: removing it is safe
-            self._remove_secrets(svc["Spec"]["Name"])
-            if _name_conflict(exc):
-                raise NameTaken(alias) from None
-            raise
-        return claimed
+        return svc, claimed
 
     async def hand_over(self, name: str, line: bytes, *, timeout_s: float) -> None:
         raise DependencyUnavailable("swarm members take their assignment through their LiveKit lobby (services.pool_lobby)")
