@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             timings["joined"] = round(time.monotonic() - t, 1)
         if "pool" in args.sections:
             t = time.monotonic()
-            out["pool"] = run_pool(args, client=client, tenants=tenants, creds=creds, scope=f"bench-{tag}-pool")
+            out["pool"] = pool_bench.run_section(args, client=client, tenants=tenants, creds=creds, scope=f"bench-{tag}-pool")
             timings["pool"] = round(time.monotonic() - t, 1)
         if "reconcile" in args.sections:
             t = time.monotonic()
@@ -200,24 +200,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         remove_network(client, net.name)
     timings["total"] = round(time.monotonic() - t_start, 1)
     return out
-
-
-def run_pool(args: argparse.Namespace, *, client: docker.DockerClient, tenants: Path, creds: LiveKitCredentials,
-             scope: str) -> dict[str, object]:
-    """The warm pool section (bench/pool.py): two servers, one without a pool (cold) and one with."""
-    client.images.get(args.agent_image)
-    agent = {"ORCH_AGENT_MEMORY": "256m", "ORCH_AGENT_CPUS": "0.5", "ORCH_MAX_AGENTS_PER_CLIENT": "1000", "ORCH_MAX_AGENTS_TOTAL": "1000"}
-    size = str(args.pool_size)
-    with serve(scope=scope, tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX="0", **agent) as cold_url, \
-         serve(scope=f"{scope}-warm", tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX=size, ORCH_POOL_MIN=size,
-               ORCH_POOL_REFILL_CONCURRENCY="8", **agent) as warm_url:
-        result = asyncio.run(pool_bench.measure(
-            cold_url=cold_url, warm_url=warm_url, client=client, image=args.agent_image, scope=scope, warm_scope=f"{scope}-warm",
-            creds=creds, runs=args.pool_runs, burst=args.pool_burst, body=body("unused")))
-    for name in (f"{scope}", f"{scope}-warm"):
-        for v in client.volumes.list(filters={"label": f"{Label.SCOPE}={name}"}):
-            v.remove(force=True)  # the pool's claim records
-    return result
 
 
 def markdown(r: dict[str, object]) -> str:
@@ -263,6 +245,8 @@ def markdown(r: dict[str, object]) -> str:
         lines += ["", f"Orchestrator RSS: {rc['rss_idle_mb']} MB idle, {rc['rss_with_max_mb']} MB with {rc['passes'][-1]['n']} managed containers. "
                   f"Pass time grew {g.get('time_ratio')}× for {g.get('n_ratio')}× the containers. "
                   f"Removing them took {rc.get('removed', {}).get('seconds')} s."]
+    if "pool" in r:
+        lines += ["", *pool_bench.markdown(r["pool"])]  # type: ignore[arg-type]
     return "\n".join(lines)
 
 
@@ -281,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pool-runs", type=int, default=10, help="pool section: interleaved bare/cold/warm runs")
     p.add_argument("--pool-burst", type=int, default=100, help="pool section: distinct rooms in the burst")
     p.add_argument("--pool-size", type=int, default=20, help="pool section: ORCH_POOL_MAX (and MIN) of the pooled server")
+    p.add_argument("--pool-steady", type=float, nargs=2, default=[5.0, 120.0], metavar=("RATE", "SECONDS"),
+                   help="pool section: triggers per second for how long, each room closed 10 s later")
+    p.add_argument("--pool-crashes", type=int, default=20, help="pool section: SIGKILLs of an agent in a call")
     p.add_argument("--deadline", type=int, default=540, help="hard limit in seconds for the whole bench")
     p.add_argument("--out", default=None,
                    help="file stem under bench-results/ (e.g. `latest`, the committed results); default: a "
