@@ -195,7 +195,8 @@ class WarmPool:
             if self._lobby is not None and not await self._lobby.joined(pool, info, timeout_s=LOBBY_JOIN_TIMEOUT_S):
                 await self._engine.remove_member(info)
                 raise DependencyUnavailable(f"member {info.name} never reached its lobby", dependency="livekit")
-            self._idle.setdefault(pool, []).append(info)
+            if all(m.id != info.id for m in self._idle.setdefault(pool, [])):  # a sweep may have found it ready first
+                self._idle[pool].append(info)
             self._made_at[info.id] = time.monotonic()
             self.last_problem = ""
         except OrchestratorError as exc:
@@ -248,6 +249,8 @@ class WarmPool:
         # Oldest first, so max age recycles in order; members claimed since the listing are gone from the engine's
         # next answer, and a claim of one already taken fails with MemberGone.
         # Members made while the listing ran are not in it: keep those (still idle in memory) as they are.
+        if self._lobby is not None:  # running is not ready: a member is claimable once it waits in its lobby
+            idle = {p: await self._lobby.ready(p, ms) for p, ms in idle.items()}
         listed = {info.id for info, _ in members}
         for pool, ms in self._idle.items():
             idle.setdefault(pool, []).extend(m for m in ms if m.id not in listed and self._made_at.get(m.id, 0.0) > listed_at)

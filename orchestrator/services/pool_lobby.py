@@ -94,6 +94,17 @@ class LobbyHandover:
             await asyncio.sleep(POLL_S)
         return False
 
+    async def ready(self, pool: str, members: list[ContainerInfo]) -> list[ContainerInfo]:
+        """Those of `members` waiting in the lobby now (one ListParticipants); none while the pool's LiveKit is unknown."""
+        if pool not in self._creds or not members:
+            return []
+        try:
+            people = await self._lk.list_participants(self._creds[pool], room=rules.lobby_room(scope=self._scope, pool=pool))
+        except OrchestratorError:
+            return []
+        waiting = {p.identity for p in people if is_active(p)}
+        return [m for m in members if m.labels.get(rules.POOL_IDENTITY) in waiting]
+
     async def joined(self, pool: str, member: ContainerInfo, *, timeout_s: float) -> bool:
         """Whether a new member reached its lobby within the bound (it loads Python and the rtc library first)."""
         identity = member.labels.get(rules.POOL_IDENTITY, "")

@@ -20,7 +20,7 @@ import pytest
 from devtools.agent_room import Participant, eventually, loudest_sample
 from devtools.docker_helpers import TINY_IMAGE
 from devtools.swarm_cluster import SwarmCluster
-from orchestrator.core.models import ContainerKey, LiveKitCredentials, Mode, TriggerOutcome
+from orchestrator.core.models import ContainerInfo, ContainerKey, LiveKitCredentials, Mode, TriggerOutcome
 from orchestrator.livekit.client import LiveKitGateway
 from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label, container_name
@@ -83,6 +83,14 @@ async def test_a_trigger_claims_a_hardened_member_whose_agent_joins_and_is_found
     runtime, pool, svc, cold_svc = orch.runtime, orch.pool, orch.trigger, cold_orch.trigger
     assert isinstance(runtime, PooledSwarmRuntime) and pool is not None
     stages = _timed(runtime, "claim_member") | _timed(pool._lobby, "hand_over")  # type: ignore[arg-type]
+    remove_member = runtime.remove_member
+
+    async def remove_and_tell(member: ContainerInfo) -> None:  # a member given up on: what did it see?
+        if _claimed_name(member.name):
+            print(f"\n--- member {member.id[:12]} given up on ---\n{await runtime.logs_tail(member.id, lines=40)}")
+        await remove_member(member)
+
+    runtime.remove_member = remove_and_tell  # type: ignore[method-assign]
     await orch.start()
     await cold_orch.start()
     loop = next(t for t in orch._tasks if t.get_name() == "warm-pool")
@@ -170,6 +178,10 @@ async def test_a_trigger_claims_a_hardened_member_whose_agent_joins_and_is_found
     finally:
         await orch.stop()
         await cold_orch.stop()
+
+
+def _claimed_name(name: str) -> bool:
+    return name.startswith("agent_")
 
 
 def _timed(obj: object, method: str) -> dict[str, list[int]]:

@@ -78,6 +78,10 @@ class FakeEngine:
     async def remove_member(self, member: ContainerInfo) -> None:
         self.removed.append(member.id)
 
+    async def list_members(self, *, scope: str) -> list[tuple[ContainerInfo, None]]:
+        return [(ContainerInfo(id=f"id{i}", name=m.name, status=ContainerStatus.running, labels=m.labels), None)
+                for i, m in enumerate(self.made, 1) if f"id{i}" not in self.removed]
+
 
 def spec(room: str = "r1") -> ContainerSpec:
     return ContainerSpec(name=f"agent_c_farah_{room}", image="img", labels={"k": room}, memory="256m", cpus=0.2, pids=64,
@@ -120,3 +124,15 @@ async def test_lobby_pools_are_per_livekit_and_a_start_without_credentials_goes_
     other = CREDS.model_copy(update={"api_key": "key2"})
     assert pool.pool_of(spec(), CREDS) != pool.pool_of(spec(), other)
     assert await pool.claim(spec("r3")) is None
+
+
+async def test_a_running_member_is_claimable_only_once_it_waits_in_its_lobby() -> None:
+    """Running is not ready (Python and the rtc library load first): the sweep offers only members in the lobby."""
+    pool, engine, lobby = await filled()
+    [member] = engine.made
+    lobby.present.discard(member.labels[rules.POOL_IDENTITY])  # as a member still connecting
+    await pool.sweep()
+    assert sum(p["idle"] for p in pool.snapshot()["pools"]) == 0
+    lobby.present.add(member.labels[rules.POOL_IDENTITY])
+    await pool.sweep()
+    assert sum(p["idle"] for p in pool.snapshot()["pools"]) == 1
