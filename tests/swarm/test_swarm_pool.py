@@ -125,6 +125,7 @@ async def test_a_trigger_claims_a_hardened_member_whose_agent_joins_and_is_found
         members = [s for s in services(swarm, scope) if rules.POOL in s["Spec"]["Labels"]]
         [agent] = [s for s in services(swarm, scope) if rules.POOL not in s["Spec"]["Labels"]]
         _same_isolation(members[0], agent)
+        print(f"\nidle member memory (MiB, from its node's engine): {await asyncio.to_thread(_member_memory, swarm, scope)}")
 
         warm: list[float] = []
         rooms: list[str] = []
@@ -178,6 +179,17 @@ async def test_a_trigger_claims_a_hardened_member_whose_agent_joins_and_is_found
     finally:
         await orch.stop()
         await cold_orch.stop()
+
+
+def _member_memory(swarm: SwarmCluster, scope: str) -> list[float]:
+    """What each idle member's container uses now (its cgroup's memory usage, as `docker stats` shows it)."""
+    found = []
+    for node in swarm.nodes:
+        with closing(node.client()) as c:
+            for ctr in c.containers.list(filters={"label": [rules.POOL, f"{Label.SCOPE}={scope}"]}):
+                mem = ctr.stats(stream=False).get("memory_stats") or {}
+                found.append(round((mem.get("usage", 0) - (mem.get("stats") or {}).get("inactive_file", 0)) / 2**20, 1))
+    return found
 
 
 def _claimed_name(name: str) -> bool:
