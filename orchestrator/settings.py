@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     agent_runtime: str | None = None  # e.g. "runsc" (gVisor), registered with the engine
     # Where agents send their spans (OTLP/HTTP, as the agent's network reaches the collector); with tracing on,
     # each launched agent gets it as OTEL_EXPORTER_OTLP_ENDPOINT beside its TRACEPARENT. None: agents export nothing.
+    # A collector on the agents' gateway is behind the host filter like LiveKit: its port goes in agent_host_ports.
     agent_otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://")
     # Repositories (any tag), `repo@sha256:…` or `sha256:…` digests agents may run; empty = ORCH_AGENT_IMAGE's repository.
     agent_image_allowlist: Annotated[list[str], NoDecode] = []

@@ -22,6 +22,7 @@ from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import DependencyUnavailable, OrchestratorError
 from orchestrator.core.waiting import wait_event
 from orchestrator.core.models import ContainerInfo
+from orchestrator.observability.starts import note
 from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
 from orchestrator.runtime import ContainerSpec, MemberGone, WarmPoolEngine
@@ -84,6 +85,7 @@ class WarmPool:
                     continue
                 if await self._hand_over(claimed, spec):
                     self.outcomes["warm"] += 1
+                    note(launch="warm")  # the start's record, metrics and span say warm (settled() assumes cold)
                     return claimed
                 self.outcomes["handover-failed"] += 1
                 return None
@@ -126,8 +128,10 @@ class WarmPool:
             return
         self._templates[pool] = spec.model_copy(update={
             "name": "", "labels": {}, "restart_policy": "no", "stdin": True,
-            # Nothing of the tenant: the member is told only that it is warm and how long to wait.
-            "env": {"AGENT_WARM": "1", "AGENT_WARM_MAX_AGE_SECONDS": str(int(self._s.pool_max_age_s + 60))},
+            # Nothing of the tenant: the member is told only that it is warm and how long to wait, and (tracing on)
+            # the deployment's collector, so it loads the OpenTelemetry SDK while waiting rather than after the claim.
+            "env": {"AGENT_WARM": "1", "AGENT_WARM_MAX_AGE_SECONDS": str(int(self._s.pool_max_age_s + 60)),
+                    **{k: v for k, v in spec.env.items() if k == "OTEL_EXPORTER_OTLP_ENDPOINT"}},
         })
         self._wake.set()
 
