@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     agent_user: str = "10001:10001"  # every agent runs as this, whatever the image's USER says
     agent_tmpfs_size: str = "64m"  # the one writable place (/tmp) on a read-only root filesystem
     agent_runtime: str | None = None  # e.g. "runsc" (gVisor), registered with the engine
-    # Where agents send their spans (OTLP/HTTP, as the agent's network reaches the collector); with tracing on,
-    # each launched agent gets it as OTEL_EXPORTER_OTLP_ENDPOINT beside its TRACEPARENT. None: agents export nothing.
+    # Where agents send spans (OTLP/HTTP, as their network reaches the collector: on the gateway, add its port to
+    # agent_host_ports); with tracing on each agent gets it as OTEL_EXPORTER_OTLP_ENDPOINT beside its TRACEPARENT.
     agent_otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://")
     # Repositories (any tag), `repo@sha256:…` or `sha256:…` digests agents may run; empty = ORCH_AGENT_IMAGE's repository.
     agent_image_allowlist: Annotated[list[str], NoDecode] = []

@@ -147,8 +147,11 @@ class WarmPool:
             return
         self._templates[pool] = spec.model_copy(update={
             "name": "", "labels": {}, "restart_policy": "no", "stdin": True,
-            # Nothing of the tenant: the member is told only that it is warm and how long to wait.
+            # Nothing of the tenant: the member is told only that it is warm and how long to wait, and (tracing on)
+            # the deployment's collector, so it loads the OpenTelemetry SDK while waiting rather than after the claim;
+            # a lobby member also where its lobby is (services.pool_lobby).
             "env": {"AGENT_WARM": "1", "AGENT_WARM_MAX_AGE_SECONDS": str(int(self._s.pool_max_age_s + 60)),
+                    **{k: v for k, v in spec.env.items() if k == "OTEL_EXPORTER_OTLP_ENDPOINT"},
                     **(self._lobby.template_env(pool, spec) if self._lobby is not None else {})},
         })
         self._wake.set()
