@@ -8,9 +8,10 @@ from orchestrator.runtime import ContainerRuntime
 
 def runtime_from_settings(settings: Settings) -> ContainerRuntime:
     if settings.runtime == "swarm":
-        from orchestrator.runtime.swarm.runtime import SwarmRuntime
+        # As on Docker, the pooled runtime is a superset: it reads claimed members (and their aliases) as agents.
+        from orchestrator.runtime.swarm.pool import PooledSwarmRuntime
 
-        return SwarmRuntime.from_settings(settings)
+        return PooledSwarmRuntime.from_settings(settings)
     if settings.runtime == "kubernetes":
         # Pooled for the same reason as on Docker (below): every process must read claimed members as agents.
         from orchestrator.runtime.kubernetes.pool import PooledKubernetesRuntime

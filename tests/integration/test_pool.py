@@ -87,6 +87,10 @@ async def test_claimed_member_joins_its_room(pool_settings: Callable[..., Settin
         # The engine reports it as its key's container: a reuse finds it, ps lists it.
         again = await c.post("/api/v1/trigger-agent", json=body(f"warm-{scope}"))
         assert again.status_code == 200 and again.json()["container_name"] == name
+        # Closed: the agent and its claim record go (a record outliving its agent would pile up on the engine).
+        assert (await c.post(f"/api/v1/admin/rooms/{CLIENT_ID}/warm-{scope}/close")).status_code == 200
+        records = docker_client.volumes.list(filters={"label": f"{rules.POOL_NAME}={name}"})
+        assert records == [], [v.name for v in records]
         print(f"warm trigger answered in {answered * 1000:.0f} ms")
 
 
