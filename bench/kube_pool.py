@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from devtools.pool_specs import key_spec, member_spec
 from bench.stats import pct
 
 RESULTS = Path("bench-results")
+WATCH_CACHE = os.environ.get("KUBE_POD_WATCH_CACHE", "1") == "1"  # the apiserver default; 0 reads pods from etcd
 
 
 def ms(values: list[float]) -> dict[str, float]:
@@ -38,7 +40,7 @@ async def members(rt: PooledKubernetesRuntime, scope: str, n: int) -> list[Any]:
 
 
 async def run(claims: int, rate: float) -> dict[str, Any]:
-    cluster = start_cluster()
+    cluster = start_cluster(pod_watch_cache=WATCH_CACHE)
     try:
         scope = f"bench-{secrets.token_hex(3)}"
         cluster.create_namespace(f"agents-{scope}")
