@@ -93,3 +93,19 @@ def test_rivals(claimed: list[dict[str, object]], cold: dict[str, object] | None
 def test_stdin_frame_is_channel_zero_and_one_line() -> None:
     assert m.stdin_frame(b'{"env":{}}') == b'\x00{"env":{}}\n'
     assert m.stdin_frame(b"x\n") == b"\x00x\n"
+
+
+def test_only_the_deployments_agent_image_is_trusted_to_wait_warm() -> None:
+    """The API server cannot read image labels: an agent with an image of its own must start cold, not be pooled
+    into a member that never understands its assignment."""
+    import asyncio
+
+    from orchestrator.rules import pool as rules
+    from orchestrator.runtime.kubernetes.pool import PooledKubernetesRuntime
+    from orchestrator.settings import Settings
+
+    rt = PooledKubernetesRuntime.from_settings(Settings(runtime="kubernetes", agent_image="registry/agent:1.0"))
+    ours = asyncio.run(rt.image_id("registry/agent:1.0"))
+    theirs = asyncio.run(rt.image_id("registry/other:2"))
+    assert ours is not None and ours[1].get(rules.WARM_MODE) == rules.WARM_PROTOCOL
+    assert theirs is not None and rules.WARM_MODE not in theirs[1]

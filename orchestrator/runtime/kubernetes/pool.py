@@ -35,6 +35,7 @@ from orchestrator.runtime.kubernetes import members as m
 from orchestrator.runtime.kubernetes.api import api_error
 from orchestrator.runtime.kubernetes.objects import CONTAINER_NAME, info_from_pod, is_pod_uid
 from orchestrator.runtime.kubernetes.runtime import KubernetesRuntime
+from orchestrator.settings import Settings
 
 MEMBER_START_TIMEOUT_S = 120.0  # a member Pod not running by then (image pull, no room on a node) is given up
 _CLAIM_ATTEMPTS = 3  # re-reads after a 409 whose cause was a status update (the member still idle), not a claim
@@ -48,6 +49,16 @@ class PooledKubernetesRuntime(KubernetesRuntime):
         self._alias: dict[str, str] = {}  # a key's Pod name -> the claimed member Pod serving it
         self._rv: dict[str, str] = {}  # member uid -> the resourceVersion last read (the claim's precondition)
         self._ws: WsApiClient | None = None
+        # Images trusted to wait warm (the API server cannot read image labels): from_settings names the
+        # deployment's agent image only, so an agent with an image of its own starts cold. None: every image.
+        self.warm_images: frozenset[str] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "PooledKubernetesRuntime":
+        runtime = super().from_settings(settings)
+        assert isinstance(runtime, PooledKubernetesRuntime)
+        runtime.warm_images = frozenset({settings.agent_image})
+        return runtime
 
     # ---- readers: a claimed member is its key's container -------------------------------------------------
 
@@ -129,8 +140,9 @@ class PooledKubernetesRuntime(KubernetesRuntime):
 
     async def image_id(self, image: str) -> tuple[str, dict[str, str]] | None:
         """The API server knows no images: the reference is the id (drift = a new reference; pin digests to recycle
-        on a moved tag) and the image is trusted to speak the warm protocol (the product's agent image does)."""
-        return image, {rules.WARM_MODE: rules.WARM_PROTOCOL}
+        on a moved tag) and the deployment's agent image is trusted to speak the warm protocol (ours does)."""
+        trusted = self.warm_images is None or image in self.warm_images
+        return image, {rules.WARM_MODE: rules.WARM_PROTOCOL} if trusted else {}
 
     async def create_member(self, spec: ContainerSpec) -> ContainerInfo:
         """Create the member's Pod and return once its container runs (stdin written before could be lost)."""
