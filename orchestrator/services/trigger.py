@@ -133,7 +133,7 @@ class TriggerService:
             if await self.admission.needed(key):
                 await self.admission.admit(key, reserve=False)  # a refusal must not leave a LiveKit room behind
         with stage(Stage.room_claim):
-            async with self.rooms.claimed(key, client=client, agent=agent, serving=self.answers.running(key) is not None):
+            async with self.rooms.claimed(key, client=client, agent=agent):
                 if announce and self._on_launched is not None:
                     self._on_launched(key)  # before the reuse: a close that has not started yet now sees the trigger
         with stage(Stage.engine):
