@@ -238,9 +238,7 @@ class TriggerService:
                     )
                     await self._runtime.remove(name)
                     continue
-                # Answered as its create was: started, not waited for. An engine that schedules (a Kubernetes pod
-                # still pending) runs it later, and a reuse must never hold a caller longer than the create did.
-                return TriggerOutcome.reused, (await self._runtime.get(name)) or info
+                return TriggerOutcome.reused, await self._wait_running(name)
             if info.status.waiting:
                 try:
                     return TriggerOutcome.reused, await self._wait_running(name)

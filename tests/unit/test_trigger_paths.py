@@ -247,17 +247,3 @@ async def test_a_dispatched_launch_joins_with_the_jobs_token_and_labels() -> Non
     )
     assert outcome is TriggerOutcome.created and rt.last_spec.env["LIVEKIT_TOKEN"] == "job-token"
     assert rt.last_spec.labels[Label.JOB_ID] == "AJ_1"
-
-
-async def test_a_pending_container_is_reused_without_waiting_for_it_to_run() -> None:
-    """An engine that schedules (a Kubernetes pod still pending) answers the create at once; a reuse of that
-    container must not hold its caller until it runs, nor replace it."""
-    class Scheduling(FakeRuntime):
-        async def start(self, name: str) -> None:
-            self.calls.append(("start", name))  # the scheduler runs it when it can: still `created`
-
-    rt = Scheduling()
-    rt.put(NAME, labels=labels(), status=ContainerStatus.created)
-    result = await trigger(rt)
-    assert result.outcome is TriggerOutcome.reused and result.container.status is ContainerStatus.created
-    assert [c[0] for c in rt.calls if c[0] in ("create", "remove", "logs")] == []
