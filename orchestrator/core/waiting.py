@@ -22,10 +22,10 @@ async def wait_event(event: asyncio.Event, *, timeout_s: float) -> bool:
     return True
 
 
-async def get_within(queue: asyncio.Queue[T], *, timeout_s: float) -> T | None:
-    """The queue's next item, or None when timeout_s ran out first (put no None on such a queue)."""
+async def get_within(queue: asyncio.Queue[T], *, timeout_s: float | None) -> T | None:
+    """The queue's next item, or None when timeout_s ran out first (put no None on such a queue); None: no limit."""
     try:
-        async with asyncio.timeout(max(0.0, timeout_s)):
+        async with asyncio.timeout(None if timeout_s is None else max(0.0, timeout_s)):
             return await queue.get()
     except TimeoutError:
         return None
