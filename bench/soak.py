@@ -56,7 +56,9 @@ async def cycle(c: httpx.AsyncClient, url: str, room: str) -> bool:
 
 def summarize(samples: list[dict[str, float]], *, warmup: int) -> Result:
     """Start/end/spread of RSS after warm-up and its least-squares slope (MB per 1,000 cycles)."""
-    after = [s for s in samples if s["cycles"] >= warmup] or samples[-1:]
+    after = [s for s in samples if s["cycles"] >= warmup]
+    if not after:  # still warming up: nothing to judge yet
+        return {"warmup_cycles": warmup, "rss_start_mb": samples[0]["rss_mb"], "rss_peak_mb": max(s["rss_mb"] for s in samples)}
     xs, ys = [s["cycles"] for s in after], [s["rss_mb"] for s in after]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mx) ** 2 for x in xs)
@@ -130,10 +132,14 @@ def markdown(r: Result, *, command: str) -> str:
              f"{r.get('rooms_left_in_registry', 'not drained')}.", "", f"    {command}", "",
              "| cycles | server RSS | elapsed |", "|---|---|---|"]
     lines += [f"| {s['cycles']} | {s['rss_mb']} MB | {s['s']} s |" for s in r["samples"]]  # type: ignore[union-attr]
-    lines += ["", f"RSS at start {r.get('rss_start_mb')} MB; after {r.get('warmup_cycles')} warm-up cycles "
-              f"{r.get('rss_after_warmup_mb')} MB → end {r.get('rss_end_mb')} MB (spread after warm-up "
-              f"{r.get('rss_spread_after_warmup_mb')} MB, peak {r.get('rss_peak_mb')} MB); least-squares slope after "
-              f"warm-up: {r.get('slope_mb_per_1000_cycles')} MB per 1,000 cycles."]
+    if "rss_after_warmup_mb" in r:
+        lines += ["", f"RSS at start {r['rss_start_mb']} MB; after {r['warmup_cycles']} warm-up cycles "
+                  f"{r['rss_after_warmup_mb']} MB → end {r['rss_end_mb']} MB (spread after warm-up "
+                  f"{r['rss_spread_after_warmup_mb']} MB, peak {r['rss_peak_mb']} MB); least-squares slope after "
+                  f"warm-up: {r['slope_mb_per_1000_cycles']} MB per 1,000 cycles."]
+    else:
+        lines += ["", f"Still within the {r['warmup_cycles']} warm-up cycles: RSS at start {r['rss_start_mb']} MB, "
+                  f"peak {r['rss_peak_mb']} MB."]
     if r.get("stopped"):
         lines += ["", f"**Stopped early:** {r['stopped']}"]
     if r.get("heap_growth"):
