@@ -6,11 +6,15 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 
 from . import warm
 from .config import ConfigError, parse_env
 from .lifecycle import Exit
+from .tracing import AgentTrace, preload_sdk, traces_endpoint
+
+STARTED_NS = time.time_ns()  # `agent.load` of a cold start begins here, before the rtc library is imported
 
 
 def main() -> int:
@@ -21,6 +25,7 @@ def main() -> int:
     )
     log = logging.getLogger("agent_image")
     source: Mapping[str, str] = os.environ
+    load_from, launch = STARTED_NS, "cold"
     if warm.is_warm(os.environ):
         from . import run  # noqa: F401  (warm: the rtc library and the agent are loaded before the wait)
 
@@ -29,6 +34,9 @@ def main() -> int:
                 from . import llm  # noqa: F401  (livekit-agents: slow to import, so loaded while waiting)
             except ImportError:
                 pass
+
+        if traces_endpoint(os.environ):
+            preload_sdk()  # tracing is on in this deployment: the SDK's import is not paid after the claim
 
         log.info("warm: waiting for an assignment")
         try:
@@ -40,7 +48,7 @@ def main() -> int:
             log.info("warm: no assignment came (stdin closed or max age reached); exiting")
             return Exit.OK
         log.info("warm: assignment received")
-        source = assigned
+        source, load_from, launch = assigned, time.time_ns(), "warm"
     try:
         env = parse_env(source)
     except ConfigError as exc:
@@ -50,7 +58,10 @@ def main() -> int:
 
     async def run() -> Exit:
         # Built inside the running loop: rtc.Room binds its event delivery to the loop current at creation.
-        return await Supervisor(env).run()
+        trace = AgentTrace.from_env(source, started_ns=load_from, attributes={
+            "agent.launch": launch, "livekit.room": env.room, "livekit.identity": env.agent.identity,
+        })
+        return await Supervisor(env, trace=trace).run()
 
     try:
         return int(asyncio.run(run()))

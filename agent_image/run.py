@@ -14,6 +14,7 @@ from . import health
 from .config import AgentEnv, ConfigError
 from .lifecycle import Exit, Failsafe, exit_for_disconnect, headcount
 from .offline import OfflineBehaviour, kind_of
+from .tracing import AgentTrace
 
 log = logging.getLogger("agent_image")
 
@@ -49,8 +50,10 @@ def choose_behaviour(env: AgentEnv, *, on_fatal: Callable[[Exit, str], None]) ->
 class Supervisor:
     """Owns the room connection; ends with exactly one Exit code."""
 
-    def __init__(self, env: AgentEnv) -> None:
+    def __init__(self, env: AgentEnv, *, trace: AgentTrace | None = None) -> None:
         self.env = env
+        self.trace = trace or AgentTrace()  # off unless the orchestrator handed a trace context and an endpoint
+        self._joined_ns = 0
         self.room = rtc.Room()
         self._stop = asyncio.Event()
         self._exit: Exit | None = None
@@ -86,6 +89,11 @@ class Supervisor:
         def _left(p: rtc.RemoteParticipant) -> None:
             log.info("participant left: %s (kind %s)", p.identity, kind_of(p).value)
 
+        @room.on("local_track_published")
+        def _published(publication: rtc.LocalTrackPublication, _track: object) -> None:
+            if publication.kind == rtc.TrackKind.KIND_AUDIO:
+                self.trace.first_audio(joined_ns=self._joined_ns, track=publication.name)
+
         @room.on("reconnecting")
         def _reconnecting() -> None:
             self._state, self._disconnected_since = "reconnecting", time.time()
@@ -105,6 +113,13 @@ class Supervisor:
             self.finish(code, f"disconnected by LiveKit ({name})")
 
     async def run(self) -> Exit:
+        try:
+            return await self._run()
+        finally:
+            if self.trace.enabled:  # bounded (FLUSH_TIMEOUT_MS), and off the loop so SIGTERM handling is not held up
+                await asyncio.to_thread(self.trace.close)
+
+    async def _run(self) -> Exit:
         env = self.env
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -120,6 +135,8 @@ class Supervisor:
         # The SDK retries a failed signal connection itself (3 times); our deadline bounds all of it.
         timeout = env.connect_timeout_s
         options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=min(ATTEMPT_TIMEOUT_S, timeout))
+        self.trace.loaded(**{"agent.behaviour": behaviour.name})
+        connect_ns = time.time_ns()
         connect = asyncio.ensure_future(self.room.connect(env.livekit_url, env.token, options))
         stopped = asyncio.ensure_future(self._stop.wait())
         done, _ = await asyncio.wait({connect, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -128,14 +145,19 @@ class Supervisor:
             connect.cancel()
             if self._stop.is_set():
                 log.info("stopped before joining: %s", self._why)
+                self.trace.connected(start_ns=connect_ns, error="stopped")
                 return self._exit if self._exit is not None else Exit.OK
+            self.trace.connected(start_ns=connect_ns, error="timeout")
             log.error("could not join room %r at %s: no answer within %gs", env.room, env.livekit_url, timeout)
             return Exit.UNREACHABLE
         if connect.exception() is not None:
             exc = connect.exception()
             detail = exc.message if isinstance(exc, rtc.ConnectError) else f"{type(exc).__name__}: {exc}"
             log.error("could not join room %r at %s: %s", env.room, env.livekit_url, detail)
+            self.trace.connected(start_ns=connect_ns, error=detail)
             return Exit.UNREACHABLE
+        self.trace.connected(start_ns=connect_ns)
+        self._joined_ns = time.time_ns()
         self._state = "joined"
         self._beat()
         count = headcount(kind_of(p) for p in self.room.remote_participants.values())

@@ -8,8 +8,10 @@ member costs in memory.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
+from pathlib import Path
 
 import docker
 import httpx
@@ -19,12 +21,18 @@ from orchestrator.livekit.client import LiveKitGateway
 from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
 
+from devtools.serve import serve
+from devtools.world import CLIENT_ID
+
 from bench.joined import bare_run, listed_at, remove
 from bench.stats import ratio, summary
 
 
 async def pool_state(http: httpx.AsyncClient, url: str) -> dict:
-    return (await http.get(f"{url}/api/v1/admin/pool")).json()
+    try:
+        return (await http.get(f"{url}/api/v1/admin/pool")).json()
+    except httpx.TransportError:  # a kept-alive connection the server closed as we reused it: once more, fresh
+        return (await http.get(f"{url}/api/v1/admin/pool", headers={"Connection": "close"})).json()
 
 
 async def wait_idle(http: httpx.AsyncClient, url: str, n: int, *, timeout: float) -> None:
@@ -122,3 +130,55 @@ async def _burst(http: httpx.AsyncClient, url: str, body: dict[str, str], scope:
     ids = [a.json()["container_id"] for a in ok]
     return {"n": n, "seconds": round(took, 2), "per_s": round(len(ok) / took, 1), "errors": n - len(ok),
             "duplicates": len(ids) - len(set(ids))}
+
+
+def run_section(args: argparse.Namespace, *, client: docker.DockerClient, tenants: Path, creds: LiveKitCredentials,
+                scope: str) -> dict[str, object]:
+    """Two servers, one without a pool (cold) and one with: latencies, a burst, a steady rate, crash restarts."""
+    from bench import pool_churn
+
+    client.images.get(args.agent_image)
+    agent = {"ORCH_AGENT_MEMORY": "256m", "ORCH_AGENT_CPUS": "0.5", "ORCH_MAX_AGENTS_PER_CLIENT": "1000", "ORCH_MAX_AGENTS_TOTAL": "1000"}
+    size = str(args.pool_size)
+    body = {"agent_slug": "farah", "mode": "voice", "user_id": "bench", "client_id": CLIENT_ID}
+    with serve(scope=scope, tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX="0", **agent) as cold_url, \
+         serve(scope=f"{scope}-warm", tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX=size, ORCH_POOL_MIN=size,
+               ORCH_POOL_REFILL_CONCURRENCY="8", **agent) as warm_url:
+        result = asyncio.run(measure(
+            cold_url=cold_url, warm_url=warm_url, client=client, image=args.agent_image, scope=scope, warm_scope=f"{scope}-warm",
+            creds=creds, runs=args.pool_runs, burst=args.pool_burst, body=body))
+
+        async def churn() -> dict[str, object]:
+            async with httpx.AsyncClient(timeout=120) as http:
+                rate, seconds = args.pool_steady
+                steady = await pool_churn.steady(http, warm_url, body, scope, rate=rate, seconds=seconds)
+                crashes = await pool_churn.crashes(http, warm_url, body, scope, client=client, creds=creds, runs=args.pool_crashes)
+                return {"steady": steady, "crashes": crashes}
+
+        result.update(asyncio.run(churn()))
+    for name in (f"{scope}", f"{scope}-warm"):
+        for v in client.volumes.list(filters={"label": f"{Label.SCOPE}={name}"}):
+            v.remove(force=True)  # the pool's claim records
+    return result
+
+
+def markdown(p: dict) -> list[str]:
+    def ms(s: dict) -> str:
+        return f"{s['median_ms']} / {s['p90_ms']} ms"
+
+    b, st, cr = p["burst"], p.get("steady"), p.get("crashes")
+    lines = ["| pool figure | p50 / p90 | same-run baseline |", "|---|---|---|",
+             f"| cold trigger answered | {ms(p['cold_trigger_answer'])} | — |",
+             f"| warm trigger answered | {ms(p['warm_trigger_answer'])} | {p['warm_trigger_answer']['ratio_to_cold']}× cold |",
+             f"| bare `docker run` → listed | {ms(p['bare_docker_run_to_listed'])} | 1.00 |",
+             f"| cold trigger → listed | {ms(p['cold_trigger_to_listed'])} | {p['cold_trigger_to_listed']['ratio_to_bare']}× bare |",
+             f"| warm trigger → listed | {ms(p['warm_trigger_to_listed'])} | {p['warm_trigger_to_listed']['ratio_to_bare']}× bare |", "",
+             f"Burst of {b['n']} distinct rooms: {b['per_s']} agents/s, {b['errors']} errors, {b['duplicates']} duplicates, "
+             f"hit rate {b['hit_rate']} ({b['claims']}). Idle member memory (MiB): {p['idle_member_memory_mib']}."]
+    if st:
+        lines.append(f"Steady {st['rate_per_s']}/s for {st['seconds']} s (rooms closed 10 s after their trigger): hit rate "
+                     f"{st['hit_rate']} ({st['claims']}), {st['errors']} errors, trigger answered {ms(st['trigger_answer'])}.")
+    if cr:
+        lines.append(f"Agent SIGKILLed in a call → a new agent listed in the room: {ms(cr['back_in_room'])} "
+                     f"({cr['recovered']} of {cr['runs']} runs recovered within 30 s).")
+    return lines

@@ -35,6 +35,7 @@ from devtools.serve import serve, serve_process
 
 from bench import joined, scale
 from bench import pool as pool_bench
+from bench import reuse as reuse_bench
 from bench.stats import summary
 
 RESULTS = Path("bench-results")
@@ -171,8 +172,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             timings["joined"] = round(time.monotonic() - t, 1)
         if "pool" in args.sections:
             t = time.monotonic()
-            out["pool"] = run_pool(args, client=client, tenants=tenants, creds=creds, scope=f"bench-{tag}-pool")
+            out["pool"] = pool_bench.run_section(args, client=client, tenants=tenants, creds=creds, scope=f"bench-{tag}-pool")
             timings["pool"] = round(time.monotonic() - t, 1)
+        if "reuse" in args.sections:
+            t = time.monotonic()
+            with serve(scope=f"{scope}-reuse", tenants_file=tenants, image=args.agent_image, ORCH_AGENT_MEMORY="256m") as url:
+                out["reuse"] = asyncio.run(reuse_bench.measure(url=url, livekit_url=creds.url, body=body("unused"),
+                                                         room=f"bench-{tag}-reuse", runs=args.runs * 5))
+            timings["reuse"] = round(time.monotonic() - t, 1)
         if "reconcile" in args.sections:
             t = time.monotonic()
             env = {"ORCH_AGENT_STARTUP_TIMEOUT_S": "0", "ORCH_RECONCILE_INTERVAL_S": "3600",
@@ -193,31 +200,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         out["aborted"] = f"deadline of {args.deadline} s reached; figures above are partial"
     finally:
         signal.alarm(0)
-        for s in (scope, scope_join, scope_rc, f"bench-{tag}-pool", f"bench-{tag}-pool-warm"):
+        for s in (scope, scope_join, scope_rc, f"{scope}-reuse", f"bench-{tag}-pool", f"bench-{tag}-pool-warm"):
             remove_scope(client, s)
         livekit.stop()
         os.environ.pop("ORCH_AGENT_NETWORK", None)
         remove_network(client, net.name)
     timings["total"] = round(time.monotonic() - t_start, 1)
     return out
-
-
-def run_pool(args: argparse.Namespace, *, client: docker.DockerClient, tenants: Path, creds: LiveKitCredentials,
-             scope: str) -> dict[str, object]:
-    """The warm pool section (bench/pool.py): two servers, one without a pool (cold) and one with."""
-    client.images.get(args.agent_image)
-    agent = {"ORCH_AGENT_MEMORY": "256m", "ORCH_AGENT_CPUS": "0.5", "ORCH_MAX_AGENTS_PER_CLIENT": "1000", "ORCH_MAX_AGENTS_TOTAL": "1000"}
-    size = str(args.pool_size)
-    with serve(scope=scope, tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX="0", **agent) as cold_url, \
-         serve(scope=f"{scope}-warm", tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX=size, ORCH_POOL_MIN=size,
-               ORCH_POOL_REFILL_CONCURRENCY="8", **agent) as warm_url:
-        result = asyncio.run(pool_bench.measure(
-            cold_url=cold_url, warm_url=warm_url, client=client, image=args.agent_image, scope=scope, warm_scope=f"{scope}-warm",
-            creds=creds, runs=args.pool_runs, burst=args.pool_burst, body=body("unused")))
-    for name in (f"{scope}", f"{scope}-warm"):
-        for v in client.volumes.list(filters={"label": f"{Label.SCOPE}={name}"}):
-            v.remove(force=True)  # the pool's claim records
-    return result
 
 
 def markdown(r: dict[str, object]) -> str:
@@ -263,6 +252,10 @@ def markdown(r: dict[str, object]) -> str:
         lines += ["", f"Orchestrator RSS: {rc['rss_idle_mb']} MB idle, {rc['rss_with_max_mb']} MB with {rc['passes'][-1]['n']} managed containers. "
                   f"Pass time grew {g.get('time_ratio')}× for {g.get('n_ratio')}× the containers. "
                   f"Removing them took {rc.get('removed', {}).get('seconds')} s."]
+    if "reuse" in r:
+        lines += ["", *reuse_bench.markdown(r["reuse"])]  # type: ignore[arg-type]
+    if "pool" in r:
+        lines += ["", *pool_bench.markdown(r["pool"])]  # type: ignore[arg-type]
     return "\n".join(lines)
 
 
@@ -276,11 +269,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 500], help="managed containers per reconcile step")
     p.add_argument("--passes", type=int, default=5, help="timed reconcile passes per size")
     p.add_argument("--simulated", type=int, default=5000, help="agents in the engine-free pass (planner + view)")
-    p.add_argument("--sections", nargs="*", default=["trigger", "joined", "reconcile"],
-                   choices=["trigger", "joined", "reconcile", "pool"])
+    p.add_argument("--sections", nargs="*", default=["trigger", "joined", "reuse", "reconcile"],
+                   choices=["trigger", "joined", "reuse", "reconcile", "pool"])
     p.add_argument("--pool-runs", type=int, default=10, help="pool section: interleaved bare/cold/warm runs")
     p.add_argument("--pool-burst", type=int, default=100, help="pool section: distinct rooms in the burst")
     p.add_argument("--pool-size", type=int, default=20, help="pool section: ORCH_POOL_MAX (and MIN) of the pooled server")
+    p.add_argument("--pool-steady", type=float, nargs=2, default=[5.0, 120.0], metavar=("RATE", "SECONDS"),
+                   help="pool section: triggers per second for how long, each room closed 10 s later")
+    p.add_argument("--pool-crashes", type=int, default=20, help="pool section: SIGKILLs of an agent in a call")
     p.add_argument("--deadline", type=int, default=540, help="hard limit in seconds for the whole bench")
     p.add_argument("--out", default=None,
                    help="file stem under bench-results/ (e.g. `latest`, the committed results); default: a "

@@ -38,8 +38,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _config(*, otlp_grpc: int, otlp_http: int, query_http: int, query_grpc: int, health: int) -> str:
-    """Only what the tests use, every listener on 127.0.0.1 (the defaults bind all interfaces, fixed ports)."""
+def _config(*, otlp_grpc: int, otlp_http: int, query_http: int, query_grpc: int, health: int, otlp_http_host: str) -> str:
+    """Only what the tests use, every listener on 127.0.0.1 (the defaults bind all interfaces, fixed ports) except
+    OTLP/HTTP when agents must reach it: then on their network's gateway, as the harness's LiveKit also binds."""
     return f"""\
 service:
   extensions: [jaeger_storage, jaeger_query, healthcheckv2]
@@ -79,7 +80,7 @@ receivers:
       grpc:
         endpoint: 127.0.0.1:{otlp_grpc}
       http:
-        endpoint: 127.0.0.1:{otlp_http}
+        endpoint: {otlp_http_host}:{otlp_http}
 processors:
   batch:
     timeout: 100ms
@@ -104,11 +105,12 @@ class Jaeger:
     otlp_http_port: int
     query_port: int
     health_port: int
+    otlp_http_host: str = "127.0.0.1"
     _client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=5.0))
 
     @property
     def otlp_http_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.otlp_http_port}"
+        return f"http://{self.otlp_http_host}:{self.otlp_http_port}"
 
     @property
     def otlp_grpc_endpoint(self) -> str:
@@ -165,17 +167,23 @@ class Jaeger:
                 self.proc.wait(timeout=5)
 
 
-def start_jaeger(*, binary: Path | None = None, timeout_s: float = 30.0) -> Jaeger:
-    """Start Jaeger on free loopback ports; returns once its health check and query API both answer."""
+def start_jaeger(*, binary: Path | None = None, timeout_s: float = 30.0, agent_gateway: str | None = None) -> Jaeger:
+    """Start Jaeger on free loopback ports; returns once its health check and query API both answer.
+
+    `agent_gateway`: the agents' network gateway; OTLP/HTTP then listens there instead of on loopback, so agent
+    containers reach it through the host filter (its port comes from the kernel's ephemeral range, which the
+    harness lets through: devtools/agent_net.harness_host_ports) and the test process still does.
+    """
     binary = binary or jaeger_binary()
     workdir = Path(tempfile.mkdtemp(prefix="jaeger-"))
     ports = {name: _free_port() for name in ("otlp_grpc", "otlp_http", "query_http", "query_grpc", "health")}
-    (workdir / "config.yaml").write_text(_config(**ports))
+    host = agent_gateway or "127.0.0.1"
+    (workdir / "config.yaml").write_text(_config(**ports, otlp_http_host=host))
     with (workdir / "jaeger.log").open("wb") as log:
         proc = subprocess.Popen([str(binary), "--config", str(workdir / "config.yaml")], cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
                                 env=_env())
     jaeger = Jaeger(proc=proc, workdir=workdir, otlp_grpc_port=ports["otlp_grpc"], otlp_http_port=ports["otlp_http"],
-                    query_port=ports["query_http"], health_port=ports["health"])
+                    query_port=ports["query_http"], health_port=ports["health"], otlp_http_host=host)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -197,9 +205,9 @@ def start_jaeger(*, binary: Path | None = None, timeout_s: float = 30.0) -> Jaeg
 
 
 @contextmanager
-def running_jaeger(*, timeout_s: float = 30.0) -> Iterator[Jaeger]:
+def running_jaeger(*, timeout_s: float = 30.0, agent_gateway: str | None = None) -> Iterator[Jaeger]:
     """Jaeger for the duration of a block; its log is printed when the block fails, its files always removed."""
-    jaeger = start_jaeger(timeout_s=timeout_s)
+    jaeger = start_jaeger(timeout_s=timeout_s, agent_gateway=agent_gateway)
     try:
         yield jaeger
     except BaseException:

@@ -107,9 +107,12 @@ class Orchestrator:
         self.networks = AgentNetworks(settings=settings, provider=self.runtime)
         # Warm members for every start path (trigger, dispatch, crash restart): on an engine that can keep them.
         self.pool: WarmPool | None = (
-            WarmPool(settings=settings, engine=self.runtime, clock=clock)
+            WarmPool(settings=settings, engine=self.runtime, clock=clock,
+                     publish=lambda message, **fields: self.telemetry.feed.publish("pool", message, **fields))
             if isinstance(self.runtime, WarmPoolEngine) and settings.pool_max > 0 else None
         )
+        if self.pool is not None:
+            self.metrics.pool_source = self.pool.snapshot
         self.livekit_reach = LiveKitReach(  # start-up check: each served client's LiveKit in reach of agents
             settings=settings, tenants=self.tenants, networks=self.networks, runtime=self.runtime,
             publish=lambda problem: self.telemetry.feed.publish("preflight", problem, check="livekit_reach"),

@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     agent_user: str = "10001:10001"  # every agent runs as this, whatever the image's USER says
     agent_tmpfs_size: str = "64m"  # the one writable place (/tmp) on a read-only root filesystem
     agent_runtime: str | None = None  # e.g. "runsc" (gVisor), registered with the engine
-    # Where agents send their spans (OTLP/HTTP, as the agent's network reaches the collector); with tracing on,
-    # each launched agent gets it as OTEL_EXPORTER_OTLP_ENDPOINT beside its TRACEPARENT. None: agents export nothing.
+    # Where agents send spans (OTLP/HTTP, as their network reaches the collector: on the gateway, add its port to
+    # agent_host_ports); with tracing on each agent gets it as OTEL_EXPORTER_OTLP_ENDPOINT beside its TRACEPARENT.
     agent_otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://")
     # Repositories (any tag), `repo@sha256:…` or `sha256:…` digests agents may run; empty = ORCH_AGENT_IMAGE's repository.
     agent_image_allowlist: Annotated[list[str], NoDecode] = []
@@ -117,10 +117,9 @@ class Settings(BaseSettings):
     # key of their own (clients.llm_api_key); unset: those agents run the offline mode. Env only.
     agent_llm_api_key: SecretStr | None = None
     # Warm pool (services.pool): members per isolation domain, made ahead and claimed by a start. The target
-    # follows the recent claim rate (rate × warm time × 2) within [min, max]. Docker only for now. Off by default (max 0):
-    # two processes claiming from one pool were seen to give one member two keys under load (README, "Warm pool").
-    pool_min: int = Field(default=2, ge=0, description="Warm pool: members kept per isolation domain at least (Docker)")
-    pool_max: int = Field(default=0, ge=0, description="Warm pool: members per domain at most; 0 (the default) turns the pool off")
+    # follows the recent claim rate (rate × warm time × 2) within [min, max], on engines that keep members.
+    pool_min: int = Field(default=2, ge=0, description="Warm pool: members kept per isolation domain at least")
+    pool_max: int = Field(default=10, ge=0, description="Warm pool: members per domain at most; 0 turns the pool off")
     pool_refill_concurrency: int = Field(default=4, ge=1, description="Warm pool: members made at once per domain")
     pool_max_age_s: float = Field(default=3600.0, gt=0, description="Warm pool: an idle member is recycled after this")
     pool_sweep_s: float = Field(default=5.0, gt=0, description="Warm pool: how often members are re-read from the engine and recycled")

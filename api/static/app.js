@@ -424,6 +424,7 @@ function redraw() {
   renderContainers(last.containers.containers, f);
   renderPool(last.pool, f);
   renderDispatch(last.dispatch, f);
+  renderStarts(last.starts, f);
   renderFilterSummary(f);
   const patch = performance.now() - t0;
   metrics.redraws += 1;
@@ -444,13 +445,14 @@ async function refresh() {
   refreshing = true;
   try {
     const askPool = last === null || last.pool !== null || state.poolMissingPolls % POOL_RETRY_POLLS === 0;
-    const [rooms, containers, stats, pool, dispatch] = await Promise.all([
+    const [rooms, containers, stats, pool, dispatch, starts] = await Promise.all([
       api("GET", "/api/v1/admin/rooms"), api("GET", "/api/v1/admin/containers"), api("GET", "/api/v1/admin/stats"),
       askPool ? api("GET", "/api/v1/admin/pool", null, { optional: true }) : Promise.resolve(null),
       api("GET", "/api/v1/admin/dispatch", null, { optional: true }).catch(() => null),
+      api("GET", "/api/v1/starts?limit=" + STARTS_LIMIT, null, { optional: true }).catch(() => null),  // timeline.js
     ]);
     state.poolMissingPolls = pool === null ? state.poolMissingPolls + 1 : 0;
-    last = { rooms, containers, stats, pool, dispatch };
+    last = { rooms, containers, stats, pool, dispatch, starts };
     redraw();
   } catch (e) {
     if (e.status !== 401 && e.status !== 403) banner("Cannot load: " + e.message);

@@ -51,7 +51,7 @@ DESCRIPTIONS: dict[str, str] = {
     "agent_user": "uid:gid every agent runs as, whatever the image's USER says (root is refused)",
     "agent_tmpfs_size": "size of /tmp, the one writable place on an agent's read-only root",
     "agent_runtime": "an engine-level sandbox for agents, e.g. `runsc` (gVisor) registered with the engine",
-    "agent_otlp_endpoint": "with tracing on, where agents export their spans (OTLP/HTTP as their network reaches the collector); unset: agents export none",
+    "agent_otlp_endpoint": "with tracing on, where agents export their spans (OTLP/HTTP as their network reaches the collector: on the agents' gateway, add its port to ORCH_AGENT_HOST_PORTS); unset: agents export none",
     "agent_image_allowlist": "images agents may run (repositories or digests); unset: ORCH_AGENT_IMAGE's repository only",
     "agent_security_exceptions": "operator-only loosening per `<client>/<slug>` (JSON: user, writable_root, cap_add, runtime, allow_new_privileges)",
     "agent_log_max_size": "json-file log size per agent container before rotation (Docker notation, e.g. `10m`)",

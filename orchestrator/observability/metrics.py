@@ -7,11 +7,12 @@ and rooms are computed at scrape time from what the runtime reports, never from 
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from orchestrator import __version__
@@ -38,6 +39,9 @@ class Metrics:
         # Agents' CPU as a counter (the engine's cumulative CPU time, read by the background sampler): rate() it.
         self.agent_cpu_source: Callable[[], Iterable[tuple[dict[str, str], float]]] = lambda: ()
         r.register(_AgentCpuSeconds(lambda: self.agent_cpu_source()))
+        # The warm pool's members and claims, read at scrape time from its snapshot (services.pool).
+        self.pool_source: Callable[[], Mapping[str, Any]] = dict
+        r.register(_PoolSeries(lambda: self.pool_source()))
         self.triggers = Counter("orchestrator_triggers", "Trigger requests by outcome", ["outcome"], registry=r)
         self.trigger_seconds = Histogram(
             "orchestrator_trigger_seconds", "Trigger latency by outcome", ["outcome"], registry=r,
@@ -102,3 +106,26 @@ class _AgentCpuSeconds(Collector):
         for labels, seconds in self._source():
             family.add_metric([labels["container"], labels["client_id"], labels["agent"]], seconds)
         yield family
+
+
+class _PoolSeries(Collector):
+    """`orchestrator_pool_members{pool,state}`, `orchestrator_pool_target{pool}` and `orchestrator_pool_claims_total{outcome}`
+    (warm | cold | handover-failed): what a pool holds and how often a start found a member."""
+
+    def __init__(self, source: Callable[[], Mapping[str, Any]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        snap = self._source()
+        members = GaugeMetricFamily("orchestrator_pool_members", "Warm pool members by pool and state", labels=["pool", "state"])
+        target = GaugeMetricFamily("orchestrator_pool_target", "Members each pool is sized to now (adaptive)", labels=["pool"])
+        for p in snap.get("pools", ()):
+            members.add_metric([p["pool"], "idle"], p["idle"])
+            members.add_metric([p["pool"], "creating"], p["creating"])
+            target.add_metric([p["pool"]], p["target"])
+        claims = CounterMetricFamily("orchestrator_pool_claims", "Starts that asked the pool, by outcome", labels=["outcome"])
+        for outcome, n in sorted((snap.get("claims") or {}).items()):
+            claims.add_metric([outcome], n)
+        yield members
+        yield target
+        yield claims

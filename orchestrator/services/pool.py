@@ -22,6 +22,7 @@ from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import DependencyUnavailable, OrchestratorError
 from orchestrator.core.waiting import wait_event
 from orchestrator.core.models import ContainerInfo
+from orchestrator.observability.starts import note
 from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
 from orchestrator.runtime import ContainerSpec, MemberGone, WarmPoolEngine
@@ -39,8 +40,10 @@ TEMPLATE = rules.LABEL_PREFIX + "pool-template"  # the member spec, as JSON (no 
 class WarmPool:
     """Per pool: idle members (ids, oldest first), in-flight creations, the claim rate; one refill loop."""
 
-    def __init__(self, *, settings: Settings, engine: WarmPoolEngine, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, *, settings: Settings, engine: WarmPoolEngine, clock: Callable[[], datetime] = utcnow,
+                 publish: Callable[..., object] = lambda message, **fields: None) -> None:
         self._s = settings
+        self._publish = publish  # the event feed: members recycled, handovers failed, settings that cannot be met
         self._engine = engine
         self._clock = clock
         self._templates: dict[str, ContainerSpec] = {}
@@ -84,6 +87,7 @@ class WarmPool:
                     continue
                 if await self._hand_over(claimed, spec):
                     self.outcomes["warm"] += 1
+                    note(launch="warm")  # the start's stages and trace say it came from the pool
                     return claimed
                 self.outcomes["handover-failed"] += 1
                 return None
@@ -103,6 +107,7 @@ class WarmPool:
         except (OrchestratorError, asyncio.TimeoutError) as exc:
             why = exc.message if isinstance(exc, OrchestratorError) else "timed out"
             log.warning("handover to %s failed (%s); removing it, the start goes cold", claimed.name, why)
+            self._publish(f"handover to {claimed.name} failed ({why}): the start went cold", container=claimed.name)
             try:
                 await self._engine.remove_member(claimed)  # frees the key's name for the cold create
             except OrchestratorError:
@@ -126,8 +131,10 @@ class WarmPool:
             return
         self._templates[pool] = spec.model_copy(update={
             "name": "", "labels": {}, "restart_policy": "no", "stdin": True,
-            # Nothing of the tenant: the member is told only that it is warm and how long to wait.
-            "env": {"AGENT_WARM": "1", "AGENT_WARM_MAX_AGE_SECONDS": str(int(self._s.pool_max_age_s + 60))},
+            # Nothing of the tenant: the member is told only that it is warm and how long to wait, and (tracing on)
+            # the deployment's collector, so it loads the OpenTelemetry SDK while waiting rather than after the claim.
+            "env": {"AGENT_WARM": "1", "AGENT_WARM_MAX_AGE_SECONDS": str(int(self._s.pool_max_age_s + 60)),
+                    **{k: v for k, v in spec.env.items() if k == "OTEL_EXPORTER_OTLP_ENDPOINT"}},
         })
         self._wake.set()
 
@@ -170,6 +177,8 @@ class WarmPool:
             self._made_at[info.id] = time.monotonic()
             self.last_problem = ""
         except OrchestratorError as exc:
+            if exc.message != self.last_problem:  # once per new problem, not once per retry
+                self._publish(f"pool {pool}: cannot make a member: {exc.message}", pool=pool)
             self.last_problem = exc.message
             log.warning("pool %s: cannot make a member: %s", pool, exc.message)
             await asyncio.sleep(1.0)  # a setting that cannot be met is retried slowly, not in a loop
@@ -212,6 +221,7 @@ class WarmPool:
                 idle.setdefault(pool, []).append(info)
             elif v not in (rules.Verdict.keep, rules.Verdict.leave):
                 log.info("pool %s: removing member %s (%s)", pool, info.name, v.value)
+                self._publish(f"pool {pool}: removing member {info.name} ({v.value})", pool=pool, container=info.name)
                 await self._engine.remove_member(info)
         # Oldest first, so max age recycles in order; members claimed since the listing are gone from the engine's
         # next answer, and a claim of one already taken fails with MemberGone.

@@ -37,16 +37,19 @@ class RoomClaims:
         self.locks = KeyedLocks()
 
     @asynccontextmanager
-    async def claimed(self, key: ContainerKey, *, client: Client, agent: Agent) -> AsyncIterator[None]:
-        """Hold the room's lock with the room claimed (ours, with timeouts covering the grace period)."""
+    async def claimed(self, key: ContainerKey, *, client: Client, agent: Agent, serving: bool = False) -> AsyncIterator[None]:
+        """Hold the room's lock with the room claimed (ours, with timeouts covering the grace period).
+
+        `serving`: the key's agent runs (the watch-fed view says so), so a room still waiting for its first human
+        cannot have been closed under it either; a page reload before the user joins then costs no LiveKit call."""
         async with self.locks.hold((key.client_id, key.room)):
             # Inside the lock: a close that held it may just have deleted the room.
             tracked = self._rooms.get(client.id, key.room) if self._rooms is not None else None
             known = (
                 tracked is not None
-                # Only a room in a call: any other may be closing in another process, whose close looks for
-                # the trigger stamp that only claim() writes.
-                and tracked.state is RoomState.ACTIVE
+                # A room in a call, or one awaiting its first human with its agent running: any other (in grace)
+                # may be closing in another process, whose close looks for the trigger stamp only claim() writes.
+                and (tracked.state is RoomState.ACTIVE or (serving and tracked.state is RoomState.STARTING))
                 and known_to_exist(tracked, now=self._clock(), trust_s=self._settings.room_trust_s)
             )
             if not known:

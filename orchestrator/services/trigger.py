@@ -133,7 +133,7 @@ class TriggerService:
             if await self.admission.needed(key):
                 await self.admission.admit(key, reserve=False)  # a refusal must not leave a LiveKit room behind
         with stage(Stage.room_claim):
-            async with self.rooms.claimed(key, client=client, agent=agent):
+            async with self.rooms.claimed(key, client=client, agent=agent, serving=self.answers.running(key) is not None):
                 if announce and self._on_launched is not None:
                     self._on_launched(key)  # before the reuse: a close that has not started yet now sees the trigger
         with stage(Stage.engine):
@@ -238,7 +238,9 @@ class TriggerService:
                     )
                     await self._runtime.remove(name)
                     continue
-                return TriggerOutcome.reused, await self._wait_running(name)
+                # Answered as its create was: started, not waited for. An engine that schedules (a Kubernetes pod
+                # still pending) runs it later, and a reuse must never hold a caller longer than the create did.
+                return TriggerOutcome.reused, (await self._runtime.get(name)) or info
             if info.status.waiting:
                 try:
                     return TriggerOutcome.reused, await self._wait_running(name)

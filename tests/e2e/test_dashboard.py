@@ -289,6 +289,67 @@ async def test_keyboard_only_test_agent_grace_countdown_and_close(
 
 @pytest.mark.docker
 @pytest.mark.livekit
+async def test_the_last_starts_timeline_opens_from_the_keyboard_and_survives_redraws(
+    orchestrator: tuple[OrchestratorServer, str], page: Page
+) -> None:
+    """A real trigger's start: its row (launch, outcome, total), its stages drawn to scale and, behind "Stages", listed as text."""
+    srv, admin = orchestrator
+    room = f"timeline-{secrets.token_hex(3)}"
+    async with httpx.AsyncClient(base_url=srv.base_url, headers={"Authorization": f"Bearer {admin}"}, timeout=60) as api:
+        made = await api.post("/api/v1/trigger-agent", json={
+            "agent_slug": "farah", "client_id": CLIENT_ID, "room_name": room, "user_id": "u-timeline", "mode": "voice"})
+        assert made.status_code == 201, made.text
+        deadline = time.monotonic() + 60
+        while True:  # the join comes from LiveKit's webhook once the real agent is in the room
+            starts = (await api.get("/api/v1/starts", params={"room": room})).json()["starts"]
+            if starts and starts[0]["stages"][-1]["stage"] == "agent_joined" and starts[0]["stages"][-1]["outcome"] == "ok":
+                break
+            assert time.monotonic() < deadline, f"the agent's join never reached the start's timeline: {starts}"
+            await asyncio.sleep(0.2)
+    start = starts[0]
+    await page.goto(f"{srv.base_url}/dashboard")
+    await use_key_by_keyboard(page, admin)
+    row = page.locator(f'#starts tbody tr[data-room="{room}"]')
+    await expect(row).to_have_count(1, timeout=15_000)
+    await expect(row.locator(".launch")).to_have_text("cold")
+    await expect(row.locator(".outcome")).to_have_text("●created")  # an icon and the word, not colour alone
+    await expect(row.locator(".total")).to_have_text(re.compile(r"^\d+(\.\d+)? m?s$"))
+    await expect(row.locator(".bars .bar")).to_have_count(5)
+    assert await row.locator(".bars").get_attribute("aria-hidden") == "true"  # decoration: the list says it in text
+    stage_list = row.locator(".stage-list")
+    await expect(stage_list).to_be_hidden()
+    await assert_accessible(page, "the last starts, stage lists closed")
+
+    # Keyboard only: Tab to this start's own "Stages" button, open it, and stay there across two redraws.
+    name = f"Stages of start {start['id']}: trigger farah in {room}"
+    await tab_to(page, name=name, limit=80)
+    toggle = row.locator("button.stage-toggle")
+    assert await toggle.get_attribute("aria-expanded") == "false"
+    await page.keyboard.press("Enter")
+    await expect(toggle).to_have_attribute("aria-expanded", "true")
+    await expect(stage_list).to_be_visible()
+    items = stage_list.locator("li")
+    await expect(items).to_have_count(5)
+    assert [await items.nth(i).get_attribute("data-stage") for i in range(5)] == [m["stage"] for m in start["stages"]]
+    await expect(items.nth(0)).to_contain_text("tenant lookup")
+    await expect(items.nth(4)).to_contain_text(re.compile(r"agent joined \d+(\.\d+)? m?s ✓ok at \+"))
+    await wait_redraws(page, 2)
+    assert (await focused(page))["name"] == name, "a redraw dropped keyboard focus"
+    await expect(toggle).to_have_attribute("aria-expanded", "true")  # the redraw kept it open
+    await assert_accessible(page, "a start's stage list open")
+    await shot(page, "05-start-timeline.png")
+    await page.keyboard.press("Space")  # a real button: Space works as Enter does
+    await expect(stage_list).to_be_hidden()
+    await expect(toggle).to_have_attribute("aria-expanded", "false")
+
+    # The client filter applies to starts as to rooms and agents.
+    await tab_to(page, id="filter-client", back=True, limit=80)
+    await page.keyboard.type(OTHER_CLIENT_ID)
+    await expect(row).to_be_hidden()
+
+
+@pytest.mark.docker
+@pytest.mark.livekit
 async def test_filters_focus_across_redraws_and_distinct_close_buttons(
     fleet_orchestrator: tuple[OrchestratorServer, str], page: Page
 ) -> None:

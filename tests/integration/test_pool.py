@@ -67,8 +67,6 @@ async def test_claimed_member_joins_its_room(pool_settings: Callable[..., Settin
         answered = time.monotonic() - started
         assert warm.status_code == 201, warm.text
         name = warm.json()["container_name"]
-        print("STATE", (await c.get("/api/v1/admin/pool")).json(), warm.json())
-        print("PS", [(x.name, x.status) for x in docker_client.containers.list(all=True, filters={"label": f"{Label.SCOPE}={scope}"})])
         container = docker_client.containers.get(name)
         # The member carries no tenant data: no token, key or room in its env or labels.
         env = "\n".join(container.attrs["Config"]["Env"])
@@ -81,9 +79,18 @@ async def test_claimed_member_joins_its_room(pool_settings: Callable[..., Settin
             raise AssertionError(f"{container.status}: {container.logs().decode(errors='replace')[-3000:]}") from None
         state = (await c.get("/api/v1/admin/pool")).json()
         assert state["claims"].get("warm") == 1 and state["claims"].get("cold") == 1, state
+        metrics = (await c.get("/metrics")).text
+        assert 'orchestrator_pool_claims_total{outcome="warm"} 1.0' in metrics
+        assert f'orchestrator_pool_members{{pool="{state["pools"][0]["pool"]}",state="idle"}}' in metrics
+        stages = [line for line in metrics.splitlines() if line.startswith("orchestrator_start_stage_duration_seconds_count")]
+        assert 'orchestrator_start_stage_duration_seconds_count{engine="docker",launch="warm",outcome="ok",stage="engine"} 1.0' in stages, stages
         # The engine reports it as its key's container: a reuse finds it, ps lists it.
         again = await c.post("/api/v1/trigger-agent", json=body(f"warm-{scope}"))
         assert again.status_code == 200 and again.json()["container_name"] == name
+        # Closed: the agent and its claim record go (a record outliving its agent would pile up on the engine).
+        assert (await c.post(f"/api/v1/admin/rooms/{CLIENT_ID}/warm-{scope}/close")).status_code == 200
+        records = docker_client.volumes.list(filters={"label": f"{rules.POOL_NAME}={name}"})
+        assert records == [], [v.name for v in records]
         print(f"warm trigger answered in {answered * 1000:.0f} ms")
 
 

@@ -247,3 +247,38 @@ async def test_a_dispatched_launch_joins_with_the_jobs_token_and_labels() -> Non
     )
     assert outcome is TriggerOutcome.created and rt.last_spec.env["LIVEKIT_TOKEN"] == "job-token"
     assert rt.last_spec.labels[Label.JOB_ID] == "AJ_1"
+
+
+async def test_a_pending_container_is_reused_without_waiting_for_it_to_run() -> None:
+    """An engine that schedules (a Kubernetes pod still pending) answers the create at once; a reuse of that
+    container must not hold its caller until it runs, nor replace it."""
+    class Scheduling(FakeRuntime):
+        async def start(self, name: str) -> None:
+            self.calls.append(("start", name))  # the scheduler runs it when it can: still `created`
+
+    rt = Scheduling()
+    rt.put(NAME, labels=labels(), status=ContainerStatus.created)
+    result = await trigger(rt)
+    assert result.outcome is TriggerOutcome.reused and result.container.status is ContainerStatus.created
+    assert [c[0] for c in rt.calls if c[0] in ("create", "remove", "logs")] == []
+
+
+async def test_a_reload_before_the_user_joins_asks_livekit_nothing() -> None:
+    """Trigger, then the same trigger again (a page reload) while nobody has joined: the room was just created
+    by this process and its agent runs (the view says so), so the second answer makes no CreateRoom call."""
+    from orchestrator.rules.rooms import AgentLaunched, RoomRegistry
+    from orchestrator.rules.view import AgentView
+    from orchestrator.runtime import WatchEvent
+
+    rt, view, rooms, registry = FakeRuntime(), AgentView(), FakeRooms(), RoomRegistry()
+    view.apply(WatchEvent(kind="relist"), now=T0)
+    svc = TriggerService(settings=S, tenants=tenants(), livekit=rooms, runtime=rt, view=view, rooms=registry, clock=lambda: T0,
+                         on_launched=lambda key: registry.apply(key.client_id, key.room, AgentLaunched(), now=T0))  # as composition does
+    made = (await trigger(rt, svc=svc)).container
+    assert [c for c in rooms.calls if c[0] == "ensure_room"] == [("ensure_room", "r1")]
+    # Before the watch shows the agent, a second trigger still asks LiveKit (the room may have closed under it).
+    assert (await trigger(rt, svc=svc)).outcome is TriggerOutcome.reused
+    assert len([c for c in rooms.calls if c[0] == "ensure_room"]) == 2
+    view.apply(WatchEvent(kind="upsert", info=made), now=T0)
+    assert (await trigger(rt, svc=svc)).outcome is TriggerOutcome.reused
+    assert len([c for c in rooms.calls if c[0] == "ensure_room"]) == 2

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from orchestrator.core.waiting import wait_event
+from orchestrator.core.waiting import get_within, wait_event
 
 
 async def test_answers_set_or_timed_out() -> None:
@@ -14,6 +14,14 @@ async def test_answers_set_or_timed_out() -> None:
     assert await wait_event(event, timeout_s=0.01) is False
     event.set()
     assert await wait_event(event, timeout_s=0.01) is True
+
+
+async def test_get_within_without_a_limit_waits_for_the_item() -> None:
+    """timeout_s=None (the events feed's follow without keep-alives) waits as long as it takes, as wait_for(None) did."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    assert await get_within(queue, timeout_s=0.01) is None
+    asyncio.get_running_loop().call_later(0.05, queue.put_nowait, 7)
+    assert await get_within(queue, timeout_s=None) == 7
 
 
 async def test_a_cancel_racing_the_event_ends_a_forever_loop() -> None:

@@ -13,6 +13,7 @@ by its key from the engine alone. Idle members have no `managed` label: they are
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import secrets
 
@@ -178,6 +179,23 @@ class PooledDockerRuntime(DockerRuntime):
             self.client.api.remove_volume(rules.record_name(member_id), force=True)
         except NotFound:
             pass
+
+    async def remove(self, name: str) -> None:
+        """An agent (by name or id), and when it was a claimed member its claim record: a closed room leaves no
+        volume behind."""
+        await super().remove(name)
+
+        def drop_records() -> None:
+            vols = self.client.api.volumes(filters={"label": [rules.POOL_MEMBER]})
+            for v in (vols or {}).get("Volumes") or []:
+                labels = v.get("Labels") or {}
+                member, claimed_as = labels.get(rules.POOL_MEMBER, ""), labels.get(rules.POOL_NAME, "")
+                if name in (member, claimed_as) or (len(name) >= 12 and member.startswith(name)):
+                    self._records.pop((member, claimed_as), None)
+                    with contextlib.suppress(NotFound):
+                        self.client.api.remove_volume(v["Name"], force=True)
+
+        await self._call("remove", drop_records)
 
     async def hand_over(self, name: str, line: bytes, *, timeout_s: float) -> None:
         def write() -> None:

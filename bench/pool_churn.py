@@ -1,0 +1,91 @@
+"""The pool under a steady load and under agent crashes (real engine, real LiveKit, the real agent image).
+
+steady: triggers at a fixed rate for a while, each room closed 10 s after its trigger (as short calls would): the
+pool's hit rate and the trigger's answer time. crashes: a human in a call, the agent SIGKILLed, the time until a new
+agent is listed in the room (the reconciler's restart, served from the pool when a member is idle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import docker
+import httpx
+
+from devtools.agent_room import Participant
+from orchestrator.core.models import LiveKitCredentials
+from orchestrator.livekit.client import LiveKitGateway
+
+from bench.joined import IDENTITY
+from bench.pool import pool_state, wait_idle
+from bench.stats import summary
+
+CLOSE_AFTER_S = 10.0
+
+
+async def steady(http: httpx.AsyncClient, url: str, body: dict[str, str], scope: str, *, rate: float, seconds: float) -> dict[str, object]:
+    before = (await pool_state(http, url))["claims"]
+    answers: list[float] = []
+    errors = 0
+    closes: set[asyncio.Task[None]] = set()
+
+    async def close_later(client_id: str, room: str) -> None:
+        await asyncio.sleep(CLOSE_AFTER_S)
+        await http.post(f"{url}/api/v1/admin/rooms/{client_id}/{room}/close")
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        room = f"{scope}-steady-{i}"
+        t0 = time.perf_counter()
+        r = await http.post(f"{url}/api/v1/trigger-agent", json={**body, "room_name": room})
+        if r.status_code not in (200, 201):
+            errors += 1
+            return
+        answers.append(time.perf_counter() - t0)
+        task = asyncio.create_task(close_later(body["client_id"], room))
+        closes.add(task)
+        task.add_done_callback(closes.discard)
+
+    n = int(rate * seconds)
+    started = time.perf_counter()
+    triggers = []
+    for i in range(n):  # open loop: the next trigger leaves on schedule whatever the last one is doing
+        await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+        triggers.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*triggers)
+    await asyncio.gather(*closes)
+    after = (await pool_state(http, url))["claims"]
+    claims = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
+    return {"rate_per_s": rate, "seconds": seconds, "n": n, "errors": errors, "claims": claims,
+            "hit_rate": round(claims.get("warm", 0) / max(1, sum(claims.values())), 3), "trigger_answer": summary(answers)}
+
+
+async def crashes(http: httpx.AsyncClient, url: str, body: dict[str, str], scope: str, *, client: docker.DockerClient,
+                  creds: LiveKitCredentials, runs: int) -> dict[str, object]:
+    """SIGKILL of the agent with a human in the call → a new agent listed in the room, `runs` times."""
+    gateway = LiveKitGateway()
+    back: list[float] = []
+    try:
+        for i in range(runs):
+            await wait_idle(http, url, 1, timeout=60)
+            room = f"{scope}-crash-{i}"
+            made = (await http.post(f"{url}/api/v1/trigger-agent", json={**body, "room_name": room, "mode": "voice"})).json()
+            async with Participant(creds.url, made["user_token"]) as human:
+                await human.track_from(IDENTITY, timeout=30)
+                await wait_idle(http, url, 1, timeout=60)  # the restart should find a member, as in steady service
+                old = {p.sid for p in await gateway.list_participants(creds, room=room) if p.identity == IDENTITY}
+                await asyncio.to_thread(client.api.kill, made["container_name"], "SIGKILL")
+                killed = time.perf_counter()
+                deadline = killed + 30
+                while time.perf_counter() < deadline:
+                    now = {p.sid for p in await gateway.list_participants(creds, room=room) if p.identity == IDENTITY}
+                    if now - old:
+                        back.append(time.perf_counter() - killed)
+                        break
+                    await asyncio.sleep(0.02)
+            await http.post(f"{url}/api/v1/admin/rooms/{body['client_id']}/{room}/close")
+    finally:
+        await gateway.aclose()
+    return {"runs": runs, "recovered": len(back), "back_in_room": summary(back)}
+
