@@ -1,7 +1,8 @@
-"""What grew in the served process between two tracemalloc snapshots (devtools/traced_serve.py), as text."""
+"""What grew in the served process between two heap snapshots (devtools/traced_serve.py), as text."""
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -32,4 +33,13 @@ def top_growth(before: Path, after: Path, *, cycles: int, limit: int = 25) -> li
              f"({total / max(1, cycles):+.0f} B/cycle)"]
     for holder, (size, count, _) in sorted(grown.items(), key=lambda kv: -kv[1][0])[:limit]:
         lines.append(f"  {size / 1024:+9.1f} KiB {count:+7d} blocks {size / max(1, cycles):+7.0f} B/cycle  {holder}")
+    return lines
+
+
+def type_growth(before: Path, after: Path, *, cycles: int, limit: int = 25) -> list[str]:
+    """The types whose live object count grew most (gc-tracked objects only), per 1,000 cycles."""
+    old, new = json.loads(before.read_text()), json.loads(after.read_text())
+    grown = sorted(((new.get(t, 0) - old.get(t, 0), t) for t in set(old) | set(new)), reverse=True)
+    lines = [f"live objects {before.name} → {after.name} over {cycles} cycles: {sum(new.values()) - sum(old.values()):+d}"]
+    lines += [f"  {n:+8d} ({n * 1000 / max(1, cycles):+9.1f} per 1,000 cycles)  {t}" for n, t in grown[:limit] if n > 0]
     return lines

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -30,14 +31,16 @@ from pathlib import Path
 import docker
 import httpx
 
-from bench.heap_diff import top_growth
+from bench.heap_diff import top_growth, type_growth
 from bench.run import RESULTS, Deadline, _alarm, remove_scope
+from orchestrator.rules.naming import Label
 from bench.scale import rss_mb
+from devtools.agent_net import remove_network
 from devtools.world import CLIENT_ID, write_tenants
 from devtools.docker_helpers import TINY_IMAGE
 from devtools.livekit_server import LiveKitServer, free_port
 from devtools.serve import serve_process
-from devtools.traced_serve import SNAPSHOT_DIR
+from devtools.traced_serve import PROBE, SNAPSHOT_DIR
 
 Result = dict[str, object]
 
@@ -71,11 +74,11 @@ def summarize(samples: list[dict[str, float]], *, warmup: int) -> Result:
 class Snapshots:
     """Asks the traced server (devtools/traced_serve.py) for a tracemalloc snapshot and waits for its file."""
 
-    def __init__(self, pid: int, directory: Path) -> None:
-        self.pid, self.dir, self.taken = pid, directory, 0
+    def __init__(self, pid: int, directory: Path, *, by_type: bool) -> None:
+        self.pid, self.dir, self.taken, self.by_type = pid, directory, 0, by_type
 
     async def take(self, timeout_s: float = 120) -> Path:
-        path = self.dir / f"snap-{self.taken:03d}.pickle"
+        path = self.dir / f"snap-{self.taken:03d}.{'json' if self.by_type else 'pickle'}"
         os.kill(self.pid, signal.SIGUSR1)
         deadline = time.monotonic() + timeout_s
         while not path.exists():
@@ -112,7 +115,8 @@ async def soak(url: str, pid: int, *, cycles: int, concurrency: int, every: int,
         result["rooms_left_in_registry"] = await _settle(c, url)
     if len(snaps) >= 2:
         (first_at, first), (last_at, last) = snaps[0], snaps[-1]
-        result["heap_growth"] = top_growth(first, last, cycles=last_at - first_at)
+        diff = type_growth if snapshots is not None and snapshots.by_type else top_growth
+        result["heap_growth"] = diff(first, last, cycles=last_at - first_at)
     return result
 
 
@@ -124,6 +128,18 @@ async def _settle(c: httpx.AsyncClient, url: str, timeout_s: float = 120) -> int
         if not rooms or time.monotonic() > deadline:
             return len(rooms)
         await asyncio.sleep(0.5)
+
+
+def remove_leftovers(client: docker.DockerClient, scope: str) -> None:
+    """What the served process made besides containers: its agents' network (and the host filter on its bridge)
+    and, with the pool on, claim records (volumes)."""
+    remove_scope(client, scope)
+    label = f"{Label.SCOPE}={scope}"
+    for net in client.networks.list(filters={"label": label}):
+        remove_network(client, net.name)
+    for vol in client.volumes.list(filters={"label": label}):
+        with contextlib.suppress(docker.errors.APIError):
+            vol.remove(force=True)
 
 
 def markdown(r: Result, *, command: str) -> str:
@@ -157,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pool", type=int, default=0, help="ORCH_POOL_MAX for the server (0: no warm pool)")
     p.add_argument("--image", default=TINY_IMAGE, help="agent image (the pool wants agent-orchestrator/agent:latest)")
     p.add_argument("--tracemalloc", action="store_true", help="serve under tracemalloc; print what grew after warm-up")
+    p.add_argument("--types", action="store_true", help="count live objects by type after warm-up (cheap); print what grew")
     p.add_argument("--out", default=None, help="file stem under bench-results/ (default: print only)")
     args = p.parse_args(argv)
     command = "scripts/soak " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -183,13 +200,14 @@ def main(argv: list[str] | None = None) -> None:
     signal.alarm(args.deadline)
     env = {"ORCH_MAX_AGENTS_PER_CLIENT": "1000", "ORCH_MAX_AGENTS_TOTAL": "1000", "ORCH_AGENT_STARTUP_TIMEOUT_S": "0",
            "ORCH_USAGE_SAMPLING_ENABLED": "false", "ORCH_LOG_LEVEL": "WARNING", "ORCH_POOL_MAX": str(args.pool)}
-    if args.tracemalloc:
-        env[SNAPSHOT_DIR] = str(work)
-    module = "devtools.traced_serve" if args.tracemalloc else "orchestrator.cli"
+    probing = args.tracemalloc or args.types
+    if probing:
+        env.update({SNAPSHOT_DIR: str(work), PROBE: "types" if args.types else "tracemalloc"})
+    module = "devtools.traced_serve" if probing else "orchestrator.cli"
     try:
         with serve_process(scope=scope, tenants_file=tenants, image=args.image, port=port, module=module,
-                           ready_s=180 if args.tracemalloc else 30, **env) as served:
-            snapshots = Snapshots(served.proc.pid, work) if args.tracemalloc else None
+                           ready_s=180 if probing else 30, **env) as served:
+            snapshots = Snapshots(served.proc.pid, work, by_type=args.types) if probing else None
             result = asyncio.run(soak(served.url, served.proc.pid, cycles=args.cycles, concurrency=args.concurrency,
                                       every=args.every, warmup=args.warmup, tag=tag, snapshots=snapshots, on_sample=save))
     except Deadline:
@@ -198,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         result = {**latest, "stopped": f"its deadline ({args.deadline} s) or a SIGTERM ended the run after {latest['cycles']} cycles"}
     finally:
         signal.alarm(0)
-        remove_scope(client, scope)
+        remove_leftovers(client, scope)
         livekit.stop()
     save(result)
     print(markdown(result, command=command))

@@ -9,6 +9,8 @@ import pytest
 from orchestrator.core.bounded import Newest
 from orchestrator.core.models import ContainerInfo, ContainerStatus, WatchEvent, WebhookNotice
 from orchestrator.observability.starts import JOINS_MAX, Starts, settled
+from orchestrator.rules.naming import KEY_CACHE, _key, container_name
+from orchestrator.rules.planner import _created_label
 from orchestrator.rules.rooms import RoomRegistry
 from orchestrator.rules.view import TOMBSTONE_S, AgentView
 from orchestrator.runtime.docker.runtime import LAST_EXITS_KEPT, DockerRuntime
@@ -112,3 +114,20 @@ def test_an_exit_noted_after_its_removal_is_no_leak() -> None:
     for i in range(3 * LAST_EXITS_KEPT):
         runtime.note_exit(f"agent-{i}", 137)
     assert len(runtime._last_exit) == LAST_EXITS_KEPT
+
+
+def _churn(cached: str, room: str) -> None:
+    key = _key("c1", "farah", room)
+    {"key": lambda: key, "name": lambda: container_name(key), "created": lambda: _created_label(f"2026-01-01T00:00:00.{room[1:]:0>6}")}[cached]()
+
+
+@pytest.mark.parametrize(("cached", "rooms"), [
+    ("key", 10), ("key", 5_000), ("name", 5_000), ("created", 5_000),  # a 5,000-lifecycle soak: a new room each
+])
+def test_per_key_caches_stay_bounded_under_churn(cached: str, rooms: int) -> None:
+    """Every room of a soak is a new key: the caches must not keep thousands of them (each held up to 8,192)."""
+    cache = {"key": _key, "name": container_name, "created": _created_label}[cached]
+    cache.cache_clear()
+    for i in range(rooms):
+        _churn(cached, f"r{i}")
+    assert cache.cache_info().currsize == min(rooms, KEY_CACHE) and KEY_CACHE <= 1024
