@@ -1,18 +1,27 @@
-"""Warm mode: a pool member loads Python, the rtc library and the agent, then waits for ONE assignment on stdin.
+"""Warm mode: a pool member loads Python, the rtc library and the agent, then waits for ONE assignment.
 
-Why stdin: only whoever holds the engine API can attach to a container's stdin (Docker's attach, Kubernetes'
-pods/attach through the API server), so the channel needs no port on the agents' network, no LiveKit key per
-pool (a lobby room + SendData would need one to mint lobby tokens and to send), and nothing of the tenant ever
-sits in env, labels or logs. The line is read exactly once (at most once); EOF or no line within the member's
-max age ends the process (exit 0), and the orchestrator makes a fresh member.
+Two channels, one assignment format (`parse_assignment`); the image label `agent-orchestrator.warm-mode` lists both:
+- stdin-v1 (Docker): only whoever holds the engine API can attach to a container's stdin, so the channel needs no
+  port on the agents' network and nothing of the tenant ever sits in env, labels or logs.
+- livekit-lobby-v1 (Swarm, where the orchestrator reaches only a manager and cannot attach to a task on another
+  node): the member waits in a lobby room with a join-only token (no publish, no data, no subscribe) and takes the
+  first server-sent data packet on the assignment topic addressed to it (RoomService.SendData needs the API secret,
+  so no member can forge one), then leaves the lobby.
+Either way the assignment is taken exactly once (at most once); EOF, a lost lobby or no assignment within the
+member's max age ends the process (exit 0), and the orchestrator makes a fresh member.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import os
+import queue
 import select
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -23,6 +32,9 @@ WARM_ENV = "AGENT_WARM"
 MAX_AGE_ENV = "AGENT_WARM_MAX_AGE_SECONDS"
 _BEAT_S = 2.0  # the heartbeat is stale after health.STALE_AFTER_S; beat well inside it
 MAX_LINE = 256 * 1024  # an assignment is a few KB; a runaway writer cannot make us hold more
+LOBBY_ROOM_ENV = "AGENT_LOBBY_ROOM"  # set: wait in this LiveKit room (livekit-lobby-v1) instead of on stdin
+LOBBY_TOKEN_ENV = "AGENT_LOBBY_TOKEN"  # join-only, this member's identity; on Swarm a secret file, never in the spec
+ASSIGNMENT_TOPIC = "orchestrator.assignment"
 
 
 def is_warm(env: Mapping[str, str]) -> bool:
@@ -74,7 +86,77 @@ def await_assignment(base_env: Mapping[str, str]) -> dict[str, str] | None:
         except OSError:
             pass
 
-    line = wait_for_line(fd=sys.stdin.fileno(), max_age_s=max_age_s, beat=beat)
+    lobby = base_env.get(LOBBY_ROOM_ENV, "").strip()
+    if lobby:
+        url, token = base_env.get("LIVEKIT_URL", "").strip(), base_env.get(LOBBY_TOKEN_ENV, "").strip()
+        if not url or not token:
+            raise ConfigError(f"{LOBBY_ROOM_ENV} is set but LIVEKIT_URL or {LOBBY_TOKEN_ENV} is missing")
+        line = lobby_in_background(url=url, token=token, max_age_s=max_age_s, beat=beat)
+    else:
+        line = wait_for_line(fd=sys.stdin.fileno(), max_age_s=max_age_s, beat=beat)
     if line is None:
         return None
     return {**base_env, **parse_assignment(line)}
+
+
+def is_assignment(*, topic: str | None, from_server: bool) -> bool:
+    """Only a server-sent packet (RoomService.SendData: the API secret's holder) on the topic is an assignment."""
+    return from_server and topic == ASSIGNMENT_TOPIC
+
+
+def lobby_in_background(*, url: str, token: str, max_age_s: float, beat: Callable[[], None]) -> bytes | None:
+    """The lobby on a thread and event loop of its own: the assignment is returned the moment it arrives, and the
+    agent joins its room while the lobby is still being left (leave then join, in series, cost ~30 ms more)."""
+    handed: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
+
+    def lobby() -> None:
+        try:
+            asyncio.run(wait_in_lobby(url=url, token=token, max_age_s=max_age_s, beat=beat, deliver=handed.put))
+        finally:
+            with contextlib.suppress(queue.Full):
+                handed.put_nowait(None)  # none came (or the lobby failed): the caller ends the member
+
+    threading.Thread(target=lobby, name="lobby", daemon=True).start()
+    return handed.get()
+
+
+async def wait_in_lobby(
+    *, url: str, token: str, max_age_s: float, beat: Callable[[], None], deliver: Callable[[bytes], None] = lambda _: None,
+) -> bytes | None:
+    """Connected to the lobby, the first assignment packet addressed to us (also given to `deliver` at once); None when
+    the lobby is lost or none came. Leaves the lobby before it returns."""
+    from livekit import rtc  # loaded already in warm mode (run imports it); here so stdin mode never needs it
+
+    room = rtc.Room()
+    got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    lost = asyncio.Event()
+
+    @room.on("data_received")
+    def _data(packet: rtc.DataPacket) -> None:
+        if not got.done() and is_assignment(topic=packet.topic, from_server=packet.participant is None):
+            got.set_result(packet.data[:MAX_LINE])
+            deliver(packet.data[:MAX_LINE])
+
+    @room.on("disconnected")
+    def _lost(*_: object) -> None:
+        lost.set()
+
+    deadline = time.monotonic() + max_age_s
+    beat()
+    try:
+        await room.connect(url, token, rtc.RoomOptions(auto_subscribe=False))
+    except Exception as exc:  # rtc.ConnectError and transport errors: this member is useless; the pool makes another
+        logging.getLogger("agent_image").error("warm: cannot join the lobby (%s)", type(exc).__name__)
+        return None
+    try:
+        while not got.done() and not lost.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            beat()
+            lost_wait = asyncio.ensure_future(lost.wait())
+            await asyncio.wait({got, lost_wait}, timeout=min(_BEAT_S, left), return_when=asyncio.FIRST_COMPLETED)
+            lost_wait.cancel()
+        return got.result() if got.done() else None
+    finally:
+        await room.disconnect()  # leaving the lobby is the orchestrator's receipt: it watches the member go

@@ -107,7 +107,7 @@ class Orchestrator:
         self.networks = AgentNetworks(settings=settings, provider=self.runtime)
         # Warm members for every start path (trigger, dispatch, crash restart): on an engine that can keep them.
         self.pool: WarmPool | None = (
-            WarmPool(settings=settings, engine=self.runtime, clock=clock,
+            WarmPool(settings=settings, engine=self.runtime, clock=clock, livekit=self.livekit,  # type: ignore[arg-type]
                      publish=lambda message, **fields: self.telemetry.feed.publish("pool", message, **fields))
             if isinstance(self.runtime, WarmPoolEngine) and settings.pool_max > 0 else None
         )

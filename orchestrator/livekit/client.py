@@ -44,6 +44,18 @@ def user_token(creds: LiveKitCredentials, *, identity: str, room: str, ttl_s: in
     return token.to_jwt()
 
 
+def lobby_token(creds: LiveKitCredentials, *, identity: str, room: str, ttl_s: int) -> str:
+    """A warm pool member's only credential: join the lobby, and nothing else. No publishing (no media, no data: a
+    member cannot send anything to another), no subscribing, hidden from nobody but holding nothing of a tenant."""
+    return (
+        api.AccessToken(creds.api_key, creds.api_secret.get_secret_value())
+        .with_identity(identity)
+        .with_ttl(dt.timedelta(seconds=ttl_s))
+        .with_grants(api.VideoGrants(room_join=True, room=room, can_publish=False, can_publish_data=False, can_subscribe=False))
+        .to_jwt()
+    )
+
+
 AGENT_CLIENT_ATTRIBUTE = "orchestrator.client_id"
 
 
@@ -112,6 +124,16 @@ class LiveKitGateway:
         )
         return list(resp.participants)
 
+    def lobby_token(self, creds: LiveKitCredentials, *, identity: str, room: str, ttl_s: int) -> str:
+        return lobby_token(creds, identity=identity, room=room, ttl_s=ttl_s)
+
+    async def send_data(self, creds: LiveKitCredentials, *, room: str, data: bytes, identity: str, topic: str) -> None:
+        """One reliable server data packet to one participant (RoomService.SendData; only the API secret can send)."""
+        req = api.SendDataRequest(
+            room=room, data=data, kind=api.DataPacket.Kind.RELIABLE, destination_identities=[identity], topic=topic,
+        )
+        await self._call(creds, "send_data", lambda lk: lk.room.send_data(req))
+
     async def update_room_metadata(self, creds: LiveKitCredentials, *, room: str, metadata: str) -> None:
         req = api.UpdateRoomMetadataRequest(room=room, metadata=metadata)
         await self._call(creds, "update_room_metadata", lambda lk: lk.room.update_room_metadata(req))
@@ -165,6 +187,11 @@ class LiveKitGateway:
                 f"LiveKit at {creds.url} is unreachable ({type(exc).__name__}); retry shortly", retry_after=5,
                 dependency="livekit",
             ) from None
+
+
+def is_active(participant: api.ParticipantInfo) -> bool:
+    """Connected with its transport up: a participant listed while still JOINING/JOINED drops a data packet."""
+    return participant.state == api.ParticipantInfo.State.ACTIVE
 
 
 def is_agent(participant: api.ParticipantInfo) -> bool:

@@ -24,7 +24,9 @@ POOL_MEMBER = LABEL_PREFIX + "pool-member"  # on a claim record: the member cont
 POOL_NAME = LABEL_PREFIX + "pool-name"  # on a claim record: the name the claim renames the member to
 POOL_CLAIM = LABEL_PREFIX + "pool-claim"  # on a claim record: the claimant's nonce (who won the member)
 WARM_MODE = LABEL_PREFIX + "warm-mode"  # on an image: it can wait warm; the value is the handover protocol
-WARM_PROTOCOL = "stdin-v1"
+WARM_PROTOCOL = "stdin-v1"  # the assignment line on the member's stdin (Docker: attach through the engine API)
+LOBBY_PROTOCOL = "livekit-lobby-v1"  # a server data packet to the member waiting in a LiveKit lobby room (Swarm)
+POOL_IDENTITY = LABEL_PREFIX + "pool-identity"  # on a lobby member: its identity in the lobby (no secret)
 MEMBER_PREFIX = "pool_"
 RECORD_PREFIX = "agent-claim_"
 # The cold spec's tenant fields; everything else of the spec is the pool's identity.
@@ -36,6 +38,16 @@ def pool_hash(*, engine: str, spec: Mapping[str, Any]) -> str:
     body = {k: v for k, v in spec.items() if k not in TENANT_FIELDS}
     raw = json.dumps({"engine": engine, **body}, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def protocols(label: str | None) -> frozenset[str]:
+    """The handover protocols an image's warm-mode label lists (comma-separated; `stdin-v1` alone before Swarm)."""
+    return frozenset(p.strip() for p in (label or "").split(",") if p.strip())
+
+
+def lobby_room(*, scope: str, pool: str) -> str:
+    """The LiveKit room a pool's members wait in: one per scope and pool, so a restarted orchestrator knows it."""
+    return f"orch-lobby-{scope[:24]}-{pool}"
 
 
 def member_name(*, scope: str, pool: str, nonce: str) -> str:

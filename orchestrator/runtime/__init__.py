@@ -18,7 +18,8 @@ from orchestrator.rules.launch_spec import ContainerSpec as ContainerSpec  # the
 
 # Environment values that are secrets: an engine hands them over outside the object's spec (a Kubernetes Secret,
 # a Docker secret on Swarm) wherever it can; plain Docker keeps them in the container's Env (see the README).
-SECRET_ENV_KEYS = frozenset({"LIVEKIT_TOKEN", "OPENAI_API_KEY"})
+# AGENT_LOBBY_TOKEN: a warm member's join-only lobby token (services.pool_lobby).
+SECRET_ENV_KEYS = frozenset({"LIVEKIT_TOKEN", "OPENAI_API_KEY", "AGENT_LOBBY_TOKEN"})
 
 
 class NameTaken(Exception):

@@ -8,9 +8,10 @@ from orchestrator.runtime import ContainerRuntime
 
 def runtime_from_settings(settings: Settings) -> ContainerRuntime:
     if settings.runtime == "swarm":
-        from orchestrator.runtime.swarm.runtime import SwarmRuntime
+        # As on Docker, the pooled runtime is a superset: it reads claimed members (and their aliases) as agents.
+        from orchestrator.runtime.swarm.pool import PooledSwarmRuntime
 
-        return SwarmRuntime.from_settings(settings)
+        return PooledSwarmRuntime.from_settings(settings)
     if settings.runtime == "kubernetes":
         from orchestrator.runtime.kubernetes.runtime import KubernetesRuntime
 

@@ -1,4 +1,7 @@
-"""The warm pool: members made ahead per isolation domain, claimed by a start, handed their assignment over stdin.
+"""The warm pool: members made ahead per isolation domain, claimed by a start, handed their assignment.
+
+The handover is the engine's to name (`handover`): stdin-v1 through the engine (Docker), or livekit-lobby-v1
+(services.pool_lobby: a server data packet to a member waiting in a LiveKit lobby; Swarm).
 
 The pool never learns which engine it runs on (runtime.WarmPoolEngine). A domain's template is the cold
 spec with its tenant fields taken out; it is learnt from the first start in that domain (a cold one) and
@@ -21,11 +24,12 @@ from typing import Any, Callable
 from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import DependencyUnavailable, OrchestratorError
 from orchestrator.core.waiting import wait_event
-from orchestrator.core.models import ContainerInfo
+from orchestrator.core.models import ContainerInfo, LiveKitCredentials
 from orchestrator.observability.starts import note
 from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
 from orchestrator.runtime import ContainerSpec, MemberGone, WarmPoolEngine
+from orchestrator.services.pool_lobby import LobbyHandover, LobbyService
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 # Tuning that operators have not needed to change (settings.py holds the knobs they do).
 WARM_TIME_S = 1.5  # what making one member takes (sizing: rate × this × 2)
 HANDOVER_TIMEOUT_S = 5.0  # writing an assignment (a busy daemon is slow); past it the start goes cold
+LOBBY_JOIN_TIMEOUT_S = 60.0  # a new lobby member loads Python and the rtc library, then joins its lobby
 RESERVE_TIMEOUT_S = 30.0  # a claim stuck between its record and its rename is undone after this
 TEMPLATE = rules.LABEL_PREFIX + "pool-template"  # the member spec, as JSON (no tenant field in it)
 
@@ -41,10 +46,13 @@ class WarmPool:
     """Per pool: idle members (ids, oldest first), in-flight creations, the claim rate; one refill loop."""
 
     def __init__(self, *, settings: Settings, engine: WarmPoolEngine, clock: Callable[[], datetime] = utcnow,
-                 publish: Callable[..., object] = lambda message, **fields: None) -> None:
+                 publish: Callable[..., object] = lambda message, **fields: None, livekit: LobbyService | None = None) -> None:
         self._s = settings
         self._publish = publish  # the event feed: members recycled, handovers failed, settings that cannot be met
         self._engine = engine
+        self._handover = getattr(engine, "handover", rules.WARM_PROTOCOL)
+        self._lobby = LobbyHandover(livekit=livekit, scope=settings.scope, token_ttl_s=int(settings.pool_max_age_s + 120)) if (
+            self._handover == rules.LOBBY_PROTOCOL and livekit is not None) else None
         self._clock = clock
         self._templates: dict[str, ContainerSpec] = {}
         self._idle: dict[str, list[ContainerInfo]] = {}
@@ -63,18 +71,25 @@ class WarmPool:
 
     # ---- claim ---------------------------------------------------------------------------------------------
 
-    def pool_of(self, spec: ContainerSpec) -> str:
-        return rules.pool_hash(engine=getattr(self._engine, "engine", "?"), spec=spec.model_dump())
+    def pool_of(self, spec: ContainerSpec, livekit: LiveKitCredentials | None = None) -> str:
+        lobby = {"lobby": LobbyHandover.domain(spec, livekit)} if self._lobby is not None and livekit is not None else {}
+        return rules.pool_hash(engine=getattr(self._engine, "engine", "?"), spec={**spec.model_dump(), **lobby})
 
-    async def claim(self, spec: ContainerSpec) -> ContainerInfo | None:
-        """The spec's container made from a warm member, or None (start cold). Raises NameTaken as a create does."""
+    async def claim(self, spec: ContainerSpec, *, livekit: LiveKitCredentials | None = None) -> ContainerInfo | None:
+        """The spec's container made from a warm member, or None (start cold). Raises NameTaken as a create does.
+        `livekit`: the start's LiveKit credentials (a lobby pool is per LiveKit and sends with them)."""
         if not self.enabled:
             return None
         image = await self._image(spec.image)
-        if image is None or not image[1]:
+        # A lobby handover needs the start's LiveKit credentials and an assignment that fits one data packet.
+        lobby_ok = self._handover != rules.LOBBY_PROTOCOL or (
+            self._lobby is not None and livekit is not None and LobbyHandover.payload(spec) is not None)
+        if image is None or not image[1] or not lobby_ok:
             self.outcomes["cold"] += 1  # an image without warm mode is never pooled: it would start unconfigured
             return None
-        pool = self.pool_of(spec)
+        pool = self.pool_of(spec, livekit)
+        if self._lobby is not None and livekit is not None:
+            self._lobby.learn(pool, livekit)
         self._learn(pool, spec)
         self._rates.setdefault(pool, rules.ClaimRate()).record(time.monotonic())
         idle = self._idle.get(pool, [])
@@ -85,7 +100,7 @@ class WarmPool:
                     claimed = await self._engine.claim_member(member, name=spec.name, labels=spec.labels)
                 except MemberGone:
                     continue
-                if await self._hand_over(claimed, spec):
+                if await self._hand_over(pool, claimed, spec):
                     self.outcomes["warm"] += 1
                     note(launch="warm")  # the start's stages and trace say it came from the pool
                     return claimed
@@ -96,11 +111,12 @@ class WarmPool:
         finally:
             self._wake.set()
 
-    async def _hand_over(self, claimed: ContainerInfo, spec: ContainerSpec) -> bool:
+    async def _hand_over(self, pool: str, claimed: ContainerInfo, spec: ContainerSpec) -> bool:
         line = json.dumps({"env": spec.env}, separators=(",", ":")).encode() + b"\n"
         try:
             await asyncio.wait_for(
-                self._engine.hand_over(claimed.name, line, timeout_s=HANDOVER_TIMEOUT_S),
+                self._lobby.hand_over(pool, claimed, line.rstrip(), timeout_s=HANDOVER_TIMEOUT_S) if self._lobby is not None
+                else self._engine.hand_over(claimed.name, line, timeout_s=HANDOVER_TIMEOUT_S),
                 timeout=HANDOVER_TIMEOUT_S,
             )
             return True
@@ -121,7 +137,7 @@ class WarmPool:
             if got is None:
                 self._images.pop(ref, None)
                 return None
-            self._images[ref] = (got[0], got[1].get(rules.WARM_MODE) == rules.WARM_PROTOCOL)
+            self._images[ref] = (got[0], self._handover in rules.protocols(got[1].get(rules.WARM_MODE)))
         return self._images[ref]
 
     # ---- templates and refill ------------------------------------------------------------------------------
@@ -132,9 +148,11 @@ class WarmPool:
         self._templates[pool] = spec.model_copy(update={
             "name": "", "labels": {}, "restart_policy": "no", "stdin": True,
             # Nothing of the tenant: the member is told only that it is warm and how long to wait, and (tracing on)
-            # the deployment's collector, so it loads the OpenTelemetry SDK while waiting rather than after the claim.
+            # the deployment's collector, so it loads the OpenTelemetry SDK while waiting rather than after the claim;
+            # a lobby member also where its lobby is (services.pool_lobby).
             "env": {"AGENT_WARM": "1", "AGENT_WARM_MAX_AGE_SECONDS": str(int(self._s.pool_max_age_s + 60)),
-                    **{k: v for k, v in spec.env.items() if k == "OTEL_EXPORTER_OTLP_ENDPOINT"}},
+                    **{k: v for k, v in spec.env.items() if k == "OTEL_EXPORTER_OTLP_ENDPOINT"},
+                    **(self._lobby.template_env(pool, spec) if self._lobby is not None else {})},
         })
         self._wake.set()
 
@@ -148,6 +166,8 @@ class WarmPool:
     def refill(self) -> None:
         """Start creations up to each pool's target, bounded by the refill concurrency (per pool)."""
         for pool, template in self._templates.items():
+            if self._lobby is not None and not self._lobby.knows(pool):
+                continue  # a lobby pool adopted after a restart: its LiveKit credentials come with its next claim
             n = rules.to_create(
                 target=self.target(pool), idle=len(self._idle.get(pool, [])), creating=self._creating[pool],
                 concurrency=self._s.pool_refill_concurrency,
@@ -163,7 +183,7 @@ class WarmPool:
             image = await self._image(template.image)
             if image is None or not image[1]:
                 raise DependencyUnavailable(
-                    f"image {template.image} is missing or has no warm mode (label {rules.WARM_MODE}={rules.WARM_PROTOCOL})",
+                    f"image {template.image} is missing or has no warm mode (label {rules.WARM_MODE} listing {self._handover})",
                     dependency="pool",
                 )
             image_id = image[0]
@@ -171,9 +191,15 @@ class WarmPool:
                 scope=self._s.scope, pool=pool, image_id=image_id, created_at=self._clock().isoformat(),
             )
             labels[TEMPLATE] = template.model_dump_json()
+            env, own = self._lobby.member(pool) if self._lobby is not None else ({}, {})
             name = rules.member_name(scope=self._s.scope, pool=pool, nonce=secrets.token_hex(4))
-            info = await self._engine.create_member(template.model_copy(update={"name": name, "labels": labels}))
-            self._idle.setdefault(pool, []).append(info)
+            info = await self._engine.create_member(
+                template.model_copy(update={"name": name, "labels": {**labels, **own}, "env": {**template.env, **env}}))
+            if self._lobby is not None and not await self._lobby.joined(pool, info, timeout_s=LOBBY_JOIN_TIMEOUT_S):
+                await self._engine.remove_member(info)
+                raise DependencyUnavailable(f"member {info.name} never reached its lobby", dependency="livekit")
+            if all(m.id != info.id for m in self._idle.setdefault(pool, [])):  # a sweep may have found it ready first
+                self._idle[pool].append(info)
             self._made_at[info.id] = time.monotonic()
             self.last_problem = ""
         except OrchestratorError as exc:
@@ -226,6 +252,8 @@ class WarmPool:
         # Oldest first, so max age recycles in order; members claimed since the listing are gone from the engine's
         # next answer, and a claim of one already taken fails with MemberGone.
         # Members made while the listing ran are not in it: keep those (still idle in memory) as they are.
+        if self._lobby is not None:  # running is not ready: a member is claimable once it waits in its lobby
+            idle = {p: await self._lobby.ready(p, ms) for p, ms in idle.items()}
         listed = {info.id for info, _ in members}
         for pool, ms in self._idle.items():
             idle.setdefault(pool, []).extend(m for m in ms if m.id not in listed and self._made_at.get(m.id, 0.0) > listed_at)

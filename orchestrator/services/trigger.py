@@ -206,7 +206,7 @@ class TriggerService:
                         key, name=name, client=client, agent=agent, mode=mode, network=network, token=token,
                         extra_labels=extra_labels,
                     )
-                    made = await self.pool.claim(spec) if self.pool is not None else None
+                    made = await self.pool.claim(spec, livekit=client.livekit) if self.pool is not None else None
                     if made is None:
                         made = await self._runtime.create_and_start(spec)
                     return TriggerOutcome.created, made

@@ -49,3 +49,18 @@ def test_assignment_fills_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
     env = warm.await_assignment({"AGENT_WARM": "1", "AGENT_HEALTH_FILE": str(tmp_path / "h.json")})
     assert env == {"AGENT_WARM": "1", "AGENT_HEALTH_FILE": str(tmp_path / "h.json"), "LIVEKIT_ROOM": "r1"}
     assert json.loads((tmp_path / "h.json").read_text())["state"] == "waiting"
+
+
+@pytest.mark.parametrize(("topic", "from_server", "taken"), [
+    ("orchestrator.assignment", True, True),
+    ("orchestrator.assignment", False, False),  # a participant cannot hand out work (and members may not publish data)
+    ("chat", True, False),
+    (None, True, False),
+])
+def test_only_a_server_packet_on_the_topic_is_an_assignment(topic: str | None, from_server: bool, taken: bool) -> None:
+    assert warm.is_assignment(topic=topic, from_server=from_server) is taken
+
+
+def test_a_lobby_without_its_token_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="AGENT_LOBBY_TOKEN"):
+        warm.await_assignment({"AGENT_LOBBY_ROOM": "orch-lobby-x", "LIVEKIT_URL": "ws://lk:7880", "AGENT_HEALTH_FILE": "/nonexistent/h"})

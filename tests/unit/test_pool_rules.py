@@ -123,3 +123,20 @@ def test_health_predates_claim(claimed_at: str | None, predates: bool) -> None:
 
     now = datetime(2026, 12, 2, 10, 0, 5, tzinfo=timezone.utc)
     assert rules.health_predates_claim(claimed_at, now=now) is predates
+
+
+@pytest.mark.parametrize(("label", "expected"), [
+    ("stdin-v1", {"stdin-v1"}),  # images built before Swarm had a pool
+    ("stdin-v1,livekit-lobby-v1", {"stdin-v1", "livekit-lobby-v1"}),
+    (" livekit-lobby-v1 , ", {"livekit-lobby-v1"}),
+    ("", set()),
+    (None, set()),
+])
+def test_an_image_lists_its_handover_protocols(label: str | None, expected: set[str]) -> None:
+    assert rules.protocols(label) == expected
+
+
+def test_a_lobby_is_per_scope_and_pool() -> None:
+    a = rules.lobby_room(scope="s1", pool="abc")
+    assert a == rules.lobby_room(scope="s1", pool="abc")  # a restarted orchestrator finds its members' lobby
+    assert a != rules.lobby_room(scope="s2", pool="abc") and a != rules.lobby_room(scope="s1", pool="abd")
