@@ -111,6 +111,8 @@ async def soak(url: str, pid: int, *, cycles: int, concurrency: int, every: int,
                 snaps.append((done, await snapshots.take()))
             samples.append({"cycles": done, "rss_mb": rss_mb(pid), "s": round(time.monotonic() - t0, 1)})
             result.update(cycles=done, cycles_per_s=round(done / (time.monotonic() - t0), 1), **summarize(samples, warmup=warmup))
+            if (pool := (await c.get(f"{url}/api/v1/admin/pool")).json()).get("enabled"):
+                result["pool_claims"] = pool.get("claims", {})  # warm | cold | handover-failed: was the pool used?
             on_sample(result)
         result["rooms_left_in_registry"] = await _settle(c, url)
     if len(snaps) >= 2:
@@ -156,6 +158,8 @@ def markdown(r: Result, *, command: str) -> str:
     else:
         lines += ["", f"Still within the {r['warmup_cycles']} warm-up cycles: RSS at start {r['rss_start_mb']} MB, "
                   f"peak {r['rss_peak_mb']} MB."]
+    if r.get("pool_claims"):
+        lines += ["", f"Warm pool claims: {r['pool_claims']}."]
     if r.get("stopped"):
         lines += ["", f"**Stopped early:** {r['stopped']}"]
     if r.get("heap_growth"):
