@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from devtools.kube_cluster import KubeCluster
+from devtools.kube_gvisor import containerd_runtime, runsc_wrapper
 from devtools.kube_node_teardown import PREFIX, NodeTeardown, sh
 from devtools.netpol import kube_router_binary, start_enforcer
 
@@ -181,6 +182,7 @@ class RealNode(NodeTeardown):
         }
         (self.base / "cni" / "net.d" / "10-bridge.conflist").write_text(json.dumps(cni, indent=1))
         cri = 'plugins."io.containerd.grpc.v1.cri"'
+        runsc = runsc_wrapper(self.base)  # the gVisor handler (devtools/kube_gvisor.py), when runsc is installed
         config = f"""version = 2
 root = "{self.base / 'containerd'}"
 state = "{self.state / 'containerd'}"
@@ -210,7 +212,7 @@ oom_score = 0
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
         SystemdCgroup = false
-  [{cri}.cni]
+{containerd_runtime(cri, runsc, state=self.state) if runsc else ""}  [{cri}.cni]
     bin_dir = "{CNI_BIN}"
     conf_dir = "{self.base / 'cni' / 'net.d'}"
 """

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from orchestrator.services.agent_networks import AgentNetworks
 from orchestrator.services.livekit_reach import LiveKitReach
 from orchestrator.core.clock import utcnow
-from orchestrator.core.errors import ConfigurationError, DependencyRejected, DependencyUnavailable
+from orchestrator.core.errors import ConfigurationError, DependencyRejected, DependencyUnavailable, OrchestratorError
 from orchestrator.observability.events import EventFeed
 from orchestrator.services.informer import Informer
 from orchestrator.observability.metrics import Metrics
@@ -33,7 +33,7 @@ from orchestrator.services.operations import Operations
 from orchestrator.services.reconciler import Reconciler
 from orchestrator.livekit.service import RoomService
 from orchestrator.rules.rooms import AgentLaunched, RoomRegistry
-from orchestrator.runtime import ContainerRuntime, Preflight, WarmPoolEngine, WatchEvent
+from orchestrator.runtime import ContainerRuntime, LiveKitEgress, Preflight, WarmPoolEngine, WatchEvent
 from orchestrator.services.sampler import UsageSampler
 from orchestrator.settings import Settings
 from orchestrator.observability.telemetry import Telemetry
@@ -204,7 +204,17 @@ class Orchestrator:
                 await self.runtime.preflight(network=network.name)
             except DependencyUnavailable as exc:
                 log.warning("start-up check skipped: %s", exc.message)
+        if isinstance(self.runtime, LiveKitEgress):
+            await self._allow_livekit(self.runtime)
         await self.livekit_reach.at_start()
+
+    async def _allow_livekit(self, runtime: LiveKitEgress) -> None:
+        """The served clients' LiveKit addresses, as their agents are told them, into the agents' egress rules."""
+        try:
+            clients = await self.livekit_reach.served()
+            await runtime.allow_livekit([self.settings.agent_livekit_url or c.livekit.url for c in clients])
+        except OrchestratorError as exc:  # a store or engine not answering yet: the policy keeps what it had
+            log.warning("agents' LiveKit egress not updated at start: %s", exc.message)
 
     async def start(self, *, loops: bool = True) -> None:
         await self.preflight()

@@ -43,7 +43,8 @@ DESCRIPTIONS: dict[str, str] = {
     "agent_subnet_prefix": "size of each agent network taken from the pool (a /24 by default)",
     "agent_host_filter": "agents on a network the orchestrator made reach only ORCH_AGENT_HOST_PORTS on the host; "
                          "false = explicit opt-out (on, a host where it cannot be installed refuses to start)",
-    "agent_host_ports": "LiveKit's ports on the host agents may reach (`port[-port]/tcp|udp`, comma-separated)",
+    "agent_host_ports": "LiveKit's ports on the host agents may reach (`port[-port]/tcp|udp`, comma-separated); on Kubernetes, "
+    "LiveKit's RTC/TURN ports its NetworkPolicy allows on each LiveKit address (with the URL's signal port)",
     "agent_egress": "`internet`, or `livekit-only`: agents reach nothing past the host (a forward filter on their bridge only)",
     "livekit_preflight": "start-up check that agents on each agents' network reach each served client's LiveKit: "
                          "`warn` (log + feed), `refuse` (stop the start) or `off`",
@@ -63,7 +64,8 @@ DESCRIPTIONS: dict[str, str] = {
     "kube_timeout_s": "timeout of one Kubernetes API request",
     "kube_node_selector": "nodeSelector of agent pods (JSON object), e.g. a dedicated agent node pool",
     "kube_tolerations": "tolerations of agent pods (JSON list of Kubernetes tolerations), e.g. for a tainted agent node pool",
-    "kube_network_policy": "ensure the agents' NetworkPolicy at start (no ingress; egress to DNS, public addresses, ORCH_KUBE_AGENT_EGRESS)",
+    "kube_network_policy": "ensure the agents' NetworkPolicy at start (no ingress; egress to DNS, public addresses, LiveKit's ports on "
+    "each LiveKit address, ORCH_KUBE_AGENT_EGRESS)",
     "kube_agent_egress_public": "agents on Kubernetes may reach public addresses (LiveKit Cloud, an LLM API); private ranges stay closed",
     "kube_agent_egress": "extra CIDRs agents on Kubernetes may reach (e.g. an in-cluster LiveKit's Pod range), comma-separated or JSON",
     "dispatch_enabled": "register with each client's LiveKit as an agent worker: dispatched jobs get their own container",

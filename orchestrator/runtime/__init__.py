@@ -79,6 +79,17 @@ class Preflight(Protocol):
 
 
 @runtime_checkable
+class LiveKitEgress(Protocol):
+    """Optional: a runtime whose agents' egress names LiveKit's addresses (Kubernetes: the agents' NetworkPolicy).
+
+    Told at start the LiveKit URLs the served clients' agents are given; each address is then reachable on
+    LiveKit's ports only (the URL's signal port and ORCH_AGENT_HOST_PORTS), never on every port of that host.
+    """
+
+    async def allow_livekit(self, urls: list[str]) -> None: ...
+
+
+@runtime_checkable
 class NetworkProvider(Protocol):
     """Optional: a runtime that can make an isolated network for agents (the Docker runtime).
 

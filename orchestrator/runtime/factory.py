@@ -13,9 +13,10 @@ def runtime_from_settings(settings: Settings) -> ContainerRuntime:
 
         return PooledSwarmRuntime.from_settings(settings)
     if settings.runtime == "kubernetes":
-        from orchestrator.runtime.kubernetes.runtime import KubernetesRuntime
+        # Pooled for the same reason as on Docker (below): every process must read claimed members as agents.
+        from orchestrator.runtime.kubernetes.pool import PooledKubernetesRuntime
 
-        return KubernetesRuntime.from_settings(settings)
+        return PooledKubernetesRuntime.from_settings(settings)
     # The pooled runtime is a superset: it also reads claimed warm members as their keys' containers, which
     # every process must do (a CLI, a second orchestrator) whether or not it keeps a pool itself.
     from orchestrator.runtime.docker.pool import PooledDockerRuntime

@@ -71,7 +71,7 @@ class LiveKitReach:
         except OrchestratorError as exc:  # an engine or tenant store that does not answer yet: not a verdict
             log.warning("LiveKit reach check skipped: %s", exc.message)
 
-    async def _served(self) -> list[Client]:
+    async def served(self) -> list[Client]:
         """Every client the store lists (the file store), else the ones ORCH_DISPATCH_CLIENTS names."""
         lister = getattr(self._tenants, "list_clients", None)
         if lister is not None:
@@ -80,7 +80,7 @@ class LiveKitReach:
 
     async def check(self) -> list[str]:
         s = self._settings
-        clients = await self._served()
+        clients = await self.served()
         default = await self._networks.ensure_default()
         nets = [n for n in {n.name: n for n in [*([default] if default else []), *self._networks.known()]}.values()
                 if n.gateway is not None]

@@ -110,6 +110,8 @@ def node_settings(kscope: str, tmp_path: Path, kube_cluster: KubeCluster, real_n
             "runtime": "kubernetes", "scope": kscope, "tenants_file": tenants, "kubeconfig": kube_cluster.admin_kubeconfig,
             "agent_image": AGENT_IMAGE, "agent_memory": "256m", "agent_cpus": 0.5, "agent_stop_timeout_s": 10,
             "agent_livekit_url": f"ws://{real_node.host_ip}:{node_livekit.port}",
+            # LiveKit's RTC ports as its config has them: the agents' NetworkPolicy allows these (and the URL's port) only.
+            "agent_host_ports": [f"{node_livekit.rtc_tcp_port}/tcp", f"{node_livekit.rtc_udp_port}/udp"],
             "kube_node_selector": {LABEL[0]: LABEL[1]}, "kube_tolerations": [{**TAINT, "operator": "Equal"}],
             "reconcile_enabled": False, "usage_sampling_enabled": False,
         }

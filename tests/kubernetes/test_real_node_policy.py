@@ -1,7 +1,8 @@
 """NetworkPolicy enforced on a real node (kube-router's firewall controller, devtools/netpol.py): the isolation
 probe runs inside a real agent pod, first with no policy (it reaches everything: the test can fail), then with
-the agents' policy (no ingress; egress to its LiveKit only): LiveKit still reachable and the agent still in its
-room; another agent pod, the apiserver's address and a host service on the node's gateway unreachable.
+the runtime's own policy (no ingress; egress to DNS and to LiveKit's ports on LiveKit's address only): LiveKit
+still reachable, the agent still in its room and a fresh agent joins and is heard; another agent pod, and the
+apiserver relay and a host service that share LiveKit's address on other ports, unreachable.
 """
 
 from __future__ import annotations
@@ -45,32 +46,6 @@ LISTEN_PORT = 8081
 FORBIDDEN = ("other_tenant_agent", "tcp_apiserver_relay", "tcp_host_service", "orch_tcp_gateway", "orch_admin_gateway")
 
 
-def agents_policy(namespace: str, *, livekit_ip: str, livekit_ports: list[dict[str, Any]]) -> dict[str, Any]:
-    """The agents' policy: no ingress; egress to the cluster's DNS and to LiveKit's own ports on its address only.
-    Ports matter here: the apiserver relay and host services share LiveKit's address (the node's gateway)."""
-    return {
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {"name": "test-agents-isolation", "namespace": namespace},
-        "spec": {
-            "podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [],
-            "egress": [
-                {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-                 "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-                {"to": [{"ipBlock": {"cidr": f"{livekit_ip}/32"}}], "ports": livekit_ports},
-            ],
-        },
-    }
-
-
-def livekit_ports(server: LiveKitServer) -> list[dict[str, Any]]:
-    """Signalling, and the RTC TCP/UDP ports from the server's own config (media must keep flowing)."""
-    assert server.log_path is not None
-    rtc = yaml.safe_load((server.log_path.parent / "livekit.yaml").read_text())["rtc"]
-    return [{"protocol": "TCP", "port": server.port}, {"protocol": "TCP", "port": rtc["tcp_port"]},
-            {"protocol": "UDP", "port": rtc["udp_port"]}]
-
-
 @contextmanager
 def host_service(address: str) -> Iterator[int]:
     """An HTTP server on the host's end of the node's veth, answering 200 to anything (an orchestrator stand-in)."""
@@ -94,6 +69,11 @@ def host_service(address: str) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def _listed(livekit: LiveKitGateway, server: LiveKitServer, room: str) -> bool:
+    creds = LiveKitCredentials(url=server.url, api_key=server.api_key, api_secret=server.api_secret)
+    return AGENT in {p.identity for p in await livekit.list_participants(creds, room=room)}
 
 
 def _connects(host: str, port: int) -> bool:
@@ -159,11 +139,14 @@ async def test_probe_in_an_agent_pod_reaches_only_livekit_once_the_policy_is_enf
             assert before["must_work"]["livekit_http"]["ok"], before["must_work"]
 
             policies = f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies"
-            # The product's own policy, as the runtime ensures it at start: no ingress, egress to DNS, public
-            # addresses and LiveKit's address (any port: the orchestrator does not know LiveKit's RTC ports).
+            # The product's own policy, as the runtime ensures it at start: no ingress, egress to DNS, public addresses
+            # and LiveKit's address on LiveKit's ports only (the URL's signal port, ORCH_AGENT_HOST_PORTS' RTC ports).
             t_applied = time.perf_counter()
             await runtime.preflight(network="")
             product = kube_cluster.api("GET", f"{policies}/{POLICY_NAME}")
+            assert product["spec"]["egress"][-1] == {"to": [{"ipBlock": {"cidr": f"{real_node.host_ip}/32"}}], "ports": [
+                {"protocol": "TCP", "port": node_livekit.port}, {"protocol": "TCP", "port": node_livekit.rtc_tcp_port},
+                {"protocol": "UDP", "port": node_livekit.rtc_udp_port}]}
 
             async def enforced() -> bool:
                 return not await asyncio.to_thread(_pod_connects, kube_cluster, ns, pods[mine], other_ip, LISTEN_PORT)
@@ -172,37 +155,32 @@ async def test_probe_in_an_agent_pod_reaches_only_livekit_once_the_policy_is_enf
             t_enforced = time.perf_counter()
             # It is kube-router's doing: its chains in the node's namespace name the policy.
             assert f"{POLICY_NAME} namespace {ns}" in policy_rules(real_node)
-            under_product = await asyncio.to_thread(_probe, kube_cluster, ns, pods[mine], targets)
-            print("probe with the runtime's policy:", json.dumps({k: under_product["must_fail"][k]["ok"] for k in FORBIDDEN}))
-            assert not under_product["must_fail"]["other_tenant_agent"]["ok"], under_product["must_fail"]["other_tenant_agent"]
-            assert under_product["must_work"]["livekit_http"]["ok"], under_product["must_work"]
-            assert under_product["must_work"]["livekit_validate_own_token"]["ok"], under_product["must_work"]
-
-            # The same rules scoped to LiveKit's ports: then nothing else on LiveKit's address answers either.
-            kube_cluster.api("DELETE", f"{policies}/{POLICY_NAME}")
-            policy = agents_policy(ns, livekit_ip=real_node.host_ip, livekit_ports=livekit_ports(node_livekit))
-            kube_cluster.api("POST", policies, policy)
-            await eventually(lambda: asyncio.to_thread(lambda: not _pod_connects(kube_cluster, ns, pods[mine], relay.hostname or "", relay.port or 0)),
-                             timeout=30, what="the port-scoped policy enforced (the apiserver relay unreachable)")
-            assert f"{policy['metadata']['name']} namespace {ns}" in policy_rules(real_node)
             after = await asyncio.to_thread(_probe, kube_cluster, ns, pods[mine], targets)
-            print("probe with the port-scoped policy:", json.dumps({k: after["must_fail"][k] for k in FORBIDDEN}))
+            print("probe with the runtime's policy:", json.dumps({k: after["must_fail"][k] for k in FORBIDDEN}))
+            # The host service and the apiserver relay listen on LiveKit's own address: only the port keeps them out.
             for check in FORBIDDEN:
                 assert not after["must_fail"][check]["ok"], f"{check} reachable under the policy: {after['must_fail'][check]}"
             assert after["must_work"]["livekit_http"]["ok"], after["must_work"]
             assert after["must_work"]["livekit_validate_own_token"]["ok"], after["must_work"]
-            assert product["spec"]["egress"][-1]["to"] == [{"ipBlock": {"cidr": f"{real_node.host_ip}/32"}}]  # what let them through
+
+            # A fresh agent under the policy joins (LiveKit lists it): signalling passes on LiveKit's ports alone.
+            fresh = f"{settings.scope}-fresh"
+            out = await svc.trigger(client_id=CLIENT_ID, agent_slug="clarence-coherence", mode=Mode.voice, user_id="u", room_name=fresh)
+            pods[fresh] = out.container.name
+            await eventually(lambda: _listed(livekit, node_livekit, fresh), timeout=90, what="a fresh agent joined under the policy")
+            t_heard = time.perf_counter()
         # No ingress either: the host no longer reaches the other agent's listener.
         assert not _connects(other_ip, LISTEN_PORT)
         # The agent kept its room through it all (its established media and signalling were allowed).
         creds = LiveKitCredentials(url=node_livekit.url, api_key=node_livekit.api_key, api_secret=node_livekit.api_secret)
         assert AGENT in {p.identity for p in await livekit.list_participants(creds, room=mine)}
         # The enforcer follows the policy away too: deleted, the other agent is reachable again.
-        kube_cluster.api("DELETE", f"{policies}/{policy['metadata']['name']}")
+        kube_cluster.api("DELETE", f"{policies}/{POLICY_NAME}")
         t_deleted = time.perf_counter()
         await eventually(lambda: asyncio.to_thread(_pod_connects, kube_cluster, ns, pods[mine], other_ip, LISTEN_PORT), timeout=30,
                          what="the other agent reachable again once the policy is deleted")
-        print(f"policy created → enforced (first refused connection) {t_enforced - t_applied:.2f} s; "
+        print(f"policy created → enforced (first refused connection) {t_enforced - t_applied:.2f} s; fresh agent joined under it "
+              f"{t_heard - t_enforced:.2f} s after; "
               f"deleted → lifted {time.perf_counter() - t_deleted:.2f} s")
     except BaseException:
         print(kube_cluster.kubectl("get", "pods,networkpolicies", "-n", ns, "-o", "wide", check=False).stdout)

@@ -1,9 +1,12 @@
 """Pure rules for the agents' namespace: the NetworkPolicy that isolates agent Pods (no I/O, table-tested).
 
 Agents accept no connection (no ingress rule) and may open only: DNS to the cluster's resolver, the outside
-world's public addresses (LiveKit Cloud, an LLM API) when allowed, and the operator's own destinations (e.g.
-an in-cluster LiveKit's Pod range). Every private, link-local (cloud metadata) and shared address range is
-left out of "public", so the orchestrator's Service, other Pods and the nodes are out of reach by default.
+world's public addresses (LiveKit Cloud, an LLM API) when allowed, LiveKit's own ports on each LiveKit address
+the agents' URLs name (its signal port from the URL, its RTC/TURN ports from ORCH_AGENT_HOST_PORTS: nothing
+else that shares that address, such as a node's kubelet or a host's database), and the operator's own
+destinations (e.g. an in-cluster LiveKit's Pod range, any port: the operator chose them). Every private,
+link-local (cloud metadata) and shared address range is left out of "public", so the orchestrator's Service,
+other Pods and the nodes are out of reach by default.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from orchestrator.rules.isolation import HostPort, port_of_url
 from orchestrator.rules.naming import Label
 
 POLICY_NAME = "agent-orchestrator-agents"
@@ -42,8 +46,31 @@ def livekit_destinations(urls: Iterable[str]) -> list[str]:
     return found
 
 
+def policy_port(port: HostPort) -> dict[str, Any]:
+    """One NetworkPolicy port (a range as port..endPort, stable since Kubernetes 1.25)."""
+    rule: dict[str, Any] = {"protocol": port.proto.upper(), "port": port.first}
+    if port.last != port.first:
+        rule["endPort"] = port.last
+    return rule
+
+
+def livekit_egress(urls: Iterable[str], *, rtc_ports: Iterable[HostPort]) -> list[dict[str, Any]]:
+    """One egress rule per LiveKit address (livekit_destinations): its signal port(s) from the URLs that name it,
+    plus LiveKit's RTC/TURN ports (`rtc_ports`), and nothing else of that address."""
+    rtc = [policy_port(p) for p in rtc_ports]
+    signal: dict[str, list[dict[str, Any]]] = {}
+    for url in urls:
+        for net in livekit_destinations([url]):
+            port = port_of_url(url)
+            if port is not None and (rule := {"protocol": "TCP", "port": port}) not in signal.setdefault(net, []):
+                signal[net].append(rule)
+    return [{"to": [{"ipBlock": {"cidr": net}}], "ports": [*ports, *(p for p in rtc if p not in ports)]}
+            for net, ports in signal.items()]
+
+
 def agent_network_policy(
-    *, namespace: str, scope: str, public: bool, destinations: Iterable[str] = (), dns_namespace: str = "kube-system",
+    *, namespace: str, scope: str, public: bool, destinations: Iterable[str] = (), livekit_urls: Iterable[str] = (),
+    rtc_ports: Iterable[HostPort] = (), dns_namespace: str = "kube-system",
 ) -> dict[str, Any]:
     """The NetworkPolicy for every Pod of the agents' namespace (podSelector {}: only agents live there)."""
     egress: list[dict[str, Any]] = [{
@@ -53,6 +80,7 @@ def agent_network_policy(
     }]
     if public:
         egress.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NOT_PUBLIC_V4)}}]})
+    egress += livekit_egress(livekit_urls, rtc_ports=rtc_ports)
     blocks = list(dict.fromkeys(cidr(d) for d in destinations))
     if blocks:
         egress.append({"to": [{"ipBlock": {"cidr": b}} for b in blocks]})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from orchestrator.core.errors import ConfigurationError, DependencyError, dependency_error
 from orchestrator.core.models import ContainerInfo
+from orchestrator.rules.isolation import parse_host_port
 from orchestrator.settings import Settings
 from orchestrator.runtime import ContainerSpec, NameTaken
 from orchestrator.runtime.kubernetes.api import KubeAPI, api_error, message
@@ -36,7 +38,7 @@ from orchestrator.runtime.kubernetes.objects import (
     secret_name,
     selector,
 )
-from orchestrator.runtime.kubernetes.policy import agent_network_policy, livekit_destinations, same_policy
+from orchestrator.runtime.kubernetes.policy import agent_network_policy, same_policy
 from orchestrator.runtime.kubernetes.watch import PodWatch
 
 log = logging.getLogger(__name__)
@@ -67,29 +69,35 @@ class KubernetesRuntime(KubeAPI, PodWatch):
         node_selector: dict[str, str] | None = None,
         tolerations: list[dict[str, Any]] | None = None,
         runtime_class: str | None = None,
-        network_policy: dict[str, Any] | None = None,
+        network_policy: Callable[[list[str]], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(namespace=namespace, kubeconfig=kubeconfig, pool_size=pool_size, timeout_s=timeout_s, retries=retries)
         self._placement = {"node_selector": dict(node_selector or {}), "tolerations": list(tolerations or [])}
         self._restricted = restricted
         self._watch_timeout_s = watch_timeout_s
         self._runtime_class = runtime_class
-        self._network_policy = network_policy
+        # The agents' NetworkPolicy for the LiveKit URLs agents are given (None: no policy is managed).
+        self._policy_for = network_policy
+        self._network_policy = network_policy([]) if network_policy is not None else None
         self._where: dict[str, str] = {}  # pod uid -> pod name, from everything observed
         self.watch_relists = 0  # relists done by watch(), after start, 410 Gone or a broken stream
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "KubernetesRuntime":
-        policy = agent_network_policy(
-            namespace=namespace_for(settings), scope=settings.scope, public=settings.kube_agent_egress_public,
-            destinations=[*settings.kube_agent_egress, *livekit_destinations([settings.agent_livekit_url or ""])],
-        ) if settings.kube_network_policy else None
+        def policy(urls: list[str]) -> dict[str, Any]:
+            return agent_network_policy(
+                namespace=namespace_for(settings), scope=settings.scope, public=settings.kube_agent_egress_public,
+                destinations=settings.kube_agent_egress, livekit_urls=[settings.agent_livekit_url or "", *urls],
+                rtc_ports=[parse_host_port(p) for p in settings.agent_host_ports],
+            )
+
         return cls(
             namespace=namespace_for(settings),
             kubeconfig=settings.kubeconfig.expanduser() if settings.kubeconfig else None,
             restricted=settings.kube_restricted,
             pool_size=settings.docker_pool_size, timeout_s=settings.kube_timeout_s, retries=settings.docker_retries,
-            watch_timeout_s=settings.kube_watch_timeout_s, runtime_class=settings.agent_runtime, network_policy=policy,
+            watch_timeout_s=settings.kube_watch_timeout_s, runtime_class=settings.agent_runtime,
+            network_policy=policy if settings.kube_network_policy else None,
             node_selector=settings.kube_node_selector, tolerations=[dict(t) for t in settings.kube_tolerations],
         )
 
@@ -100,6 +108,12 @@ class KubernetesRuntime(KubeAPI, PodWatch):
         Then ensure the agents' NetworkPolicy (made, or put back as it should be). `network` means nothing here."""
         await self._check_runtime_class()
         if self._network_policy is not None:
+            await self.ensure_network_policy(self._network_policy)
+
+    async def allow_livekit(self, urls: list[str]) -> None:
+        """The served clients' LiveKit URLs into the policy (runtime.LiveKitEgress): their addresses on LiveKit's ports."""
+        if self._policy_for is not None:
+            self._network_policy = self._policy_for(urls)
             await self.ensure_network_policy(self._network_policy)
 
     async def _check_runtime_class(self) -> None:
