@@ -36,9 +36,13 @@ def serve(*, scope: str, tenants_file: Path, image: str, **env_overrides: str) -
 
 @contextmanager
 def serve_process(
-    *, scope: str, tenants_file: Path, image: str, port: int | None = None, **env_overrides: str
+    *, scope: str, tenants_file: Path, image: str, port: int | None = None, module: str = "orchestrator.cli",
+    ready_s: float = 30, **env_overrides: str,
 ) -> Iterator[Served]:
-    """Like `serve`, but also hands out the process (benchmarks read its RSS; drills kill -9 it)."""
+    """Like `serve`, but also hands out the process (benchmarks read its RSS; drills kill -9 it).
+
+    `module`: what `python -m` runs (the soak's `devtools.traced_serve` wraps the same CLI in tracemalloc,
+    which slows start-up: hence `ready_s`)."""
     port = port or free_port()
     env = {**os.environ, "ORCH_SCOPE": scope, "ORCH_TENANTS_FILE": str(tenants_file), "ORCH_AGENT_IMAGE": image,
            "ORCH_AGENT_MEMORY": "64m", "ORCH_AGENT_CPUS": "0.2", "ORCH_PORT": str(port),
@@ -47,10 +51,10 @@ def serve_process(
     # A file, not a pipe: nobody reads a pipe while the server runs, and a full pipe would block its logging.
     log_path = Path(tempfile.mkstemp(prefix=f"serve-{scope}-", suffix=".log")[1])
     with log_path.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", module, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + ready_s
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"orchestrator exited early:\n{log_path.read_text(errors='replace')[-6000:]}")
@@ -60,7 +64,7 @@ def serve_process(
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"orchestrator at {url} not healthy after 30 s")
+                raise RuntimeError(f"orchestrator at {url} not healthy after {ready_s:g} s")
             time.sleep(0.1)
         yield Served(url=url, proc=proc, log_path=log_path)
     finally:

@@ -75,6 +75,7 @@ class _Run:
 
 _current: contextvars.ContextVar[tuple[Starts, _Run] | None] = contextvars.ContextVar("orchestrator_start", default=None)
 _JOIN_WAIT_S = 600.0  # an expected join never reported is dropped after this (its record says `agent_joined: running`)
+JOINS_MAX = 1000  # expected joins held at most (oldest dropped first): a burst of agents that never join is no leak
 
 
 def current_record() -> StartRecord | None:
@@ -173,11 +174,41 @@ class Starts:
             return
         run = cur[1]
         now = time.perf_counter()
-        self._joins = {k: v for k, v in self._joins.items() if now - v.t0 < _JOIN_WAIT_S}
         mark = StageMark(stage=Stage.agent_joined.value, offset_s=round((run.engine_ended or now) - run.t0, 4))
         run.record.stages.append(mark)
         self.progress.publish(run.record, mark)
-        self._joins[(run.record.client_id, run.record.room, identity)] = run
+        key = (run.record.client_id, run.record.room, identity)
+        if (replaced := self._joins.pop(key, None)) is not None:  # a relaunch waits anew, at the end of the order
+            self._give_up(replaced, "relaunched")
+        self._joins[key] = run
+        self._expire(now)
+
+    def abandon(self, *, client_id: str, room: str) -> int:
+        """The room was closed: joins still awaited there will never come (their mark says `room_closed`)."""
+        gone = [k for k in self._joins if k[:2] == (client_id, room)]
+        for k in gone:
+            self._give_up(self._joins.pop(k), "room_closed")
+        return len(gone)
+
+    @property
+    def awaiting(self) -> int:
+        """Joins still awaited (bounded by JOINS_MAX and _JOIN_WAIT_S)."""
+        return len(self._joins)
+
+    def _expire(self, now: float) -> None:
+        """Oldest first (insertion order is start order): past the wait, or over the cap."""
+        while self._joins:
+            key, run = next(iter(self._joins.items()))
+            if now - run.t0 < _JOIN_WAIT_S and len(self._joins) <= JOINS_MAX:
+                return
+            self._give_up(self._joins.pop(key), "never_joined")
+
+    @staticmethod
+    def _give_up(run: _Run, outcome: str) -> None:
+        for mark in reversed(run.record.stages):
+            if mark.stage == Stage.agent_joined.value and mark.outcome == "running":
+                mark.outcome = outcome
+                return
 
     def joined(self, *, client_id: str, room: str, identity: str) -> bool:
         """LiveKit reported the agent in its room (a webhook): close the start's last stage."""

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from orchestrator.core.models import ContainerInfo, ContainerKey, ContainerStatus, Health
-from orchestrator.rules.naming import Label, agent_identity, container_name, key_from_labels
+from orchestrator.rules.naming import KEY_CACHE, Label, agent_identity, container_name, key_from_labels
 from orchestrator.rules import room_metadata
 from orchestrator.rules.rooms import Due, Room, RoomSnapshot, RoomState, deadline, due
 from orchestrator.settings import Settings
@@ -143,7 +143,7 @@ def created(c: ContainerInfo) -> datetime | None:
     return (label and _created_label(label)) or _aware(c.created_at)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=KEY_CACHE)
 def _created_label(label: str) -> datetime | None:
     try:
         return _aware(datetime.fromisoformat(label))

@@ -24,6 +24,7 @@ from orchestrator.rules.naming import key_from_labels
 from orchestrator.core.models import WatchEvent
 
 _TOMBSTONES = 4096  # deleted ids remembered against late upserts; older ones fall off (a relist resets all)
+TOMBSTONE_S = 300.0  # ... and for this long at most: a late upsert comes within a watch's lag, not minutes later
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class AgentView:
         self.synced_at: datetime | None = None  # last relist applied: None until the first one
         self.last_event_at: datetime | None = None  # last event of any kind applied (or dropped as stale)
         self._seq: dict[str, int] = {}  # newest seq applied per container id
-        self._tombstones: OrderedDict[str, int] = OrderedDict()  # id -> seq of its delete
+        self._tombstones: OrderedDict[str, tuple[int, datetime]] = OrderedDict()  # id -> seq of its delete, when
 
     @property
     def synced(self) -> bool:
@@ -112,13 +113,13 @@ class AgentView:
             case "upsert" if event.info is not None:
                 return self._upsert(event.info, event.seq)
             case "delete" if event.info is not None:
-                return self._delete(event.info, event.seq)
+                return self._delete(event.info, event.seq, now=now)
         raise ValueError(f"malformed watch event: {event!r}")
 
     def _stale(self, cid: str, seq: int | None) -> bool:
         if seq is None:
             return False
-        newest = max(self._seq.get(cid, -1), self._tombstones.get(cid, -1))
+        newest = max(self._seq.get(cid, -1), self._tombstones.get(cid, (-1, None))[0])
         return seq < newest
 
     def _relist(self, event: WatchEvent, *, now: datetime) -> None:
@@ -135,16 +136,24 @@ class AgentView:
             self._seq[info.id] = seq
         return True
 
-    def _delete(self, info: ContainerInfo, seq: int | None) -> bool:
+    def _delete(self, info: ContainerInfo, seq: int | None, *, now: datetime) -> bool:
         if self._stale(info.id, seq):
             return False
         self.state = self.state.without(info.id)
         self._seq.pop(info.id, None)
-        self._tombstones[info.id] = seq if seq is not None else max(self._seq.values(), default=0)
+        self._tombstones[info.id] = (seq if seq is not None else max(self._seq.values(), default=0), now)
         self._tombstones.move_to_end(info.id)
-        while len(self._tombstones) > _TOMBSTONES:
+        while self._tombstones:  # oldest first: over the cap, or older than TOMBSTONE_S
+            _, (_, at) = next(iter(self._tombstones.items()))
+            if len(self._tombstones) <= _TOMBSTONES and (now - at).total_seconds() < TOMBSTONE_S:
+                break
             self._tombstones.popitem(last=False)
         return True
+
+    @property
+    def tombstones(self) -> int:
+        """Deleted ids remembered (bounded by count and age)."""
+        return len(self._tombstones)
 
     def saw_deleted(self, cid: str) -> bool:
         """Whether this view saw `cid` deleted (since its last relist): a container it has seen come and go."""

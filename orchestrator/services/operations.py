@@ -42,6 +42,7 @@ class Operations:
                 self.trigger.forget_view_answers(client_id, room)
                 self.reconciler.close_room(client_id, room, reason=reason)
                 report = await self.reconciler.run_once()
+                self.trigger.starts.abandon(client_id=client_id, room=room)  # its agents will not join now
             self.trigger.starts.bind(outcome="closed")
             return report
 

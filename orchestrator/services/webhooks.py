@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from orchestrator.core.models import WebhookNotice
 from orchestrator.rules.rooms import Event, ParticipantJoined, ParticipantLeft, Room, RoomFinished, RoomRegistry
 
 log = logging.getLogger(__name__)
+
+REMEMBER_S = 300.0  # LiveKit retries a failed delivery within seconds; an id older than this will not come again
 
 
 def room_event(notice: WebhookNotice) -> Event | None:
@@ -30,14 +32,16 @@ class WebhookIntake:
 
     def __init__(
         self, *, registry: RoomRegistry, on_change: Callable[[], None], remember: int = 10_000,
+        remember_s: float = REMEMBER_S,
         on_event: Callable[[WebhookNotice, str, Room, Room], None] | None = None,
         reconciling: bool = True,
     ) -> None:
         self._registry = registry
         self._on_change = on_change
         self._on_event = on_event  # (notice, client_id, before, after): the lifecycle feed hears every room event
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[str, datetime] = OrderedDict()  # event id → when it arrived, oldest first
         self._remember = remember
+        self._remember_for = timedelta(seconds=remember_s)
         # Without the reconcile loop in this process nothing acts on a finished room: forget it at once.
         self._forget_finished = not reconciling
 
@@ -46,9 +50,8 @@ class WebhookIntake:
         if notice.id:
             if notice.id in self._seen:
                 return False
-            self._seen[notice.id] = None
-            if len(self._seen) > self._remember:
-                self._seen.popitem(last=False)
+            self._seen[notice.id] = now
+            self._forget_old(now)
         for client_id in client_ids:
             self._registry.webhooks_seen[client_id] = now  # the pipeline works: rooms may be kept by webhooks
         event = room_event(notice)
@@ -73,3 +76,15 @@ class WebhookIntake:
         if changed:
             self._on_change()
         return True
+
+    def _forget_old(self, now: datetime) -> None:
+        """Ids past the retry window, and the oldest over the cap: memory follows the event rate, not the history."""
+        while self._seen:
+            oldest, at = next(iter(self._seen.items()))
+            if len(self._seen) <= self._remember and now - at < self._remember_for:
+                return
+            del self._seen[oldest]
+
+    def __len__(self) -> int:
+        """Event ids remembered against a retried delivery."""
+        return len(self._seen)

@@ -58,7 +58,7 @@ class PooledDockerRuntime(DockerRuntime):
             labels = v.get("Labels") or {}
             if rules.POOL_MEMBER in labels and rules.POOL_NAME in labels:
                 found[(labels[rules.POOL_MEMBER], labels[rules.POOL_NAME])] = labels
-        self._records.update(found)
+        self._records = found  # the volumes are the truth: a released member's record goes with its volume (no growth)
         return found
 
     def _as_agent(self, info: ContainerInfo) -> ContainerInfo | None:

@@ -16,6 +16,7 @@ import anyio
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
+from orchestrator.core.bounded import Newest
 from orchestrator.core.errors import DependencyRejected, DependencyUnavailable
 from orchestrator.core.logs import clip_tail
 from orchestrator.core.models import ContainerInfo
@@ -40,6 +41,9 @@ def _network_gone(network: str) -> DependencyUnavailable:
     )
 
 
+LAST_EXITS_KEPT = 1024  # names whose last exit is remembered; far more than the agents one engine runs at once
+
+
 class DockerRuntime(DockerAPI):
     """ContainerRuntime on one Docker engine."""
 
@@ -48,16 +52,17 @@ class DockerRuntime(DockerAPI):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # Last non-zero exit per container name (seen in a list, an inspect or a `die` event): a restarted agent
-        # shows why it restarted (spec.with_last_exit). Forgotten when the container is removed or made again.
-        self._last_exit: dict[str, int] = {}
+        # shows why it restarted (spec.with_last_exit). Forgotten when the container is removed or made again,
+        # and bounded: the `die` event of a removal arrives after the removal forgot the name.
+        self._last_exit: Newest[str, int] = Newest(cap=LAST_EXITS_KEPT)
 
     def note_exit(self, name: str, code: int) -> None:
         if code:
-            self._last_exit[name] = code
+            self._last_exit.put(name, code)
 
     def _seen(self, info: ContainerInfo) -> ContainerInfo:
         if (code := last_exit(info)) is not None:
-            self._last_exit[info.name] = code
+            self._last_exit.put(info.name, code)
         return with_last_exit(info, self._last_exit.get(info.name))
 
     @classmethod
@@ -83,7 +88,7 @@ class DockerRuntime(DockerAPI):
         return [self._seen(info_from_list(r)) for r in rows]
 
     async def create_and_start(self, spec: ContainerSpec) -> ContainerInfo:
-        self._last_exit.pop(spec.name, None)
+        self._last_exit.pop(spec.name)
         await self._create_started(spec)
         info = await self.get(spec.name)
         if info is None:
@@ -184,7 +189,7 @@ class DockerRuntime(DockerAPI):
         await self._call("stop", stop)
 
     async def remove(self, name: str) -> None:
-        self._last_exit.pop(name, None)
+        self._last_exit.pop(name)
 
         def remove() -> None:
             try:
