@@ -79,6 +79,18 @@ class DockerAPI:
             # docker.from_env() raises a bare DockerException when the socket is missing.
             raise DependencyUnavailable(f"Docker engine unavailable during {what}: {exc}", dependency="docker") from None
 
+    async def image_id(self, image: str) -> tuple[str, dict[str, str]] | None:
+        """The id the reference names on this engine and the image's labels (a pool's drift and warm-mode check);
+        None when the engine lacks it. On a swarm: the manager's copy (every node must have the same)."""
+        def inspect() -> tuple[str, dict[str, str]] | None:
+            try:
+                attrs = self.client.api.inspect_image(image)
+            except NotFound:  # ImageNotFound is a NotFound
+                return None
+            return attrs["Id"], (attrs.get("Config") or {}).get("Labels") or {}
+
+        return await self._call("image", inspect)
+
     async def ping(self) -> None:
         await self._call("ping", lambda: self.client.ping())
 

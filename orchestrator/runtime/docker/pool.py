@@ -24,7 +24,7 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from docker.errors import APIError, ImageNotFound, NotFound
+from docker.errors import APIError, NotFound
 
 from orchestrator.core.errors import DependencyUnavailable
 from orchestrator.core.clock import utcnow
@@ -108,16 +108,6 @@ class PooledDockerRuntime(DockerRuntime):
         return super().open_event_stream(wide)
 
     # ---- the pool --------------------------------------------------------------------------------------------
-
-    async def image_id(self, image: str) -> tuple[str, dict[str, str]] | None:
-        def inspect() -> tuple[str, dict[str, str]] | None:
-            try:
-                attrs = self.client.api.inspect_image(image)
-            except (ImageNotFound, NotFound):
-                return None
-            return attrs["Id"], (attrs.get("Config") or {}).get("Labels") or {}
-
-        return await self._call("image", inspect)
 
     async def create_member(self, spec: ContainerSpec) -> ContainerInfo:
         await self._create_started(spec)

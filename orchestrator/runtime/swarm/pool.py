@@ -27,7 +27,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from docker.errors import APIError, ImageNotFound, NotFound
+from docker.errors import APIError, NotFound
 
 from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import DependencyUnavailable
@@ -122,17 +122,6 @@ class PooledSwarmRuntime(SwarmRuntime):
             self._remove_service(found["ID"])
 
     # ---- the pool --------------------------------------------------------------------------------------------
-
-    async def image_id(self, image: str) -> tuple[str, dict[str, str]] | None:
-        """As the manager has it (every node must have the same: the cold path says so when one has not)."""
-        def inspect() -> tuple[str, dict[str, str]] | None:
-            try:
-                attrs = self.client.api.inspect_image(image)
-            except (ImageNotFound, NotFound):
-                return None
-            return attrs["Id"], (attrs.get("Config") or {}).get("Labels") or {}
-
-        return await self._call("image", inspect)
 
     async def create_member(self, spec: ContainerSpec) -> ContainerInfo:
         """The cold launch path as it is: a member is hardened, networked and placed exactly like an agent."""
