@@ -33,7 +33,8 @@ from tests.integration.test_start_trace import (  # noqa: F401 (jaeger: the modu
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.livekit, pytest.mark.timeout(240)]
-DISPATCH_STAGES = ["engine", "agent_joined"]  # the job's lookup and limits were answered at availability, before it
+# The job's tenant lookup and limits are timed when LiveKit asks whether we take it; its assignment opens the engine call.
+DISPATCH_STAGES = ["tenant_lookup", "admission", "engine", "agent_joined"]
 
 
 def assert_stage_tree(spans: dict[str, dict[str, Any]], *, root: str, stages: list[str], room: str) -> dict[str, Any]:
@@ -42,6 +43,8 @@ def assert_stage_tree(spans: dict[str, dict[str, Any]], *, root: str, stages: li
     assert parent_of(spans[root]) is None, spans[root].get("references")
     for name in stages:
         assert parent_of(spans[name]) == spans[root]["spanID"], (name, spans[name].get("references"))
+    began = [spans[root]["startTime"], *(spans[name]["startTime"] for name in stages)]
+    assert began == sorted(began), list(zip([root, *stages], began, strict=True))  # one host clock: the stages in their order
     root_tags = tags(spans[root])
     assert root_tags["orchestrator.room"] == room and root_tags["orchestrator.engine"] == "docker", root_tags
     assert root_tags["orchestrator.outcome"] == "created" and root_tags["orchestrator.launch"] == "cold", root_tags
@@ -82,7 +85,8 @@ async def test_a_livekit_dispatch_is_one_trace_from_the_job_to_the_agent_joined(
                                     root="dispatch")
     root = assert_stage_tree(spans, root="dispatch", stages=DISPATCH_STAGES, room=room)
     assert root["orchestrator.agent"] == "clarence-coherence", root
-    print("dispatch spans (ms):", {n: spans[n]["duration"] / 1000 for n in [*DISPATCH_STAGES, *AGENT_SPANS]})
+    print("dispatch spans (ms):", {n: spans[n]["duration"] / 1000 for n in [*DISPATCH_STAGES, *AGENT_SPANS]},
+          "engine call began (ms after LiveKit asked):", (spans["engine"]["startTime"] - spans["dispatch"]["startTime"]) / 1000)
 
 
 async def test_a_crash_restart_is_one_trace_of_its_own_to_the_new_agent_joined(
