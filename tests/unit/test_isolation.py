@@ -237,3 +237,14 @@ def test_docker_and_swarm_runtimes_make_agent_networks() -> None:
 
     assert isinstance(DockerRuntime(), NetworkProvider)
     assert isinstance(SwarmRuntime(base_url="tcp://127.0.0.1:1"), NetworkProvider)
+
+
+@pytest.mark.parametrize("host, ours", [
+    ("127.0.0.1", True), ("localhost", True),  # addresses this machine has
+    ("192.0.2.1", False),  # TEST-NET-1: never an address of this machine
+    ("no-such-host.invalid", False),  # does not resolve: not ours to judge
+])
+def test_an_endpoint_host_is_this_machines_when_it_can_be_bound(host: str, ours: bool) -> None:
+    from orchestrator.services.agent_networks import _this_host
+
+    assert _this_host(host) is ours
