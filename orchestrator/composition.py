@@ -201,6 +201,8 @@ class Orchestrator:
             return
         except DependencyRejected as exc:
             raise ConfigurationError(f"ORCH_AGENT_NETWORK={self.networks.configured!r}: {exc.message}") from None
+        if (problem := await self.networks.otlp_problem(network)) is not None:
+            log.warning("agent tracing: %s", problem)
         if isinstance(self.runtime, Preflight) and network is not None:
             try:
                 await self.runtime.preflight(network=network.name)

@@ -11,7 +11,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Collection, Mapping
+from typing import Callable, Collection, Mapping, Sequence
 
 from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import Conflict, ContainerFailed, DependencyUnavailable, ImageNotAllowed, LimitExceeded, OrchestratorError
@@ -24,7 +24,7 @@ from orchestrator.rules.naming import Label, container_name, generated_room, key
 from orchestrator.rules.rooms import RoomRegistry
 from orchestrator.rules.view import AgentView
 from orchestrator.runtime import ContainerRuntime, ContainerSpec, NameTaken
-from orchestrator.observability.starts import Stage, Starts, agent_trace_env, settled, stage
+from orchestrator.observability.starts import Measured, Stage, Starts, agent_trace_env, settled, stage
 from orchestrator.services.admission import AdmissionGate
 from orchestrator.services.agent_networks import AgentNetworks
 from orchestrator.services.answers import ViewAnswers
@@ -157,13 +157,16 @@ class TriggerService:
         return await self.admission.refusal(key, reserved=reserved)
 
     async def launch_dispatched(
-        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode, token: str, labels: Mapping[str, str]
+        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode, token: str, labels: Mapping[str, str],
+        earlier: Sequence[Measured] = (),
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         """A job LiveKit dispatched: the room exists already; same lock, limits and reuse-or-launch as a trigger.
 
         The container joins with `token` (the one LiveKit minted for the job) and carries `labels` on top of ours.
+        `earlier`: the job's tenant lookup and limits, timed when LiveKit asked whether we take it (its start's beginning).
         """
-        async with self.starts.begin("dispatch", client_id=key.client_id, room=key.room, agent_slug=key.agent_slug):
+        async with self.starts.begin("dispatch", client_id=key.client_id, room=key.room, agent_slug=key.agent_slug,
+                                     earlier=earlier):
             with stage(Stage.engine):
                 async with self._locks.hold(key):
                     result = await self._reuse_or_launch(
