@@ -269,13 +269,20 @@ class WarmPool:
         return dict(verdicts)
 
     def snapshot(self) -> dict[str, Any]:
-        """For `ps --pool`, the admin API and metrics."""
+        """For `ps --pool`, the admin API, the dashboard and metrics."""
+        now = self._clock()
         return {
             "enabled": self.enabled,
             "pools": [
                 {"pool": p, "image": t.image, "network": t.network, "runtime": t.runtime or "default", "memory": t.memory,
                  "idle": len(self._idle.get(p, [])), "creating": self._creating[p], "target": self.target(p)}
                 for p, t in sorted(self._templates.items())
+            ],
+            # Each idle member (the dashboard's rows): claimed ones are agents, shown as such elsewhere.
+            "members": [
+                {"name": m.name, "domain": p, "engine": getattr(self._engine, "engine", None), "node": m.node, "state": "idle",
+                 "age_s": int((now - m.created_at).total_seconds()) if m.created_at is not None else None}
+                for p, members in sorted(self._idle.items()) for m in members
             ],
             "claims": dict(self.outcomes),
             "problem": self.last_problem,

@@ -59,7 +59,11 @@ async def in_room(server: LiveKitServer, room: str, identity: str = "agent-farah
 async def test_a_fresh_deployment_fills_its_pool_before_its_first_start(pool_settings: Callable[..., Settings]) -> None:
     """No cold start needed to teach the pool: it learns the served clients' domain at start (services.prewarm)."""
     async with app_client(pool_settings()) as c:
-        await idle(c, 2)  # no trigger yet
+        state = await idle(c, 2)  # no trigger yet
+        # The admin API (and the dashboard's table) lists each idle member with its domain.
+        assert len(state["members"]) >= 2 and {m["state"] for m in state["members"]} == {"idle"}, state
+        assert {m["domain"] for m in state["members"]} == {p["pool"] for p in state["pools"]}
+        assert all(m["name"].startswith("pool_") and m["age_s"] is not None for m in state["members"]), state
         first = await c.post("/api/v1/trigger-agent", json=body("first"))
         assert first.status_code == 201, first.text
         claims = (await c.get("/api/v1/admin/pool")).json()["claims"]
