@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def idle_member_memory(client: docker.DockerClient, scope: str) -> list[int]:
 
 
 async def measure(*, cold_url: str, warm_url: str, client: docker.DockerClient, image: str, scope: str, warm_scope: str,
-                  creds: LiveKitCredentials, runs: int, burst: int, body: dict[str, str]) -> dict[str, object]:
+                  creds: LiveKitCredentials, runs: int, burst: int, pool_size: int, body: dict[str, str]) -> dict[str, object]:
     gateway = LiveKitGateway()
     bare_join, cold_ans, cold_join, warm_ans, warm_join = [], [], [], [], []
     try:
@@ -102,9 +103,13 @@ async def measure(*, cold_url: str, warm_url: str, client: docker.DockerClient, 
                     cold_join.append(t1_join - t1)
                     warm_ans.append(wans)
                     warm_join.append(t2_join - t2)
-            before = (await pool_state(http, warm_url))["claims"]
+            # The burst meets a full pool (as a pool sized for it would be), up to 5 minutes of filling.
+            with contextlib.suppress(TimeoutError):
+                await wait_idle(http, warm_url, min(burst, pool_size), timeout=300)
+            state = await pool_state(http, warm_url)
+            before, idle_at_burst = state["claims"], sum(p["idle"] for p in state.get("pools", []))
             memory = await asyncio.to_thread(idle_member_memory, client, warm_scope)
-            burst_out = await _burst(http, warm_url, body, scope, burst)
+            burst_out = {**await _burst(http, warm_url, body, scope, burst), "idle_at_start": idle_at_burst}
             after = (await pool_state(http, warm_url))["claims"]
     finally:
         await gateway.aclose()
@@ -138,7 +143,8 @@ def run_section(args: argparse.Namespace, *, client: docker.DockerClient, tenant
     from bench import pool_churn
 
     client.images.get(args.agent_image)
-    agent = {"ORCH_AGENT_MEMORY": "256m", "ORCH_AGENT_CPUS": "0.5", "ORCH_MAX_AGENTS_PER_CLIENT": "1000", "ORCH_MAX_AGENTS_TOTAL": "1000"}
+    agent = {"ORCH_AGENT_MEMORY": "256m", "ORCH_AGENT_CPUS": "0.5", "ORCH_MAX_AGENTS_PER_CLIENT": "1000", "ORCH_MAX_AGENTS_TOTAL": "1000",
+             **({"ORCH_AGENT_RUNTIME": args.pool_agent_runtime} if args.pool_agent_runtime else {})}
     size = str(args.pool_size)
     body = {"agent_slug": "farah", "mode": "voice", "user_id": "bench", "client_id": CLIENT_ID}
     with serve(scope=scope, tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX="0", **agent) as cold_url, \
@@ -146,7 +152,7 @@ def run_section(args: argparse.Namespace, *, client: docker.DockerClient, tenant
                ORCH_POOL_REFILL_CONCURRENCY="8", **agent) as warm_url:
         result = asyncio.run(measure(
             cold_url=cold_url, warm_url=warm_url, client=client, image=args.agent_image, scope=scope, warm_scope=f"{scope}-warm",
-            creds=creds, runs=args.pool_runs, burst=args.pool_burst, body=body))
+            creds=creds, runs=args.pool_runs, burst=args.pool_burst, pool_size=args.pool_size, body=body))
 
         async def churn() -> dict[str, object]:
             async with httpx.AsyncClient(timeout=120) as http:
@@ -163,6 +169,7 @@ def run_section(args: argparse.Namespace, *, client: docker.DockerClient, tenant
     for name in (f"{scope}", f"{scope}-warm"):
         for v in client.volumes.list(filters={"label": f"{Label.SCOPE}={name}"}):
             v.remove(force=True)  # the pool's claim records
+    result["agent_runtime"] = args.pool_agent_runtime or "runc (the engine's default)"
     return result
 
 
@@ -171,13 +178,14 @@ def markdown(p: dict) -> list[str]:
         return f"{s['median_ms']} / {s['p90_ms']} ms"
 
     b, st, cr = p["burst"], p.get("steady"), p.get("crashes")
-    lines = ["| pool figure | p50 / p90 | same-run baseline |", "|---|---|---|",
+    lines = [f"Agents' runtime (cold and warm): {p.get('agent_runtime', 'runc')}; the bare run: runc.", "",
+             "| pool figure | p50 / p90 | same-run baseline |", "|---|---|---|",
              f"| cold trigger answered | {ms(p['cold_trigger_answer'])} | — |",
              f"| warm trigger answered | {ms(p['warm_trigger_answer'])} | {p['warm_trigger_answer']['ratio_to_cold']}× cold |",
              f"| bare `docker run` → listed | {ms(p['bare_docker_run_to_listed'])} | 1.00 |",
              f"| cold trigger → listed | {ms(p['cold_trigger_to_listed'])} | {p['cold_trigger_to_listed']['ratio_to_bare']}× bare |",
              f"| warm trigger → listed | {ms(p['warm_trigger_to_listed'])} | {p['warm_trigger_to_listed']['ratio_to_bare']}× bare |", "",
-             f"Burst of {b['n']} distinct rooms: {b['per_s']} agents/s, {b['errors']} errors, {b['duplicates']} duplicates, "
+             f"Burst of {b['n']} distinct rooms ({b.get('idle_at_start', '?')} members idle at its start): {b['per_s']} agents/s, {b['errors']} errors, {b['duplicates']} duplicates, "
              f"hit rate {b['hit_rate']} ({b['claims']}). Idle member memory (MiB): {p['idle_member_memory_mib']}."]
     if st:
         lines.append(f"Steady {st['rate_per_s']}/s for {st['seconds']} s (rooms closed 10 s after their trigger): hit rate "

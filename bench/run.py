@@ -277,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pool-steady", type=float, nargs=2, default=[5.0, 120.0], metavar=("RATE", "SECONDS"),
                    help="pool section: triggers per second for how long, each room closed 10 s later")
     p.add_argument("--pool-crashes", type=int, default=20, help="pool section: SIGKILLs of an agent in a call")
+    p.add_argument("--pool-agent-runtime", default=None, metavar="RUNTIME",
+                   help="pool section: ORCH_AGENT_RUNTIME of both servers' agents (e.g. runsc: the gVisor pool)")
     p.add_argument("--deadline", type=int, default=540, help="hard limit in seconds for the whole bench")
     p.add_argument("--out", default=None,
                    help="file stem under bench-results/ (e.g. `latest`, the committed results); default: a "
