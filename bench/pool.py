@@ -147,28 +147,30 @@ def run_section(args: argparse.Namespace, *, client: docker.DockerClient, tenant
              **({"ORCH_AGENT_RUNTIME": args.pool_agent_runtime} if args.pool_agent_runtime else {})}
     size = str(args.pool_size)
     body = {"agent_slug": "farah", "mode": "voice", "user_id": "bench", "client_id": CLIENT_ID}
-    with serve(scope=scope, tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX="0", **agent) as cold_url, \
-         serve(scope=f"{scope}-warm", tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX=size, ORCH_POOL_MIN=size,
-               ORCH_POOL_REFILL_CONCURRENCY="8", **agent) as warm_url:
-        result = asyncio.run(measure(
-            cold_url=cold_url, warm_url=warm_url, client=client, image=args.agent_image, scope=scope, warm_scope=f"{scope}-warm",
-            creds=creds, runs=args.pool_runs, burst=args.pool_burst, pool_size=args.pool_size, body=body))
+    try:
+        with serve(scope=scope, tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX="0", **agent) as cold_url, \
+             serve(scope=f"{scope}-warm", tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX=size, ORCH_POOL_MIN=size,
+                   ORCH_POOL_REFILL_CONCURRENCY="8", **agent) as warm_url:
+            result = asyncio.run(measure(
+                cold_url=cold_url, warm_url=warm_url, client=client, image=args.agent_image, scope=scope, warm_scope=f"{scope}-warm",
+                creds=creds, runs=args.pool_runs, burst=args.pool_burst, pool_size=args.pool_size, body=body))
 
-        async def churn() -> dict[str, object]:
-            async with httpx.AsyncClient(timeout=120) as http:
-                rate, seconds = args.pool_steady
-                out: dict[str, object] = {}
-                if rate * seconds >= 1:  # `--pool-steady 0 0` and `--pool-crashes 0` leave a part out
-                    out["steady"] = await pool_churn.steady(http, warm_url, body, scope, rate=rate, seconds=seconds)
-                if args.pool_crashes:
-                    out["crashes"] = await pool_churn.crashes(http, warm_url, body, scope, client=client, creds=creds,
-                                                              runs=args.pool_crashes)
-                return out
+            async def churn() -> dict[str, object]:
+                async with httpx.AsyncClient(timeout=120) as http:
+                    rate, seconds = args.pool_steady
+                    out: dict[str, object] = {}
+                    if rate * seconds >= 1:  # `--pool-steady 0 0` and `--pool-crashes 0` leave a part out
+                        out["steady"] = await pool_churn.steady(http, warm_url, body, scope, rate=rate, seconds=seconds)
+                    if args.pool_crashes:
+                        out["crashes"] = await pool_churn.crashes(http, warm_url, body, scope, client=client, creds=creds,
+                                                                  runs=args.pool_crashes)
+                    return out
 
-        result.update(asyncio.run(churn()))
-    for name in (f"{scope}", f"{scope}-warm"):
-        for v in client.volumes.list(filters={"label": f"{Label.SCOPE}={name}"}):
-            v.remove(force=True)  # the pool's claim records
+            result.update(asyncio.run(churn()))
+    finally:  # also after a failed run: the claim records outlive the servers
+        for name in (f"{scope}", f"{scope}-warm"):
+            for v in client.volumes.list(filters={"label": f"{Label.SCOPE}={name}"}):
+                v.remove(force=True)  # the pool's claim records
     result["agent_runtime"] = args.pool_agent_runtime or "runc (the engine's default)"
     return result
 
