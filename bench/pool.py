@@ -151,9 +151,13 @@ def run_section(args: argparse.Namespace, *, client: docker.DockerClient, tenant
         async def churn() -> dict[str, object]:
             async with httpx.AsyncClient(timeout=120) as http:
                 rate, seconds = args.pool_steady
-                steady = await pool_churn.steady(http, warm_url, body, scope, rate=rate, seconds=seconds)
-                crashes = await pool_churn.crashes(http, warm_url, body, scope, client=client, creds=creds, runs=args.pool_crashes)
-                return {"steady": steady, "crashes": crashes}
+                out: dict[str, object] = {}
+                if rate * seconds >= 1:  # `--pool-steady 0 0` and `--pool-crashes 0` leave a part out
+                    out["steady"] = await pool_churn.steady(http, warm_url, body, scope, rate=rate, seconds=seconds)
+                if args.pool_crashes:
+                    out["crashes"] = await pool_churn.crashes(http, warm_url, body, scope, client=client, creds=creds,
+                                                              runs=args.pool_crashes)
+                return out
 
         result.update(asyncio.run(churn()))
     for name in (f"{scope}", f"{scope}-warm"):

@@ -41,6 +41,7 @@ class FakeRuntime:
     """
 
     engine = "fake"
+    starts_by_itself = False
 
     def __init__(self) -> None:
         self.containers: dict[str, ContainerInfo] = {}

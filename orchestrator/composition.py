@@ -39,6 +39,7 @@ from orchestrator.settings import Settings
 from orchestrator.observability.telemetry import Telemetry
 from orchestrator.tenants import TenantStore
 from orchestrator.services.pool import WarmPool
+from orchestrator.services.prewarm import prewarm
 from orchestrator.services.trigger import TriggerService
 from orchestrator.rules.view import AgentView, change_signal
 from orchestrator.services.webhooks import WebhookIntake
@@ -108,6 +109,7 @@ class Orchestrator:
         # Warm members for every start path (trigger, dispatch, crash restart): on an engine that can keep them.
         self.pool: WarmPool | None = (
             WarmPool(settings=settings, engine=self.runtime, clock=clock, livekit=self.livekit,  # type: ignore[arg-type]
+                     otlp_endpoint=settings.agent_otlp_endpoint if self.tracing.enabled else None,
                      publish=lambda message, **fields: self.telemetry.feed.publish("pool", message, **fields))
             if isinstance(self.runtime, WarmPoolEngine) and settings.pool_max > 0 else None
         )
@@ -199,6 +201,8 @@ class Orchestrator:
             return
         except DependencyRejected as exc:
             raise ConfigurationError(f"ORCH_AGENT_NETWORK={self.networks.configured!r}: {exc.message}") from None
+        if (problem := await self.networks.otlp_problem(network)) is not None:
+            log.warning("agent tracing: %s", problem)
         if isinstance(self.runtime, Preflight) and network is not None:
             try:
                 await self.runtime.preflight(network=network.name)
@@ -216,6 +220,14 @@ class Orchestrator:
         except OrchestratorError as exc:  # a store or engine not answering yet: the policy keeps what it had
             log.warning("agents' LiveKit egress not updated at start: %s", exc.message)
 
+    async def _prewarm(self, pool: WarmPool) -> None:
+        """The served clients' pools filled from the start (services.prewarm); a store not answering yet only
+        means the pools learn from their first starts."""
+        try:
+            await prewarm(self.trigger, pool, await self.livekit_reach.served())
+        except OrchestratorError as exc:
+            log.warning("warm pool not filled at start: %s", exc.message)
+
     async def start(self, *, loops: bool = True) -> None:
         await self.preflight()
         if not loops:
@@ -229,6 +241,7 @@ class Orchestrator:
         if self.dispatch is not None:
             self._tasks.append(asyncio.create_task(self.dispatch.run_forever(), name="dispatch"))
         if self.pool is not None:
+            await self._prewarm(self.pool)
             self._tasks.append(asyncio.create_task(self.pool.run_forever(), name="warm-pool"))
         if s.reconcile_enabled:
             # The first pass rebuilds room state from the engine's labels + LiveKit (nothing else survives a restart).

@@ -19,6 +19,7 @@ class PoolState(BaseModel):
 
     enabled: bool
     pools: list[dict[str, Any]] = []
+    members: list[dict[str, Any]] = []  # idle members: name, domain (pool), engine, node, state, age_s
     claims: dict[str, int] = {}  # warm | cold | handover-failed
     problem: str = ""  # a pool setting that cannot be met (e.g. the image is missing)
 

@@ -343,8 +343,8 @@ function renderContainers(rows, f) {
 
 // ---- pool members and dispatch jobs (optional APIs) -------------------------------------------
 
-// The pool API is to come (GET /api/v1/admin/pool): a list under `members` (or `pool`, or the body itself),
-// each with whichever of these fields it has; a 404 means this orchestrator has no pool.
+// GET /api/v1/admin/pool: idle members under `members`, per-domain counts under `pools`, claims by outcome;
+// `enabled: false` (ORCH_POOL_MAX=0, or an engine without a pool) or a 404 (an older orchestrator): no pool.
 const poolTable = keyedTable(document.querySelector("#pool tbody"), [
   { text: (m) => orDash(m.name || m.id), cls: "wrap name", rowHeader: true },
   { text: (m) => orDash(m.domain || m.isolation_domain), cls: "domain" },
@@ -355,17 +355,36 @@ const poolTable = keyedTable(document.querySelector("#pool tbody"), [
   { text: (m) => fmtAge(m.age_s), cls: "age" },
 ], (m) => String(m.name || m.id));
 
+function poolSummary(body, idle) {
+  const pools = Array.isArray(body.pools) ? body.pools : [];
+  const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
+  const parts = [idle ? plural(idle, "idle member") : "The pool is empty"];
+  if (pools.length) {
+    const making = pools.reduce((n, p) => n + (p.creating || 0), 0);
+    const target = pools.reduce((n, p) => n + (p.target || 0), 0);
+    parts.push(plural(pools.length, "isolation domain") + ", target " + target + (making ? ", " + making + " being made" : ""));
+  }
+  const claims = body.claims || {};
+  const keys = Object.keys(claims).sort();
+  if (keys.length) parts.push("starts: " + keys.map((k) => k + " " + claims[k]).join(", "));
+  if (body.problem) parts.push("problem: " + body.problem);
+  return parts.join("; ") + ".";
+}
+
 function renderPool(body, f) {
   const wrap = $("#pool-wrap");
-  if (body === null) {
+  if (body === null || body.enabled === false) {
     wrap.hidden = true;
-    setText($("#pool-note"), "No pool on this orchestrator: agents start cold (GET /api/v1/admin/pool is not offered).");
+    poolTable.sync([], { matches: () => true, fallbackFocus: $("#pool-title") });
+    setText($("#pool-note"), body === null
+      ? "No pool on this orchestrator: agents start cold (GET /api/v1/admin/pool is not offered)."
+      : "No pool on this orchestrator: agents start cold" + (body.problem ? " (" + body.problem + ")." : "."));
     return;
   }
   const members = Array.isArray(body) ? body : (body.members || body.pool || []);
   poolTable.sync(members, { matches: (m) => has(m.client_id, f.client) && has(m.node, f.node) && (!f.state || (m.state || m.status) === f.state), fallbackFocus: $("#pool-title") });
   wrap.hidden = members.length === 0;
-  setText($("#pool-note"), members.length ? members.length + " pool member" + (members.length === 1 ? "" : "s") + "." : "The pool is empty.");
+  setText($("#pool-note"), poolSummary(body, members.length));
 }
 
 const jobsTable = keyedTable(document.querySelector("#dispatch-jobs tbody"), [

@@ -22,6 +22,7 @@ from orchestrator.core.errors import InvalidInput, NotFound, OrchestratorError
 from orchestrator.observability.events import EventFeed
 from orchestrator.livekit.client import LiveKitGateway, is_agent
 from orchestrator.observability.metrics import Metrics
+from orchestrator.observability.starts import Measured, Stage
 from orchestrator.core.models import Agent, Client, ContainerKey, ContainerStatus, Mode
 from orchestrator.rules.naming import Label, agent_identity, container_name, key_from_labels, validate_room
 from orchestrator.rules import ownership
@@ -60,6 +61,7 @@ class JobRecord:
     agent: Agent
     mode: Mode
     received_at: float  # monotonic
+    decided: tuple[Measured, ...] = ()  # the availability answer's stages, the first of the start the assignment opens
     status: str = "accepted"  # accepted → running → ended | failed
     container: str | None = None
     joined_after_s: float | None = None
@@ -175,6 +177,7 @@ class DispatchService:
 
     async def _decide(self, reg: RegistrationKey, job: pb.Job, *, received: float) -> Accept | Reject | Served:
         room, room_meta, job_meta = job.room.name, job.room.metadata, job.metadata
+        asked = time.time_ns()  # the job's start: its trace and timeline begin here (wall clock, as spans)
         try:
             client = await self._tenants.get_client(reg.client_id)
         except NotFound as exc:
@@ -202,6 +205,7 @@ class DispatchService:
         except InvalidInput as exc:
             return Reject(exc.message, kind="invalid")
         key = ContainerKey(client_id=client.id, agent_slug=agent.slug, room=room)
+        looked_up = time.time_ns()
         if (serving := await self._serving(key)) is not None:
             return Served(serving)
         refused = await self._trigger.admission_error(key, reserved=self._promised())
@@ -210,6 +214,7 @@ class DispatchService:
         self._pending[job.id] = JobRecord(
             job_id=job.id, dispatch_id=job.dispatch_id, reg=reg, key=key, client=client, agent=agent,
             mode=job_mode(job_meta, room_meta), received_at=received,
+            decided=(Measured(Stage.tenant_lookup, asked, looked_up), Measured(Stage.admission, looked_up, time.time_ns())),
         )
         return Accept(identity=agent_identity(agent.slug), name=agent.name)
 
@@ -237,6 +242,7 @@ class DispatchService:
         try:
             outcome, info = await self._trigger.launch_dispatched(
                 rec.key, client=rec.client, agent=rec.agent, mode=rec.mode, token=assignment.token, labels=labels,
+                earlier=rec.decided,
             )
         except OrchestratorError as exc:
             self._end(rec, pb.JobStatus.JS_FAILED, exc.message)

@@ -12,10 +12,10 @@ import contextvars
 import enum
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.core.clock import utcnow
@@ -62,6 +62,16 @@ class StartRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "started_at": self.started_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A stage timed before its start opened: a dispatched job's lookup and limits, answered at LiveKit's
+    availability request, become the first stages of the start its assignment opens (`Starts.begin(earlier=...)`)."""
+
+    stage: Stage
+    start_ns: int  # wall clock (time.time_ns): the trace's clock
+    end_ns: int
 
 
 @dataclass
@@ -130,19 +140,24 @@ class Starts:
 
     @asynccontextmanager
     async def begin(self, kind: str, *, client_id: str, room: str | None = None, agent_slug: str | None = None,
-                    parent: Any = None) -> AsyncIterator[StartRecord]:
+                    parent: Any = None, earlier: Sequence[Measured] = ()) -> AsyncIterator[StartRecord]:
+        """`earlier`: stages timed before this one opened (`Measured`); the start then began when the first of them did."""
         self._ids += 1
+        ago_s = (time.time_ns() - earlier[0].start_ns) / 1e9 if earlier else 0.0
         record = StartRecord(id=self._ids, kind=kind, client_id=client_id, room=room, agent_slug=agent_slug,
-                             started_at=self._clock(), engine=self.engine)
-        run = _Run(record=record, t0=time.perf_counter())
+                             started_at=self._clock() - timedelta(seconds=ago_s), engine=self.engine)
+        run = _Run(record=record, t0=time.perf_counter() - ago_s)
         self.recent.append(record)
         token = _current.set((self, run))
-        span_cm = self.tracing.span(kind, attributes=self._attrs(record), parent=parent) if self.tracing.enabled else nullcontext()
+        span_cm = (self.tracing.span(kind, attributes=self._attrs(record), parent=parent,
+                                     start_ns=earlier[0].start_ns if earlier else None)
+                   if self.tracing.enabled else nullcontext())
         try:
             with span_cm as span:
                 run.span = span
                 if span is not None:
                     record.trace_id = self.tracing.trace_id(span)
+                self._replay(run, earlier)
                 try:
                     yield record
                 except BaseException as exc:
@@ -154,6 +169,16 @@ class Starts:
         finally:
             _current.reset(token)
             self._finished(run)
+
+    def _replay(self, run: _Run, earlier: Sequence[Measured]) -> None:
+        """Stages timed before the start opened, into its timeline and its trace as they happened."""
+        for m in earlier:
+            mark = StageMark(stage=m.stage.value, offset_s=round((m.start_ns - earlier[0].start_ns) / 1e9, 4),
+                             duration_s=round((m.end_ns - m.start_ns) / 1e9, 4), outcome="ok")
+            run.record.stages.append(mark)
+            self.progress.publish(run.record, mark)
+            if run.span is not None:
+                self.tracing.record_span(m.stage.value, parent=run.span, start_ns=m.start_ns, end_ns=m.end_ns, attributes={})
 
     def bind(self, *, room: str | None = None, agent_slug: str | None = None, outcome: str | None = None) -> None:
         """Facts learnt during the start (the room generated after the tenant lookup, the outcome)."""

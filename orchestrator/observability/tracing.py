@@ -82,13 +82,16 @@ class Tracing:
         return cls(provider)
 
     @contextmanager
-    def span(self, name: str, *, attributes: Mapping[str, Any] | None = None, parent: Any = None) -> Iterator[Any]:
-        """A span made current for the block (child of the current one, or of `parent`: a context from `extract`)."""
+    def span(self, name: str, *, attributes: Mapping[str, Any] | None = None, parent: Any = None,
+             start_ns: int | None = None) -> Iterator[Any]:
+        """A span made current for the block (child of the current one, or of `parent`: a context from `extract`);
+        `start_ns`: it began earlier than the block (a dispatched job's start is its availability request)."""
         assert self._tracer is not None, "callers check `enabled` first"
         from opentelemetry.trace import Status, StatusCode
 
         with self._tracer.start_as_current_span(
             name, context=parent, attributes=dict(attributes or {}), record_exception=False, set_status_on_exception=False,
+            start_time=start_ns,
         ) as span:
             try:
                 yield span

@@ -104,6 +104,34 @@ def host_port_allows(ports: Iterable[HostPort], *, port: int, proto: str = "tcp"
     return any(p.proto == proto and p.first <= port <= p.last for p in ports)
 
 
+def otlp_blocked(endpoint: str, *, filtered: bool, ports: Iterable[HostPort], egress: str, on_host: bool,
+                 gateway: str | None = None) -> str | None:
+    """Why agents' spans sent to `endpoint` (ORCH_AGENT_OTLP_ENDPOINT) would never arrive on a network with the
+    host filter, naming the setting to change; None when they get through (or there is no filter).
+
+    `on_host`: the endpoint's address is one of this host's. The filter (runtime/docker/firewall.py) drops what agents
+    send to any address of the host except ORCH_AGENT_HOST_PORTS, and with ORCH_AGENT_EGRESS=livekit-only everything
+    they send past it; an agent's loopback is its own.
+    """
+    parts = urlsplit(endpoint)
+    host, port = parts.hostname or "", port_of_url(endpoint)
+    if not filtered or port is None:
+        return None
+    at = f"ORCH_AGENT_OTLP_ENDPOINT={endpoint}"
+    if _is_loopback_host(host):
+        where = f"the agents' gateway ({gateway})" if gateway else "an address of the host agents reach (their network's gateway)"
+        return (f"{at} is a loopback address, which is each agent's own: agent spans will be lost; name {where} "
+                f"and add {port}/tcp to ORCH_AGENT_HOST_PORTS")
+    if on_host and not host_port_allows(ports, port=port):
+        return (f"{at} is on this host, and the agents' host filter drops port {port}/tcp: agent spans will be lost; "
+                f"add {port}/tcp to ORCH_AGENT_HOST_PORTS")
+    if not on_host and egress == "livekit-only":
+        return (f"{at} is not on this host, and ORCH_AGENT_EGRESS=livekit-only drops everything agents send past it: "
+                "agent spans will be lost; set ORCH_AGENT_EGRESS=internet, or run the collector on the agents' gateway "
+                "with its port in ORCH_AGENT_HOST_PORTS")
+    return None
+
+
 def pick_subnet(*, pool: Iterable[str], prefix: int, taken: Iterable[str]) -> str | None:
     """The first /prefix subnet of the pool that overlaps none of `taken` (other networks' subnets), or None."""
     used = [ipaddress.ip_network(t, strict=False) for t in taken]

@@ -30,6 +30,10 @@ class ContainerRuntime(Protocol):
     """Idempotent container operations. Missing containers are None/no-ops, not errors."""
 
     engine: str  # "docker" | "swarm" | "kubernetes": shown by ps, the admin API and metrics
+    # True when create_and_start answers before the container runs because the engine starts it by itself
+    # (Kubernetes: the kubelet). A trigger that finds such a `created` container then answers as the create did,
+    # without waiting for it to run: a reuse never holds a caller longer than the create did.
+    starts_by_itself: bool
 
     async def ping(self) -> None: ...
 

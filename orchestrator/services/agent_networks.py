@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from urllib.parse import urlsplit
 
 from orchestrator.core.locks import KeyedLocks
 from orchestrator.rules.isolation import (
-    AGENTS_NETWORK_LABEL, HOST_NETWORK, AgentNetwork, engine_network, network_name, parse_host_port,
+    AGENTS_NETWORK_LABEL, HOST_NETWORK, AgentNetwork, engine_network, network_name, otlp_blocked, parse_host_port,
 )
 from orchestrator.rules.naming import Label
 from orchestrator.runtime import HostFilter, NetworkProvider
@@ -55,6 +57,20 @@ class AgentNetworks:
     def host_filter(self, network: AgentNetwork) -> str | None:
         """What the host filter of a network lets through, or None when it has none."""
         return self._filters.get(network.name)
+
+    async def otlp_problem(self, network: AgentNetwork | None) -> str | None:
+        """Why agents could not send spans to ORCH_AGENT_OTLP_ENDPOINT through our own host filter, or None (a start-up
+        warning: isolation.otlp_blocked). `network`: the deployment network; None with per-client networks (not made yet)."""
+        s = self._settings
+        if not s.agent_otlp_endpoint:
+            return None
+        filtered = (self.host_filter(network) is not None if network is not None
+                    else self._filter is not None and not self.shares_host_network)
+        host = urlsplit(s.agent_otlp_endpoint).hostname or ""
+        gateway = network.gateway if network is not None else None
+        on_host = bool(host) and (host == gateway or await asyncio.to_thread(_this_host, host))
+        return otlp_blocked(s.agent_otlp_endpoint, filtered=filtered, ports=[parse_host_port(p) for p in s.agent_host_ports],
+                            egress=s.agent_egress, on_host=on_host, gateway=gateway)
 
     def known(self) -> list[AgentNetwork]:
         return list(self._known.values())
@@ -106,3 +122,19 @@ class AgentNetworks:
         _changed, what = await self._filter.install_host_filter(net, ports=ports, egress=self._settings.agent_egress)
         self._filters[net.name] = what
         return what
+
+
+def _this_host(host: str) -> bool:
+    """Whether `host` resolves to an address of this machine: binding a socket to an address succeeds only then."""
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False  # unresolvable here: not ours to judge
+    for family, _, _, _, addr in found:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((addr[0], 0))
+                return True
+            except OSError:
+                continue
+    return False

@@ -37,6 +37,11 @@ class ViewAnswers:
         assert self._view is not None
         return all(c.status.gone for c in self._view.state.for_key(key))
 
+    def unseen(self, key: ContainerKey) -> bool:
+        """Whether the synced view has no container of the key at all: a start may create without asking the
+        engine first (a container the view has not seen yet makes the create fail on its name, NameTaken)."""
+        return self._view is not None and self._view.synced and not self._view.state.for_key(key)
+
     def answer(self, key: ContainerKey) -> ContainerInfo | None:
         """`running`, remembered when it is a yes (the answer may be stale by the watch's lag)."""
         seen = self.running(key)

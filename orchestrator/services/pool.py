@@ -46,8 +46,10 @@ class WarmPool:
     """Per pool: idle members (ids, oldest first), in-flight creations, the claim rate; one refill loop."""
 
     def __init__(self, *, settings: Settings, engine: WarmPoolEngine, clock: Callable[[], datetime] = utcnow,
-                 publish: Callable[..., object] = lambda message, **fields: None, livekit: LobbyService | None = None) -> None:
+                 publish: Callable[..., object] = lambda message, **fields: None, livekit: LobbyService | None = None,
+                 otlp_endpoint: str | None = None) -> None:
         self._s = settings
+        self._otlp_endpoint = otlp_endpoint  # tracing on: members load the OpenTelemetry SDK while they wait
         self._publish = publish  # the event feed: members recycled, handovers failed, settings that cannot be met
         self._engine = engine
         self._handover = getattr(engine, "handover", rules.WARM_PROTOCOL)
@@ -80,17 +82,9 @@ class WarmPool:
         `livekit`: the start's LiveKit credentials (a lobby pool is per LiveKit and sends with them)."""
         if not self.enabled:
             return None
-        image = await self._image(spec.image)
-        # A lobby handover needs the start's LiveKit credentials and an assignment that fits one data packet.
-        lobby_ok = self._handover != rules.LOBBY_PROTOCOL or (
-            self._lobby is not None and livekit is not None and LobbyHandover.payload(spec) is not None)
-        if image is None or not image[1] or not lobby_ok:
+        if (pool := await self.learn(spec, livekit=livekit)) is None:
             self.outcomes["cold"] += 1  # an image without warm mode is never pooled: it would start unconfigured
             return None
-        pool = self.pool_of(spec, livekit)
-        if self._lobby is not None and livekit is not None:
-            self._lobby.learn(pool, livekit)
-        self._learn(pool, spec)
         self._rates.setdefault(pool, rules.ClaimRate()).record(time.monotonic())
         idle = self._idle.get(pool, [])
         try:
@@ -111,16 +105,28 @@ class WarmPool:
         finally:
             self._wake.set()
 
+    async def learn(self, spec: ContainerSpec, *, livekit: LiveKitCredentials | None = None) -> str | None:
+        """The spec's pool, its template kept (the refill makes members of it); None when it cannot be pooled."""
+        image = await self._image(spec.image)
+        # A lobby handover needs the start's LiveKit credentials and an assignment that fits one data packet.
+        lobby_ok = self._handover != rules.LOBBY_PROTOCOL or (
+            self._lobby is not None and livekit is not None and LobbyHandover.payload(spec) is not None)
+        if image is None or not image[1] or not lobby_ok:
+            return None
+        pool = self.pool_of(spec, livekit)
+        if self._lobby is not None and livekit is not None:
+            self._lobby.learn(pool, livekit)
+        self._learn(pool, spec)
+        return pool
+
     async def _hand_over(self, pool: str, claimed: ContainerInfo, spec: ContainerSpec) -> bool:
         line = json.dumps({"env": spec.env}, separators=(",", ":")).encode() + b"\n"
         try:
-            await asyncio.wait_for(
-                self._lobby.hand_over(pool, claimed, line.rstrip(), timeout_s=HANDOVER_TIMEOUT_S) if self._lobby is not None
-                else self._engine.hand_over(claimed.name, line, timeout_s=HANDOVER_TIMEOUT_S),
-                timeout=HANDOVER_TIMEOUT_S,
-            )
+            async with asyncio.timeout(HANDOVER_TIMEOUT_S):  # not wait_for: see core.waiting
+                await (self._lobby.hand_over(pool, claimed, line.rstrip(), timeout_s=HANDOVER_TIMEOUT_S) if self._lobby is not None
+                       else self._engine.hand_over(claimed.name, line, timeout_s=HANDOVER_TIMEOUT_S))
             return True
-        except (OrchestratorError, asyncio.TimeoutError) as exc:
+        except (OrchestratorError, TimeoutError) as exc:
             why = exc.message if isinstance(exc, OrchestratorError) else "timed out"
             log.warning("handover to %s failed (%s); removing it, the start goes cold", claimed.name, why)
             self._publish(f"handover to {claimed.name} failed ({why}): the start went cold", container=claimed.name)
@@ -151,7 +157,7 @@ class WarmPool:
             # the deployment's collector, so it loads the OpenTelemetry SDK while waiting rather than after the claim;
             # a lobby member also where its lobby is (services.pool_lobby).
             "env": {"AGENT_WARM": "1", "AGENT_WARM_MAX_AGE_SECONDS": str(int(self._s.pool_max_age_s + 60)),
-                    **{k: v for k, v in spec.env.items() if k == "OTEL_EXPORTER_OTLP_ENDPOINT"},
+                    **({"OTEL_EXPORTER_OTLP_ENDPOINT": self._otlp_endpoint} if self._otlp_endpoint else {}),
                     **(self._lobby.template_env(pool, spec) if self._lobby is not None else {})},
         })
         self._wake.set()
@@ -263,13 +269,20 @@ class WarmPool:
         return dict(verdicts)
 
     def snapshot(self) -> dict[str, Any]:
-        """For `ps --pool`, the admin API and metrics."""
+        """For `ps --pool`, the admin API, the dashboard and metrics."""
+        now = self._clock()
         return {
             "enabled": self.enabled,
             "pools": [
                 {"pool": p, "image": t.image, "network": t.network, "runtime": t.runtime or "default", "memory": t.memory,
                  "idle": len(self._idle.get(p, [])), "creating": self._creating[p], "target": self.target(p)}
                 for p, t in sorted(self._templates.items())
+            ],
+            # Each idle member (the dashboard's rows): claimed ones are agents, shown as such elsewhere.
+            "members": [
+                {"name": m.name, "domain": p, "engine": getattr(self._engine, "engine", None), "node": m.node, "state": "idle",
+                 "age_s": int((now - m.created_at).total_seconds()) if m.created_at is not None else None}
+                for p, members in sorted(self._idle.items()) for m in members
             ],
             "claims": dict(self.outcomes),
             "problem": self.last_problem,

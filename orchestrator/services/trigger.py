@@ -11,7 +11,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Collection, Mapping
+from typing import Callable, Collection, Mapping, Sequence
 
 from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import Conflict, ContainerFailed, DependencyUnavailable, ImageNotAllowed, LimitExceeded, OrchestratorError
@@ -24,7 +24,7 @@ from orchestrator.rules.naming import Label, container_name, generated_room, key
 from orchestrator.rules.rooms import RoomRegistry
 from orchestrator.rules.view import AgentView
 from orchestrator.runtime import ContainerRuntime, ContainerSpec, NameTaken
-from orchestrator.observability.starts import Stage, Starts, agent_trace_env, settled, stage
+from orchestrator.observability.starts import Measured, Stage, Starts, agent_trace_env, settled, stage
 from orchestrator.services.admission import AdmissionGate
 from orchestrator.services.agent_networks import AgentNetworks
 from orchestrator.services.answers import ViewAnswers
@@ -157,13 +157,16 @@ class TriggerService:
         return await self.admission.refusal(key, reserved=reserved)
 
     async def launch_dispatched(
-        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode, token: str, labels: Mapping[str, str]
+        self, key: ContainerKey, *, client: Client, agent: Agent, mode: Mode, token: str, labels: Mapping[str, str],
+        earlier: Sequence[Measured] = (),
     ) -> tuple[TriggerOutcome, ContainerInfo]:
         """A job LiveKit dispatched: the room exists already; same lock, limits and reuse-or-launch as a trigger.
 
         The container joins with `token` (the one LiveKit minted for the job) and carries `labels` on top of ours.
+        `earlier`: the job's tenant lookup and limits, timed when LiveKit asked whether we take it (its start's beginning).
         """
-        async with self.starts.begin("dispatch", client_id=key.client_id, room=key.room, agent_slug=key.agent_slug):
+        async with self.starts.begin("dispatch", client_id=key.client_id, room=key.room, agent_slug=key.agent_slug,
+                                     earlier=earlier):
             with stage(Stage.engine):
                 async with self._locks.hold(key):
                     result = await self._reuse_or_launch(
@@ -195,14 +198,15 @@ class TriggerService:
         backoff = _NAME_RACE_BACKOFF_S
         if (seen := self.answers.answer(key)) is not None:
             return TriggerOutcome.reused, seen
-        for _ in range(_MAX_ROUNDS):
-            info = await self._runtime.get(name)
+        for round_ in range(_MAX_ROUNDS):
+            # A key the synced view has never seen skips the engine's lookup (one call less on every new start).
+            info = None if round_ == 0 and self.answers.unseen(key) else await self._runtime.get(name)
             if info is None:
                 network = await self.networks.for_client(client.id)
                 await self.admission.admit(key)
                 made: ContainerInfo | None = None
                 try:
-                    spec = self._spec(
+                    spec = self.spec_for(
                         key, name=name, client=client, agent=agent, mode=mode, network=network, token=token,
                         extra_labels=extra_labels,
                     )
@@ -224,6 +228,8 @@ class TriggerService:
             self._check_owner(key, info)
             if info.status.reusable:
                 return TriggerOutcome.reused, info
+            if info.status is ContainerStatus.created and self._runtime.starts_by_itself:
+                return TriggerOutcome.reused, info  # as its create answered: the engine runs it (Kubernetes)
             if info.status is ContainerStatus.created:
                 # Created but never started (a crash between create and start): starting is idempotent.
                 try:
@@ -297,7 +303,7 @@ class TriggerService:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def _spec(
+    def spec_for(
         self, key: ContainerKey, *, name: str, client: Client, agent: Agent, mode: Mode, network: AgentNetwork,
         token: str | None = None, extra_labels: Mapping[str, str] | None = None,
     ) -> ContainerSpec:

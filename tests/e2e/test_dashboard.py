@@ -219,7 +219,7 @@ async def test_keyboard_only_test_agent_grace_countdown_and_close(
     assert await page.evaluate("sessionStorage.getItem('orch_api_key')") == admin
     await expect(page.locator("#announcer")).to_have_text("API key set.")
     await expect(page.locator("#stat-engine")).to_have_text("docker")
-    await expect(page.locator("#pool-note")).to_contain_text("The pool is empty")  # the tests run without a pool (pool_max 0)
+    await expect(page.locator("#pool-note")).to_contain_text("No pool on this orchestrator")  # the tests run with pool_max 0
     await expect(page.locator("#dispatch-note")).to_contain_text("LiveKit dispatch is off")
     await assert_accessible(page, "key set, empty fleet")
     await shot(page, "01-dashboard-empty.png")

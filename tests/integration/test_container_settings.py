@@ -94,10 +94,10 @@ async def test_llm_key_is_per_client_and_sealed(world: World) -> None:
     settings = Settings(agent_llm_api_key=SecretStr("sk-platform-fallback"))
     service = TriggerService(settings=settings, tenants=store, livekit=FakeRooms(), runtime=None)  # type: ignore[arg-type]
     agent = await world.store().get_agent(other, "beta-bot")
-    env_own = service._spec(ContainerKey(client_id="llmco", agent_slug="beta-bot", room="r"), name="n", client=own, agent=agent, mode=Mode.voice, network=NET).env
-    env_other = service._spec(ContainerKey(client_id=BETA, agent_slug="beta-bot", room="r"), name="n", client=other, agent=agent, mode=Mode.voice, network=NET).env
+    env_own = service.spec_for(ContainerKey(client_id="llmco", agent_slug="beta-bot", room="r"), name="n", client=own, agent=agent, mode=Mode.voice, network=NET).env
+    env_other = service.spec_for(ContainerKey(client_id=BETA, agent_slug="beta-bot", room="r"), name="n", client=other, agent=agent, mode=Mode.voice, network=NET).env
     assert env_own["OPENAI_API_KEY"] == "sk-llmco-own-key-456"  # never the platform's key for a client with its own
     assert env_other["OPENAI_API_KEY"] == "sk-platform-fallback"  # the operator's explicit fallback
     no_fallback = TriggerService(settings=Settings(), tenants=store, livekit=FakeRooms(), runtime=None)  # type: ignore[arg-type]
-    assert "OPENAI_API_KEY" not in no_fallback._spec(
+    assert "OPENAI_API_KEY" not in no_fallback.spec_for(
         ContainerKey(client_id=BETA, agent_slug="beta-bot", room="r"), name="n", client=other, agent=agent, mode=Mode.voice, network=NET).env

@@ -56,6 +56,20 @@ async def in_room(server: LiveKitServer, room: str, identity: str = "agent-farah
     return await eventually(joined, timeout=timeout, what=f"{identity} in {room}")
 
 
+async def test_a_fresh_deployment_fills_its_pool_before_its_first_start(pool_settings: Callable[..., Settings]) -> None:
+    """No cold start needed to teach the pool: it learns the served clients' domain at start (services.prewarm)."""
+    async with app_client(pool_settings()) as c:
+        state = await idle(c, 2)  # no trigger yet
+        # The admin API (and the dashboard's table) lists each idle member with its domain.
+        assert len(state["members"]) >= 2 and {m["state"] for m in state["members"]} == {"idle"}, state
+        assert {m["domain"] for m in state["members"]} == {p["pool"] for p in state["pools"]}
+        assert all(m["name"].startswith("pool_") and m["age_s"] is not None for m in state["members"]), state
+        first = await c.post("/api/v1/trigger-agent", json=body("first"))
+        assert first.status_code == 201, first.text
+        claims = (await c.get("/api/v1/admin/pool")).json()["claims"]
+    assert claims.get("warm") == 1 and not claims.get("cold"), claims
+
+
 async def test_claimed_member_joins_its_room(pool_settings: Callable[..., Settings], docker_client: docker.DockerClient,
                                              livekit_server: LiveKitServer, scope: str) -> None:
     async with app_client(pool_settings()) as c:
@@ -188,12 +202,12 @@ async def test_two_processes_never_claim_one_member_twice(pool_settings: Callabl
                                                           scope: str) -> None:
     from devtools.serve import serve
 
-    env = dict(ORCH_POOL_MAX="6", ORCH_POOL_MIN="6", ORCH_POOL_SWEEP_S="0.5", ORCH_AGENT_MEMORY="128m", ORCH_AGENT_CPUS="0.2",
+    env = dict(ORCH_POOL_MAX="10", ORCH_POOL_MIN="10", ORCH_POOL_SWEEP_S="0.5", ORCH_AGENT_MEMORY="128m", ORCH_AGENT_CPUS="0.2",
                ORCH_MAX_AGENTS_TOTAL="100", ORCH_MAX_AGENTS_PER_CLIENT="100")
     with serve(scope=scope, tenants_file=tenants_file, image=AGENT_IMAGE, **env) as a, \
          serve(scope=scope, tenants_file=tenants_file, image=AGENT_IMAGE, **env) as b:
         async with httpx.AsyncClient(timeout=120) as http:
-            for url in (a, b):  # each learns the domain, then both fill one shared set of members
+            for url in (a, b):  # both know the domain (taught at start, services.prewarm) and share one set of members
                 assert (await http.post(f"{url}/api/v1/trigger-agent", json=body(f"seed-{scope}"))).status_code in (200, 201)
 
             async def members() -> int | None:
@@ -201,7 +215,7 @@ async def test_two_processes_never_claim_one_member_twice(pool_settings: Callabl
                         if not rules.is_canonical(x.name))
                 return n if n >= 8 else None
 
-            await eventually(members, timeout=120, what="members from both processes")
+            await eventually(members, timeout=120, what="8 idle members in the scope both processes serve")
             answers = await asyncio.gather(*(http.post(f"{(a, b)[i % 2]}/api/v1/trigger-agent", json=body(f"two{i}-{scope}"))
                                              for i in range(20)))
             claims = [(await http.get(f"{url}/api/v1/admin/pool")).json()["claims"] for url in (a, b)]

@@ -9,6 +9,7 @@ on a port the host filter lets through (ORCH_AGENT_HOST_PORTS), and ORCH_AGENT_O
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -42,11 +43,12 @@ def jaeger(agent_network: AgentNetwork) -> Iterator[Jaeger]:
         yield j
 
 
-def trace_spans(jaeger: Jaeger, service: str, trace_id: str, wanted: set[str], *, timeout_s: float = 20) -> dict[str, dict[str, Any]]:
+def trace_spans(jaeger: Jaeger, service: str, trace_id: str, wanted: set[str], *, root: str = "trigger",
+                timeout_s: float = 20) -> dict[str, dict[str, Any]]:
     """The spans of one trace by operation name, once all of `wanted` arrived (exporters and the collector batch)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        spans = {s["operationName"]: s for s in jaeger.spans(service, operation="trigger", timeout_s=5)
+        spans = {s["operationName"]: s for s in jaeger.spans(service, operation=root, timeout_s=5)
                  if s["traceID"] == trace_id}
         if wanted <= set(spans) or time.monotonic() > deadline:
             return spans
@@ -97,27 +99,28 @@ def traced_settings(jaeger: Jaeger, livekit: LiveKitServer, *, port: int, scope:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_http_endpoint)
     monkeypatch.setenv("OTEL_SERVICE_NAME", service)
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # the batch processor's wait, in ms
-    settings = Settings(
+    base: dict[str, Any] = dict(
         scope=scope, tenants_file=write_tenants(tmp_path / "tenants.yaml", livekit), agent_image=AGENT_IMAGE,
         agent_memory="256m", port=port, reconcile_enabled=False, agent_stop_timeout_s=2,
         agent_otlp_endpoint=jaeger.otlp_http_endpoint,  # on the gateway: the agents' filter lets its port through
-        **overrides,
     )
-    return settings, service
+    return Settings(**{**base, **overrides}), service
 
 
-async def joined_start(c: httpx.AsyncClient, room: str, *, made: httpx.Response, livekit: LiveKitServer) -> dict[str, Any]:
-    """The start record of `room` once LiveKit's webhook said its agent joined (logs printed when it never does)."""
+async def joined_start(c: httpx.AsyncClient, room: str, *, container: str, livekit: LiveKitServer,
+                       kind: str = "trigger") -> dict[str, Any]:
+    """The newest `kind` start of `room` once LiveKit's webhook said its agent joined (logs printed when it never does)."""
     async def joined() -> dict[str, Any] | None:
-        starts = (await c.get("/api/v1/starts", params={"room": room})).json()["starts"]
+        starts = [s for s in (await c.get("/api/v1/starts", params={"room": room})).json()["starts"] if s["kind"] == kind]
         marks = {m["stage"]: m for m in starts[0]["stages"]} if starts else {}
         return starts[0] if marks.get("agent_joined", {}).get("outcome") == "ok" else None
 
     try:
-        return await eventually(joined, timeout=60, what="the agent's join reported by LiveKit's webhook")
+        return await eventually(joined, timeout=60, what=f"the agent's join after a {kind} reported by LiveKit's webhook")
     except AssertionError:
         print((await c.get("/api/v1/starts", params={"room": room})).json(), livekit.log_tail())
-        print(docker.from_env().containers.get(made.json()["container_name"]).logs(tail=40).decode(errors="replace"))
+        with contextlib.suppress(docker.errors.NotFound):
+            print(docker.from_env().containers.get(container).logs(tail=40).decode(errors="replace"))
         raise
 
 
@@ -143,7 +146,7 @@ async def test_a_trigger_is_one_trace_from_the_callers_context_to_the_agent_join
             made = await c.post("/api/v1/trigger-agent", json=trigger_body(room),
                                 headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"})
             assert made.status_code == 201, made.text
-            start = await joined_start(c, room, made=made, livekit=hooked_livekit)
+            start = await joined_start(c, room, container=made.json()["container_name"], livekit=hooked_livekit)
         assert [m["stage"] for m in start["stages"]] == STAGES and start["launch"] == "cold"
         assert start["trace_id"] == caller_trace
         await asyncio.wait_for(reader, timeout=10)
@@ -203,7 +206,7 @@ async def test_a_pool_claim_hands_the_trace_to_the_warm_member(
             made = await c.post("/api/v1/trigger-agent", json=trigger_body(room),
                                 headers={"traceparent": f"00-{caller_trace}-{secrets.token_hex(8)}-01"})
             assert made.status_code == 201, made.text
-            start = await joined_start(c, room, made=made, livekit=hooked_livekit)
+            start = await joined_start(c, room, container=made.json()["container_name"], livekit=hooked_livekit)
             assert start["launch"] == "warm" and start["trace_id"] == caller_trace, start
             spans = await asyncio.to_thread(trace_spans, jaeger, service, caller_trace, {*AGENT_SPANS, "engine"})
     finally:

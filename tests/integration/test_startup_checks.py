@@ -3,6 +3,7 @@ permanent 502 with the engine's own words, never a 500 and never a retryable 503
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from orchestrator.composition import Orchestrator
 from orchestrator.core.errors import ConfigurationError, DependencyRejected
 from orchestrator.core.models import Mode
+from orchestrator.rules.isolation import AgentNetwork, parse_host_port
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
 from devtools.docker_helpers import scoped
@@ -30,6 +32,20 @@ async def test_an_agent_network_that_cannot_be_made_stops_start_up_naming_the_va
         async with Orchestrator.running(make_settings(agent_network=missing, agent_subnet_pool=[]), loops=False):
             raise AssertionError("must not start")
     assert not docker_client.api.networks(names=[missing])
+
+
+async def test_an_otlp_endpoint_our_host_filter_drops_is_one_warning_at_start_naming_the_setting(
+    make_settings: Callable[..., Settings], agent_network: AgentNetwork, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="orchestrator.composition")
+    allowed = parse_host_port(make_settings().agent_host_ports[0]).first  # the harness lets the ephemeral range through
+    said: dict[int, list[str]] = {}
+    for port in (4318, allowed):
+        caplog.clear()
+        async with Orchestrator.running(make_settings(agent_otlp_endpoint=f"http://{agent_network.gateway}:{port}"), loops=False):
+            said[port] = [r.getMessage() for r in caplog.records if "ORCH_AGENT_OTLP_ENDPOINT" in r.getMessage()]
+    assert len(said[4318]) == 1 and "add 4318/tcp to ORCH_AGENT_HOST_PORTS" in said[4318][0], said
+    assert said[allowed] == [], said
 
 
 def test_reconcile_cli_refuses_a_missing_network_with_exit_2(make_settings: Callable[..., Settings], scope: str) -> None:

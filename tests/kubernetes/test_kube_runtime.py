@@ -215,6 +215,12 @@ async def test_unschedulable_pod_shows_the_schedulers_reason(
         info = await kruntime.get(result.container.name)
         assert info is not None and info.status is ContainerStatus.created and info.node is None
         assert container_row(info, now=info.created_at)["reason"] == why  # type: ignore[arg-type]
+        # A second trigger for the room is answered as the create was (the pod is the kubelet's to run), not held
+        # until a start timeout that a pod nobody can schedule would only end with an error.
+        again = await service(settings, kruntime, livekit).trigger(
+            client_id=CLIENT_ID, agent_slug="farah", mode=Mode.voice, user_id="u2", room_name="too-big")
+        assert again.outcome is TriggerOutcome.reused and again.container.status is ContainerStatus.created
+        assert again.container.id == result.container.id
     finally:
         await livekit.aclose()
 

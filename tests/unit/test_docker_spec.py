@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -73,7 +73,7 @@ def test_inspect_answers(state: dict[str, object], want_exit: int | None, health
     info = info_from_inspect({"Id": "i", "Name": "/n", "State": state, "Config": {"Labels": {"x": "y"}},
                               "Created": "2026-12-02T01:02:03.123456789Z"})
     assert (info.exit_code, info.health, info.labels) == (want_exit, health, {"x": "y"})
-    assert info.created_at == datetime(2026, 12, 2, 1, 2, 3, 123456)
+    assert info.created_at == datetime(2026, 12, 2, 1, 2, 3, 123456, tzinfo=timezone.utc)  # `Z`: comparable to now
 
 
 @pytest.mark.parametrize("attrs, want", [

@@ -17,6 +17,7 @@ from orchestrator.rules.isolation import (
     image_allowed,
     is_root_user,
     network_name,
+    otlp_blocked,
     pick_subnet,
     split_image,
 )
@@ -94,6 +95,36 @@ def test_host_port_allows() -> None:
 
 def test_gateway_is_first_host() -> None:
     assert gateway_of("172.29.3.0/24") == "172.29.3.1"
+
+
+LIVEKIT_PORTS = [parse_host_port(p) for p in ["7880/tcp", "7881/tcp", "7882/udp", "50000-60000/udp"]]
+
+
+@pytest.mark.parametrize("endpoint, filtered, on_host, egress, ports, says", [
+    # On this host: the filter's INPUT chain decides by port.
+    ("http://172.29.3.1:4318", True, True, "internet", LIVEKIT_PORTS, "add 4318/tcp to ORCH_AGENT_HOST_PORTS"),
+    ("http://172.29.3.1:4318", True, True, "internet", [*LIVEKIT_PORTS, parse_host_port("4318")], None),
+    ("http://collector.internal:4318", True, True, "livekit-only", [parse_host_port("4000-4400/tcp")], None),
+    ("http://172.29.3.1:4318", True, True, "internet", [parse_host_port("4318/udp")], "add 4318/tcp"),  # tcp, not udp
+    ("http://172.29.3.1", True, True, "internet", LIVEKIT_PORTS, "add 80/tcp"),  # the scheme's port
+    ("https://172.29.3.1", True, True, "internet", [parse_host_port("443")], None),
+    # Elsewhere: only egress livekit-only stops it (everything agents send past the host is dropped).
+    ("http://otel.example.com:4318", True, False, "internet", LIVEKIT_PORTS, None),
+    ("http://otel.example.com:4318", True, False, "livekit-only", LIVEKIT_PORTS, "set ORCH_AGENT_EGRESS=internet"),
+    # Loopback is each agent's own, whatever the ports say.
+    ("http://127.0.0.1:4318", True, True, "internet", [parse_host_port("4318")], "name the agents' gateway (172.29.3.1)"),
+    ("http://localhost:4318", True, True, "internet", LIVEKIT_PORTS, "loopback"),
+    # No filter (switched off, the host network, an engine without one): nothing to say.
+    ("http://172.29.3.1:4318", False, True, "internet", LIVEKIT_PORTS, None),
+    ("http://127.0.0.1:4318", False, True, "livekit-only", [], None),
+])
+def test_otlp_endpoint_the_host_filter_would_block(endpoint: str, filtered: bool, on_host: bool, egress: str,
+                                                     ports: list, says: str | None) -> None:
+    why = otlp_blocked(endpoint, filtered=filtered, ports=ports, egress=egress, on_host=on_host, gateway=NET.gateway)
+    if says is None:
+        assert why is None
+    else:
+        assert why is not None and says in why and f"ORCH_AGENT_OTLP_ENDPOINT={endpoint}" in why, why
 
 
 @pytest.mark.parametrize("url,network,override,want", [
@@ -206,3 +237,14 @@ def test_docker_and_swarm_runtimes_make_agent_networks() -> None:
 
     assert isinstance(DockerRuntime(), NetworkProvider)
     assert isinstance(SwarmRuntime(base_url="tcp://127.0.0.1:1"), NetworkProvider)
+
+
+@pytest.mark.parametrize("host, ours", [
+    ("127.0.0.1", True), ("localhost", True),  # addresses this machine has
+    ("192.0.2.1", False),  # TEST-NET-1: never an address of this machine
+    ("no-such-host.invalid", False),  # does not resolve: not ours to judge
+])
+def test_an_endpoint_host_is_this_machines_when_it_can_be_bound(host: str, ours: bool) -> None:
+    from orchestrator.services.agent_networks import _this_host
+
+    assert _this_host(host) is ours

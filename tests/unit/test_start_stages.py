@@ -184,7 +184,38 @@ async def test_a_restart_and_a_dispatched_job_are_traces_of_their_own() -> None:
     restart_children = sorted(s.name for s in spans if s.parent is not None and s.parent.span_id == roots["restart"].context.span_id)
     assert restart_children == ["admission", "engine", "room_claim", "tenant_lookup"]
     dispatch_children = [s.name for s in spans if s.parent is not None and s.parent.span_id == roots["dispatch"].context.span_id]
-    assert dispatch_children == ["engine"]  # LiveKit made the room and chose the agent; only the engine call is ours
+    assert dispatch_children == ["engine"]  # called without the availability answer's stages (the next test gives them)
+
+
+async def test_a_dispatched_job_starts_when_livekit_asked_with_the_lookup_and_limits_timed_then() -> None:
+    """The availability answer (tenant lookup, limits) comes before the assignment that opens the start: its stages lead."""
+    import time
+
+    from orchestrator.core.models import ContainerKey
+    from orchestrator.observability.starts import Measured, Stage, Starts
+    from orchestrator.services.trigger import TriggerService
+    from orchestrator.settings import Settings
+    from devtools.fakes import CLIENT, FakeRooms, FakeRuntime, tenants
+
+    exporter = InMemorySpanExporter()
+    starts = Starts(tracing=Tracing.from_env({}, exporter=exporter), engine="fake")
+    asked = time.time_ns() - 300_000_000  # LiveKit asked 0.3 s ago
+    earlier = (Measured(Stage.tenant_lookup, asked, asked + 2_000_000), Measured(Stage.admission, asked + 2_000_000, asked + 3_000_000))
+    trigger = TriggerService(settings=Settings(scope="unit"), tenants=tenants(), livekit=FakeRooms(), runtime=FakeRuntime(),
+                             starts=starts)
+    await trigger.launch_dispatched(ContainerKey(client_id="c1", agent_slug="farah", room="job-2"), client=CLIENT, agent=FARAH,
+                                    mode=Mode.voice, token="job-token", labels={}, earlier=earlier)
+    [record] = starts.timelines(room="job-2")
+    assert [(m.stage, m.offset_s, m.duration_s) for m in record.stages[:2]] == [("tenant_lookup", 0.0, 0.002), ("admission", 0.002, 0.001)]
+    assert [m.stage for m in record.stages] == ["tenant_lookup", "admission", "engine", "agent_joined"]
+    assert record.stages[2].offset_s >= 0.3  # the engine call came after the wait for LiveKit's assignment
+    starts.tracing.shutdown()  # flushes the batch
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    root = spans["dispatch"]
+    assert root.parent is None and root.start_time == asked
+    for name, m in zip(("tenant_lookup", "admission"), earlier, strict=True):
+        assert spans[name].parent.span_id == root.context.span_id and (spans[name].start_time, spans[name].end_time) == (m.start_ns, m.end_ns)
+    assert spans["engine"].parent.span_id == root.context.span_id
 
 
 def test_trace_renders_each_start_as_a_timeline_on_one_scale() -> None:

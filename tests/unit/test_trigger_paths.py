@@ -90,6 +90,21 @@ async def test_reuse_or_launch(name: str, setup: Callable[[FakeRuntime], None], 
     assert result.user_token == "user-token:u:r1"
 
 
+@pytest.mark.parametrize(("starts_by_itself", "acts", "status"), [
+    (False, ["start"], ContainerStatus.running),  # Docker, Swarm: a created container is started and waited for
+    (True, [], ContainerStatus.created),  # Kubernetes: the kubelet runs it; answered as its create was
+])
+async def test_a_created_container_is_waited_for_only_where_a_create_waits(
+    starts_by_itself: bool, acts: list[str], status: ContainerStatus,
+) -> None:
+    rt = FakeRuntime()
+    rt.starts_by_itself = starts_by_itself
+    rt.put(NAME, labels=labels(), status=ContainerStatus.created)
+    result = await trigger(rt)
+    assert (result.outcome, result.container.status) == (TriggerOutcome.reused, status)
+    assert [what for what, ref in rt.calls if what not in ("get", "list") and ref == NAME] == acts
+
+
 REFUSALS = [
     ("another key holds the name → 409", put_running((NAME, labels(ContainerKey(client_id="c2", agent_slug="farah", room="zz")))),
      Conflict),

@@ -175,12 +175,21 @@ class PooledDockerRuntime(DockerRuntime):
         volume behind."""
         await super().remove(name)
 
+        def names_it(member: str, claimed_as: str) -> bool:
+            return name in (member, claimed_as) or (len(name) >= 12 and member.startswith(name))
+
         def drop_records() -> None:
-            vols = self.client.api.volumes(filters={"label": [rules.POOL_MEMBER]})
+            if known := [k for k in self._records if names_it(*k)]:  # claimed here: no listing
+                for member, claimed_as in known:
+                    self._drop_record(member, claimed_as)
+                return
+            # Claimed by another process (or before a restart): its record by the key's name, or any by an id.
+            wanted = f"{rules.POOL_NAME}={name}" if rules.is_canonical(name) else rules.POOL_MEMBER
+            vols = self.client.api.volumes(filters={"label": [wanted]})
             for v in (vols or {}).get("Volumes") or []:
                 labels = v.get("Labels") or {}
                 member, claimed_as = labels.get(rules.POOL_MEMBER, ""), labels.get(rules.POOL_NAME, "")
-                if name in (member, claimed_as) or (len(name) >= 12 and member.startswith(name)):
+                if names_it(member, claimed_as):
                     self._records.pop((member, claimed_as), None)
                     with contextlib.suppress(NotFound):
                         self.client.api.remove_volume(v["Name"], force=True)

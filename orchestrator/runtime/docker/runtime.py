@@ -48,6 +48,7 @@ class DockerRuntime(DockerAPI):
     """ContainerRuntime on one Docker engine."""
 
     engine = "docker"
+    starts_by_itself = False  # a `created` container is one whose start failed or never came: start it
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

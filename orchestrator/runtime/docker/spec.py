@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from orchestrator.core.models import ContainerInfo, ContainerStatus, Health
@@ -76,9 +76,10 @@ def parse_time(value: Any) -> datetime | None:
         return datetime.fromtimestamp(value).astimezone()
     if isinstance(value, str) and value:
         try:
-            return datetime.fromisoformat(value[:26].rstrip("Z") if "." in value else value.rstrip("Z"))
+            parsed = datetime.fromisoformat(value[:26].rstrip("Z") if "." in value else value.rstrip("Z"))
         except ValueError:
             return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)  # Docker's `Z`: UTC, comparable to now
     return None
 
 

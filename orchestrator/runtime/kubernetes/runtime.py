@@ -55,6 +55,7 @@ class KubernetesRuntime(KubeAPI, PodWatch):
     """ContainerRuntime on one Kubernetes namespace."""
 
     engine = "kubernetes"
+    starts_by_itself = True  # create answers with the pod Pending; its kubelet runs it
 
     def __init__(
         self,

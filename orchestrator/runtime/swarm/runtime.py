@@ -40,6 +40,7 @@ class SwarmRuntime(ServiceLaunch, ServiceWatch, DockerAPI):
     """ContainerRuntime on a swarm manager: services are the objects, their newest task is the state."""
 
     engine = "swarm"
+    starts_by_itself = False  # create_and_start waits for the task to run, and so does a reuse
     # A NetworkProvider (ServiceLaunch.ensure_network): agents get an overlay per scope (or per client) by default;
     # ORCH_AGENT_NETWORK=host is the operator's explicit opt-out to each node's own network.
 
