@@ -91,8 +91,17 @@ def real_node(kube_cluster: KubeCluster) -> Iterator["RealNode"]:
 @pytest.fixture(scope="session")
 def node_livekit(real_node: "RealNode") -> Iterator[LiveKitServer]:
     """A livekit-server bound to loopback and to the host's end of the node's veth, the address its pods reach
-    (their masqueraded traffic leaves the node's namespace through that veth)."""
-    server = LiveKitServer(api_key="nodekey", api_secret=secrets.token_hex(32), port=free_port(), agent_gateway=real_node.host_ip).start()
+    (their traffic leaves the node's namespace through that veth, with their own pod addresses).
+
+    Media only on that address (rtc.ips.includes): with node_ip set and every host interface open, LiveKit rewrote
+    each interface's host candidate to node_ip and kept one, often backed by another interface's socket, so its
+    connectivity checks left from the host's eth0 address (seen: 192.0.2.2 in the node's nft trace, 8 of 8 for the
+    pings it logged as from node_ip) and the agent's own checks to node_ip reached a socket it did not listen on.
+    The agents' NetworkPolicy (egress to LiveKit's /32, no ingress) then dropped every check and the WebRTC
+    transport never connected — the "gVisor under the policy" defect; without the policy the pod answered the
+    other address and ICE passed."""
+    server = LiveKitServer(api_key="nodekey", api_secret=secrets.token_hex(32), port=free_port(), agent_gateway=real_node.host_ip,
+                           media_ips=[f"{real_node.host_ip}/32"]).start()
     yield server
     server.stop()
 

@@ -1,6 +1,7 @@
 """Calls on a real kubelet node (devtools/kube_node.py), run by the whole orchestrator (reconciler and watch on):
 an agent pod under gVisor (RuntimeClass `runsc`) joins and is heard; the last human leaves → the agent leaves
 after the grace and its pod is gone; the agent's container killed in a call → an agent is back in the room.
+All under the agents' NetworkPolicy as the runtime makes it (kube-router enforcing it on the node).
 
 A missing kubelet, containerd, CNI plugin or runsc fails these tests; nothing skips.
 """
@@ -21,8 +22,10 @@ from devtools.kube_cluster import KubeCluster
 from devtools.kube_gvisor import HANDLER, delete_runtime_class, ensure_runtime_class
 from devtools.kube_node import RealNode, sh
 from devtools.livekit_server import LiveKitServer
+from devtools.netpol import policy_rules
 from orchestrator.composition import Orchestrator
 from orchestrator.core.models import LiveKitCredentials, Mode, TriggerOutcome
+from orchestrator.runtime.kubernetes.policy import POLICY_NAME
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID
 
@@ -33,9 +36,6 @@ GRACE_S = 4.0
 # Kills of the agent's container in one call, each measured. The kubelet restarts it in place, the 2nd and 3rd after
 # its CrashLoopBackOff (10 s, 20 s); an agent not back within ORCH_AGENT_STARTUP_TIMEOUT_S is replaced by the reconciler.
 CRASHES = 3
-# Lifecycle tests run without the agents' NetworkPolicy (test_real_node_policy proves it): under kube-router's policy a
-# fresh agent's WebRTC transport sometimes never connects (seen here; README "Real node: open defects").
-LIFECYCLE_ONLY = {"kube_network_policy": False}
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +90,10 @@ async def test_agent_pod_under_gvisor_on_the_real_node_joins_and_is_heard(
     node_settings: Callable[..., Settings], gvisor_class: str, real_node: RealNode, node_livekit: LiveKitServer,
     kube_cluster: KubeCluster,
 ) -> None:
-    # ORCH_AGENT_RUNTIME=runsc: the pod's runtimeClassName. Without the agents' NetworkPolicy: under kube-router's
-    # policy a gVisor agent is listed (signalling passes) but its WebRTC transport never connects (an open defect,
-    # README "gVisor on Kubernetes"); the same policy with runc passes media (test_real_node_policy).
-    settings = node_settings(agent_runtime=gvisor_class, kube_network_policy=False)
+    # ORCH_AGENT_RUNTIME=runsc: the pod's runtimeClassName; the agents' NetworkPolicy on (the settings' default), so
+    # the agent's media passes kube-router's policy (egress to LiveKit's address and ports only, no ingress).
+    settings = node_settings(agent_runtime=gvisor_class)
+    assert settings.kube_network_policy
     async with orchestrator(settings, kube_cluster, real_node, node_livekit) as orch:  # preflight: the RuntimeClass exists
         room = f"{settings.scope}-gvisor"
         t0 = time.perf_counter()
@@ -110,6 +110,9 @@ async def test_agent_pod_under_gvisor_on_the_real_node_joins_and_is_heard(
             assert await loudest_sample(track, timeout=20, enough=5000) >= 5000
             t_heard = time.perf_counter()
         assert listed.kind == api.ParticipantInfo.Kind.AGENT
+        # Heard through the policy: kube-router's chains hold the runtime's policy and this pod's firewall.
+        rules = policy_rules(real_node)
+        assert f"{POLICY_NAME} namespace {ns}" in rules and f"POD name:{pod} namespace: {ns}" in rules, rules[-3000:]
         pod_now = kube_cluster.api("GET", f"/api/v1/namespaces/{ns}/pods/{pod}")
         assert pod_now["spec"]["nodeName"] == real_node.name
         # The agent's kernel is gVisor's (its /proc/version is gVisor's own), not the host's.
@@ -125,7 +128,7 @@ async def test_agent_pod_under_gvisor_on_the_real_node_joins_and_is_heard(
 async def test_last_human_leaves_then_the_agent_leaves_after_the_grace_and_its_pod_is_gone(
     node_settings: Callable[..., Settings], real_node: RealNode, node_livekit: LiveKitServer, kube_cluster: KubeCluster,
 ) -> None:
-    settings = node_settings(reconcile_enabled=True, reconcile_interval_s=1, grace_period_s=GRACE_S, **LIFECYCLE_ONLY)
+    settings = node_settings(reconcile_enabled=True, reconcile_interval_s=1, grace_period_s=GRACE_S)
     async with orchestrator(settings, kube_cluster, real_node, node_livekit) as orch:
         room = f"{settings.scope}-grace"
         out = await orch.trigger.trigger(client_id=CLIENT_ID, agent_slug="clarence-coherence", mode=Mode.voice, user_id="u1",
@@ -153,7 +156,7 @@ async def test_last_human_leaves_then_the_agent_leaves_after_the_grace_and_its_p
 async def test_agent_container_killed_in_a_call_is_back_in_the_room(
     node_settings: Callable[..., Settings], real_node: RealNode, node_livekit: LiveKitServer, kube_cluster: KubeCluster,
 ) -> None:
-    settings = node_settings(reconcile_enabled=True, reconcile_interval_s=1, grace_period_s=30, **LIFECYCLE_ONLY)
+    settings = node_settings(reconcile_enabled=True, reconcile_interval_s=1, grace_period_s=30)
     async with orchestrator(settings, kube_cluster, real_node, node_livekit) as orch:
         room = f"{settings.scope}-crash"
         out = await orch.trigger.trigger(client_id=CLIENT_ID, agent_slug="clarence-coherence", mode=Mode.voice, user_id="u1",

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from devtools.agent_room import eventually
+from devtools.agent_room import Participant, eventually, loudest_sample
 from devtools.kube_cluster import KubeCluster
 from devtools.kube_node import RealNode
 from devtools.livekit_server import LiveKitServer
@@ -163,11 +163,16 @@ async def test_probe_in_an_agent_pod_reaches_only_livekit_once_the_policy_is_enf
             assert after["must_work"]["livekit_http"]["ok"], after["must_work"]
             assert after["must_work"]["livekit_validate_own_token"]["ok"], after["must_work"]
 
-            # A fresh agent under the policy joins (LiveKit lists it): signalling passes on LiveKit's ports alone.
+            # A fresh agent under the policy joins and is heard: signalling and media pass on LiveKit's ports alone, and
+            # LiveKit's ICE checks and media come back as replies to the agent's own (no ingress rule).
             fresh = f"{settings.scope}-fresh"
             out = await svc.trigger(client_id=CLIENT_ID, agent_slug="clarence-coherence", mode=Mode.voice, user_id="u", room_name=fresh)
             pods[fresh] = out.container.name
-            await eventually(lambda: _listed(livekit, node_livekit, fresh), timeout=90, what="a fresh agent joined under the policy")
+            async with Participant(node_livekit.url, out.user_token) as human:
+                await eventually(lambda: _listed(livekit, node_livekit, fresh), timeout=90, what="a fresh agent joined under the policy")
+                t_listed = time.perf_counter()
+                track = await human.track_from(AGENT, timeout=30)
+                assert await loudest_sample(track, timeout=20, enough=5000) >= 5000
             t_heard = time.perf_counter()
         # No ingress either: the host no longer reaches the other agent's listener.
         assert not _connects(other_ip, LISTEN_PORT)
@@ -179,8 +184,8 @@ async def test_probe_in_an_agent_pod_reaches_only_livekit_once_the_policy_is_enf
         t_deleted = time.perf_counter()
         await eventually(lambda: asyncio.to_thread(_pod_connects, kube_cluster, ns, pods[mine], other_ip, LISTEN_PORT), timeout=30,
                          what="the other agent reachable again once the policy is deleted")
-        print(f"policy created → enforced (first refused connection) {t_enforced - t_applied:.2f} s; fresh agent joined under it "
-              f"{t_heard - t_enforced:.2f} s after; "
+        print(f"policy created → enforced (first refused connection) {t_enforced - t_applied:.2f} s; fresh agent listed under it "
+              f"{t_listed - t_enforced:.2f} s after, heard {t_heard - t_enforced:.2f} s after; "
               f"deleted → lifted {time.perf_counter() - t_deleted:.2f} s")
     except BaseException:
         print(kube_cluster.kubectl("get", "pods,networkpolicies", "-n", ns, "-o", "wide", check=False).stdout)

@@ -7,6 +7,13 @@ else that shares that address, such as a node's kubelet or a host's database), a
 destinations (e.g. an in-cluster LiveKit's Pod range, any port: the operator chose them). Every private,
 link-local (cloud metadata) and shared address range is left out of "public", so the orchestrator's Service,
 other Pods and the nodes are out of reach by default.
+
+No ingress rule, media included: the agent's ICE checks to LiveKit's announced address and port open the flow, and
+LiveKit's checks and media come back on it as replies, which a stateful enforcer admits (a check of LiveKit's that
+arrives before the agent's is refused and retried).
+That needs LiveKit to send from the address it announces: a LiveKit announcing one address (rtc.node_ip) on a
+host with several interfaces must keep its media to it (rtc.ips.includes), or its checks leave from another
+address, are refused, and the agent is listed but never heard (README "NetworkPolicy enforced on the real node").
 """
 
 from __future__ import annotations
