@@ -31,8 +31,8 @@ CAN_I = [
     ("create", "pods", True), ("get", "pods", True), ("list", "pods", True), ("watch", "pods", True), ("delete", "pods", True),
     ("get", "pods/log", True), ("create", "secrets", True), ("list", "events", True), ("watch", "events.events.k8s.io", True),
     ("create", "networkpolicies.networking.k8s.io", True),
-    ("patch", "pods", True), ("create", "pods/attach", True),  # the warm pool's claim and handover
-    ("update", "pods", False), ("get", "pods/attach", False), ("create", "pods/exec", False), ("create", "pods/eviction", False), ("get", "pods/status", False), ("get", "secrets", False),
+    ("patch", "pods", True), ("create", "pods/attach", True), ("get", "pods/attach", True),  # the pool's claim, handover
+    ("update", "pods", False), ("create", "pods/exec", False), ("create", "pods/eviction", False), ("get", "pods/status", False), ("get", "secrets", False),
     ("list", "secrets", False), ("delete", "secrets", False), ("create", "deployments.apps", False), ("list", "nodes", False),
     ("create", "roles.rbac.authorization.k8s.io", False), ("create", "rolebindings.rbac.authorization.k8s.io", False),
     ("list", "configmaps", False), ("create", "serviceaccounts/token", False), ("delete", "namespaces", False),

@@ -139,9 +139,18 @@ async def test_a_trigger_sent_to_the_pod_starts_an_agent_that_joins_the_room(
     room = f"deployed-{secrets.token_hex(3)}"
     headers = {"Authorization": f"Bearer {admin_key}"}
     async with httpx.AsyncClient(base_url=f"http://{pod['status']['podIP']}:8000", timeout=30, headers=headers) as http:
+        # The deployed pool (on by default, taught at start) has a member waiting: the trigger claims it, and the
+        # handover goes through pods/attach on the orchestrator's own ServiceAccount (the Role's rights, not ours).
+        async def member_idle() -> dict[str, Any] | None:
+            state = (await http.get("/api/v1/admin/pool")).json()
+            return state if sum(p["idle"] for p in state["pools"]) >= 1 else None
+
+        await eventually(member_idle, timeout=180, what="an idle member in the deployed orchestrator's pool")
         resp = await http.post("/api/v1/trigger-agent", json={"agent_slug": "farah", "room_name": room, "user_id": "u1", "client_id": CLIENT_ID})
         assert resp.status_code == 201, resp.text
         assert resp.json()["status"] == "created"
+        claims = (await http.get("/api/v1/admin/pool")).json()["claims"]
+        assert claims.get("warm") == 1 and not claims.get("handover-failed"), claims
 
         async def agent_running() -> dict[str, Any] | None:
             pods = kube_cluster.pods(deployed[1], selector="agent-orchestrator.managed=true")
