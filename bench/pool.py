@@ -72,8 +72,11 @@ async def measure(*, cold_url: str, warm_url: str, client: docker.DockerClient, 
     bare_join, cold_ans, cold_join, warm_ans, warm_join = [], [], [], [], []
     try:
         async with httpx.AsyncClient(timeout=120) as http:
-            # The pool learns its domain from one start (cold), then fills.
+            # The pool knows its domain from the start (prewarm) and fills; the runs begin on a full pool, as in
+            # steady service (a filling pool of 100 loads 2 cores for a minute and more).
             await timed_trigger(http, warm_url, body, f"{scope}-seed")
+            with contextlib.suppress(TimeoutError):
+                await wait_idle(http, warm_url, pool_size, timeout=300)
             for i in range(-1, runs):  # run -1 warms every path
                 room = f"{scope}-bare-{i}"
                 t0 = time.perf_counter()

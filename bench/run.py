@@ -29,7 +29,7 @@ from orchestrator.rules.naming import Label
 from orchestrator.settings import Settings
 from devtools.world import CLIENT_ID, write_tenants
 from devtools.agent_net import make_network, remove_network
-from devtools.docker_helpers import TINY_IMAGE, scoped
+from devtools.docker_helpers import TINY_IMAGE
 from devtools.livekit_server import LiveKitServer, free_port
 from devtools.serve import serve, serve_process
 
@@ -93,7 +93,8 @@ def remove_scope(client: docker.DockerClient, scope: str) -> int:
         except docker.errors.NotFound:
             pass
 
-    found = scoped(client, scope)
+    # Sparse: a full list inspects each container and fails on one removed meanwhile (a pool's members going).
+    found = client.containers.list(all=True, sparse=True, filters={"label": f"{Label.SCOPE}={scope}"})
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, found))
     return len(found)
