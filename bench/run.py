@@ -92,6 +92,9 @@ def remove_scope(client: docker.DockerClient, scope: str) -> int:
             c.remove(force=True)
         except docker.errors.NotFound:
             pass
+        except docker.errors.APIError as exc:  # 409: its removal is already under way (the server's own)
+            if exc.status_code != 409:
+                raise
 
     # Sparse: a full list inspects each container and fails on one removed meanwhile (a pool's members going).
     found = client.containers.list(all=True, sparse=True, filters={"label": f"{Label.SCOPE}={scope}"})
