@@ -261,7 +261,9 @@ class Reconciler:
                 log.exception("reconcile pass crashed")
             self.heartbeat = self._clock()
             if await wait_event(self._wake, timeout_s=self.seconds_to_next()):
-                await asyncio.sleep(0.05)  # coalesce a burst of events into one pass
+                # Coalesce a burst of events into one pass, briefly: a crashed agent with humans waiting is restarted
+                # by this pass (a pass plans from the view in milliseconds, so a burst costs a few more passes at most).
+                await asyncio.sleep(0.01)
             self._wake.clear()
 
     def stalled(self, *, now: datetime | None = None) -> bool:
