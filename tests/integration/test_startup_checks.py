@@ -34,6 +34,14 @@ async def test_an_agent_network_that_cannot_be_made_stops_start_up_naming_the_va
     assert not docker_client.api.networks(names=[missing])
 
 
+async def test_an_agent_runtime_the_engine_lacks_stops_start_up_naming_the_variable(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with pytest.raises(ConfigurationError, match="ORCH_AGENT_RUNTIME='no-such-runtime'.*it has: .*runc.*daemon.json"):
+        async with Orchestrator.running(make_settings(agent_runtime="no-such-runtime"), loops=False):
+            raise AssertionError("must not start: every agent would fail at its create")
+
+
 async def test_an_otlp_endpoint_our_host_filter_drops_is_one_warning_at_start_naming_the_setting(
     make_settings: Callable[..., Settings], agent_network: AgentNetwork, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -59,13 +67,15 @@ def test_reconcile_cli_refuses_a_missing_network_with_exit_2(make_settings: Call
     assert "ORCH_AGENT_NETWORK" in out.stderr and "Traceback" not in out.stderr
 
 
-NO_SUCH_RUNTIME = "orch-no-such-runtime"  # a setting only the engine can refuse, and only at create
+NO_SUCH_RUNTIME = "orch-no-such-runtime"
+# A setting only the engine can refuse, and only at create: one agent's runtime (the deployment's is checked at start).
+ONE_AGENT_RUNTIME = {"agent_security_exceptions": {f"{CLIENT_ID}/farah": {"runtime": NO_SUCH_RUNTIME}}}
 
 
 async def test_an_engine_4xx_is_a_permanent_502_with_its_explanation(
     make_settings: Callable[..., Settings], docker_client: docker.DockerClient, scope: str
 ) -> None:
-    settings = make_settings(agent_runtime=NO_SUCH_RUNTIME)
+    settings = make_settings(**ONE_AGENT_RUNTIME)
     async with app_client(settings) as api:
         resp = await api.post("/api/v1/trigger-agent", json={
             "agent_slug": "farah", "mode": "voice", "room_name": "net-gone", "user_id": "u1", "client_id": CLIENT_ID,
@@ -79,7 +89,7 @@ async def test_an_engine_4xx_is_a_permanent_502_with_its_explanation(
 
 
 async def test_the_trigger_path_sees_the_typed_error(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(agent_runtime=NO_SUCH_RUNTIME)
+    settings = make_settings(**ONE_AGENT_RUNTIME)
     engine = Orchestrator(settings)
     try:
         with pytest.raises(DependencyRejected) as info:

@@ -17,7 +17,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from orchestrator.core.bounded import Newest
-from orchestrator.core.errors import DependencyRejected, DependencyUnavailable
+from orchestrator.core.errors import ConfigurationError, DependencyRejected, DependencyUnavailable
 from orchestrator.core.logs import clip_tail
 from orchestrator.core.models import ContainerInfo
 from orchestrator.rules.isolation import HOST_NETWORK, AgentNetwork, HostPort
@@ -50,8 +50,9 @@ class DockerRuntime(DockerAPI):
     engine = "docker"
     starts_by_itself = False  # a `created` container is one whose start failed or never came: start it
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, agent_runtime: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._agent_runtime = agent_runtime  # ORCH_AGENT_RUNTIME: checked against the engine's runtimes at start
         # Last non-zero exit per container name (seen in a list, an inspect or a `die` event): a restarted agent
         # shows why it restarted (spec.with_last_exit). Forgotten when the container is removed or made again,
         # and bounded: the `die` event of a removal arrives after the removal forgot the name.
@@ -70,8 +71,22 @@ class DockerRuntime(DockerAPI):
     def from_settings(cls, settings: Settings) -> "DockerRuntime":
         return cls(
             base_url=settings.docker_host, pool_size=settings.docker_pool_size,
-            timeout_s=settings.docker_timeout_s, retries=settings.docker_retries,
+            timeout_s=settings.docker_timeout_s, retries=settings.docker_retries, agent_runtime=settings.agent_runtime,
         )
+
+    async def preflight(self, *, network: str) -> None:
+        """The agents' network, and ORCH_AGENT_RUNTIME among the engine's runtimes (else every start would fail)."""
+        await super().preflight(network=network)
+        name = self._agent_runtime
+        if not name:
+            return
+        runtimes = sorted(((await self._call("info", self.client.info)).get("Runtimes") or {}))
+        if name not in runtimes:
+            raise ConfigurationError(
+                f"ORCH_AGENT_RUNTIME={name!r}: this Docker engine has no such runtime (it has: {', '.join(runtimes)}); "
+                f'register it in /etc/docker/daemon.json ("runtimes": {{"{name}": {{"path": "/usr/bin/{name}"}}}}) and '
+                "restart dockerd, or unset ORCH_AGENT_RUNTIME"
+            )
 
     async def get(self, name: str) -> ContainerInfo | None:
         def inspect() -> ContainerInfo | None:
