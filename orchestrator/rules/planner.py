@@ -251,8 +251,12 @@ def plan(
             crashed = c.exit_code != 0
             how = f"crashed (exit {c.exit_code})" if c.exit_code is not None else c.status.value
             gone = f"exited (code {c.exit_code})" if c.exit_code is not None else c.status.value
-            # A room still waiting for its agent (a trigger was just answered) needs it back, whatever the exit code.
-            awaited = room is not None and room.state is RoomState.STARTING
+            # A room still waiting for its agent (a trigger was just answered) needs it back, whatever the exit code;
+            # so does a young agent that failed before anyone came (a process that did not see the trigger, e.g. a
+            # separate reconciler, knows the start by the agent's age): it is retried, and shows why, until its
+            # restarts run out, as a cold agent restarted in place by its engine is.
+            fresh_failure = crashed and humans is not None and not humans and age < settings.agent_startup_timeout_s
+            awaited = (room is not None and room.state is RoomState.STARTING) or fresh_failure
             if crashed and humans:
                 actions.extend(_restart(c, key, f"{how} with humans in the room", restarts, settings, now))
             elif awaited and view is not None:

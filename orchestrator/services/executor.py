@@ -34,7 +34,7 @@ def dependency_of(exc: Exception, default: str | None) -> str | None:
 class Launcher(Protocol):
     """What a restart needs from the trigger path (TriggerService implements it)."""
 
-    async def launch_for_key(self, key: ContainerKey, *, mode: Mode) -> Any: ...
+    async def launch_for_key(self, key: ContainerKey, *, mode: Mode) -> tuple[Any, ContainerInfo]: ...
 
 
 class Executor:
@@ -159,9 +159,13 @@ class Executor:
                 await self._runtime.stop(cid or name, timeout_s=s.agent_stop_timeout_s)
                 await self._runtime.remove(cid or name)
             case RestartAgent(name=name, container_id=cid, key=key, mode=mode) if key is not None:
-                await self._log_tail(cid or name, action)
+                dead = await self._log_tail(cid or name, action)
                 await self._runtime.remove(cid or name)
-                await self._launcher.launch_for_key(key, mode=Mode(mode))
+                _, made = await self._launcher.launch_for_key(key, mode=Mode(mode))
+                # The new agent shows why the key was restarted (an engine that keeps exit codes: Docker's `_seen`),
+                # as one Docker restarted in place does: `ps`, the rooms API and the feed keep naming the cause.
+                if dead is not None and dead.exit_code and (note := getattr(self._runtime, "note_exit", None)) is not None:
+                    note(made.name, dead.exit_code)
             case GiveUp(name=name, container_id=cid):
                 tail = await self._runtime.logs_tail(cid or name, lines=20)
                 log.error("giving up on %s: %s; last log lines:\n%s", name, action.reason, tail, extra=log_fields(action))
@@ -175,11 +179,13 @@ class Executor:
             case _:
                 raise TypeError(f"no executor for {action!r}")
 
-    async def _log_tail(self, name: str, action: Action) -> None:
-        """The agent's last lines go to our log only when it ended abnormally (agent_states.ended_abnormally)."""
+    async def _log_tail(self, name: str, action: Action) -> ContainerInfo | None:
+        """The agent's last lines go to our log only when it ended abnormally (agent_states.ended_abnormally);
+        the container as it was (None when gone)."""
         info = await self._runtime.get(name)
         if info is None or not ended_abnormally(info):
             log.info("%s %s (%s)", action.kind, name, action.reason, extra=log_fields(action))
-            return
+            return info
         tail = await self._runtime.logs_tail(name, lines=20)
         log.info("%s %s (%s); last log lines:\n%s", action.kind, name, action.reason, tail, extra=log_fields(action))
+        return info

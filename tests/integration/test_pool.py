@@ -70,6 +70,24 @@ async def test_a_fresh_deployment_fills_its_pool_before_its_first_start(pool_set
     assert claims.get("warm") == 1 and not claims.get("cold"), claims
 
 
+async def test_a_claimed_agent_that_cannot_join_shows_why(pool_settings: Callable[..., Settings]) -> None:
+    """As a cold one does: `ps`, the rooms API and the feed name the reason (LiveKit out of the agents' reach)."""
+    from devtools.livekit_server import free_port
+
+    settings = pool_settings(agent_livekit_url=f"ws://127.0.0.1:{free_port()}", reconcile_enabled=True)
+    async with app_client(settings) as c:
+        await idle(c, 2)
+        made = await c.post("/api/v1/trigger-agent", json=body("unreachable"))
+        assert made.status_code == 201, made.text
+        assert (await c.get("/api/v1/admin/pool")).json()["claims"].get("warm") == 1
+
+        async def reason_shown() -> str | None:
+            rows = (await c.get("/api/v1/admin/containers")).json()["containers"]
+            return next((r["reason"] for r in rows if "could not join LiveKit" in (r.get("reason") or "")), None)
+
+        print(f"\nclaimed agent out of LiveKit's reach: {await eventually(reason_shown, timeout=60, what='ps naming why')}")
+
+
 async def test_claimed_member_joins_its_room(pool_settings: Callable[..., Settings], docker_client: docker.DockerClient,
                                              livekit_server: LiveKitServer, scope: str) -> None:
     async with app_client(pool_settings()) as c:

@@ -161,7 +161,7 @@ async def test_reconciler_removes_duplicate_and_stale_services(
     # A second service claiming the same key under another name (a manual copy, an older naming), older.
     key = ContainerKey(client_id=CLIENT_ID, agent_slug="farah", room=room)
     network = await svc.networks.for_client(CLIENT_ID)  # type: ignore[attr-defined]
-    spec = svc._spec(key, name=container_name(key) + "-copy", client=client, agent=agent, mode=Mode.voice, network=network)  # type: ignore[attr-defined]
+    spec = svc.spec_for(key, name=container_name(key) + "-copy", client=client, agent=agent, mode=Mode.voice, network=network)  # type: ignore[attr-defined]
     dup = await rt.create_and_start(spec.model_copy(update={"labels": {**spec.labels, Label.CREATED_AT: "2020-01-01T00:00:00+00:00"}}))
     # A stale one: its room is gone from LiveKit.
     stale = await svc.trigger(client_id=CLIENT_ID, agent_slug="farah", mode=Mode.voice, user_id="u", room_name=f"{scope}-gone")  # type: ignore[attr-defined]

@@ -33,7 +33,7 @@ from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
 from orchestrator.runtime import ContainerSpec, MemberGone, NameTaken
 from orchestrator.runtime.docker.runtime import DockerRuntime
-from orchestrator.runtime.docker.spec import info_from_inspect, info_from_list
+from orchestrator.runtime.docker.spec import info_from_inspect, info_from_list, with_last_exit
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ class PooledDockerRuntime(DockerRuntime):
         update: dict[str, Any] = {"labels": rules.claimed_labels(member_labels=info.labels, record=record)}
         if info.health is Health.unhealthy and rules.health_predates_claim((record or {}).get(Label.CREATED_AT), now=utcnow()):
             update["health"] = Health.starting  # a verdict from its idle time (a slow check under load), not the agent's
-        return info.model_copy(update=update)
+        # A key restarted after a failure shows why, as a cold agent restarted in place does (runtime._seen).
+        return with_last_exit(info.model_copy(update=update), self._last_exit.get(info.name))
 
     async def get(self, name: str) -> ContainerInfo | None:
         def inspect() -> ContainerInfo | None:
@@ -140,6 +141,7 @@ class PooledDockerRuntime(DockerRuntime):
     async def claim_member(self, member: ContainerInfo, *, name: str, labels: dict[str, str]) -> ContainerInfo:
         record = {**labels, rules.POOL_MEMBER: member.id, rules.POOL_NAME: name}
         await self._call("claim", functools.partial(self._claim, member, name, record))
+        self._last_exit.pop(name)  # a fresh agent for the key, as after a create (a restart notes its cause again)
         return member.model_copy(update={"name": name, "labels": rules.claimed_labels(member_labels=member.labels, record=record)})
 
     def _claim(self, member: ContainerInfo, name: str, record: dict[str, str]) -> None:

@@ -233,7 +233,9 @@ class ServiceLaunch:
                 self.client.api.create_network(name, driver="overlay", ipam=ipam, labels=labels, check_duplicate=True)
             except APIError as exc:
                 text = str(exc.explanation or exc)
-                if exc.status_code == 409 or "already exists" in text or ("overlap" in text and subnet is None):
+                # A racing manager made it first (409, "already exists", or a 500 "name conflicts with an existing
+                # object" from the raft store), or took the subnet: look again.
+                if _name_conflict(exc) or "already exists" in text or ("overlap" in text and subnet is None):
                     continue
                 raise dependency_error("docker", f"cannot create overlay {name} ({chosen}): {text}", status=exc.status_code) from None
             log.info("created agents' overlay network %s (%s)", name, chosen)
