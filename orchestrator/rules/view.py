@@ -12,12 +12,12 @@ back to the engine on a miss, and the 409/lock rules still decide creation.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 
+from orchestrator.core.bounded import Newest
 from orchestrator.rules.agent_exits import failing
 from orchestrator.core.models import ContainerInfo, ContainerKey, Health
 from orchestrator.rules.naming import key_from_labels
@@ -90,7 +90,8 @@ class AgentView:
         self.synced_at: datetime | None = None  # last relist applied: None until the first one
         self.last_event_at: datetime | None = None  # last event of any kind applied (or dropped as stale)
         self._seq: dict[str, int] = {}  # newest seq applied per container id
-        self._tombstones: OrderedDict[str, tuple[int, datetime]] = OrderedDict()  # id -> seq of its delete, when
+        # id -> seq of its delete, bounded by count and age
+        self._tombstones: Newest[str, int] = Newest(cap=_TOMBSTONES, max_age=timedelta(seconds=TOMBSTONE_S))
 
     @property
     def synced(self) -> bool:
@@ -119,7 +120,8 @@ class AgentView:
     def _stale(self, cid: str, seq: int | None) -> bool:
         if seq is None:
             return False
-        newest = max(self._seq.get(cid, -1), self._tombstones.get(cid, (-1, None))[0])
+        tomb = self._tombstones.get(cid)
+        newest = max(self._seq.get(cid, -1), tomb if tomb is not None else -1)
         return seq < newest
 
     def _relist(self, event: WatchEvent, *, now: datetime) -> None:
@@ -141,13 +143,7 @@ class AgentView:
             return False
         self.state = self.state.without(info.id)
         self._seq.pop(info.id, None)
-        self._tombstones[info.id] = (seq if seq is not None else max(self._seq.values(), default=0), now)
-        self._tombstones.move_to_end(info.id)
-        while self._tombstones:  # oldest first: over the cap, or older than TOMBSTONE_S
-            _, (_, at) = next(iter(self._tombstones.items()))
-            if len(self._tombstones) <= _TOMBSTONES and (now - at).total_seconds() < TOMBSTONE_S:
-                break
-            self._tombstones.popitem(last=False)
+        self._tombstones.put(info.id, seq if seq is not None else max(self._seq.values(), default=0), now=now)
         return True
 
     @property

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from orchestrator.core.bounded import Newest
 from orchestrator.core.models import WebhookNotice
 from orchestrator.rules.rooms import Event, ParticipantJoined, ParticipantLeft, Room, RoomFinished, RoomRegistry
 
@@ -39,9 +39,9 @@ class WebhookIntake:
         self._registry = registry
         self._on_change = on_change
         self._on_event = on_event  # (notice, client_id, before, after): the lifecycle feed hears every room event
-        self._seen: OrderedDict[str, datetime] = OrderedDict()  # event id → when it arrived, oldest first
-        self._remember = remember
-        self._remember_for = timedelta(seconds=remember_s)
+        # Event ids against a retried delivery: past the retry window, or the oldest over the cap, they go (memory
+        # follows the event rate, not the history).
+        self._seen: Newest[str, None] = Newest(cap=remember, max_age=timedelta(seconds=remember_s))
         # Without the reconcile loop in this process nothing acts on a finished room: forget it at once.
         self._forget_finished = not reconciling
 
@@ -50,8 +50,7 @@ class WebhookIntake:
         if notice.id:
             if notice.id in self._seen:
                 return False
-            self._seen[notice.id] = now
-            self._forget_old(now)
+            self._seen.put(notice.id, None, now=now)
         for client_id in client_ids:
             self._registry.webhooks_seen[client_id] = now  # the pipeline works: rooms may be kept by webhooks
         event = room_event(notice)
@@ -76,14 +75,6 @@ class WebhookIntake:
         if changed:
             self._on_change()
         return True
-
-    def _forget_old(self, now: datetime) -> None:
-        """Ids past the retry window, and the oldest over the cap: memory follows the event rate, not the history."""
-        while self._seen:
-            oldest, at = next(iter(self._seen.items()))
-            if len(self._seen) <= self._remember and now - at < self._remember_for:
-                return
-            del self._seen[oldest]
 
     def __len__(self) -> int:
         """Event ids remembered against a retried delivery."""
