@@ -14,7 +14,7 @@ from orchestrator.cli.http import Api
 from orchestrator.cli.output import Listing
 from orchestrator.cli.views import plain_table
 
-API_COLUMNS = ["pool", "image", "network", "runtime", "memory", "idle", "creating", "target"]
+API_COLUMNS = ["pool", "image", "network", "runtime", "memory", "idle", "creating", "target", "warm_time_s"]
 ENGINE_COLUMNS = ["pool", "idle", "claimed", "reserved"]
 
 

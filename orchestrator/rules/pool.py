@@ -122,6 +122,12 @@ def target_size(*, minimum: int, maximum: int, claims_per_s: float, warm_time_s:
     return max(minimum, min(maximum, wanted))
 
 
+def smoothed(previous: float | None, sample: float, *, weight: float = 0.3) -> float:
+    """The warm time the sizing uses: an exponential average of the last members' making (the first sample as is),
+    so a loaded engine that makes members in 5 s instead of 1.5 s gets a pool sized for that."""
+    return sample if previous is None else previous + weight * (sample - previous)
+
+
 def to_create(*, target: int, idle: int, creating: int, concurrency: int) -> int:
     """How many members to start making now: the gap to the target, bounded by the refill concurrency."""
     return max(0, min(target - idle - creating, concurrency - creating))

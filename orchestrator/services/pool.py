@@ -35,7 +35,7 @@ from orchestrator.settings import Settings
 log = logging.getLogger(__name__)
 
 # Tuning that operators have not needed to change (settings.py holds the knobs they do).
-WARM_TIME_S = 1.5  # what making one member takes (sizing: rate × this × 2)
+WARM_TIME_S = 1.5  # what making one member takes until one has been made (then measured per pool; sizing: rate × it × 2)
 HANDOVER_TIMEOUT_S = 5.0  # writing an assignment (a busy daemon is slow); past it the start goes cold
 LOBBY_JOIN_TIMEOUT_S = 60.0  # a new lobby member loads Python and the rtc library, then joins its lobby
 RESERVE_TIMEOUT_S = 30.0  # a claim stuck between its record and its rename is undone after this
@@ -61,6 +61,7 @@ class WarmPool:
         self._made_at: dict[str, float] = {}  # member id -> monotonic time it joined the idle list (sweep race)
         self._creating: Counter[str] = Counter()
         self._rates: dict[str, rules.ClaimRate] = {}
+        self._warm_time: dict[str, float] = {}  # per pool: seconds to make a member, as measured (rules.smoothed)
         self._images: dict[str, tuple[str, bool]] = {}  # image reference -> (its id now, can it wait warm)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -166,7 +167,8 @@ class WarmPool:
         rate = self._rates.get(pool)
         per_s = rate.per_second(time.monotonic()) if rate is not None else 0.0
         return rules.target_size(
-            minimum=self._s.pool_min, maximum=self._s.pool_max, claims_per_s=per_s, warm_time_s=WARM_TIME_S,
+            minimum=self._s.pool_min, maximum=self._s.pool_max, claims_per_s=per_s,
+            warm_time_s=self._warm_time.get(pool, WARM_TIME_S),
         )
 
     def refill(self) -> None:
@@ -185,6 +187,7 @@ class WarmPool:
                 task.add_done_callback(self._tasks.discard)
 
     async def _make(self, pool: str, template: ContainerSpec) -> None:
+        began = time.monotonic()
         try:
             image = await self._image(template.image)
             if image is None or not image[1]:
@@ -207,6 +210,7 @@ class WarmPool:
             if all(m.id != info.id for m in self._idle.setdefault(pool, [])):  # a sweep may have found it ready first
                 self._idle[pool].append(info)
             self._made_at[info.id] = time.monotonic()
+            self._warm_time[pool] = rules.smoothed(self._warm_time.get(pool), self._made_at[info.id] - began)
             self.last_problem = ""
         except OrchestratorError as exc:
             if exc.message != self.last_problem:  # once per new problem, not once per retry
@@ -275,7 +279,8 @@ class WarmPool:
             "enabled": self.enabled,
             "pools": [
                 {"pool": p, "image": t.image, "network": t.network, "runtime": t.runtime or "default", "memory": t.memory,
-                 "idle": len(self._idle.get(p, [])), "creating": self._creating[p], "target": self.target(p)}
+                 "idle": len(self._idle.get(p, [])), "creating": self._creating[p], "target": self.target(p),
+                 "warm_time_s": round(self._warm_time.get(p, WARM_TIME_S), 2)}
                 for p, t in sorted(self._templates.items())
             ],
             # Each idle member (the dashboard's rows): claimed ones are agents, shown as such elsewhere.

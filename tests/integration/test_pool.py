@@ -111,6 +111,8 @@ async def test_claimed_member_joins_its_room(pool_settings: Callable[..., Settin
             raise AssertionError(f"{container.status}: {container.logs().decode(errors='replace')[-3000:]}") from None
         state = (await c.get("/api/v1/admin/pool")).json()
         assert state["claims"].get("warm") == 1 and state["claims"].get("cold") == 1, state
+        # The sizing's warm time is what making these members took on this engine, not the built-in guess.
+        assert state["pools"][0]["warm_time_s"] != 1.5, state
         metrics = (await c.get("/metrics")).text
         assert 'orchestrator_pool_claims_total{outcome="warm"} 1.0' in metrics
         assert f'orchestrator_pool_members{{pool="{state["pools"][0]["pool"]}",state="idle"}}' in metrics

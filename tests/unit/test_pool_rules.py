@@ -58,6 +58,21 @@ def test_target_size(rate: float, expected: int) -> None:
     assert rules.target_size(minimum=2, maximum=20, claims_per_s=rate, warm_time_s=1.5) == expected
 
 
+@pytest.mark.parametrize(("samples", "expected"), [
+    ([4.0], 4.0),  # the first member made: its time as is
+    ([1.0, 5.0], 2.2),  # one slow member moves the estimate a third of the way
+    ([1.0] + [5.0] * 10, 4.89),  # a loaded engine: the estimate follows it
+    ([5.0] * 5 + [1.0] * 10, 1.11),  # and comes back down when the engine is quiet again
+])
+def test_measured_warm_time(samples: list[float], expected: float) -> None:
+    estimate = None
+    for s in samples:
+        estimate = rules.smoothed(estimate, s)
+    assert estimate == pytest.approx(expected, abs=0.01)
+    # the sizing follows it: 5 claims/s while members take ~5 s to make want 50 members (× 2 headroom), not 15
+    assert rules.target_size(minimum=2, maximum=100, claims_per_s=5, warm_time_s=5.0) == 50
+
+
 @pytest.mark.parametrize(("target", "idle", "creating", "concurrency", "expected"), [
     (10, 0, 0, 4, 4),  # bounded by the refill concurrency
     (10, 0, 3, 4, 1),
