@@ -45,16 +45,17 @@ from devtools.traced_serve import PROBE, SNAPSHOT_DIR
 Result = dict[str, object]
 
 
-async def cycle(c: httpx.AsyncClient, url: str, room: str) -> bool:
+async def cycle(c: httpx.AsyncClient, url: str, room: str) -> str | None:
+    """One trigger → close; None when both succeeded, else what failed (kept in the result: a failure is looked at)."""
     body = {"agent_slug": "farah", "room_name": room, "user_id": "soak", "client_id": CLIENT_ID}
     try:
         r = await c.post(f"{url}/api/v1/trigger-agent", json=body)
         if r.status_code not in (200, 201):
-            return False
+            return f"trigger {r.status_code}: {r.text[:200]}"
         closed = await c.post(f"{url}/api/v1/admin/rooms/{CLIENT_ID}/{room}/close")
-    except httpx.TransportError:  # e.g. a keep-alive connection the server closed as we reused it: one failed cycle
-        return False
-    return closed.status_code < 300
+    except httpx.TransportError as exc:  # e.g. a keep-alive connection the server closed as we reused it
+        return f"transport: {type(exc).__name__}: {exc}"[:200]
+    return None if closed.status_code < 300 else f"close {closed.status_code}: {closed.text[:200]}"
 
 
 def summarize(samples: list[dict[str, float]], *, warmup: int) -> Result:
@@ -98,14 +99,16 @@ async def soak(url: str, pid: int, *, cycles: int, concurrency: int, every: int,
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as c:
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(i: int) -> bool:
+        async def one(i: int) -> str | None:
             async with gate:
                 return await cycle(c, url, f"soak-{tag}-{i}")
 
         for start in range(0, cycles, every):
             done = min(start + every, cycles)
             results = await asyncio.gather(*(one(i) for i in range(start, done)))
-            result["failures"] = int(result["failures"]) + results.count(False)  # type: ignore[call-overload]
+            failed = [why for why in results if why is not None]
+            result["failures"] = int(result["failures"]) + len(failed)  # type: ignore[call-overload]
+            result["failure_reasons"] = [*result.get("failure_reasons", []), *failed][-20:]  # type: ignore[list-item]
             await _settle(c, url)  # sample between phases, not mid-close: the reconciler has finished its work
             if snapshots is not None and done >= warmup:
                 snaps.append((done, await snapshots.take()))
@@ -150,6 +153,8 @@ def markdown(r: Result, *, command: str) -> str:
              f"{r.get('rooms_left_in_registry', 'not drained')}.", "", f"    {command}", "",
              "| cycles | server RSS | elapsed |", "|---|---|---|"]
     lines += [f"| {s['cycles']} | {s['rss_mb']} MB | {s['s']} s |" for s in r["samples"]]  # type: ignore[union-attr]
+    if r.get("failure_reasons"):
+        lines += ["", "Failed cycles (the last 20): " + "; ".join(f"`{why}`" for why in r["failure_reasons"])]  # type: ignore[union-attr]
     if "rss_after_warmup_mb" in r:
         lines += ["", f"RSS at start {r['rss_start_mb']} MB; after {r['warmup_cycles']} warm-up cycles "
                   f"{r['rss_after_warmup_mb']} MB → end {r['rss_end_mb']} MB (spread after warm-up "
