@@ -33,10 +33,20 @@ def ms(values: list[float]) -> dict[str, float]:
 
 
 async def members(rt: PooledKubernetesRuntime, scope: str, n: int) -> list[Any]:
+    """`n` idle members as the pool holds them in steady service: running, and listed by a sweep since (which gives
+    each claim the member's current resourceVersion; a member claimed before its last status update is read again)."""
     made: list[Any] = []
     while len(made) < n:  # 10 at a time: kwok marks them Running within about a second
         made += await asyncio.gather(*(rt.create_member(member_spec(scope)) for _ in range(min(10, n - len(made)))))
-    return made
+    ids = {m.id for m in made}
+    deadline = time.monotonic() + 120
+    while True:
+        listed = [info for info, record in await rt.list_members(scope=scope) if record is None and info.id in ids]
+        if len(listed) == n and all(i.status.value == "running" for i in listed):
+            return listed
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{sum(i.status.value == 'running' for i in listed)} of {n} members running after 120 s")
+        await asyncio.sleep(0.5)
 
 
 async def run(claims: int, rate: float) -> dict[str, Any]:
