@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.core.clock import utcnow
@@ -38,6 +38,10 @@ from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
 
 log = logging.getLogger(__name__)
+
+# A room whose last event (a trigger, a close, a webhook) is younger than this is kept by a pass that sees no container
+# of it: longer than the watch's lag behind a create (milliseconds; seconds on a loaded engine).
+RECENT_ROOM_S = 10.0
 
 
 class ObservationFailed(Exception):
@@ -168,9 +172,12 @@ class Reconciler:
             )
             self.registry.apply(client_id, name, event, now=observed.at)
         owned = {(key.client_id, key.room) for c in observed.containers if (key := key_from_labels(c.labels))}
+        settled_before = observed.at - timedelta(seconds=RECENT_ROOM_S)
         for room_key, room in list(self.registry.rooms.items()):
-            # Rooms without a container of ours are not ours to track (webhooks cover the whole project).
-            if room_key not in owned and (room.updated_at is None or room.updated_at <= observed.at):
+            # Rooms without a container of ours are not ours to track (webhooks cover the whole project). But not a
+            # room that changed a moment ago: the watch-fed view may not show a container created just now, and
+            # forgetting its room then lost an operator's close (the room came back STARTING, its agent ran on).
+            if room_key not in owned and (room.updated_at is None or room.updated_at <= settled_before):
                 self.registry.forget(*room_key)
 
     # ---- one pass -------------------------------------------------------------------------

@@ -136,3 +136,19 @@ async def test_a_pass_closes_a_room_whose_grace_expired() -> None:
     assert sorted(r.action.kind for r in report.results) == ["DeleteRoom", "RemoveContainer"]
     assert not rt.containers and (CREDS.api_key, "r1") not in rooms.rooms
     assert CLIENT.id not in {k[0] for k in rec.registry.rooms}
+
+
+@pytest.mark.parametrize(("seen_after_s", "kept"), [
+    (2, True),  # a view a moment behind the trigger's create: the close must survive it
+    (30, False),  # long after: a room with no container of ours is not ours to track
+])
+async def test_a_room_that_just_changed_is_not_forgotten_for_a_container_the_view_lacks(seen_after_s: float, kept: bool) -> None:
+    from orchestrator.rules.planner import Observation
+    from orchestrator.rules.rooms import AgentLaunched, CloseRequested
+
+    _, _, rec = world()
+    rec.registry.apply("c1", "r1", AgentLaunched(), now=T0)
+    rec.registry.apply("c1", "r1", CloseRequested(reason="closed by an operator"), now=T0 + timedelta(seconds=1))
+    rec._sync_registry(Observation(at=T0 + timedelta(seconds=seen_after_s), containers=()))  # no container in it
+    room = rec.registry.rooms.get(("c1", "r1"))
+    assert (room is not None and room.state is RoomState.CLOSING) is kept
