@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from orchestrator.core.bounded import Newest
 from orchestrator.core.errors import Conflict
 from orchestrator.core.locks import KeyedLocks
 from orchestrator.core.models import Agent, Client, ContainerKey
@@ -19,12 +18,6 @@ from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
 
 log = logging.getLogger(__name__)
-
-# A trigger that comes again within this of this process's last claim of the room (a page reload, a double click)
-# skips LiveKit: the room was just created or stamped. Bounded by a twelfth of the grace period, so another process
-# sees a trigger stamp at most that much older than the last trigger (its grace clock restarts from the stamp).
-_RECLAIM_AFTER_S = 5.0
-_CLAIMS_REMEMBERED = 4096
 
 
 class RoomClaims:
@@ -42,36 +35,24 @@ class RoomClaims:
         # Per (client, room): a trigger claims its room under it, a closing pass closes the room under it,
         # so a trigger never reuses a container that a close is about to remove (reconciler._close_room).
         self.locks = KeyedLocks()
-        self._recent = timedelta(seconds=min(_RECLAIM_AFTER_S, settings.grace_period_s / 12))
-        self._claimed_at: Newest[tuple[str, str], datetime] = Newest(cap=_CLAIMS_REMEMBERED, max_age=self._recent)
-
-    def _known(self, key: ContainerKey, client: Client) -> bool:
-        """Whether the room needs no LiveKit call: live, confirmed recently, and in a call or claimed just now.
-
-        Only a room in a call otherwise: any other may be closing in another process, whose close looks for
-        the trigger stamp that only claim() writes.
-        """
-        tracked = self._rooms.get(client.id, key.room) if self._rooms is not None else None
-        now = self._clock()
-        if tracked is None or not known_to_exist(tracked, now=now, trust_s=self._settings.room_trust_s):
-            return False
-        if tracked.state is RoomState.ACTIVE:
-            return True
-        last = self._claimed_at.get((client.id, key.room))
-        return last is not None and timedelta(0) <= now - last < self._recent
 
     @asynccontextmanager
     async def claimed(self, key: ContainerKey, *, client: Client, agent: Agent) -> AsyncIterator[None]:
         """Hold the room's lock with the room claimed (ours, with timeouts covering the grace period)."""
         async with self.locks.hold((key.client_id, key.room)):
             # Inside the lock: a close that held it may just have deleted the room.
-            if not self._known(key, client):
+            tracked = self._rooms.get(client.id, key.room) if self._rooms is not None else None
+            known = (
+                tracked is not None
+                # Only a room in a call: any other may be closing in another process, whose close looks for
+                # the trigger stamp that only claim() writes.
+                and tracked.state is RoomState.ACTIVE
+                and known_to_exist(tracked, now=self._clock(), trust_s=self._settings.room_trust_s)
+            )
+            if not known:
                 await self.claim(key, client=client, agent=agent)
-                now = self._clock()
                 if self._rooms is not None:
-                    self._rooms.confirm(client.id, key.room, now=now)
-                if self._recent > timedelta(0):
-                    self._claimed_at.put((client.id, key.room), now, now=now)
+                    self._rooms.confirm(client.id, key.room, now=self._clock())
             yield
 
     async def claim(self, key: ContainerKey, *, client: Client, agent: Agent) -> None:
