@@ -152,6 +152,7 @@ def two_tenants(request: pytest.FixtureRequest, scope: str, orchestrator_image: 
                 print(f"\n==== compose logs of {t.project} ====\n{t.compose('logs', '--no-color', '--tail', '80', check=False).stdout}")
             t.compose("down", "--remove-orphans", check=False)
             t.compose("run", "--rm", "--no-deps", "orchestrator", "orchestrator", "network", "--remove", check=False)
+            t.compose("down", "-v", check=False)  # the `run` above made the project's volumes again
             shutil.rmtree(t.config, ignore_errors=True)
             t.env_file.unlink(missing_ok=True)
         remove_scope(docker_client, other)
