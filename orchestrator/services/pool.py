@@ -167,9 +167,12 @@ class WarmPool:
         rate = self._rates.get(pool)
         per_s = rate.per_second(time.monotonic()) if rate is not None else 0.0
         return rules.target_size(
-            minimum=self._s.pool_min, maximum=self._s.pool_max, claims_per_s=per_s,
-            warm_time_s=self._warm_time.get(pool, WARM_TIME_S),
+            minimum=self._s.pool_min, maximum=self._s.pool_max, claims_per_s=per_s, warm_time_s=self.warm_time(pool),
         )
+
+    def warm_time(self, pool: str) -> float:
+        """Seconds making one of this pool's members takes, as measured lately (WARM_TIME_S before the first)."""
+        return self._warm_time.get(pool, WARM_TIME_S)
 
     def refill(self) -> None:
         """Start creations up to each pool's target, bounded by the refill concurrency (per pool)."""
@@ -280,7 +283,7 @@ class WarmPool:
             "pools": [
                 {"pool": p, "image": t.image, "network": t.network, "runtime": t.runtime or "default", "memory": t.memory,
                  "idle": len(self._idle.get(p, [])), "creating": self._creating[p], "target": self.target(p),
-                 "warm_time_s": round(self._warm_time.get(p, WARM_TIME_S), 2)}
+                 "warm_time_s": round(self.warm_time(p), 3)}
                 for p, t in sorted(self._templates.items())
             ],
             # Each idle member (the dashboard's rows): claimed ones are agents, shown as such elsewhere.

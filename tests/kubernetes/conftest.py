@@ -106,16 +106,6 @@ def node_livekit(real_node: "RealNode") -> Iterator[LiveKitServer]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def gvisor_class(kube_cluster: KubeCluster, real_node: "RealNode") -> Iterator[str]:
-    """The RuntimeClass (`runsc`) whose pods run under gVisor on the real node (devtools/kube_gvisor.py)."""
-    from devtools.kube_gvisor import HANDLER, delete_runtime_class, ensure_runtime_class
-
-    ensure_runtime_class(kube_cluster)
-    yield HANDLER
-    delete_runtime_class(kube_cluster)
-
-
 @pytest.fixture
 def node_settings(kscope: str, tmp_path: Path, kube_cluster: KubeCluster, real_node: "RealNode",
                   node_livekit: LiveKitServer) -> Callable[..., Settings]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,7 +19,7 @@ from livekit import api
 
 from devtools.agent_room import Participant, eventually, loudest_sample
 from devtools.kube_cluster import KubeCluster
-from devtools.kube_gvisor import HANDLER
+from devtools.kube_gvisor import HANDLER, delete_runtime_class, ensure_runtime_class
 from devtools.kube_node import RealNode, sh
 from devtools.livekit_server import LiveKitServer
 from devtools.netpol import policy_rules
@@ -36,6 +36,13 @@ GRACE_S = 4.0
 # Kills of the agent's container in one call, each measured. The kubelet restarts it in place, the 2nd and 3rd after
 # its CrashLoopBackOff (10 s, 20 s); an agent not back within ORCH_AGENT_STARTUP_TIMEOUT_S is replaced by the reconciler.
 CRASHES = 3
+
+
+@pytest.fixture(scope="module")
+def gvisor_class(kube_cluster: KubeCluster, real_node: RealNode) -> Iterator[str]:
+    ensure_runtime_class(kube_cluster)
+    yield HANDLER
+    delete_runtime_class(kube_cluster)
 
 
 @asynccontextmanager
