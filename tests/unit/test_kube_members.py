@@ -9,20 +9,20 @@ from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
 from orchestrator.runtime import ContainerSpec
 from orchestrator.runtime.kubernetes import members as m
-from orchestrator.runtime.kubernetes.objects import pod_name
+from orchestrator.runtime.kubernetes.objects import pod_manifest, pod_name
 
 MEMBER_LABELS = rules.member_labels(scope="s1", pool="abc", image_id="img", created_at="2026-12-02T00:00:00+00:00")
 KEY_LABELS = {Label.MANAGED: "true", Label.SCOPE: "s1", Label.CLIENT_ID: "c1", Label.ROOM: "Support Room #1",
               Label.CREATED_AT: "2026-12-02T01:00:00+00:00"}
 
 
-def spec(**env: str) -> ContainerSpec:
+def spec_of(**env: str) -> ContainerSpec:
     return ContainerSpec(name="pool_s1_abc_0001", image="img", labels=MEMBER_LABELS, env=env, memory="64m", cpus=0.1,
                          pids=64, network="", restart_policy="no", restart_max=0, stop_timeout_s=2, stdin=True)
 
 
 def test_member_manifest_has_an_open_stdin_no_secret_and_no_managed_label() -> None:
-    pod = m.member_manifest(spec(AGENT_WARM="1"), namespace="ns")
+    pod = m.member_manifest(spec_of(AGENT_WARM="1"), namespace="ns")
     [c] = pod["spec"]["containers"]
     assert (c["stdin"], c["stdinOnce"], c["tty"]) == (True, False, False)
     assert Label.MANAGED not in pod["metadata"]["labels"] and pod["metadata"]["labels"][rules.POOL] == "abc"
@@ -32,7 +32,7 @@ def test_member_manifest_has_an_open_stdin_no_secret_and_no_managed_label() -> N
 @pytest.mark.parametrize("secret", ["LIVEKIT_TOKEN", "OPENAI_API_KEY"])
 def test_member_manifest_refuses_a_secret(secret: str) -> None:
     with pytest.raises(ValueError, match=secret):
-        m.member_manifest(spec(**{secret: "x"}), namespace="ns")
+        m.member_manifest(spec_of(**{secret: "x"}), namespace="ns")
 
 
 def test_claim_patch_carries_the_precondition_the_key_and_its_pod_name() -> None:
@@ -79,15 +79,26 @@ def pod(name: str, uid: str, deleting: bool = False) -> dict[str, object]:
     return {"metadata": {"name": name, "uid": uid, **({"deletionTimestamp": "t"} if deleting else {})}}
 
 
-@pytest.mark.parametrize(("claimed", "cold", "rivals"), [
-    ([pod("m1", "u1")], None, []),  # only mine
-    ([pod("m1", "u1"), pod("m2", "u2")], None, ["m2"]),  # another member claimed for the key
-    ([pod("m1", "u1")], pod("agent-x", "u3"), ["agent-x"]),  # a cold Pod under the key's name
-    ([pod("m1", "u1"), pod("m2", "u2", deleting=True)], pod("agent-x", "u3", deleting=True), []),  # leaving: no rival
-    ([], pod("agent-x", "u1"), []),  # the cold Pod is mine (a cold start's own check)
+@pytest.mark.parametrize(("listed", "rivals"), [
+    ([pod("m1", "u1")], []),  # only mine
+    ([pod("m1", "u1"), pod("m2", "u2")], ["m2"]),  # another member claimed for the key
+    ([pod("m1", "u1"), pod("agent-x", "u3")], ["agent-x"]),  # a cold Pod under the key's name
+    ([pod("m1", "u1"), pod("m2", "u2", deleting=True), pod("agent-x", "u3", deleting=True)], []),  # leaving: no rival
+    ([pod("agent-x", "u1")], []),  # the cold Pod is mine (a cold start's own check)
 ])
-def test_rivals(claimed: list[dict[str, object]], cold: dict[str, object] | None, rivals: list[str]) -> None:
-    assert m.rivals(mine="u1", claimed=claimed, cold=cold) == rivals
+def test_rivals(listed: list[dict[str, object]], rivals: list[str]) -> None:
+    assert m.rivals(mine="u1", pods=listed) == rivals
+
+
+def test_a_cold_pod_is_listed_by_its_key_as_a_claimed_member_is() -> None:
+    """The claimant's one list (key_selector) must find a cold Pod of the key: the cold manifest carries the label."""
+    spec = spec_of().model_copy(update={"name": "agent_c_s_room", "labels": {Label.MANAGED: "true"}, "stdin": False})
+    labels = pod_manifest(m.keyed(spec), namespace="ns", secret="s")["metadata"]["labels"]
+    key, value = m.key_selector(pod_name(spec.name)).split("=")
+    assert labels[key] == value
+    claimed = m.claim_patch(name=spec.name, labels=spec.labels, resource_version="1")["metadata"]["labels"]
+    assert claimed[key] == value
+    assert not m.is_claimed(labels)  # a cold agent is no pool member
 
 
 def test_stdin_frame_is_channel_zero_and_one_line() -> None:

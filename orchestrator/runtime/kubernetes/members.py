@@ -84,11 +84,17 @@ def as_member(info: ContainerInfo) -> tuple[ContainerInfo, dict[str, str] | None
     return info.model_copy(update={"name": name}), dict(info.labels)
 
 
-def rivals(*, mine: str, claimed: list[Mapping[str, Any]], cold: Mapping[str, Any] | None) -> list[str]:
-    """Names of the other Pods serving the same key: members claimed for it (but `mine`, by uid) and the Pod a cold
-    start made under its name. Pods being deleted are no rivals (they are leaving)."""
+def keyed(spec: ContainerSpec) -> ContainerSpec:
+    """A cold agent's spec with the `pool-key` label a claimed member of its key carries (its own Pod name), so a
+    claimant finds the cold Pod and the other members of the key in one list (key_selector)."""
+    return spec.model_copy(update={"labels": {**spec.labels, POOL_KEY: pod_name(spec.name)}})
+
+
+def rivals(*, mine: str, pods: list[Mapping[str, Any]]) -> list[str]:
+    """Names of the other Pods serving the same key (listed by key_selector): members claimed for it and the Pod a
+    cold start made, but `mine` (by uid). Pods being deleted are no rivals (they are leaving)."""
     out = []
-    for pod in [*claimed, *([cold] if cold else [])]:
+    for pod in pods:
         meta = pod.get("metadata") or {}
         if meta.get("uid") != mine and not meta.get("deletionTimestamp"):
             out.append(str(meta.get("name", "")))
