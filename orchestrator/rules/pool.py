@@ -98,15 +98,35 @@ def health_predates_claim(claimed_at: str | None, *, now: datetime) -> bool:
 
 # ---- sizing -------------------------------------------------------------------------------------------------
 
-class ClaimRate:
-    """Claims per second over a sliding window (times passed in: monotonic seconds)."""
+BURST_SPAN_S = 10.0  # a burst: the claims of one pool within this many seconds
+PEAK_MEMORY_S = 3600.0  # how long the pool keeps the size of the largest burst it has seen
 
-    def __init__(self, *, window_s: float = 60.0, cap: int = 10_000) -> None:
+
+class ClaimRate:
+    """Claims per second over a sliding window, and the largest burst of the last hour (times passed in: monotonic
+    seconds). The rate sizes the pool for steady traffic; the peak for bursts, which a rate measured after the
+    burst began cannot foresee: a pool that met 100 rooms at once keeps 100 members (up to its maximum) for an hour."""
+
+    def __init__(self, *, window_s: float = 60.0, span_s: float = BURST_SPAN_S, memory_s: float = PEAK_MEMORY_S,
+                 cap: int = 10_000) -> None:
         self.window_s = window_s
+        self.span_s = span_s
+        self.memory_s = memory_s
         self._at: deque[float] = deque(maxlen=cap)
+        self._peaks: deque[tuple[int, int]] = deque()  # (minute, most claims within one span ending that minute)
 
     def record(self, now: float) -> None:
         self._at.append(now)
+        in_span = 0
+        for t in reversed(self._at):
+            if now - t >= self.span_s:
+                break
+            in_span += 1
+        minute = int(now // 60)
+        if self._peaks and self._peaks[-1][0] == minute:
+            self._peaks[-1] = (minute, max(self._peaks[-1][1], in_span))
+        else:
+            self._peaks.append((minute, in_span))
 
     def per_second(self, now: float) -> float:
         while self._at and now - self._at[0] > self.window_s:
@@ -115,10 +135,18 @@ class ClaimRate:
             return 0.0
         return len(self._at) / self.window_s
 
+    def peak(self, now: float) -> int:
+        """The most claims seen within one span (BURST_SPAN_S) in the last `memory_s`."""
+        while self._peaks and now - (self._peaks[0][0] + 1) * 60 > self.memory_s:
+            self._peaks.popleft()
+        return max((n for _, n in self._peaks), default=0)
 
-def target_size(*, minimum: int, maximum: int, claims_per_s: float, warm_time_s: float, headroom: float = 2.0) -> int:
-    """Little's law: members in flight while being made = rate × warm time; `headroom` covers bursts."""
-    wanted = math.ceil(claims_per_s * warm_time_s * headroom)
+
+def target_size(*, minimum: int, maximum: int, claims_per_s: float, warm_time_s: float, peak: int = 0,
+                headroom: float = 2.0) -> int:
+    """Little's law: members in flight while being made = rate × warm time, `headroom` for what the average hides;
+    and at least the largest recent burst (`peak`, ClaimRate.peak), which the rate only learns once it has begun."""
+    wanted = max(math.ceil(claims_per_s * warm_time_s * headroom), peak)
     return max(minimum, min(maximum, wanted))
 
 

@@ -164,10 +164,10 @@ class WarmPool:
         self._wake.set()
 
     def target(self, pool: str) -> int:
-        rate = self._rates.get(pool)
-        per_s = rate.per_second(time.monotonic()) if rate is not None else 0.0
+        rate, now = self._rates.get(pool), time.monotonic()
         return rules.target_size(
-            minimum=self._s.pool_min, maximum=self._s.pool_max, claims_per_s=per_s, warm_time_s=self.warm_time(pool),
+            minimum=self._s.pool_min, maximum=self._s.pool_max, warm_time_s=self.warm_time(pool),
+            claims_per_s=rate.per_second(now) if rate is not None else 0.0, peak=rate.peak(now) if rate is not None else 0,
         )
 
     def warm_time(self, pool: str) -> float:

@@ -84,6 +84,32 @@ def test_to_create(target: int, idle: int, creating: int, concurrency: int, expe
     assert rules.to_create(target=target, idle=idle, creating=creating, concurrency=concurrency) == expected
 
 
+@pytest.mark.parametrize(("claims", "at", "peak"), [
+    ([], 0.0, 0),
+    ([100.0 + i * 0.02 for i in range(100)], 105.0, 100),  # 100 rooms in 2 s: a burst of 100
+    ([100.0 + i * 0.02 for i in range(100)], 100.0 + 3500, 100),  # kept for an hour
+    ([100.0 + i * 0.02 for i in range(100)], 100.0 + 3600 + 200, 0),  # then forgotten
+    ([i * 0.25 for i in range(480)], 130.0, 40),  # a steady 4/s for 2 minutes: 40 within any 10 s
+    ([0.0, 5.0, 9.9, 10.0, 19.9], 20.0, 3),  # a span is 10 s: 0, 5 and 9.9 together; 10.0 is a new span
+])
+def test_claim_rate_peak(claims: list[float], at: float, peak: int) -> None:
+    rate = rules.ClaimRate()
+    for t in claims:
+        rate.record(t)
+    assert rate.peak(at) == peak
+
+
+def test_a_learnt_burst_sizes_the_pool_after_the_rate_has_fallen() -> None:
+    """A burst of 100 an hour ago is still in the target although its minute's rate is gone (capped at the max)."""
+    rate = rules.ClaimRate()
+    for i in range(100):
+        rate.record(100.0 + i * 0.02)
+    now = 100.0 + 1800
+    assert rate.per_second(now) == 0.0
+    assert rules.target_size(minimum=2, maximum=100, claims_per_s=0.0, warm_time_s=1.5, peak=rate.peak(now)) == 100
+    assert rules.target_size(minimum=2, maximum=10, claims_per_s=0.0, warm_time_s=1.5, peak=rate.peak(now)) == 10
+
+
 def test_claim_rate_window() -> None:
     rate = rules.ClaimRate(window_s=10)
     for t in range(10):
