@@ -279,6 +279,7 @@ class Orchestrator:
         if self._closed:
             return
         self._closed = True
+        await self.trigger.rooms.settled()  # room claims that follow answered triggers: before LiveKit closes
         if self.pool is not None:
             await self.pool.aclose()
         if self.dispatch is not None:

@@ -195,6 +195,25 @@ def known_to_exist(room: Room, *, now: datetime, trust_s: float) -> bool:
     )
 
 
+REPEAT_TRUST_S = 5.0  # a trigger repeated this soon after our own room claim may answer before claiming again
+
+
+def claim_may_follow(room: Room | None, *, now: datetime, trust_s: float, grace_s: float, startup_timeout_s: float) -> bool:
+    """Whether a trigger may answer first and claim its room right after (a page reload before the user joined).
+
+    Only for a room this process claimed moments ago (confirmed within REPEAT_TRUST_S) whose grace or startup clock
+    is younger than half its length: whatever another process may hold, no close of this room can come due until
+    long after the deferred claim has stamped its trigger into the room metadata (room_claim.RoomClaims.claimed).
+    A room in a call needs no claim at all (known_to_exist); a room closing, or any other, is claimed first.
+    """
+    if room is None or room.state not in (RoomState.STARTING, RoomState.GRACE_PERIOD) or room.confirmed_at is None:
+        return False
+    if (now - room.confirmed_at).total_seconds() >= min(REPEAT_TRUST_S, trust_s):
+        return False
+    clock = min(grace_s, startup_timeout_s) if startup_timeout_s > 0 else grace_s
+    return room.since is None or (now - room.since).total_seconds() < clock / 2
+
+
 def needs_poll(room: Room | None, *, now: datetime, resync_s: float, webhooks_flowing: bool) -> bool:
     """Whether the reconciler must ask LiveKit about this room, or may trust what webhooks keep current.
 

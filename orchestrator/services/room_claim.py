@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from orchestrator.core.errors import Conflict
+from orchestrator.core.errors import Conflict, OrchestratorError
 from orchestrator.core.locks import KeyedLocks
 from orchestrator.core.models import Agent, Client, ContainerKey
 from orchestrator.livekit.service import RoomService
 from orchestrator.rules import ownership, room_metadata
-from orchestrator.rules.rooms import RoomRegistry, RoomState, known_to_exist
+from orchestrator.rules.rooms import RoomRegistry, RoomState, claim_may_follow, known_to_exist
 from orchestrator.services.signing_key import signing_key
 from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
@@ -35,25 +36,59 @@ class RoomClaims:
         # Per (client, room): a trigger claims its room under it, a closing pass closes the room under it,
         # so a trigger never reuses a container that a close is about to remove (reconciler._close_room).
         self.locks = KeyedLocks()
+        # Per (client, room): the claim that follows a trigger's answer; triggers repeated while it is pending share it.
+        self._following: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     @asynccontextmanager
     async def claimed(self, key: ContainerKey, *, client: Client, agent: Agent) -> AsyncIterator[None]:
-        """Hold the room's lock with the room claimed (ours, with timeouts covering the grace period)."""
+        """Hold the room's lock with the room claimed (ours, with timeouts covering the grace period).
+
+        A trigger repeated moments after our own claim, before anyone joined (a page reload), claims right after
+        the block instead (rules.rooms.claim_may_follow): its answer does not wait on LiveKit, and the claim, still
+        under the room's lock, stamps the trigger long before any close of the room can come due."""
+        s = self._settings
         async with self.locks.hold((key.client_id, key.room)):
             # Inside the lock: a close that held it may just have deleted the room.
             tracked = self._rooms.get(client.id, key.room) if self._rooms is not None else None
+            now = self._clock()
             known = (
                 tracked is not None
                 # Only a room in a call: any other may be closing in another process, whose close looks for
                 # the trigger stamp that only claim() writes.
                 and tracked.state is RoomState.ACTIVE
-                and known_to_exist(tracked, now=self._clock(), trust_s=self._settings.room_trust_s)
+                and known_to_exist(tracked, now=now, trust_s=s.room_trust_s)
             )
-            if not known:
-                await self.claim(key, client=client, agent=agent)
-                if self._rooms is not None:
-                    self._rooms.confirm(client.id, key.room, now=self._clock())
+            follow = not known and claim_may_follow(tracked, now=now, trust_s=s.room_trust_s, grace_s=s.grace_period_s,
+                                                    startup_timeout_s=s.agent_startup_timeout_s)
+            if not known and not follow:
+                await self._claim_and_confirm(key, client=client, agent=agent)
             yield
+        if follow and (room_key := (key.client_id, key.room)) not in self._following:
+            task = asyncio.create_task(self._follow(key, client=client, agent=agent), name=f"room-claim-{key.room}")
+            self._following[room_key] = task
+            task.add_done_callback(lambda _: self._following.pop(room_key, None))
+
+    async def _claim_and_confirm(self, key: ContainerKey, *, client: Client, agent: Agent) -> None:
+        await self.claim(key, client=client, agent=agent)
+        if self._rooms is not None:
+            self._rooms.confirm(client.id, key.room, now=self._clock())
+
+    async def _follow(self, key: ContainerKey, *, client: Client, agent: Agent) -> None:
+        """The claim of a trigger that already answered: under the room's lock, as any claim; a failure is logged
+        and makes the room's next trigger claim first (the agent answered with is running either way)."""
+        try:
+            async with self.locks.hold((key.client_id, key.room)):
+                await self._claim_and_confirm(key, client=client, agent=agent)
+        except OrchestratorError as exc:
+            if self._rooms is not None:
+                self._rooms.unconfirm(client.id, key.room)
+            log.warning("room %s: the claim after a repeated trigger failed: %s", key.room, exc,
+                        extra={"client_id": client.id, "room": key.room})
+
+    async def settled(self) -> None:
+        """Wait for the room claims that follow answered triggers (shutdown, tests)."""
+        while self._following:
+            await asyncio.gather(*self._following.values(), return_exceptions=True)
 
     async def claim(self, key: ContainerKey, *, client: Client, agent: Agent) -> None:
         """Create the room, or accept an existing one only when it is provably this client's.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +16,9 @@ import pytest
 from livekit import api as lkapi
 from livekit import rtc
 
-from orchestrator.livekit.client import agent_token
+from orchestrator.livekit.client import LiveKitGateway, agent_token
 from orchestrator.core.models import LiveKitCredentials
+from orchestrator.rules import room_metadata
 from orchestrator.runtime.docker.runtime import DockerRuntime
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
@@ -45,6 +47,12 @@ class StopRacingRuntime(DockerRuntime):
 async def _room_exists(livekit: LiveKitServer, name: str) -> bool:
     async with lkapi.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
         return bool((await lk.room.list_rooms(lkapi.ListRoomsRequest(names=[name]))).rooms)
+
+
+async def _stamped(livekit: LiveKitServer, name: str) -> bool:
+    async with lkapi.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
+        [room] = (await lk.room.list_rooms(lkapi.ListRoomsRequest(names=[name]))).rooms
+    return room_metadata.triggered(room.metadata) is not None
 
 
 async def _agents_in(livekit: LiveKitServer, name: str) -> int:
@@ -125,6 +133,10 @@ async def test_trigger_in_another_process_keeps_the_room_it_reused(
 
             async def trigger_in_a() -> None:
                 answers.append(await a.post("/api/v1/trigger-agent", json=body))
+                # A repeated its trigger seconds after its own claim, so its claim may follow its answer
+                # (rules.rooms.claim_may_follow); B reads the room once that claim stamped it, as any close would:
+                # none can come due within the seconds that rule allows.
+                await eventually(lambda: _stamped(livekit_server, room), timeout=10, what="A's trigger stamp", interval=0.02)
 
             b_runtime.before_list = trigger_in_a
             report = (await b.post("/api/v1/admin/reconcile")).json()
@@ -135,3 +147,51 @@ async def test_trigger_in_another_process_keeps_the_room_it_reused(
             assert any(r.get("skipped") for r in report["actions"]), report
     finally:
         await stand_in.disconnect()
+
+
+class HeldCreateRoom(LiveKitGateway):
+    """The real gateway, but CreateRoom waits for `release` once it is set (LiveKit slow, or far away)."""
+
+    release: asyncio.Event | None = None
+    calls = 0
+
+    async def ensure_room(self, creds: LiveKitCredentials, **kw: Any) -> Any:  # type: ignore[override]
+        self.calls += 1
+        if self.release is not None:
+            await self.release.wait()
+        return await super().ensure_room(creds, **kw)
+
+
+async def test_a_reload_before_anyone_joined_answers_before_its_room_claim_which_follows(
+    make_settings: Callable[..., Settings], livekit_server: LiveKitServer
+) -> None:
+    """A trigger repeated seconds after our own claim, nobody in the room yet, answers `reused` without waiting on
+    LiveKit; its claim follows under the room's lock and stamps the trigger once the room is in grace."""
+    room = f"reload-{secrets.token_hex(4)}"
+    body = {"agent_slug": "farah", "room_name": room, "user_id": "u", "client_id": CLIENT_ID}
+    gateway = HeldCreateRoom()
+    # The orchestrator's clock stands still: "seconds after our own claim" holds on a loaded machine too.
+    at = datetime.now(timezone.utc)
+    async with app_client(make_settings(), livekit=gateway, clock=lambda: at) as c:
+        first = await c.post("/api/v1/trigger-agent", json=body)
+        assert first.status_code == 201, first.text
+        assert gateway.calls == 1
+        # The room in grace, as another process may have persisted it: the following claim must stamp the trigger.
+        async with lkapi.LiveKitAPI(livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret) as lk:
+            [lk_room] = (await lk.room.list_rooms(lkapi.ListRoomsRequest(names=[room]))).rooms
+            meta = {**json.loads(lk_room.metadata), "orchestrator_grace_started_at": "2020-01-01T00:00:00+00:00"}
+            await lk.room.update_room_metadata(lkapi.UpdateRoomMetadataRequest(room=room, metadata=json.dumps(meta)))
+        gateway.release = release = asyncio.Event()  # LiveKit "hangs" from now on
+        try:
+            again = await asyncio.wait_for(c.post("/api/v1/trigger-agent", json=body), timeout=5)
+            assert again.status_code == 200 and again.json()["status"] == "reused", again.text
+            assert again.json()["container_id"] == first.json()["container_id"]
+            assert not await _stamped(livekit_server, room)  # answered while its claim still waits on LiveKit
+
+            async def following_claim_asked() -> bool:
+                return gateway.calls == 2
+
+            await eventually(following_claim_asked, timeout=5, what="the following claim's CreateRoom", interval=0.01)
+        finally:
+            release.set()  # also on failure: the app's shutdown waits for the following claim
+        await eventually(lambda: _stamped(livekit_server, room), timeout=10, what="the trigger stamp", interval=0.02)

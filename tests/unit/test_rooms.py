@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
@@ -144,7 +145,7 @@ def test_grace_metadata_round_trip() -> None:
 
 # ---- rooms kept by webhooks: when a trigger may skip CreateRoom, when the reconciler must poll ----------
 
-from orchestrator.rules.rooms import RoomRegistry, known_to_exist, needs_poll  # noqa: E402
+from orchestrator.rules.rooms import RoomRegistry, claim_may_follow, known_to_exist, needs_poll  # noqa: E402
 
 
 def _room(state: RoomState, *, confirmed_s: float | None = None, observed_s: float | None = None) -> Room:
@@ -166,6 +167,39 @@ KNOWN = [
 @pytest.mark.parametrize("title, room, expected", KNOWN, ids=[k[0] for k in KNOWN])
 def test_known_to_exist(title: str, room: Room, expected: bool) -> None:
     assert known_to_exist(room, now=datetime(2026, 1, 1, tzinfo=timezone.utc), trust_s=60) is expected
+
+
+def _since(room: Room, since_s: float) -> Room:
+    return replace(room, since=datetime(2026, 1, 1, tzinfo=timezone.utc) - timedelta(seconds=since_s))
+
+
+FOLLOW = [
+    ("a reload 1 s after our claim, agent not joined yet", _since(_room(RoomState.STARTING, confirmed_s=1), 1), True),
+    ("a reload after the agent joined alone (its grace clock runs)", _since(_room(RoomState.GRACE_PERIOD, confirmed_s=1), 1), True),
+    ("our claim 6 s ago: claim first", _since(_room(RoomState.STARTING, confirmed_s=6), 6), False),
+    ("grace half run (a close may come due soon): claim first", _since(_room(RoomState.GRACE_PERIOD, confirmed_s=1), 16), False),
+    ("never confirmed by us", _since(_room(RoomState.STARTING), 1), False),
+    ("closing", _since(_room(RoomState.CLOSING, confirmed_s=1), 1), False),
+    ("in a call: known_to_exist's, not this rule's", _room(RoomState.ACTIVE, confirmed_s=1), False),
+    ("unknown room", None, False),
+]
+
+
+@pytest.mark.parametrize("title, room, expected", FOLLOW, ids=[f[0] for f in FOLLOW])
+def test_claim_may_follow_the_answer(title: str, room: Room | None, expected: bool) -> None:
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert claim_may_follow(room, now=now, trust_s=60, grace_s=60, startup_timeout_s=30) is expected
+
+
+@pytest.mark.parametrize(("grace_s", "startup_s", "expected"), [
+    (0, 30, False),  # no grace period: every close can be due at once
+    (60, 0, True),  # startup timeout off: the grace clock alone
+    (4, 30, False),  # a 4 s grace: 1 s in is already half of it
+])
+def test_claim_may_follow_only_far_from_any_close(grace_s: float, startup_s: float, expected: bool) -> None:
+    room = _since(_room(RoomState.STARTING, confirmed_s=1), 2)
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert claim_may_follow(room, now=now, trust_s=60, grace_s=grace_s, startup_timeout_s=startup_s) is expected
 
 
 POLL = [
