@@ -2,8 +2,8 @@
 
 Per run: a bare host-network `docker run -d` of the agent image → listed by LiveKit; a trigger on an orchestrator
 without a pool (cold) → answered, → listed; a trigger on one with a pool (warm, after its pool has a member) →
-answered, → listed. Then a burst of distinct rooms on the pooled one (rate, hit rate, duplicates) and what an idle
-member costs in memory.
+answered, → listed. Then a burst of distinct rooms on the pooled one (rate, hit rate, duplicates), with the pool
+sized by its adaptive rule (a first burst of the same size teaches it), and what an idle member costs in memory.
 """
 
 from __future__ import annotations
@@ -67,16 +67,16 @@ def idle_member_memory(client: docker.DockerClient, scope: str) -> list[int]:
 
 
 async def measure(*, cold_url: str, warm_url: str, client: docker.DockerClient, image: str, scope: str, warm_scope: str,
-                  creds: LiveKitCredentials, runs: int, burst: int, pool_size: int, body: dict[str, str]) -> dict[str, object]:
+                  creds: LiveKitCredentials, runs: int, burst: int, pool_size: int, pool_min: int,
+                  body: dict[str, str]) -> dict[str, object]:
     gateway = LiveKitGateway()
     bare_join, cold_ans, cold_join, warm_ans, warm_join = [], [], [], [], []
     try:
         async with httpx.AsyncClient(timeout=120) as http:
-            # The pool knows its domain from the start (prewarm) and fills; the runs begin on a full pool, as in
-            # steady service (a filling pool of 100 loads 2 cores for a minute and more).
+            # The pool knows its domain from the start (prewarm) and fills to its minimum; the runs begin there.
             await timed_trigger(http, warm_url, body, f"{scope}-seed")
             with contextlib.suppress(TimeoutError):
-                await wait_idle(http, warm_url, pool_size, timeout=300)
+                await wait_idle(http, warm_url, pool_min, timeout=300)
             for i in range(-1, runs):  # run -1 warms every path
                 room = f"{scope}-bare-{i}"
                 t0 = time.perf_counter()
@@ -106,13 +106,21 @@ async def measure(*, cold_url: str, warm_url: str, client: docker.DockerClient, 
                     cold_join.append(t1_join - t1)
                     warm_ans.append(wans)
                     warm_join.append(t2_join - t2)
-            # The burst meets a full pool (as a pool sized for it would be), up to 5 minutes of filling.
+            # The burst meets a pool sized by the adaptive rule: a first burst of the same size (a campaign's
+            # first hour) teaches the pool its peak, its rooms are closed, the pool fills to its new target (up to
+            # 5 minutes on 2 cores), and the second burst is the one measured.
+            taught = None
+            if pool_min < min(burst, pool_size):  # its rooms closed as soon as they are answered: 2 cores cannot
+                # also run 100 cold agents while the pool makes 100 members
+                taught = await _burst(http, warm_url, body, f"{scope}-first", burst, close=True)
+            target = sum(p["target"] for p in (await pool_state(http, warm_url)).get("pools", []))
             with contextlib.suppress(TimeoutError):
-                await wait_idle(http, warm_url, min(burst, pool_size), timeout=300)
+                await wait_idle(http, warm_url, min(burst, target), timeout=600)
             state = await pool_state(http, warm_url)
             before, idle_at_burst = state["claims"], sum(p["idle"] for p in state.get("pools", []))
             memory = await asyncio.to_thread(idle_member_memory, client, warm_scope)
-            burst_out = {**await _burst(http, warm_url, body, scope, burst), "idle_at_start": idle_at_burst}
+            burst_out = {**await _burst(http, warm_url, body, scope, burst), "idle_at_start": idle_at_burst,
+                         "target_at_start": target, "pool_min": pool_min, "first_burst": taught}
             after = (await pool_state(http, warm_url))["claims"]
     finally:
         await gateway.aclose()
@@ -129,10 +137,17 @@ async def measure(*, cold_url: str, warm_url: str, client: docker.DockerClient, 
     }
 
 
-async def _burst(http: httpx.AsyncClient, url: str, body: dict[str, str], scope: str, n: int) -> dict[str, object]:
+async def _burst(http: httpx.AsyncClient, url: str, body: dict[str, str], scope: str, n: int, *,
+                 close: bool = False) -> dict[str, object]:
+    """`n` triggers for distinct rooms at once; `close`: each room closed by the operator API once answered."""
+    async def one(room: str) -> httpx.Response:
+        r = await http.post(f"{url}/api/v1/trigger-agent", json={**body, "room_name": room}, timeout=600)
+        if close and r.status_code in (200, 201):
+            await http.post(f"{url}/api/v1/admin/rooms/{body['client_id']}/{room}/close", timeout=600)
+        return r
+
     t0 = time.perf_counter()
-    answers = await asyncio.gather(*(http.post(f"{url}/api/v1/trigger-agent", json={**body, "room_name": f"{scope}-burst-{i}"})
-                                     for i in range(n)))
+    answers = await asyncio.gather(*(one(f"{scope}-burst-{i}") for i in range(n)))
     took = time.perf_counter() - t0
     ok = [a for a in answers if a.status_code in (200, 201)]
     ids = [a.json()["container_id"] for a in ok]
@@ -152,11 +167,12 @@ def run_section(args: argparse.Namespace, *, client: docker.DockerClient, tenant
     body = {"agent_slug": "farah", "mode": "voice", "user_id": "bench", "client_id": CLIENT_ID}
     try:
         with serve(scope=scope, tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX="0", **agent) as cold_url, \
-             serve(scope=f"{scope}-warm", tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX=size, ORCH_POOL_MIN=size,
-                   ORCH_POOL_REFILL_CONCURRENCY="8", **agent) as warm_url:
+             serve(scope=f"{scope}-warm", tenants_file=tenants, image=args.agent_image, ORCH_POOL_MAX=size,
+                   ORCH_POOL_MIN=str(args.pool_min), ORCH_POOL_REFILL_CONCURRENCY="8", **agent) as warm_url:
             result = asyncio.run(measure(
                 cold_url=cold_url, warm_url=warm_url, client=client, image=args.agent_image, scope=scope, warm_scope=f"{scope}-warm",
-                creds=creds, runs=args.pool_runs, burst=args.pool_burst, pool_size=args.pool_size, body=body))
+                creds=creds, runs=args.pool_runs, burst=args.pool_burst, pool_size=args.pool_size, pool_min=args.pool_min,
+                body=body))
 
             async def churn() -> dict[str, object]:
                 async with httpx.AsyncClient(timeout=120) as http:
@@ -169,7 +185,10 @@ def run_section(args: argparse.Namespace, *, client: docker.DockerClient, tenant
                                                                   runs=args.pool_crashes)
                     return out
 
-            result.update(asyncio.run(churn()))
+            try:
+                result.update(asyncio.run(churn()))
+            except (httpx.HTTPError, TimeoutError) as exc:  # the latencies and the burst above still stand
+                result["churn_error"] = f"{type(exc).__name__}: {exc}"
     finally:  # also after a failed run: the claim records outlive the servers
         for name in (f"{scope}", f"{scope}-warm"):
             for v in client.volumes.list(filters={"label": f"{Label.SCOPE}={name}"}):
@@ -190,8 +209,12 @@ def markdown(p: dict) -> list[str]:
              f"| bare `docker run` → listed | {ms(p['bare_docker_run_to_listed'])} | 1.00 |",
              f"| cold trigger → listed | {ms(p['cold_trigger_to_listed'])} | {p['cold_trigger_to_listed']['ratio_to_bare']}× bare |",
              f"| warm trigger → listed | {ms(p['warm_trigger_to_listed'])} | {p['warm_trigger_to_listed']['ratio_to_bare']}× bare |", "",
-             f"Burst of {b['n']} distinct rooms ({b.get('idle_at_start', '?')} members idle at its start): {b['per_s']} agents/s, {b['errors']} errors, {b['duplicates']} duplicates, "
-             f"hit rate {b['hit_rate']} ({b['claims']}). Idle member memory (MiB): {p['idle_member_memory_mib']}."]
+             f"Burst of {b['n']} distinct rooms ({b.get('idle_at_start', '?')} members idle at its start, the pool's target "
+             f"{b.get('target_at_start', '?')} with ORCH_POOL_MIN={b.get('pool_min', '?')}): {b['per_s']} agents/s, {b['errors']} errors, "
+             f"{b['duplicates']} duplicates, hit rate {b['hit_rate']} ({b['claims']}). Idle member memory (MiB): {p['idle_member_memory_mib']}."]
+    if first := b.get("first_burst"):
+        lines.append(f"The first burst of that size, which taught the pool its peak: {first['per_s']} agents/s, {first['errors']} errors, "
+                     f"{first['duplicates']} duplicates.")
     if st:
         lines.append(f"Steady {st['rate_per_s']}/s for {st['seconds']} s (rooms closed 10 s after their trigger): hit rate "
                      f"{st['hit_rate']} ({st['claims']}), {st['errors']} errors, trigger answered {ms(st['trigger_answer'])}.")

@@ -27,18 +27,26 @@ CLOSE_AFTER_S = 10.0
 async def steady(http: httpx.AsyncClient, url: str, body: dict[str, str], scope: str, *, rate: float, seconds: float) -> dict[str, object]:
     before = (await pool_state(http, url))["claims"]
     answers: list[float] = []
-    errors = 0
+    errors = close_errors = 0
     closes: set[asyncio.Task[None]] = set()
 
     async def close_later(client_id: str, room: str) -> None:
+        nonlocal close_errors
         await asyncio.sleep(CLOSE_AFTER_S)
-        await http.post(f"{url}/api/v1/admin/rooms/{client_id}/{room}/close")
+        try:
+            await http.post(f"{url}/api/v1/admin/rooms/{client_id}/{room}/close")
+        except httpx.TransportError:  # an overloaded server: counted, the rest of the run goes on
+            close_errors += 1
 
     async def one(i: int) -> None:
         nonlocal errors
         room = f"{scope}-steady-{i}"
         t0 = time.perf_counter()
-        r = await http.post(f"{url}/api/v1/trigger-agent", json={**body, "room_name": room})
+        try:
+            r = await http.post(f"{url}/api/v1/trigger-agent", json={**body, "room_name": room})
+        except httpx.TransportError:
+            errors += 1
+            return
         if r.status_code not in (200, 201):
             errors += 1
             return
@@ -57,7 +65,7 @@ async def steady(http: httpx.AsyncClient, url: str, body: dict[str, str], scope:
     await asyncio.gather(*closes)
     after = (await pool_state(http, url))["claims"]
     claims = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
-    return {"rate_per_s": rate, "seconds": seconds, "n": n, "errors": errors, "claims": claims,
+    return {"rate_per_s": rate, "seconds": seconds, "n": n, "errors": errors, "close_errors": close_errors, "claims": claims,
             "hit_rate": round(claims.get("warm", 0) / max(1, sum(claims.values())), 3), "trigger_answer": summary(answers)}
 
 
