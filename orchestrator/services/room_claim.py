@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from orchestrator.core.errors import Conflict, OrchestratorError
+from orchestrator.core.errors import Conflict, DependencyUnavailable, OrchestratorError
 from orchestrator.core.locks import KeyedLocks
 from orchestrator.core.models import Agent, Client, ContainerKey
 from orchestrator.livekit.service import RoomService
@@ -38,6 +38,9 @@ class RoomClaims:
         self.locks = KeyedLocks()
         # Per (client, room): the claim that follows a trigger's answer; triggers repeated while it is pending share it.
         self._following: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # LiveKit URLs whose last claim failed to reach them: until one succeeds, every trigger there claims first
+        # (and gets the 503 that says LiveKit is down) instead of answering from what we knew before.
+        self._unreachable: set[str] = set()
 
     @asynccontextmanager
     async def claimed(self, key: ContainerKey, *, client: Client, agent: Agent) -> AsyncIterator[None]:
@@ -58,8 +61,8 @@ class RoomClaims:
                 and tracked.state is RoomState.ACTIVE
                 and known_to_exist(tracked, now=now, trust_s=s.room_trust_s)
             )
-            follow = not known and claim_may_follow(tracked, now=now, trust_s=s.room_trust_s, grace_s=s.grace_period_s,
-                                                    startup_timeout_s=s.agent_startup_timeout_s)
+            follow = not known and client.livekit.url not in self._unreachable and claim_may_follow(
+                tracked, now=now, trust_s=s.room_trust_s, grace_s=s.grace_period_s, startup_timeout_s=s.agent_startup_timeout_s)
             if not known and not follow:
                 await self._claim_and_confirm(key, client=client, agent=agent)
             yield
@@ -69,7 +72,12 @@ class RoomClaims:
             task.add_done_callback(lambda _: self._following.pop(room_key, None))
 
     async def _claim_and_confirm(self, key: ContainerKey, *, client: Client, agent: Agent) -> None:
-        await self.claim(key, client=client, agent=agent)
+        try:
+            await self.claim(key, client=client, agent=agent)
+        except DependencyUnavailable:
+            self._unreachable.add(client.livekit.url)
+            raise
+        self._unreachable.discard(client.livekit.url)
         if self._rooms is not None:
             self._rooms.confirm(client.id, key.room, now=self._clock())
 

@@ -242,6 +242,14 @@ async def test_two_processes_never_claim_one_member_twice(pool_settings: Callabl
     assert [r.status_code for r in answers] == [201] * 20, [r.text for r in answers if r.status_code != 201][:3]
     assert len({r.json()["container_id"] for r in answers}) == 20  # no member serves two keys
     rooms = await asyncio.to_thread(keyed, docker_client, scope)
-    assert all(len(rooms[f"two{i}-{scope}"]) == 1 for i in range(20)), rooms
+    raw = [(c.name, c.status, c.labels.get(Label.ROOM, "-")) for c in docker_client.containers.list(
+        all=True, filters={"label": f"{Label.SCOPE}={scope}"})]
+    records = [v.name for v in docker_client.volumes.list(filters={"label": rules.POOL_MEMBER})]
+    if not all(len(rooms.get(f"two{i}-{scope}", [])) == 1 for i in range(20)):
+        print("\nrooms not served by exactly one container:", [(i, rooms.get(f"two{i}-{scope}")) for i in range(20) if len(rooms.get(f"two{i}-{scope}", [])) != 1])
+        print("containers of the scope not counted above:", [r for r in raw if not any(f"two{i}-{scope}" == r[2] and len(rooms.get(r[2], [])) == 1 for i in range(20))])
+        print("answers:", [(i, a.json()["container_name"], a.json()["container_id"][:12]) for i, a in enumerate(answers)])
+        print("claim records:", records)
+    assert all(len(rooms.get(f"two{i}-{scope}", [])) == 1 for i in range(20)), (rooms, raw, records)
     assert sum(c.get("warm", 0) for c in claims) >= 8, claims
     print(f"two processes: {claims}")
