@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 import docker
 
 from devtools.docker_helpers import TINY_IMAGE
-from devtools.private_dockerd import PrivateDockerd, private_engine
+from devtools.private_dockerd import PrivateDockerd, private_engine, runsc_config
 
 RESULTS = Path("bench-results")
 AGENT_IMAGE = "agent-orchestrator/agent:latest"
@@ -49,10 +48,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", default=None, help="file stem under bench-results/ (default: bench-results/tmp/)")
     args = parser.parse_args()
-    runsc = shutil.which("runsc")
-    assert runsc, "runsc (gVisor) not installed: run scripts/provision"
-    config = Path(tempfile.mkdtemp()) / "daemon.json"
-    config.write_text(json.dumps({"runtimes": {"runsc": {"path": runsc, "runtimeArgs": ["--network=host"]}}}))
+    config = runsc_config(Path(tempfile.mkdtemp()))
     source = docker.from_env()
     stem = RESULTS / "tmp" / time.strftime("gvisor-pool-%Y%m%dT%H%M%S")
     result: dict[str, object] = {}

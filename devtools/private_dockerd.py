@@ -8,6 +8,7 @@ Its containers use `network_mode=host`, i.e. that namespace: fine for the tiny i
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -21,6 +22,16 @@ from pathlib import Path
 import docker
 
 from devtools.docker_helpers import TINY_IMAGE
+
+
+def runsc_config(directory: Path) -> Path:
+    """A daemon.json for a private dockerd with gVisor's `runsc` registered, as the README tells operators to do.
+    `--network=host`: gVisor uses the network namespace Docker made for the container (see environment notes)."""
+    runsc = shutil.which("runsc")
+    assert runsc, "runsc (gVisor) not installed: run scripts/provision"  # missing is a failure, not a skip
+    config = directory / "daemon.json"
+    config.write_text(json.dumps({"runtimes": {"runsc": {"path": runsc, "runtimeArgs": ["--network=host"]}}}))
+    return config
 
 
 class PrivateDockerd:

@@ -6,8 +6,6 @@ Debian's runsc registered through its config file, as the README tells operators
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,18 +14,14 @@ import pytest
 
 from orchestrator.settings import Settings
 from tests.conftest import CLIENT_ID, app_client
-from devtools.private_dockerd import PrivateDockerd, private_engine
+from devtools.private_dockerd import PrivateDockerd, private_engine, runsc_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
 def gvisor_engine(docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[PrivateDockerd]:
-    runsc = shutil.which("runsc")
-    assert runsc, "runsc (gVisor) not installed: run scripts/provision"  # missing is a failure, not a skip
-    config = tmp_path / "daemon.json"
-    # --network=host: gVisor uses the network namespace Docker made for the container (see environment notes).
-    config.write_text(json.dumps({"runtimes": {"runsc": {"path": runsc, "runtimeArgs": ["--network=host"]}}}))
+    config = runsc_config(tmp_path)
     with private_engine("gv", docker_client, live_restore=False, extra_args=("--config-file", str(config))) as d:
         yield d
 
