@@ -1,4 +1,12 @@
-"""The heartbeat file the agent writes and the rule the Docker HEALTHCHECK applies to it."""
+"""The heartbeat file the agent writes, the rule that judges it, and the marker the image's HEALTHCHECK reads.
+
+The agent judges its own beat (`verdict`) as it writes it and keeps a marker file (`<beat file>.ok`) touched while
+healthy, removed when not. The HEALTHCHECK is then `find` on the marker's age (a hung loop stops touching it): a
+shell and one small binary per check instead of a Python interpreter. Every container is probed, idle pool members
+too, so the probe's cost is paid many times over: ~40 ms of CPU instead of ~100 ms (measured: docker exec of each,
+30 times), and every 10 s instead of every 3 s. At 65 containers on 2 cores the old probe alone took two cores.
+`python -m agent_image.healthcheck` still prints the verdict with its reason, for a person looking.
+"""
 
 from __future__ import annotations
 
@@ -37,13 +45,23 @@ def verdict(beat: Beat | None, *, now: float, stale_after_s: float = STALE_AFTER
     return False, beat.state
 
 
-def write(path: str, beat: Beat) -> None:
-    """Atomic replace, so the checker never reads half a file."""
+def marker(path: str) -> str:
+    """The file the HEALTHCHECK ages (Dockerfile.agent): present and fresh only while the agent is healthy."""
+    return path + ".ok"
+
+
+def write(path: str, beat: Beat, *, now: float | None = None) -> None:
+    """The beat (atomic replace, so a reader never sees half a file), then the marker by its verdict."""
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".health-")
     with os.fdopen(fd, "w") as f:
         json.dump(asdict(beat), f)
     os.replace(tmp, path)
+    healthy, _ = verdict(beat, now=beat.at if now is None else now)
+    if healthy:
+        Path(marker(path)).touch()
+    else:
+        Path(marker(path)).unlink(missing_ok=True)
 
 
 def read(path: str) -> Beat | None:

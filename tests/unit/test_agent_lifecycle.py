@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 
 from agent_image import tone
@@ -131,3 +137,42 @@ def test_heartbeat_file_round_trip(tmp_path) -> None:  # type: ignore[no-untyped
     assert read(path) == beat
     (tmp_path / "health.json").write_text("{half")
     assert read(path) is None  # a torn or foreign file is "no heartbeat", not a crash
+
+
+@pytest.mark.parametrize(
+    ("beats", "marked"),
+    [
+        ([Beat(state="waiting", at=time.time())], True),  # an idle pool member is healthy
+        ([Beat(state="joined", at=time.time())], True),
+        ([Beat(state="connecting", at=time.time())], False),
+        ([Beat(state="joined", at=time.time()), Beat(state="leaving", at=time.time())], False),  # removed, not left to age
+        ([Beat(state="reconnecting", at=time.time(), disconnected_since=time.time() - 20, unhealthy_after_s=15)], False),
+    ],
+)
+def test_the_healthy_marker_follows_the_verdict(tmp_path, beats: list[Beat], marked: bool) -> None:  # type: ignore[no-untyped-def]
+    from agent_image.health import marker, write
+
+    path = str(tmp_path / "health.json")
+    for beat in beats:
+        write(path, beat)
+    assert os.path.exists(marker(path)) is marked
+
+
+def _image_healthcheck() -> list[str]:
+    """The HEALTHCHECK command exactly as Dockerfile.agent gives it (the JSON after CMD, continuation lines joined)."""
+    text = (Path(__file__).parents[2] / "Dockerfile.agent").read_text().replace("\\\n", " ")
+    line = next(raw for raw in text.splitlines() if raw.startswith("HEALTHCHECK"))
+    return json.loads(line.split(" CMD ", 1)[1])
+
+
+@pytest.mark.parametrize(("age_s", "healthy"), [(0, True), (8, True), (12, False), (None, False)])
+def test_the_image_healthcheck_ages_the_marker(tmp_path, age_s: float | None, healthy: bool) -> None:  # type: ignore[no-untyped-def]
+    from agent_image.health import marker
+
+    path = tmp_path / "agent-health.json"
+    if age_s is not None:
+        Path(marker(str(path))).touch()
+        then = time.time() - age_s
+        os.utime(marker(str(path)), (then, then))
+    run = subprocess.run(_image_healthcheck(), env={"AGENT_HEALTH_FILE": str(path), "PATH": os.environ["PATH"]}, timeout=10)
+    assert (run.returncode == 0) is healthy
