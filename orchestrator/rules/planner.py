@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -162,16 +162,9 @@ def _keeper(key: ContainerKey, cs: list[ContainerInfo]) -> ContainerInfo:
     """Of several containers claiming one key keep the running, healthy, canonically named, newest one."""
     canonical = container_name(key)
     epoch = datetime.min.replace(tzinfo=timezone.utc)
-    return max(
-        cs,
-        key=lambda c: (
-            c.status is ContainerStatus.running,
-            c.health is not Health.unhealthy,
-            c.name == canonical,
-            created(c) or epoch,
-            c.name,
-        ),
-    )
+    return max(cs, key=lambda c: (
+        c.status is ContainerStatus.running, c.health is not Health.unhealthy, c.name == canonical, created(c) or epoch, c.name,
+    ))
 
 
 def plan(
@@ -230,8 +223,7 @@ def plan(
                 else f"grace period ({settings.grace_period_s:g} s) expired with no human"
             )
             closed.add(room_key)
-            actions.extend(_remove(c, k, why, Removal.closed) for k, c in members)
-            actions.append(DeleteRoom(reason=why, client_id=room_key[0], room=room_key[1]))
+            actions.extend(_closing(room_key, members, why))
         else:
             actions.extend(_grace_metadata(room, view))
 
@@ -286,6 +278,18 @@ def plan(
         elif c.status is ContainerStatus.created and age > max(settings.agent_startup_timeout_s, settings.container_start_timeout_s):
             actions.append(_remove(c, key, "created but never started", Removal.never_started))
     return actions
+
+
+def room_close(containers: Iterable[ContainerInfo], room_key: RoomKey, settings: Settings, *, why: str) -> list[Action]:
+    """A room closed on request, now (services.reconciler.close_now): this room's agents of ours, then the room. Pure."""
+    ours = [c for c in containers if c.labels.get(Label.SCOPE) == settings.scope and c.labels.get(Label.MANAGED) == "true"]
+    keyed = [(k, c) for c in ours if c.status is not ContainerStatus.removing and (k := key_from_labels(c.labels)) is not None]
+    return _closing(room_key, [(k, c) for k, c in keyed if (k.client_id, k.room) == room_key], why)
+
+
+def _closing(room_key: RoomKey, members: list[tuple[ContainerKey, ContainerInfo]], why: str) -> list[Action]:
+    """Its agents removed, then the room deleted: run as one unit under the room's lock (Executor.close_room)."""
+    return [*(_remove(c, k, why, Removal.closed) for k, c in members), DeleteRoom(reason=why, client_id=room_key[0], room=room_key[1])]
 
 
 def _remove(c: ContainerInfo, key: ContainerKey, reason: str, category: Removal) -> RemoveContainer:

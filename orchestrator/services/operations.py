@@ -33,15 +33,14 @@ class Operations:
         ]
 
     async def close_room(self, client_id: str, room: str, *, reason: str = "closed by an operator") -> PassReport:
-        """Stop every agent of the room and delete the LiveKit room, in one reconcile pass; NotFound when none is ours
-        (only rooms holding one of our agents are ours to delete)."""
+        """Stop every agent of the room and delete the LiveKit room (this room only: Reconciler.close_now); NotFound
+        when none is ours (only rooms holding one of our agents are ours to delete)."""
         async with self.trigger.starts.begin("close", client_id=client_id, room=room):  # a close is timed and traced too
             with stage(Stage.close):
-                if not await self.containers(client_id, room):
+                if not (found := await self.containers(client_id, room)):
                     raise NotFound(f"no agent of client '{client_id}' in room '{room}' on this deployment")
                 self.trigger.forget_view_answers(client_id, room)
-                self.reconciler.close_room(client_id, room, reason=reason)
-                report = await self.reconciler.run_once()
+                report = await self.reconciler.close_now(client_id, room, found, reason=reason)
                 self.trigger.starts.abandon(client_id=client_id, room=room)  # its agents will not join now
             self.trigger.starts.bind(outcome="closed")
             return report

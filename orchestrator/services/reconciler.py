@@ -12,14 +12,14 @@ from typing import Any
 from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import NotFound, OrchestratorError
 from orchestrator.core.locks import KeyedLocks
-from orchestrator.core.models import ContainerKey
+from orchestrator.core.models import ContainerInfo, ContainerKey
 from orchestrator.core.waiting import wait_event
 from orchestrator.livekit.service import RoomService
 from orchestrator.observability.pass_report import ActionResult, PassReport, log_fields
 from orchestrator.rules import ownership
 from orchestrator.rules.agent_states import GaveUpRecord
 from orchestrator.rules.naming import agent_identity, key_from_labels
-from orchestrator.rules.planner import GiveUp, Observation, RestartAgent, RestartRecord, RoomKey, SetRoomMetadata, created, next_deadline, plan
+from orchestrator.rules.planner import GiveUp, Observation, RestartAgent, RestartRecord, RoomKey, SetRoomMetadata, created, next_deadline, plan, room_close
 from orchestrator.rules.rooms import (
     CloseRequested,
     MetadataWritten,
@@ -299,6 +299,20 @@ class Reconciler:
 
     def close_room(self, client_id: str, room: str, *, reason: str = "closed by an operator") -> None:
         self.registry.apply(client_id, room, CloseRequested(reason=reason), now=self._clock())
+
+    async def close_now(self, client_id: str, room: str, containers: list[ContainerInfo], *, reason: str) -> PassReport:
+        """Close one room now (an operator's or its client's request): its agents among `containers` removed and the
+        LiveKit room deleted, under the room's lock (the trigger's too), with no pass. A pass lists the engine and
+        LiveKit and holds the one pass lock; closes made as passes queued behind each other, and at one close a
+        second the agents of closed rooms ran on while new ones started (found by the pool's steady bench)."""
+        started, now = time.monotonic(), self._clock()
+        self.close_room(client_id, room, reason=reason)
+        report = PassReport(started_at=now, dry_run=False, containers=len(containers), rooms=1)
+        actions = room_close(containers, (client_id, room), self.settings, why=reason)
+        report.results = await self.executor.close_room((client_id, room), actions, observed_at=now)
+        report.duration_s = time.monotonic() - started
+        self._report(report)
+        return report
 
 
 __all__ = ["ActionResult", "Launcher", "ObservationFailed", "PassReport", "Reconciler", "RoomState", "log_fields"]

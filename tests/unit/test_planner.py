@@ -20,6 +20,7 @@ from orchestrator.rules.planner import (
     backoff_s,
     next_deadline,
     plan,
+    room_close,
 )
 from orchestrator.rules import room_metadata
 from orchestrator.rules.rooms import Room, RoomSnapshot, RoomState
@@ -244,3 +245,23 @@ def test_a_paused_agent_is_restarted_while_humans_wait() -> None:
     """paused reads as gone everywhere (models.ContainerStatus): a frozen agent serves nobody."""
     actions = plan(seen(box(status=ContainerStatus.paused)), ACTIVE, S, NOW)
     assert [(a.kind, a.reason) for a in actions] == [("RestartAgent", "paused with humans in the room")]
+
+
+@pytest.mark.parametrize(
+    ("containers", "removed"),
+    [
+        ([box()], ["agent_c1_farah_r1"]),
+        ([box(), box(ContainerKey(client_id="c1", agent_slug="vera", room="r1"))], ["agent_c1_farah_r1", "agent_c1_vera_r1"]),
+        ([box(status=ContainerStatus.exited)], ["agent_c1_farah_r1"]),  # an exited agent of the room goes too
+        ([box(ContainerKey(client_id="c1", agent_slug="farah", room="r2"))], []),  # another room
+        ([box(ContainerKey(client_id="c2", agent_slug="farah", room="r1"))], []),  # another client's room of that name
+        ([box(scope="other")], []),  # another deployment's agent
+        ([box(status=ContainerStatus.removing)], []),  # already on its way out
+        ([box(drop=Label.ROOM)], []),  # no key: the reconciler's orphan rule, not a close
+    ],
+)
+def test_room_close_plans_that_room_only(containers: list[ContainerInfo], removed: list[str]) -> None:
+    actions = room_close(containers, RK, S, why="closed by an operator")
+    assert [a.name for a in actions if isinstance(a, RemoveContainer)] == removed
+    assert all(a.category is Removal.closed and a.reason == "closed by an operator" for a in actions if isinstance(a, RemoveContainer))
+    assert isinstance(actions[-1], DeleteRoom) and (actions[-1].client_id, actions[-1].room) == RK  # the room last
