@@ -4,9 +4,10 @@ Two channels, one assignment format (`parse_assignment`); the image label `agent
 - stdin-v1 (Docker): only whoever holds the engine API can attach to a container's stdin, so the channel needs no
   port on the agents' network and nothing of the tenant ever sits in env, labels or logs.
 - livekit-lobby-v1 (Swarm, where the orchestrator reaches only a manager and cannot attach to a task on another
-  node): the member waits in a lobby room with a join-only token (no publish, no data, no subscribe) and takes the
-  first server-sent data packet on the assignment topic addressed to it (RoomService.SendData needs the API secret,
-  so no member can forge one), then leaves the lobby.
+  node; Docker for sandboxed runtimes, whose first connect is slow): the member waits in a lobby room with a
+  join-only token (no publish, no data, no subscribe; a secret file on Swarm, on Docker the first line on its stdin,
+  never env) and takes the first server-sent data packet on the assignment topic addressed to it
+  (RoomService.SendData needs the API secret, so no member can forge one), then leaves the lobby.
 Either way the assignment is taken exactly once (at most once); EOF, a lost lobby or no assignment within the
 member's max age ends the process (exit 0), and the orchestrator makes a fresh member.
 """
@@ -53,6 +54,18 @@ def parse_assignment(line: bytes) -> dict[str, str]:
     return env
 
 
+def parse_lobby_token(line: bytes) -> str:
+    """The lobby token line a Docker member reads first: {"lobby_token": "..."} (orchestrator rules.lobby_token_line)."""
+    try:
+        data = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError("the lobby token line is not valid JSON") from None
+    token = data.get("lobby_token") if isinstance(data, dict) else None
+    if not isinstance(token, str) or not token.strip():
+        raise ConfigError("the lobby token line must be a JSON object with a 'lobby_token' string")
+    return token.strip()
+
+
 def wait_for_line(*, fd: int, max_age_s: float, beat: Callable[[], None], clock: Callable[[], float] = time.monotonic) -> bytes | None:
     """One line from `fd` (raw reads: nothing is buffered past the newline), or None on EOF or after max_age_s."""
     deadline = clock() + max_age_s
@@ -89,6 +102,11 @@ def await_assignment(base_env: Mapping[str, str]) -> dict[str, str] | None:
     lobby = base_env.get(LOBBY_ROOM_ENV, "").strip()
     if lobby:
         url, token = base_env.get("LIVEKIT_URL", "").strip(), base_env.get(LOBBY_TOKEN_ENV, "").strip()
+        if url and not token:  # Docker: the orchestrator writes the token on stdin, so it is never in our env
+            first = wait_for_line(fd=sys.stdin.fileno(), max_age_s=max_age_s, beat=beat)
+            if first is None:
+                return None
+            token = parse_lobby_token(first)
         if not url or not token:
             raise ConfigError(f"{LOBBY_ROOM_ENV} is set but LIVEKIT_URL or {LOBBY_TOKEN_ENV} is missing")
         line = lobby_in_background(url=url, token=token, max_age_s=max_age_s, beat=beat)

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from orchestrator.rules.isolation import DEFAULT_HOST_PORTS, is_root_user, parse_host_port, split_image
-
 from orchestrator.core.resources import MIN_MEMORY_BYTES, memory_bytes
 from orchestrator.core.setting_values import PLACEHOLDER_SECRETS, SettingsProblem, is_placeholder, settings_error_line
 from orchestrator.core.variables import unknown_variables
@@ -123,6 +122,8 @@ class Settings(BaseSettings):
     pool_refill_concurrency: int = Field(default=4, ge=1, description="Warm pool: members made at once per domain")
     pool_max_age_s: float = Field(default=3600.0, gt=0, description="Warm pool: an idle member is recycled after this")
     pool_sweep_s: float = Field(default=5.0, gt=0, description="Warm pool: how often members are re-read from the engine and recycled")
+    pool_handover: Literal["auto", "stdin-v1", "livekit-lobby-v1"] = Field(default="auto", description="Warm pool: how a member gets its "
+        "assignment; auto = a LiveKit lobby for sandboxed runtimes (runsc, kata: slow first connect), else the engine's own")
 
     # Which engine runs the agents: one Docker engine, a Docker Swarm (one service per agent, any node),
     # or Kubernetes (one Pod per agent).

@@ -22,14 +22,14 @@ from datetime import datetime
 from typing import Any, Callable
 
 from orchestrator.core.clock import utcnow
-from orchestrator.core.errors import DependencyUnavailable, OrchestratorError
+from orchestrator.core.errors import ConfigurationError, DependencyUnavailable, OrchestratorError
 from orchestrator.core.waiting import wait_event
 from orchestrator.core.models import ContainerInfo, LiveKitCredentials
 from orchestrator.observability.starts import note
 from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
 from orchestrator.runtime import ContainerSpec, MemberGone, WarmPoolEngine
-from orchestrator.services.pool_lobby import LobbyHandover, LobbyService
+from orchestrator.services.pool_lobby import LOBBY_TOKEN_ENV, LobbyHandover, LobbyService
 from orchestrator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,13 @@ class WarmPool:
         self._otlp_endpoint = otlp_endpoint  # tracing on: members load the OpenTelemetry SDK while they wait
         self._publish = publish  # the event feed: members recycled, handovers failed, settings that cannot be met
         self._engine = engine
-        self._handover = getattr(engine, "handover", rules.WARM_PROTOCOL)
+        offered = tuple(getattr(engine, "handovers", (rules.WARM_PROTOCOL,)))
+        try:
+            self._handover = rules.handover_for(setting=settings.pool_handover, offered=offered, runtime=settings.agent_runtime)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        # An engine that can write a member's stdin hands a lobby member its token there, never in its env.
+        self._token_on_stdin = self._handover == rules.LOBBY_PROTOCOL and rules.WARM_PROTOCOL in offered
         self._lobby = LobbyHandover(livekit=livekit, scope=settings.scope, token_ttl_s=int(settings.pool_max_age_s + 120)) if (
             self._handover == rules.LOBBY_PROTOCOL and livekit is not None) else None
         self._clock = clock
@@ -205,8 +211,10 @@ class WarmPool:
             labels[TEMPLATE] = template.model_dump_json()
             env, own = self._lobby.member(pool) if self._lobby is not None else ({}, {})
             name = rules.member_name(scope=self._s.scope, pool=pool, nonce=secrets.token_hex(4))
-            info = await self._engine.create_member(
-                template.model_copy(update={"name": name, "labels": {**labels, **own}, "env": {**template.env, **env}}))
+            info = await self._engine.create_member(template.model_copy(update={
+                "name": name, "labels": {**labels, **own}, "env": {**template.env, **({} if self._token_on_stdin else env)}}))
+            if self._token_on_stdin:
+                await self._lobby_token(info, env[LOBBY_TOKEN_ENV])
             if self._lobby is not None and not await self._lobby.joined(pool, info, timeout_s=LOBBY_JOIN_TIMEOUT_S):
                 await self._engine.remove_member(info)
                 raise DependencyUnavailable(f"member {info.name} never reached its lobby", dependency="livekit")
@@ -224,6 +232,16 @@ class WarmPool:
         finally:
             self._creating[pool] -= 1
             self._wake.set()
+
+    async def _lobby_token(self, member: ContainerInfo, token: str) -> None:
+        """A new lobby member's token, written to its stdin; a member that cannot take it is removed (no waiting)."""
+        try:
+            async with asyncio.timeout(HANDOVER_TIMEOUT_S):
+                await self._engine.hand_over(member.name, rules.lobby_token_line(token), timeout_s=HANDOVER_TIMEOUT_S)
+        except (OrchestratorError, TimeoutError):
+            with contextlib.suppress(OrchestratorError):
+                await self._engine.remove_member(member)
+            raise DependencyUnavailable(f"member {member.name} did not take its lobby token", dependency="pool") from None
 
     # ---- sweep: what the engine says, recycling ------------------------------------------------------------
 

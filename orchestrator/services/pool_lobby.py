@@ -26,6 +26,7 @@ from orchestrator.runtime import ContainerSpec
 TOPIC = "orchestrator.assignment"  # agent_image.warm.ASSIGNMENT_TOPIC
 MAX_PAYLOAD = 14_000  # LiveKit's reliable data packets stay under 15 KiB; a larger assignment starts cold
 POLL_S = 0.01  # ListParticipants of the lobby: ~2 ms each on the same host
+LOBBY_TOKEN_ENV = "AGENT_LOBBY_TOKEN"  # agent_image.warm.LOBBY_TOKEN_ENV (Swarm: a secret file; Docker: on stdin instead)
 
 
 class LobbyService(Protocol):
@@ -74,7 +75,7 @@ class LobbyHandover:
             raise DependencyUnavailable(f"pool {pool}: no LiveKit credentials learnt yet (no start used it)", dependency="pool")
         identity = f"pool-{secrets.token_hex(6)}"
         token = self._lk.lobby_token(self._creds[pool], identity=identity, room=rules.lobby_room(scope=self._scope, pool=pool), ttl_s=self._ttl_s)
-        return {"AGENT_LOBBY_TOKEN": token}, {rules.POOL_IDENTITY: identity}
+        return {LOBBY_TOKEN_ENV: token}, {rules.POOL_IDENTITY: identity}
 
     async def _present(self, pool: str, identity: str) -> bool:
         """In the lobby and ready to receive: a member listed before its transport is up would lose the packet (seen:

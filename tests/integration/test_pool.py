@@ -128,6 +128,32 @@ async def test_claimed_member_joins_its_room(pool_settings: Callable[..., Settin
         print(f"warm trigger answered in {answered * 1000:.0f} ms")
 
 
+async def test_a_lobby_pool_on_docker_gets_its_token_over_stdin_and_joins_from_the_lobby(
+        pool_settings: Callable[..., Settings], docker_client: docker.DockerClient, livekit_server: LiveKitServer, scope: str) -> None:
+    """ORCH_POOL_HANDOVER=livekit-lobby-v1 (auto picks it for runsc/kata): members wait connected in their lobby, the
+    join-only lobby token reaches them on stdin (never their env), the assignment is one server data packet."""
+    async with app_client(pool_settings(pool_handover="livekit-lobby-v1", pool_min=1, pool_max=2)) as c:
+        first = await c.post("/api/v1/trigger-agent", json=body(f"cold-{scope}"))
+        assert first.status_code == 201, first.text  # cold: teaches the pool its template and its LiveKit
+        state = await idle(c, 1)
+        lobby = rules.lobby_room(scope=scope, pool=state["pools"][0]["pool"])
+        async with lkapi.LiveKitAPI(livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret) as lk:
+            waiting = (await lk.room.list_participants(lkapi.ListParticipantsRequest(room=lobby))).participants
+        member = docker_client.containers.get(state["members"][0]["name"])
+        env = "\n".join(member.attrs["Config"]["Env"])
+        assert "AGENT_LOBBY_TOKEN" not in env and f"AGENT_LOBBY_ROOM={lobby}" in env, env
+        assert member.labels[rules.POOL_IDENTITY] in {p.identity for p in waiting}  # in its lobby while idle
+        warm = await c.post("/api/v1/trigger-agent", json=body(f"warm-{scope}"))
+        assert warm.status_code == 201, warm.text
+        try:
+            await in_room(livekit_server, f"warm-{scope}")
+        except AssertionError:
+            member.reload()
+            raise AssertionError(f"{member.status}: {member.logs().decode(errors='replace')[-3000:]}") from None
+        claims = (await c.get("/api/v1/admin/pool")).json()["claims"]
+        assert claims.get("warm") == 1 and claims.get("cold") == 1, claims
+
+
 def keyed(docker_client: docker.DockerClient, scope: str) -> dict[str, list[str]]:
     """room -> the names of the containers the engine reports for it (through the orchestrator's own runtime)."""
     from orchestrator.runtime.docker.pool import PooledDockerRuntime

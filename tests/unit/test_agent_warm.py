@@ -61,6 +61,34 @@ def test_only_a_server_packet_on_the_topic_is_an_assignment(topic: str | None, f
     assert warm.is_assignment(topic=topic, from_server=from_server) is taken
 
 
-def test_a_lobby_without_its_token_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="AGENT_LOBBY_TOKEN"):
-        warm.await_assignment({"AGENT_LOBBY_ROOM": "orch-lobby-x", "LIVEKIT_URL": "ws://lk:7880", "AGENT_HEALTH_FILE": "/nonexistent/h"})
+def test_a_lobby_without_its_livekit_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="LIVEKIT_URL or AGENT_LOBBY_TOKEN"):
+        warm.await_assignment({"AGENT_LOBBY_ROOM": "orch-lobby-x", "AGENT_LOBBY_TOKEN": "t", "AGENT_HEALTH_FILE": "/nonexistent/h"})
+
+
+def test_a_docker_lobby_member_whose_stdin_closes_before_its_token_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    r, w = os.pipe()
+    os.close(w)
+    monkeypatch.setattr("sys.stdin", os.fdopen(r))
+    assert warm.await_assignment({"AGENT_LOBBY_ROOM": "orch-lobby-x", "LIVEKIT_URL": "ws://lk:7880", "AGENT_HEALTH_FILE": "/nonexistent/h"}) is None
+
+
+def test_a_docker_lobby_member_reads_its_token_from_stdin_first(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    r, w = os.pipe()
+    os.write(w, b'{"lobby_token":"eyJ.tok.en"}\n')
+    monkeypatch.setattr("sys.stdin", os.fdopen(r))
+    joined: list[tuple[str, str]] = []
+
+    def lobby(*, url: str, token: str, max_age_s: float, beat) -> bytes:  # type: ignore[no-untyped-def]
+        joined.append((url, token))
+        return json.dumps({"env": {"LIVEKIT_ROOM": "r1"}}).encode()
+
+    monkeypatch.setattr(warm, "lobby_in_background", lobby)
+    env = warm.await_assignment({"AGENT_LOBBY_ROOM": "orch-lobby-x", "LIVEKIT_URL": "ws://lk:7880", "AGENT_HEALTH_FILE": str(tmp_path / "h")})
+    assert joined == [("ws://lk:7880", "eyJ.tok.en")] and env is not None and env["LIVEKIT_ROOM"] == "r1"
+
+
+@pytest.mark.parametrize("line", [b"nope", b'{"lobby_token": ""}', b'{"env": {}}', b"[1]"])
+def test_a_bad_lobby_token_line_is_a_config_error(line: bytes) -> None:
+    with pytest.raises(ConfigError, match="lobby token"):
+        warm.parse_lobby_token(line)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from livekit import api as lkapi
 
+from orchestrator.core.errors import ConfigurationError
 from orchestrator.core.models import ContainerInfo, ContainerStatus, LiveKitCredentials
 from orchestrator.livekit.client import lobby_token
 from orchestrator.rules import pool as rules
@@ -57,7 +58,7 @@ class FakeLobby:
 
 class FakeEngine:
     engine = "swarm"
-    handover = rules.LOBBY_PROTOCOL
+    handovers = (rules.LOBBY_PROTOCOL,)
 
     def __init__(self, lobby: FakeLobby) -> None:
         self.lobby = lobby
@@ -136,3 +137,63 @@ async def test_a_running_member_is_claimable_only_once_it_waits_in_its_lobby() -
     lobby.present.add(member.labels[rules.POOL_IDENTITY])
     await pool.sweep()
     assert sum(p["idle"] for p in pool.snapshot()["pools"]) == 1
+
+
+class FakeDockerEngine(FakeEngine):
+    """An engine that offers both channels (Docker): a lobby member's token goes to its stdin, not its env."""
+
+    engine = "docker"
+    handovers = (rules.WARM_PROTOCOL, rules.LOBBY_PROTOCOL)
+
+    def __init__(self, lobby: FakeLobby) -> None:
+        super().__init__(lobby)
+        self.stdin: dict[str, list[bytes]] = {}
+
+    async def create_member(self, spec: ContainerSpec) -> ContainerInfo:
+        self.made.append(spec)  # joins its lobby only once it has read its token (hand_over)
+        return ContainerInfo(id=f"id{len(self.made)}", name=spec.name, status=ContainerStatus.running, labels=spec.labels)
+
+    async def hand_over(self, name: str, line: bytes, *, timeout_s: float) -> None:
+        self.stdin.setdefault(name, []).append(line)
+        [spec] = [m for m in self.made if m.name == name]
+        self.lobby.present.add(spec.labels[rules.POOL_IDENTITY])
+
+
+async def test_on_docker_a_sandboxed_pool_waits_in_a_lobby_and_its_token_goes_to_stdin_never_env() -> None:
+    lobby = FakeLobby(takes=True)
+    engine = FakeDockerEngine(lobby)
+    pool = WarmPool(settings=Settings(pool_min=1, pool_max=1, scope="s", agent_runtime="runsc"), engine=engine, livekit=lobby)  # type: ignore[arg-type]
+    assert await pool.claim(spec(), livekit=CREDS) is None
+    pool.refill()
+    await asyncio.gather(*pool._tasks)
+    [member] = engine.made
+    assert "AGENT_LOBBY_TOKEN" not in member.env and member.env["AGENT_LOBBY_ROOM"]
+    [line] = engine.stdin[member.name]
+    token = json.loads(line)["lobby_token"]
+    assert token == f"token-{member.labels[rules.POOL_IDENTITY]}" and line.endswith(b"\n")  # its own token, one line
+    assert await pool.claim(spec("r2"), livekit=CREDS) is not None and len(lobby.sent) == 1  # the assignment: the lobby's
+    assert engine.stdin[member.name] == [line]  # nothing else ever on its stdin
+
+
+@pytest.mark.parametrize(("setting", "offered", "runtime", "chosen"), [
+    ("auto", (rules.WARM_PROTOCOL, rules.LOBBY_PROTOCOL), None, rules.WARM_PROTOCOL),  # Docker, runc
+    ("auto", (rules.WARM_PROTOCOL, rules.LOBBY_PROTOCOL), "runsc", rules.LOBBY_PROTOCOL),  # Docker, gVisor
+    ("auto", (rules.WARM_PROTOCOL, rules.LOBBY_PROTOCOL), "kata-qemu", rules.LOBBY_PROTOCOL),
+    ("auto", (rules.LOBBY_PROTOCOL,), None, rules.LOBBY_PROTOCOL),  # Swarm
+    ("auto", (rules.WARM_PROTOCOL,), "gvisor", rules.WARM_PROTOCOL),  # Kubernetes: stdin only
+    ("stdin-v1", (rules.WARM_PROTOCOL, rules.LOBBY_PROTOCOL), "runsc", rules.WARM_PROTOCOL),  # an operator's choice
+    ("livekit-lobby-v1", (rules.WARM_PROTOCOL, rules.LOBBY_PROTOCOL), None, rules.LOBBY_PROTOCOL),
+])
+def test_the_pool_handover(setting: str, offered: tuple[str, ...], runtime: str | None, chosen: str) -> None:
+    assert rules.handover_for(setting=setting, offered=offered, runtime=runtime) == chosen
+
+
+@pytest.mark.parametrize(("setting", "offered"), [
+    ("stdin-v1", (rules.LOBBY_PROTOCOL,)), ("livekit-lobby-v1", (rules.WARM_PROTOCOL,)),
+])
+def test_a_handover_the_engine_lacks_is_a_start_up_error(setting: str, offered: tuple[str, ...]) -> None:
+    class Engine(FakeEngine):
+        handovers = offered
+
+    with pytest.raises(ConfigurationError, match=f"ORCH_POOL_HANDOVER={setting}"):
+        WarmPool(settings=Settings(pool_handover=setting), engine=Engine(FakeLobby(takes=True)))  # type: ignore[arg-type]

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 class PooledDockerRuntime(DockerRuntime):
     """DockerRuntime that also keeps warm pool members (runtime.WarmPoolEngine)."""
 
+    # stdin (attach through the engine API) first; a lobby pool's members get their lobby token the same way.
+    handovers = (rules.WARM_PROTOCOL, rules.LOBBY_PROTOCOL)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # (member id, name it was renamed to) -> the claim record's labels; records never change, only go.

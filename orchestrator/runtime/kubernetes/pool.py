@@ -46,6 +46,9 @@ _CLAIM_ATTEMPTS = 3  # re-reads after a 409 whose cause was a status update (the
 class PooledKubernetesRuntime(KubernetesRuntime):
     """KubernetesRuntime that also keeps warm pool members (runtime.WarmPoolEngine)."""
 
+    # stdin only: a lobby member's token would sit in its Pod's env, which anyone who may read Pods can read.
+    handovers = (rules.WARM_PROTOCOL,)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._alias: dict[str, str] = {}  # a key's Pod name -> the claimed member Pod serving it

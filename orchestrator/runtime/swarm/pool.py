@@ -3,7 +3,7 @@
 A member is a cold agent's service with every tenant field taken out (same launch path: hardening, overlay,
 placement constraints, the lobby token as a Docker secret), no `managed` label, and nothing but its lobby room
 and LiveKit URL in its spec. The orchestrator reaches only a manager, so the assignment goes through LiveKit
-(services.pool_lobby, `handover = livekit-lobby-v1`); this runtime only makes, claims, lists and removes.
+(services.pool_lobby, `handovers = (livekit-lobby-v1,)`); this runtime only makes, claims, lists and removes.
 
 A claim is two atomic manager steps:
 1. the member's service-level labels become the key's (managed, client, agent, room...) plus the key's service
@@ -55,7 +55,7 @@ def _claimed(labels: dict[str, str]) -> bool:
 class PooledSwarmRuntime(SwarmRuntime):
     """SwarmRuntime that also keeps warm pool members (runtime.WarmPoolEngine)."""
 
-    handover = rules.LOBBY_PROTOCOL
+    handovers = (rules.LOBBY_PROTOCOL,)  # no attach into a task on another node: the lobby only
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
