@@ -120,3 +120,14 @@ def test_only_the_deployments_agent_image_is_trusted_to_wait_warm() -> None:
     theirs = asyncio.run(rt.image_id("registry/other:2"))
     assert ours is not None and ours[1].get(rules.WARM_MODE) == rules.WARM_PROTOCOL
     assert theirs is not None and rules.WARM_MODE not in theirs[1]
+
+
+@pytest.mark.parametrize(("labels", "deleting", "ours"), [
+    ({**MEMBER_LABELS, m.POOL_KEY: pod_name("agent_c1_farah_room")}, False, True),  # our patch applied, answer lost
+    ({**MEMBER_LABELS, m.POOL_KEY: pod_name("agent_c1_farah_other")}, False, False),  # another key's claim
+    (MEMBER_LABELS, False, False),  # still idle: the 409 came from a status update, claim again
+    ({**MEMBER_LABELS, m.POOL_KEY: pod_name("agent_c1_farah_room")}, True, False),  # ours, but being deleted
+])
+def test_a_retried_claim_knows_its_own_write(labels: dict[str, str], deleting: bool, ours: bool) -> None:
+    pod = {"metadata": {"labels": labels, **({"deletionTimestamp": "2026-12-02T00:00:00Z"} if deleting else {})}}
+    assert m.claimed_for(pod, "agent_c1_farah_room") is ours

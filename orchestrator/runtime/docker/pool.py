@@ -143,16 +143,17 @@ class PooledDockerRuntime(DockerRuntime):
 
     async def claim_member(self, member: ContainerInfo, *, name: str, labels: dict[str, str]) -> ContainerInfo:
         record = {**labels, rules.POOL_MEMBER: member.id, rules.POOL_NAME: name}
-        await self._call("claim", functools.partial(self._claim, member, name, record))
+        # One nonce for every attempt: `_call` retries a transient failure (a timeout whose request still went
+        # through), and a retry must recognise the record and the rename its first attempt made as its own.
+        await self._call("claim", functools.partial(self._claim, member, name, record, secrets.token_hex(8)))
         self._last_exit.pop(name)  # a fresh agent for the key, as after a create (a restart notes its cause again)
         return member.model_copy(update={"name": name, "labels": rules.claimed_labels(member_labels=member.labels, record=record)})
 
-    def _claim(self, member: ContainerInfo, name: str, record: dict[str, str]) -> None:
+    def _claim(self, member: ContainerInfo, name: str, record: dict[str, str], nonce: str) -> None:
         """Record first, then rename. A rename is no mutex: Docker resolves its source name before it locks the
         container, so a second rename can rename a member another process just claimed. The record is: the
         engine creates a volume name once and answers every later create with the first one's labels, so only
         the claimant that finds its own nonce there renames the member."""
-        nonce = secrets.token_hex(8)
         got = self.client.api.create_volume(name=rules.record_name(member.id), labels={**record, rules.POOL_CLAIM: nonce})
         if ((got or {}).get("Labels") or {}).get(rules.POOL_CLAIM) != nonce:
             raise MemberGone(member.id)  # another process holds this member
@@ -160,6 +161,8 @@ class PooledDockerRuntime(DockerRuntime):
         try:
             self.client.api.rename(member.name, name)
         except NotFound:
+            if self._serves(name, member.id):
+                return  # an earlier attempt of this claim renamed it (its answer was lost)
             self._drop_record(member.id, name)
             raise MemberGone(member.id) from None
         except APIError as exc:
@@ -167,6 +170,12 @@ class PooledDockerRuntime(DockerRuntime):
             if exc.status_code == 409:
                 raise NameTaken(name) from None
             raise
+
+    def _serves(self, name: str, member_id: str) -> bool:
+        try:
+            return self.client.api.inspect_container(name)["Id"] == member_id
+        except NotFound:
+            return False
 
     def _drop_record(self, member_id: str, name: str) -> None:
         self._records.pop((member_id, name), None)

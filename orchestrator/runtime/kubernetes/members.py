@@ -61,6 +61,13 @@ def is_claimed(labels: Mapping[str, str]) -> bool:
     return rules.POOL in labels and POOL_KEY in labels
 
 
+def claimed_for(pod: Mapping[str, Any], name: str) -> bool:
+    """Whether `pod` is a member already claimed as `name`'s container: a claim patch retried after its answer was
+    lost (the API server applied it) meets its own write as a 409 and must take it as done, not lose the member."""
+    meta = pod.get("metadata") or {}
+    return (meta.get("labels") or {}).get(POOL_KEY) == pod_name(name) and not meta.get("deletionTimestamp")
+
+
 def is_idle(pod: Mapping[str, Any]) -> bool:
     """An unclaimed member that is not being deleted (its state is the caller's to judge)."""
     meta = pod.get("metadata") or {}

@@ -202,6 +202,9 @@ class PooledKubernetesRuntime(KubernetesRuntime):
         for _ in range(_CLAIM_ATTEMPTS):
             if rv is None:
                 current = await self._read(pod_name)
+                if current is not None and current["metadata"]["uid"] == member.id and m.claimed_for(current, name):
+                    pod = current  # our patch went through, its answer did not (a retry met our own write)
+                    break
                 if current is None or current["metadata"]["uid"] != member.id or not m.is_idle(current) \
                         or info_from_pod(current).status is not ContainerStatus.running:
                     raise MemberGone(member.id)  # claimed by another process, dying, or gone
