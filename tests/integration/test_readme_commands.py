@@ -124,6 +124,8 @@ def test_per_tenant_deployment_runs_as_the_readme_says(
         print(f"\n==== compose logs of {project} ====\n{logs.stdout}{logs.stderr}")
         raise
     finally:
-        subprocess.run(["docker-compose", "-p", project, "down", "--remove-orphans"], cwd=work, env=operator_env(),
+        # With -v: the README's own `down` keeps the deployment's state volume (its ownership key) on purpose; the
+        # test's cleanup must not (one `orch-test-<hex>_state` volume was left per run).
+        subprocess.run(["docker-compose", "-p", project, "down", "-v", "--remove-orphans"], cwd=work, env=operator_env(),
                        capture_output=True, text=True, timeout=400)
         remove_scope(docker_client, name)
