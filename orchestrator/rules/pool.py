@@ -191,6 +191,15 @@ class MemberState(str, enum.Enum):
     dead = "dead"  # exited before any claim
 
 
+NEVER_STARTED_S = 60.0  # a member still `created` this long after it was made will never start
+
+
+def alive(*, gone: bool, created: bool, age_s: float) -> bool:
+    """Whether a member counts as running for the sweep: not gone, and not stuck in `created` (its start failed under
+    load and so did the removal of it; never claimable, it outlived its deployment, found after a loaded test run)."""
+    return not gone and not (created and age_s > NEVER_STARTED_S)
+
+
 class Verdict(str, enum.Enum):
     keep = "keep"
     recycle_age = "recycle-age"

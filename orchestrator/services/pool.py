@@ -24,7 +24,7 @@ from typing import Any, Callable
 from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import ConfigurationError, DependencyUnavailable, OrchestratorError
 from orchestrator.core.waiting import wait_event
-from orchestrator.core.models import ContainerInfo, LiveKitCredentials
+from orchestrator.core.models import ContainerInfo, ContainerStatus, LiveKitCredentials
 from orchestrator.observability.starts import note
 from orchestrator.rules import pool as rules
 from orchestrator.rules.naming import Label
@@ -263,11 +263,11 @@ class WarmPool:
                     self._templates[pool] = ContainerSpec.model_validate_json(info.labels[TEMPLATE])
                 except ValueError:
                     pass
+            age = _age(info.labels.get(Label.CREATED_AT), now)
             facts = rules.MemberFacts(
-                name=info.name, has_record=record is not None, running=not info.status.gone,
-                age_s=_age(info.labels.get(Label.CREATED_AT), now), record_age_s=_age((record or {}).get(Label.CREATED_AT), now),
-                image_id=info.labels.get(rules.POOL_IMAGE, ""), pool=pool,
-            )
+                name=info.name, has_record=record is not None, age_s=age, record_age_s=_age((record or {}).get(Label.CREATED_AT), now),
+                running=rules.alive(gone=info.status.gone, created=info.status is ContainerStatus.created, age_s=age),
+                image_id=info.labels.get(rules.POOL_IMAGE, ""), pool=pool)
             v = rules.verdict(
                 facts, current_image=current, wanted=frozenset(self._templates),
                 max_age_s=self._s.pool_max_age_s, reserve_timeout_s=RESERVE_TIMEOUT_S,

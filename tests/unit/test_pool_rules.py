@@ -181,3 +181,17 @@ def test_a_lobby_is_per_scope_and_pool() -> None:
     a = rules.lobby_room(scope="s1", pool="abc")
     assert a == rules.lobby_room(scope="s1", pool="abc")  # a restarted orchestrator finds its members' lobby
     assert a != rules.lobby_room(scope="s2", pool="abc") and a != rules.lobby_room(scope="s1", pool="abd")
+
+
+@pytest.mark.parametrize(("gone", "created", "age_s", "alive"), [
+    (False, False, 5.0, True),  # running
+    (False, True, 1.0, True),  # made a moment ago: its start is on its way
+    (False, True, rules.NEVER_STARTED_S + 1, False),  # never started (a start and its cleanup failed under load)
+    (True, False, 5.0, False),  # exited
+])
+def test_a_member_stuck_in_created_is_dead(gone: bool, created: bool, age_s: float, alive: bool) -> None:
+    assert rules.alive(gone=gone, created=created, age_s=age_s) is alive
+    facts = rules.MemberFacts(name="pool_s_p_1", has_record=False, running=alive, age_s=age_s, record_age_s=None,
+                              image_id="i", pool="p")
+    removed = rules.verdict(facts, current_image={"p": "i"}, wanted=frozenset({"p"}), max_age_s=3600, reserve_timeout_s=30)
+    assert (removed is rules.Verdict.remove_dead) is (not alive)
