@@ -24,6 +24,8 @@ import docker
 
 from devtools.docker_helpers import TINY_IMAGE
 from devtools.private_dockerd import PrivateDockerd, private_engine, runsc_config
+from orchestrator.rules.pool import handover_for
+from orchestrator.runtime.docker.pool import PooledDockerRuntime
 
 RESULTS = Path("bench-results")
 AGENT_IMAGE = "agent-orchestrator/agent:latest"
@@ -60,7 +62,9 @@ def main() -> None:
     warm = {rt: result[rt]["warm_trigger_to_listed"]["median_ms"] for rt in result}  # type: ignore[index]
     answered = {rt: result[rt]["warm_trigger_answer"]["median_ms"] for rt in result}  # type: ignore[index]
     cold = {rt: result[rt]["cold_trigger_to_listed"]["median_ms"] for rt in result}  # type: ignore[index]
-    summary = {"warm_trigger_to_listed_p50_ms": warm, "warm_trigger_answer_p50_ms": answered,
+    # What ORCH_POOL_HANDOVER=auto (the bench leaves it unset) picked for each pool on this engine.
+    handover = {rt: handover_for(setting="auto", offered=PooledDockerRuntime.handovers, runtime=rt) for rt in result}
+    summary = {"handover": handover, "warm_trigger_to_listed_p50_ms": warm, "warm_trigger_answer_p50_ms": answered,
                "cold_trigger_to_listed_p50_ms": cold,
                "gvisor_over_runc_warm_listed": round(warm["runsc"] / warm["runc"], 2),
                "gvisor_over_runc_cold_listed": round(cold["runsc"] / cold["runc"], 2)}
