@@ -244,7 +244,9 @@ async def test_two_tenant_deployments_come_up_as_documented_and_isolated(  # typ
         await eventually(row_says, timeout=60, what="the containers API (ps) naming why the agent cannot join")
         await eventually(feed_says, timeout=60, what="the feed naming why the agent cannot join")
         closed = await http.post(f"{b.url}/api/v1/rooms/{rooms[b.scope]}/close", headers=client_auth[b.scope])
-        assert closed.status_code == 200, closed.text
+        # 404 once the reconciler has given up on the agent (its restarts ran out and it was removed): in a full,
+        # loaded run that came before this close twice; the reasons above were shown either way.
+        assert closed.status_code == 200 or (closed.status_code == 404 and "no agent" in closed.text), closed.text
 
         # The fix the warning names: LiveKit listens on the second gateway too (same ports, restarted).
         livekit.stop()
