@@ -221,4 +221,7 @@ def markdown(p: dict) -> list[str]:
     if cr:
         lines.append(f"Agent SIGKILLed in a call → a new agent listed in the room: {ms(cr['back_in_room'])} "
                      f"({cr['recovered']} of {cr['runs']} runs recovered within 30 s).")
+        if parts := cr.get("parts"):
+            lines.append("Where the restart's time went (the server's timelines, p50 / p90): "
+                         + "; ".join(f"{name} {ms(s)}" for name, s in parts.items()) + ".")
     return lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timezone
 
 import docker
 import httpx
@@ -71,9 +72,11 @@ async def steady(http: httpx.AsyncClient, url: str, body: dict[str, str], scope:
 
 async def crashes(http: httpx.AsyncClient, url: str, body: dict[str, str], scope: str, *, client: docker.DockerClient,
                   creds: LiveKitCredentials, runs: int) -> dict[str, object]:
-    """SIGKILL of the agent with a human in the call → a new agent listed in the room, `runs` times."""
+    """SIGKILL of the agent with a human in the call → a new agent listed in the room, `runs` times; and where that
+    time went, from the server's own timeline of each restart (`GET /api/v1/starts`)."""
     gateway = LiveKitGateway()
     back: list[float] = []
+    parts: dict[str, list[float]] = {}
     try:
         for i in range(runs):
             await wait_idle(http, url, 1, timeout=60)
@@ -84,7 +87,7 @@ async def crashes(http: httpx.AsyncClient, url: str, body: dict[str, str], scope
                 await wait_idle(http, url, 1, timeout=60)  # the restart should find a member, as in steady service
                 old = {p.sid for p in await gateway.list_participants(creds, room=room) if p.identity == IDENTITY}
                 await asyncio.to_thread(client.api.kill, made["container_name"], "SIGKILL")
-                killed = time.perf_counter()
+                killed, killed_at = time.perf_counter(), datetime.now(timezone.utc)
                 deadline = killed + 30
                 while time.perf_counter() < deadline:
                     now = {p.sid for p in await gateway.list_participants(creds, room=room) if p.identity == IDENTITY}
@@ -92,8 +95,23 @@ async def crashes(http: httpx.AsyncClient, url: str, body: dict[str, str], scope
                         back.append(time.perf_counter() - killed)
                         break
                     await asyncio.sleep(0.02)
+            for name, seconds in (await restart_parts(http, url, room=room, killed_at=killed_at)).items():
+                parts.setdefault(name, []).append(seconds)
             await http.post(f"{url}/api/v1/admin/rooms/{body['client_id']}/{room}/close")
     finally:
         await gateway.aclose()
-    return {"runs": runs, "recovered": len(back), "back_in_room": summary(back)}
+    return {"runs": runs, "recovered": len(back), "back_in_room": summary(back),
+            "parts": {name: summary(values) for name, values in parts.items()}}
+
+
+async def restart_parts(http: httpx.AsyncClient, url: str, *, room: str, killed_at: datetime) -> dict[str, float]:
+    """The kill → the restart's beginning (the death seen, a pass planned it, the dead container removed), then each
+    stage of the restart as the server timed it; empty when the server has no restart for the room."""
+    starts = (await http.get(f"{url}/api/v1/starts", params={"room": room, "limit": 5})).json()["starts"]
+    restart = next((s for s in starts if s["kind"] == "restart"), None)
+    if restart is None:
+        return {}
+    began = (datetime.fromisoformat(restart["started_at"]) - killed_at).total_seconds()
+    return {"kill_to_restart_begun": began,
+            **{m["stage"]: m["duration_s"] for m in restart["stages"] if m["duration_s"] is not None}}
 

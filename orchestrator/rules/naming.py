@@ -22,6 +22,7 @@ SLUG_MAX = 63
 ROOM_MAX = 128
 NAME_MAX = 63
 NAME_PREFIX = "agent_"
+RETIRED_PREFIX = "retired_"  # a dead agent set aside while its replacement starts (runtime.NameRelease)
 HASH_LEN = 10
 
 SLUG_RULE = "lowercase letters and digits in words joined by single dashes (e.g. clarence-coherence), at most 63 characters"
@@ -115,6 +116,11 @@ def container_name(key: ContainerKey) -> str:
     digest = short_hash(key.client_id, key.agent_slug, key.room)
     head = readable[: NAME_MAX - HASH_LEN - 1].rstrip("_.-")
     return f"{head}-{digest}"
+
+
+def retired_name(container_id: str) -> str:
+    """The name a dead agent is set aside under (runtime.NameRelease): no agent's, no member's, one per container."""
+    return f"{RETIRED_PREFIX}{container_id[:12]}"
 
 
 def spec_hash(agent: Agent, *, image: str, mode: Mode) -> str:

@@ -108,6 +108,21 @@ class NetworkProvider(Protocol):
     ) -> AgentNetwork: ...
 
 
+@runtime_checkable
+class NameRelease(Protocol):
+    """Optional: a runtime that can take a dead container's name away from it at once (Docker: a rename).
+
+    A crashed agent's replacement then need not wait for the dead one's logs and removal (50-250 ms on a busy
+    engine): the restart sets the dead one aside, launches, and removes it (by id) after. Its new name is no
+    agent's and no member's (`naming.retired_name`), so only its labels still name the key; a process killed in
+    between leaves it to the planner's duplicate rule, which keeps the running, canonically named container.
+    """
+
+    async def set_aside(self, container_id: str) -> bool:
+        """True when the container's name is free now (also when it was set aside before); False: remove it first."""
+        ...
+
+
 class MemberGone(Exception):
     """The pool member to claim is gone or already claimed by another process: take another one."""
 

@@ -18,7 +18,7 @@ from orchestrator.rules.agent_states import ended_abnormally
 from orchestrator.rules.planner import Action, DeleteRoom, GiveUp, RemoveContainer, RestartAgent, RoomKey, SetRoomMetadata
 from orchestrator.rules.rooms import AgentLaunched, Due, RoomRegistry, RoomState, due
 from orchestrator.rules.view import AgentView
-from orchestrator.runtime import ContainerRuntime, WatchEvent
+from orchestrator.runtime import ContainerRuntime, NameRelease, WatchEvent
 from orchestrator.services.signing_key import signing_key
 from orchestrator.settings import Settings
 from orchestrator.tenants import TenantStore
@@ -159,9 +159,16 @@ class Executor:
                 await self._runtime.stop(cid or name, timeout_s=s.agent_stop_timeout_s)
                 await self._runtime.remove(cid or name)
             case RestartAgent(name=name, container_id=cid, key=key, mode=mode) if key is not None:
-                dead = await self._log_tail(cid or name, action)
-                await self._runtime.remove(cid or name)
-                _, made = await self._launcher.launch_for_key(key, mode=Mode(mode))
+                dead = await self._runtime.get(cid or name)
+                # Humans wait: the dead one's name is freed at once where the engine can, its logs and removal follow.
+                aside = cid is not None and isinstance(self._runtime, NameRelease) and await self._runtime.set_aside(cid)
+                if not aside:
+                    await self._retire(cid or name, dead, action)
+                try:
+                    _, made = await self._launcher.launch_for_key(key, mode=Mode(mode))
+                finally:
+                    if aside:
+                        await self._retire(cid or name, dead, action)
                 # The new agent shows why the key was restarted (an engine that keeps exit codes: Docker's `_seen`),
                 # as one Docker restarted in place does: `ps`, the rooms API and the feed keep naming the cause.
                 if dead is not None and dead.exit_code and (note := getattr(self._runtime, "note_exit", None)) is not None:
@@ -179,10 +186,15 @@ class Executor:
             case _:
                 raise TypeError(f"no executor for {action!r}")
 
-    async def _log_tail(self, name: str, action: Action) -> ContainerInfo | None:
+    async def _retire(self, ref: str, info: ContainerInfo | None, action: Action) -> None:
+        """A dead agent's last lines kept (as `_log_tail`), then its container removed."""
+        await self._log_tail(ref, action, info=info)
+        await self._runtime.remove(ref)
+
+    async def _log_tail(self, name: str, action: Action, *, info: ContainerInfo | None = None) -> ContainerInfo | None:
         """The agent's last lines go to our log only when it ended abnormally (agent_states.ended_abnormally);
-        the container as it was (None when gone)."""
-        info = await self._runtime.get(name)
+        the container as it was (None when gone). `info`: as read before (a container set aside is no agent)."""
+        info = info or await self._runtime.get(name)
         if info is None or not ended_abnormally(info):
             log.info("%s %s (%s)", action.kind, name, action.reason, extra=log_fields(action))
             return info

@@ -239,6 +239,16 @@ async def test_agent_crashed_in_a_call_is_replaced_from_the_pool(pool_settings: 
             await eventually(replaced, timeout=30, what="a new container for the key")
             await in_room(livekit_server, room, not_sid=old_sid)
             back = time.monotonic() - killed
+
+            async def dead_removed() -> bool | None:  # set aside while its replacement started, then removed
+                try:
+                    docker_client.containers.get(made["container_id"])
+                except docker.errors.NotFound:
+                    return True
+                return None
+
+            await eventually(dead_removed, timeout=30, what="the dead agent's container removed")
+            assert not docker_client.volumes.list(filters={"name": rules.record_name(made["container_id"])})  # nor its claim record
         state = (await c.get("/api/v1/admin/pool")).json()
     assert state["claims"]["warm"] >= 2, state  # the first claim and the restart both came from the pool
     print(f"crash restart: agent back in the room {back:.2f} s after SIGKILL")

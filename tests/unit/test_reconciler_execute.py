@@ -10,7 +10,7 @@ import pytest
 from orchestrator.rules import room_metadata
 from orchestrator.core.errors import DependencyUnavailable
 from orchestrator.core.models import ContainerKey, ContainerStatus, Mode
-from orchestrator.rules.naming import agent_identity, container_labels, container_name, spec_hash
+from orchestrator.rules.naming import agent_identity, container_labels, container_name, retired_name, spec_hash
 from orchestrator.rules.planner import DeleteRoom, GiveUp, Removal, RemoveContainer, RestartAgent, RestartRecord, SetRoomMetadata
 from orchestrator.observability.pass_report import ActionResult
 from orchestrator.services.reconciler import Reconciler
@@ -152,3 +152,56 @@ async def test_a_room_that_just_changed_is_not_forgotten_for_a_container_the_vie
     rec._sync_registry(Observation(at=T0 + timedelta(seconds=seen_after_s), containers=()))  # no container in it
     room = rec.registry.rooms.get(("c1", "r1"))
     assert (room is not None and room.state is RoomState.CLOSING) is kept
+
+
+class SettingAside(FakeRuntime):
+    """runtime.NameRelease on the fake engine: a rename to the retired name, or a refusal (`refuse`)."""
+
+    def __init__(self, *, refuse: bool = False) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    async def set_aside(self, container_id: str) -> bool:
+        self.calls.append(("set_aside", container_id))
+        if self.refuse or (info := self._find(container_id)) is None:
+            return False
+        del self.containers[info.name]
+        self.containers[retired_name(container_id)] = info.model_copy(update={"name": retired_name(container_id)})
+        return True
+
+
+def steps(rt: FakeRuntime, crashed_id: str) -> list[str]:
+    """The engine calls of a restart, by kind, with the dead container's id shown as `dead`."""
+    return [f"{kind} {'dead' if ref == crashed_id else ref}" for kind, ref in rt.calls if kind != "list"]
+
+
+@pytest.mark.parametrize("refuse, expected", [
+    # The key's name is freed at once: the replacement starts before the dead one's logs and removal.
+    (False, ["get dead", "set_aside dead", f"get {NAME}", f"create {NAME}", "logs dead", "remove dead"]),
+    # An engine that cannot set it aside (gone, daemon trouble): removed first, as engines without a rename do.
+    (True, ["get dead", "set_aside dead", "logs dead", "remove dead", f"get {NAME}", f"create {NAME}"]),
+])
+async def test_a_restart_frees_the_keys_name_before_its_replacement_starts(refuse: bool, expected: list[str]) -> None:
+    _, _, rec = world()
+    rt = SettingAside(refuse=refuse)
+    rec.executor._runtime = rec.executor._launcher._runtime = rt  # type: ignore[attr-defined]
+    crashed = ours(rt, status=ContainerStatus.exited, exit_code=1)
+    result = await rec.executor.execute(RestartAgent(reason="crashed", name=NAME, container_id=crashed.id, key=KEY, mode="voice"))
+    assert result.ok, result.error
+    assert [s for s in steps(rt, crashed.id) if s.split()[0] in ("get", "set_aside", "create", "logs", "remove")] == expected
+    assert set(rt.containers) == {NAME} and rt.containers[NAME].id != crashed.id  # nothing set aside is left
+
+
+async def test_a_restart_that_cannot_launch_still_removes_the_container_it_set_aside() -> None:
+    _, _, rec = world()
+    rt = SettingAside()
+    rec.executor._runtime = rec.executor._launcher._runtime = rt  # type: ignore[attr-defined]
+    crashed = ours(rt, status=ContainerStatus.exited, exit_code=1)
+
+    async def refused(spec: object) -> None:
+        raise DependencyUnavailable("the engine refused the create", dependency="docker")
+
+    rt.create_and_start = refused  # type: ignore[method-assign]
+    result = await rec.executor.execute(RestartAgent(reason="crashed", name=NAME, container_id=crashed.id, key=KEY, mode="voice"))
+    assert not result.ok and result.dependency == "docker"
+    assert rt.containers == {} and rt.calls[-1] == ("remove", crashed.id)  # the next pass restarts an absent agent

@@ -21,7 +21,7 @@ from orchestrator.core.errors import ConfigurationError, DependencyRejected, Dep
 from orchestrator.core.logs import clip_tail
 from orchestrator.core.models import ContainerInfo
 from orchestrator.rules.isolation import HOST_NETWORK, AgentNetwork, HostPort
-from orchestrator.rules.naming import Label
+from orchestrator.rules.naming import Label, retired_name
 from orchestrator.runtime import ContainerSpec, NameTaken, WatchEvent
 from orchestrator.runtime.docker import hostfilter, networks, probe
 from orchestrator.runtime.docker.spec import (
@@ -218,6 +218,22 @@ class DockerRuntime(DockerAPI):
                     raise
 
         await self._call("remove", remove)
+
+    async def set_aside(self, container_id: str) -> bool:
+        """runtime.NameRelease: a rename to `naming.retired_name(id)`; False when it cannot be (gone, daemon trouble)."""
+        def rename() -> bool:
+            try:
+                self.client.api.rename(container_id, retired_name(container_id))
+            except NotFound:
+                return False
+            except APIError as exc:
+                if exc.status_code == 400:  # "the same name as its current name": set aside before
+                    return True
+                log.warning("cannot set %s aside (HTTP %s): removed before its replacement starts", container_id[:12], exc.status_code)
+                return False
+            return True
+
+        return await self._call("rename", rename)
 
     async def logs_tail(self, name: str, *, lines: int = 20) -> str:
         def tail() -> str:
