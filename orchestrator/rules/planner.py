@@ -181,10 +181,8 @@ def plan(
     by_key: dict[ContainerKey, list[ContainerInfo]] = defaultdict(list)
 
     for c in observed.containers:
-        if c.labels.get(Label.SCOPE) != settings.scope or c.labels.get(Label.MANAGED) != "true":
-            continue  # another deployment's container: never touched
-        if c.status is ContainerStatus.removing:
-            continue
+        if not _ours(c, settings):
+            continue  # another deployment's container, or one already being removed: never touched
         key = key_from_labels(c.labels)
         if key is None:
             actions.append(RemoveContainer(
@@ -282,9 +280,14 @@ def plan(
 
 def room_close(containers: Iterable[ContainerInfo], room_key: RoomKey, settings: Settings, *, why: str) -> list[Action]:
     """A room closed on request, now (services.reconciler.close_now): this room's agents of ours, then the room. Pure."""
-    ours = [c for c in containers if c.labels.get(Label.SCOPE) == settings.scope and c.labels.get(Label.MANAGED) == "true"]
-    keyed = [(k, c) for c in ours if c.status is not ContainerStatus.removing and (k := key_from_labels(c.labels)) is not None]
+    keyed = [(k, c) for c in containers if _ours(c, settings) and (k := key_from_labels(c.labels)) is not None]
     return _closing(room_key, [(k, c) for k, c in keyed if (k.client_id, k.room) == room_key], why)
+
+
+def _ours(c: ContainerInfo, settings: Settings) -> bool:
+    """This deployment's managed container, not already being removed: the only kind a plan acts on."""
+    return (c.labels.get(Label.SCOPE) == settings.scope and c.labels.get(Label.MANAGED) == "true"
+            and c.status is not ContainerStatus.removing)
 
 
 def _closing(room_key: RoomKey, members: list[tuple[ContainerKey, ContainerInfo]], why: str) -> list[Action]:

@@ -19,7 +19,7 @@ import secrets
 import time
 from collections import Counter
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from orchestrator.core.clock import utcnow
 from orchestrator.core.errors import ConfigurationError, DependencyUnavailable, OrchestratorError
@@ -128,20 +128,24 @@ class WarmPool:
 
     async def _hand_over(self, pool: str, claimed: ContainerInfo, spec: ContainerSpec) -> bool:
         line = json.dumps({"env": spec.env}, separators=(",", ":")).encode() + b"\n"
+        send = (self._lobby.hand_over(pool, claimed, line.rstrip(), timeout_s=HANDOVER_TIMEOUT_S) if self._lobby is not None
+                else self._engine.hand_over(claimed.name, line, timeout_s=HANDOVER_TIMEOUT_S))
+        if (why := await self._delivered_or_removed(claimed, send)) is None:
+            return True
+        log.warning("handover to %s failed (%s); removed it, the start goes cold", claimed.name, why)
+        self._publish(f"handover to {claimed.name} failed ({why}): the start went cold", container=claimed.name)
+        return False
+
+    async def _delivered_or_removed(self, member: ContainerInfo, send: Awaitable[None]) -> str | None:
+        """None when `send` reached the member within the bound; else why not, and the member is removed (freeing a key's name)."""
         try:
             async with asyncio.timeout(HANDOVER_TIMEOUT_S):  # not wait_for: see core.waiting
-                await (self._lobby.hand_over(pool, claimed, line.rstrip(), timeout_s=HANDOVER_TIMEOUT_S) if self._lobby is not None
-                       else self._engine.hand_over(claimed.name, line, timeout_s=HANDOVER_TIMEOUT_S))
-            return True
+                await send
+            return None
         except (OrchestratorError, TimeoutError) as exc:
-            why = exc.message if isinstance(exc, OrchestratorError) else "timed out"
-            log.warning("handover to %s failed (%s); removing it, the start goes cold", claimed.name, why)
-            self._publish(f"handover to {claimed.name} failed ({why}): the start went cold", container=claimed.name)
-            try:
-                await self._engine.remove_member(claimed)  # frees the key's name for the cold create
-            except OrchestratorError:
-                pass
-            return False
+            with contextlib.suppress(OrchestratorError):
+                await self._engine.remove_member(member)
+            return exc.message if isinstance(exc, OrchestratorError) else "timed out"
 
     async def _image(self, ref: str, *, refresh: bool = False) -> tuple[str, bool] | None:
         """(id, warm-capable) of an image reference; cached, refreshed by every sweep (drift: the tag moved)."""
@@ -234,14 +238,10 @@ class WarmPool:
             self._wake.set()
 
     async def _lobby_token(self, member: ContainerInfo, token: str) -> None:
-        """A new lobby member's token, written to its stdin; a member that cannot take it is removed (no waiting)."""
-        try:
-            async with asyncio.timeout(HANDOVER_TIMEOUT_S):
-                await self._engine.hand_over(member.name, rules.lobby_token_line(token), timeout_s=HANDOVER_TIMEOUT_S)
-        except (OrchestratorError, TimeoutError):
-            with contextlib.suppress(OrchestratorError):
-                await self._engine.remove_member(member)
-            raise DependencyUnavailable(f"member {member.name} did not take its lobby token", dependency="pool") from None
+        """A new lobby member's token, written to its stdin; a member that cannot take it is removed."""
+        send = self._engine.hand_over(member.name, rules.lobby_token_line(token), timeout_s=HANDOVER_TIMEOUT_S)
+        if (why := await self._delivered_or_removed(member, send)) is not None:
+            raise DependencyUnavailable(f"member {member.name} did not take its lobby token ({why})", dependency="pool")
 
     # ---- sweep: what the engine says, recycling ------------------------------------------------------------
 
