@@ -182,7 +182,7 @@ def run_section(args: argparse.Namespace, *, client: docker.DockerClient, tenant
                         out["steady"] = await pool_churn.steady(http, warm_url, body, scope, rate=rate, seconds=seconds)
                     if args.pool_crashes:
                         out["crashes"] = await pool_churn.crashes(http, warm_url, body, scope, client=client, creds=creds,
-                                                                  runs=args.pool_crashes)
+                                                                  runs=args.pool_crashes, pool_scope=f"{scope}-warm")
                     return out
 
             try:

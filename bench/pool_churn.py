@@ -1,8 +1,9 @@
 """The pool under a steady load and under agent crashes (real engine, real LiveKit, the real agent image).
 
 steady: triggers at a fixed rate for a while, each room closed 10 s after its trigger (as short calls would): the
-pool's hit rate and the trigger's answer time. crashes: a human in a call, the agent SIGKILLed, the time until a new
-agent is listed in the room (the reconciler's restart, served from the pool when a member is idle).
+pool's hit rate and the trigger's answer time. crashes: a human in a call, the pool at rest (at its target, its
+members loaded), the agent SIGKILLed, the time until a new agent is listed in the room (the reconciler's restart,
+served from the pool), and where that time went.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import httpx
 from devtools.agent_room import Participant
 from orchestrator.core.models import LiveKitCredentials
 from orchestrator.livekit.client import LiveKitGateway
+from orchestrator.rules import pool as rules
+from orchestrator.rules.naming import Label
 
 from bench.joined import IDENTITY
 from bench.pool import pool_state, wait_idle
@@ -70,8 +73,22 @@ async def steady(http: httpx.AsyncClient, url: str, body: dict[str, str], scope:
             "hit_rate": round(claims.get("warm", 0) / max(1, sum(claims.values())), 3), "trigger_answer": summary(answers)}
 
 
+async def wait_rest(http: httpx.AsyncClient, url: str, *, client: docker.DockerClient, scope: str, timeout: float) -> None:
+    """The pool at rest, as in steady service: every pool at its target, nothing being made, every idle member
+    loaded (healthy: a member beats once Python, the rtc library and the agent are loaded and it waits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pools = (await pool_state(http, url)).get("pools", [])
+        if pools and all(p["idle"] >= p["target"] and p["creating"] == 0 for p in pools):
+            rows = await asyncio.to_thread(client.api.containers, filters={"label": [f"{Label.SCOPE}={scope}", rules.POOL]})
+            if all(rules.is_canonical(r["Names"][0].lstrip("/")) or "(healthy)" in r["Status"] for r in rows):
+                return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the pool at {url} did not come to rest in {timeout} s")
+
+
 async def crashes(http: httpx.AsyncClient, url: str, body: dict[str, str], scope: str, *, client: docker.DockerClient,
-                  creds: LiveKitCredentials, runs: int) -> dict[str, object]:
+                  creds: LiveKitCredentials, runs: int, pool_scope: str) -> dict[str, object]:
     """SIGKILL of the agent with a human in the call → a new agent listed in the room, `runs` times; and where that
     time went, from the server's own timeline of each restart (`GET /api/v1/starts`)."""
     gateway = LiveKitGateway()
@@ -84,7 +101,7 @@ async def crashes(http: httpx.AsyncClient, url: str, body: dict[str, str], scope
             made = (await http.post(f"{url}/api/v1/trigger-agent", json={**body, "room_name": room, "mode": "voice"})).json()
             async with Participant(creds.url, made["user_token"]) as human:
                 await human.track_from(IDENTITY, timeout=30)
-                await wait_idle(http, url, 1, timeout=60)  # the restart should find a member, as in steady service
+                await wait_rest(http, url, client=client, scope=pool_scope, timeout=120)  # a crash in steady service
                 old = {p.sid for p in await gateway.list_participants(creds, room=room) if p.identity == IDENTITY}
                 await asyncio.to_thread(client.api.kill, made["container_name"], "SIGKILL")
                 killed, killed_at = time.perf_counter(), datetime.now(timezone.utc)
