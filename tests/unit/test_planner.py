@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from orchestrator.core.models import ContainerInfo, ContainerKey, ContainerStatus, Health
-from orchestrator.rules.naming import Label, container_name
+from orchestrator.rules.naming import Label, container_name, retired_name
 from orchestrator.rules.planner import (
     DeleteRoom,
     GiveUp,
@@ -86,6 +86,9 @@ CASES = [
     ("tenant store down → tenant rule skipped", seen(box(), agents={}), ACTIVE, {}, []),
     ("duplicates for one key → keep the canonical running one, stop the rest",
      seen(box(), DUP), ACTIVE, {}, [("RemoveContainer", "agent_c1_farah_r1_old")]),
+    ("a dead agent set aside (killed between its rename and removal) beside its replacement → the set-aside one removed",
+     seen(box(), box(name=retired_name("id-dead"), status=ContainerStatus.exited, exit_code=137, age_s=5)), ACTIVE, {},
+     [("RemoveContainer", retired_name("id-dead"))]),
     ("duplicates: a running one beats the canonical exited one",
      seen(box(status=ContainerStatus.exited, exit_code=1), DUP), ACTIVE, {}, [("RemoveContainer", container_name(KEY))]),
     ("grace expired → containers removed and LiveKit room deleted",
