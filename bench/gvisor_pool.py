@@ -6,7 +6,7 @@ The private dockerd lives in a network namespace of its own (devtools.private_do
 inside that namespace (`nsenter --net`), so its LiveKit, its orchestrators and the agents' network all live there
 and nothing of it touches the host's network. The agents' host filter is off in both runs (it is iptables in the
 orchestrator's namespace; here that is the private one, which has no rules of the host to keep). Usage:
-`python -m bench.gvisor_pool [--runs 10]`; writes bench-results/tmp/gvisor-pool-*.{json,md} unless `--out`.
+`python -m bench.gvisor_pool [--runs 10] [--runsc PATH]`; writes bench-results/tmp/gvisor-pool-*.{json,md} unless `--out`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,9 +49,10 @@ def bench_in(engine: PrivateDockerd, *, runtime: str | None, runs: int, out: Pat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--runsc", default=None, help="a runsc binary to register instead of the one on PATH")
     parser.add_argument("--out", default=None, help="file stem under bench-results/ (default: bench-results/tmp/)")
     args = parser.parse_args()
-    config = runsc_config(Path(tempfile.mkdtemp()))
+    config = runsc_config(Path(tempfile.mkdtemp()), runsc=args.runsc)
     source = docker.from_env()
     stem = RESULTS / "tmp" / time.strftime("gvisor-pool-%Y%m%dT%H%M%S")
     result: dict[str, object] = {}
@@ -64,8 +66,10 @@ def main() -> None:
     cold = {rt: result[rt]["cold_trigger_to_listed"]["median_ms"] for rt in result}  # type: ignore[index]
     # What ORCH_POOL_HANDOVER=auto (the bench leaves it unset) picked for each pool on this engine.
     handover = {rt: handover_for(setting="auto", offered=PooledDockerRuntime.handovers, runtime=rt) for rt in result}
-    summary = {"handover": handover, "warm_trigger_to_listed_p50_ms": warm, "warm_trigger_answer_p50_ms": answered,
-               "cold_trigger_to_listed_p50_ms": cold,
+    runsc = args.runsc or shutil.which("runsc") or "runsc"
+    version = subprocess.run([runsc, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+    summary = {"runsc": {"path": runsc, "version": version[0] if version else "?"}, "handover": handover,
+               "warm_trigger_to_listed_p50_ms": warm, "warm_trigger_answer_p50_ms": answered, "cold_trigger_to_listed_p50_ms": cold,
                "gvisor_over_runc_warm_listed": round(warm["runsc"] / warm["runc"], 2),
                "gvisor_over_runc_cold_listed": round(cold["runsc"] / cold["runc"], 2)}
     out = RESULTS / args.out if args.out else stem

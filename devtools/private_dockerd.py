@@ -24,10 +24,11 @@ import docker
 from devtools.docker_helpers import TINY_IMAGE
 
 
-def runsc_config(directory: Path) -> Path:
+def runsc_config(directory: Path, *, runsc: str | None = None) -> Path:
     """A daemon.json for a private dockerd with gVisor's `runsc` registered, as the README tells operators to do.
-    `--network=host`: gVisor uses the network namespace Docker made for the container (see environment notes)."""
-    runsc = shutil.which("runsc")
+    `--network=host`: gVisor uses the network namespace Docker made for the container (see environment notes).
+    `runsc`: another build than the one on PATH (e.g. a newer release with the systrap platform) to compare."""
+    runsc = runsc or shutil.which("runsc")
     assert runsc, "runsc (gVisor) not installed: run scripts/provision"  # missing is a failure, not a skip
     config = directory / "daemon.json"
     config.write_text(json.dumps({"runtimes": {"runsc": {"path": runsc, "runtimeArgs": ["--network=host"]}}}))
