@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
+from orchestrator.core.models import ContainerInfo, ContainerStatus
+from orchestrator.rules.agent_rows import container_row
+from orchestrator.rules.naming import Label
 from orchestrator.cli.views import API_COLUMNS, age, join_rooms, rooms_named, table
 
 
@@ -41,3 +46,20 @@ def test_node_column_only_when_a_row_has_a_node() -> None:
     cols = with_node(DOCKER_COLUMNS, [{**C, "node": "sw-n2"}])
     assert cols[:3] == ["name", "status", "node"]
     assert table([{**C, "node": "sw-n2"}], cols).splitlines()[1].split()[:3] == ["agent_a", "running", "sw-n2"]
+
+
+NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(("engine_created", "label", "age_s"), [
+    (NOW - timedelta(minutes=10), (NOW - timedelta(seconds=14)).isoformat(), 14),  # a member idle 10 min, claimed 14 s ago
+    (NOW - timedelta(seconds=75), None, 75),  # no label (made by hand or an old version): the engine's time
+    (NOW - timedelta(seconds=75), "not a time", 75),  # a label that does not parse: the engine's time
+    (None, None, None),  # nothing known: no age, not a guess
+])
+def test_container_row_age_counts_from_the_keys_created_at(engine_created: datetime | None, label: str | None, age_s: int | None) -> None:
+    labels = {Label.CLIENT_ID: "c1", Label.AGENT_SLUG: "farah", Label.ROOM: "r1", **({Label.CREATED_AT: label} if label else {})}
+    c = ContainerInfo(id="abc", name="agent_c1_farah_r1", status=ContainerStatus.running, labels=labels, created_at=engine_created)
+    row = container_row(c, now=NOW)
+    assert row["age_s"] == age_s
+    assert row["created_at"] == label
