@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.services.agent_networks import AgentNetworks
 from orchestrator.services.livekit_reach import LiveKitReach
@@ -28,6 +28,7 @@ from orchestrator.observability.metrics import Metrics
 from orchestrator.observability.starts import Starts
 from orchestrator.observability.tracing import Tracing
 from orchestrator.core.models import ContainerInfo, ContainerKey, Mode
+from orchestrator.rules import pool as pool_rules
 from orchestrator.rules.naming import Label, key_from_labels
 from orchestrator.services.operations import Operations
 from orchestrator.services.reconciler import Reconciler
@@ -101,6 +102,7 @@ class Orchestrator:
         self.sampler = UsageSampler(
             runtime=self.runtime, scope=settings.scope, interval_s=settings.usage_sample_interval_s,
             concurrency=settings.usage_sample_concurrency, clock=clock,
+            members=lambda: [m["name"] for m in self.pool.snapshot()["members"]] if self.pool is not None else [],
             on_error=lambda dependency: self.metrics.dependency_errors.labels(dependency=dependency).inc(),
         )
         self.view = AgentView()  # watch-fed: reuse and limits answered without engine calls once synced
@@ -114,7 +116,7 @@ class Orchestrator:
             if isinstance(self.runtime, WarmPoolEngine) and settings.pool_max > 0 else None
         )
         if self.pool is not None:
-            self.metrics.pool_source = self.pool.snapshot
+            self.metrics.pool_source = self.pool_state
         self.livekit_reach = LiveKitReach(  # start-up check: each served client's LiveKit in reach of agents
             settings=settings, tenants=self.tenants, networks=self.networks, runtime=self.runtime,
             publish=lambda problem: self.telemetry.feed.publish("preflight", problem, check="livekit_reach"),
@@ -171,6 +173,12 @@ class Orchestrator:
             yield engine
         finally:
             await engine.stop()
+
+    def pool_state(self) -> dict[str, Any]:
+        """The pools as `ps --pool`, the admin API, the dashboard and metrics show them: with their members' memory."""
+        if self.pool is None:
+            return {}
+        return pool_rules.with_memory(self.pool.snapshot(), self.sampler.member_memory)
 
     def _dispatch_service(self) -> DispatchService:
         from orchestrator.dispatch import DispatchService  # the worker protocol is only loaded when dispatch is on

@@ -15,18 +15,19 @@ router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends
 
 
 class PoolState(BaseModel):
-    """Per pool (isolation domain): image, network, runtime class, memory limit, idle, creating, target."""
+    """Per pool (isolation domain): image, network, runtime class, memory limit and memory its idle members use
+    (`memory_used_bytes`, from the usage sampler's last pass), idle, creating, target."""
 
     enabled: bool
     pools: list[dict[str, Any]] = []
-    members: list[dict[str, Any]] = []  # idle members: name, domain (pool), engine, node, state, age_s
+    members: list[dict[str, Any]] = []  # idle members: name, domain (pool), engine, node, state, age_s, memory_bytes
     claims: dict[str, int] = {}  # warm | cold | handover-failed
     problem: str = ""  # a pool setting that cannot be met (e.g. the image is missing)
 
 
 @router.get("/pool", response_model=PoolState)
 async def pool_state(request: Request) -> PoolState:
-    pool = request.app.state.engine.pool
-    if pool is None:
+    engine = request.app.state.engine
+    if engine.pool is None:
         return PoolState(enabled=False, problem="no warm pool: ORCH_POOL_MAX=0 or an engine without one")
-    return PoolState(**pool.snapshot())
+    return PoolState(**engine.pool_state())

@@ -353,6 +353,7 @@ const poolTable = keyedTable(document.querySelector("#pool tbody"), [
   { badge: (m) => m.state || m.status || "unknown", states: { idle: ["○", "idle", "ok"], warming: ["◔", "warming", "warn"], claimed: ["●", "claimed", "neutral"] }, cls: "state" },
   { text: (m) => (m.room ? (m.client_id ? m.client_id + "/" : "") + m.room : DASH), cls: "wrap room" },
   { text: (m) => fmtAge(m.age_s), cls: "age" },
+  { text: (m) => fmtMem(m.memory_bytes), cls: "mem" },
 ], (m) => String(m.name || m.id));
 
 function poolSummary(body, idle) {
@@ -362,7 +363,9 @@ function poolSummary(body, idle) {
   if (pools.length) {
     const making = pools.reduce((n, p) => n + (p.creating || 0), 0);
     const target = pools.reduce((n, p) => n + (p.target || 0), 0);
-    parts.push(plural(pools.length, "isolation domain") + ", target " + target + (making ? ", " + making + " being made" : ""));
+    const used = pools.reduce((n, p) => n + (p.memory_used_bytes || 0), 0);
+    parts.push(plural(pools.length, "isolation domain") + ", target " + target + (making ? ", " + making + " being made" : "")
+      + (used ? ", idle members use " + fmtMem(used) : ""));
   }
   const claims = body.claims || {};
   const keys = Object.keys(claims).sort();

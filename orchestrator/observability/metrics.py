@@ -109,8 +109,9 @@ class _AgentCpuSeconds(Collector):
 
 
 class _PoolSeries(Collector):
-    """`orchestrator_pool_members{pool,state}`, `orchestrator_pool_target{pool}` and `orchestrator_pool_claims_total{outcome}`
-    (warm | cold | handover-failed): what a pool holds and how often a start found a member."""
+    """`orchestrator_pool_members{pool,state}`, `orchestrator_pool_target{pool}`, `orchestrator_pool_memory_bytes{pool}`
+    and `orchestrator_pool_claims_total{outcome}` (warm | cold | handover-failed): what a pool holds, what it costs and
+    how often a start found a member."""
 
     def __init__(self, source: Callable[[], Mapping[str, Any]]) -> None:
         self._source = source
@@ -119,13 +120,18 @@ class _PoolSeries(Collector):
         snap = self._source()
         members = GaugeMetricFamily("orchestrator_pool_members", "Warm pool members by pool and state", labels=["pool", "state"])
         target = GaugeMetricFamily("orchestrator_pool_target", "Members each pool is sized to now (adaptive)", labels=["pool"])
+        memory = GaugeMetricFamily("orchestrator_pool_memory_bytes", "Memory the idle members of each pool use (last usage sample)",
+                                   labels=["pool"])
         for p in snap.get("pools", ()):
             members.add_metric([p["pool"], "idle"], p["idle"])
             members.add_metric([p["pool"], "creating"], p["creating"])
             target.add_metric([p["pool"]], p["target"])
+            if p.get("memory_used_bytes") is not None:
+                memory.add_metric([p["pool"]], p["memory_used_bytes"])
         claims = CounterMetricFamily("orchestrator_pool_claims", "Starts that asked the pool, by outcome", labels=["outcome"])
         for outcome, n in sorted((snap.get("claims") or {}).items()):
             claims.add_metric([outcome], n)
         yield members
         yield target
+        yield memory
         yield claims

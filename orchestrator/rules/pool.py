@@ -251,3 +251,15 @@ def verdict(
     if m.age_s > max_age_s:
         return Verdict.recycle_age
     return Verdict.keep
+
+
+def with_memory(snapshot: Mapping[str, Any], memory: Mapping[str, int]) -> dict[str, Any]:
+    """The pool snapshot with what its idle members use (the usage sampler's last pass): each member's
+    `memory_bytes`, each pool's `memory_used_bytes` (the sum over its members sampled; None before any was)."""
+    members = [{**m, "memory_bytes": memory.get(m["name"])} for m in snapshot.get("members", [])]
+    used: dict[str, int] = {}
+    for m in members:
+        if m["memory_bytes"] is not None:
+            used[m["domain"]] = used.get(m["domain"], 0) + m["memory_bytes"]
+    pools = [{**p, "memory_used_bytes": used.get(p["pool"])} for p in snapshot.get("pools", [])]
+    return {**snapshot, "pools": pools, "members": members}

@@ -2,14 +2,15 @@
 
 Every `interval_s` one labelled list call, then a one-shot stats call per running container with at
 most `concurrency` in flight (docker-py's pool and the engine are shared with triggers). Scrapes and
-the dashboard read `latest`, which is never older than one interval plus one pass.
+the dashboard read `latest`, which is never older than one interval plus one pass. Idle warm-pool members
+(`members`: their names) are sampled in the same pass into `member_memory`, never `latest`: they are not agents.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,8 +39,10 @@ class UsageSampler:
     def __init__(
         self, *, runtime: ContainerRuntime, scope: str, interval_s: float, concurrency: int,
         on_error: Callable[[str], None] | None = None, clock: Callable[[], datetime] = utcnow,
+        members: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self.latest: dict[str, AgentUsage] = {}
+        self.member_memory: dict[str, int] = {}  # idle pool member's name -> bytes in use
         self.passes = 0
         self.last_pass_at: datetime | None = None
         self._runtime = runtime
@@ -49,6 +52,7 @@ class UsageSampler:
         self._previous: dict[str, UsageSample] = {}
         self._on_error = on_error or (lambda dependency: None)
         self._clock = clock
+        self._members = members
 
     async def sample_once(self) -> None:
         try:
@@ -74,7 +78,9 @@ class UsageSampler:
                                 name, type(exc).__name__, extra={"container": name})
                     return name, None
 
-        raw = dict(await asyncio.gather(*(one(c.name) for c in running)))
+        agents = {c.name for c in running}
+        member_names = [n for n in self._members() if n not in agents]  # a member claimed meanwhile is an agent now
+        raw = dict(await asyncio.gather(*(one(name) for name in [*agents, *member_names])))
         now = self._clock()
         latest: dict[str, AgentUsage] = {}
         samples: dict[str, UsageSample] = {}
@@ -89,6 +95,8 @@ class UsageSampler:
                 cpu_ratio=cpu_ratio(prev, sample) if prev else None, memory_bytes=sample.memory_bytes, sampled_at=now,
                 cpu_seconds=sample.cpu_total_ns / 1e9,
             )
+        member_samples = {n: _parsed(n, n, raw.get(n)) for n in member_names}
+        self.member_memory = {n: m.memory_bytes for n, m in member_samples.items() if m is not None and m.memory_bytes is not None}
         # Containers that stopped or went away drop out here, so their gauges disappear at the next scrape.
         self._previous, self.latest = samples, latest
         self.passes += 1

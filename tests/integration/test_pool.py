@@ -90,10 +90,18 @@ async def test_a_claimed_agent_that_cannot_join_shows_why(pool_settings: Callabl
 
 async def test_claimed_member_joins_its_room(pool_settings: Callable[..., Settings], docker_client: docker.DockerClient,
                                              livekit_server: LiveKitServer, scope: str) -> None:
-    async with app_client(pool_settings()) as c:
+    async with app_client(pool_settings(usage_sample_interval_s=0.5)) as c:
         first = await c.post("/api/v1/trigger-agent", json=body(f"cold-{scope}"))
         assert first.status_code == 201, first.text  # cold: the pool learns this domain's template here
         await idle(c, 2)
+
+        async def pool_memory() -> dict | None:  # what the idle members cost, from the usage sampler's passes
+            s = (await c.get("/api/v1/admin/pool")).json()
+            return s if s["pools"] and s["pools"][0].get("memory_used_bytes") else None
+
+        sampled = await eventually(pool_memory, timeout=30, what="the pool's memory sampled")
+        assert sum(m["memory_bytes"] or 0 for m in sampled["members"]) == sampled["pools"][0]["memory_used_bytes"], sampled
+        assert f'orchestrator_pool_memory_bytes{{pool="{sampled["pools"][0]["pool"]}"}}' in (await c.get("/metrics")).text
         started = time.monotonic()
         warm = await c.post("/api/v1/trigger-agent", json=body(f"warm-{scope}"))
         answered = time.monotonic() - started

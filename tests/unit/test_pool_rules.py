@@ -195,3 +195,13 @@ def test_a_member_stuck_in_created_is_dead(gone: bool, created: bool, age_s: flo
                               image_id="i", pool="p")
     removed = rules.verdict(facts, current_image={"p": "i"}, wanted=frozenset({"p"}), max_age_s=3600, reserve_timeout_s=30)
     assert (removed is rules.Verdict.remove_dead) is (not alive)
+
+
+def test_with_memory_sums_each_pools_sampled_members_and_leaves_unsampled_ones_unknown() -> None:
+    snapshot = {"enabled": True, "claims": {"warm": 3},
+                "pools": [{"pool": "a", "idle": 2}, {"pool": "b", "idle": 1}, {"pool": "c", "idle": 0}],
+                "members": [{"name": "m1", "domain": "a"}, {"name": "m2", "domain": "a"}, {"name": "m3", "domain": "b"}]}
+    shown = rules.with_memory(snapshot, {"m1": 25 << 20, "m2": 27 << 20, "gone": 1 << 30})  # m3 not sampled yet
+    assert [(p["pool"], p["memory_used_bytes"]) for p in shown["pools"]] == [("a", 52 << 20), ("b", None), ("c", None)]
+    assert [(m["name"], m["memory_bytes"]) for m in shown["members"]] == [("m1", 25 << 20), ("m2", 27 << 20), ("m3", None)]
+    assert shown["claims"] == {"warm": 3} and "memory_used_bytes" not in snapshot["pools"][0]  # the snapshot is not changed
