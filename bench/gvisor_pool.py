@@ -52,7 +52,8 @@ def main() -> None:
     parser.add_argument("--runsc", default=None, help="a runsc binary to register instead of the one on PATH")
     parser.add_argument("--out", default=None, help="file stem under bench-results/ (default: bench-results/tmp/)")
     args = parser.parse_args()
-    config = runsc_config(Path(tempfile.mkdtemp()), runsc=args.runsc)
+    runsc = args.runsc or shutil.which("runsc")
+    config = runsc_config(Path(tempfile.mkdtemp()), runsc=runsc)
     source = docker.from_env()
     stem = RESULTS / "tmp" / time.strftime("gvisor-pool-%Y%m%dT%H%M%S")
     result: dict[str, object] = {}
@@ -66,8 +67,7 @@ def main() -> None:
     cold = {rt: result[rt]["cold_trigger_to_listed"]["median_ms"] for rt in result}  # type: ignore[index]
     # What ORCH_POOL_HANDOVER=auto (the bench leaves it unset) picked for each pool on this engine.
     handover = {rt: handover_for(setting="auto", offered=PooledDockerRuntime.handovers, runtime=rt) for rt in result}
-    runsc = args.runsc or shutil.which("runsc") or "runsc"
-    version = subprocess.run([runsc, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+    version = subprocess.run([str(runsc), "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
     summary = {"runsc": {"path": runsc, "version": version[0] if version else "?"}, "handover": handover,
                "warm_trigger_to_listed_p50_ms": warm, "warm_trigger_answer_p50_ms": answered, "cold_trigger_to_listed_p50_ms": cold,
                "gvisor_over_runc_warm_listed": round(warm["runsc"] / warm["runc"], 2),

@@ -12,7 +12,7 @@ import typer
 from orchestrator.cli.failures import CliFailure, load_settings
 from orchestrator.cli.http import Api
 from orchestrator.cli.output import Listing
-from orchestrator.cli.views import plain_table
+from orchestrator.cli.views import mib, plain_table
 
 API_COLUMNS = ["pool", "image", "network", "runtime", "memory", "idle", "creating", "target", "warm_time_s", "used"]
 ENGINE_COLUMNS = ["pool", "idle", "claimed", "reserved"]
@@ -38,10 +38,6 @@ def _from_engine(scope: str | None) -> list[dict[str, Any]]:
     return [{"pool": p, **{c: n.get(c, 0) for c in ("idle", "claimed", "reserved")}} for p, n in sorted(counts.items())]
 
 
-def _mib(n: int | None) -> str | None:
-    return None if n is None else f"{n / 1048576:.1f}MiB"
-
-
 def print_pool(api: Api, *, scope: str | None, ask_api: bool, output: Listing) -> None:
     """The POOL section: members per pool (members never appear among the agents of `ps`)."""
     state: dict[str, Any] | None = None
@@ -51,7 +47,7 @@ def print_pool(api: Api, *, scope: str | None, ask_api: bool, output: Listing) -
         except CliFailure as exc:
             typer.echo(f"{exc.message}; showing the engine's members only", err=True)
     if state is not None:
-        rows, columns = [{**p, "used": _mib(p.get("memory_used_bytes"))} for p in state.get("pools", [])], API_COLUMNS
+        rows, columns = [{**p, "used": mib(p.get("memory_used_bytes"))} for p in state.get("pools", [])], API_COLUMNS
     else:
         rows, columns = _from_engine(scope), ENGINE_COLUMNS
     if output == Listing.json:

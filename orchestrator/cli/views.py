@@ -75,6 +75,11 @@ def join_rooms(containers: list[dict[str, Any]], rooms: list[dict[str, Any]]) ->
     return rows
 
 
+def mib(n: int | None) -> str | None:
+    """Bytes as `ps` shows memory (None stays None: unknown, not 0)."""
+    return None if n is None else f"{n / 1048576:.1f}MiB"
+
+
 def human_cell(row: dict[str, Any], column: str) -> str:
     value = row.get(column)
     if column == "age":
@@ -83,8 +88,7 @@ def human_cell(row: dict[str, Any], column: str) -> str:
         ratio = row.get("cpu_ratio")
         return "-" if ratio is None else f"{ratio * 100:.1f}%"
     if column == "memory":
-        mem = row.get("memory_bytes")
-        return "-" if mem is None else f"{mem / 1048576:.1f}MiB"
+        return mib(row.get("memory_bytes")) or "-"
     if column == "room_state" and value == "grace_period" and row.get("grace_remaining_s") is not None:
         return f"grace({int(row['grace_remaining_s'])}s)"
     return "-" if value is None or value == "" else str(value)
