@@ -29,11 +29,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+import requests
 import yaml
 
 from devtools.livekit_server import LiveKitServer, ServerProcess, free_port, livekit_binary, wait_ready
@@ -224,11 +225,43 @@ class SwarmCluster:
                              and n["Spec"].get("Availability") == "active"]
                 if len(ready) >= count:
                     return
-            except docker.errors.DockerException:
-                pass
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                pass  # a manager re-electing a leader or slow under load (a 5 s read timeout seen in CI): ask again
             if time.monotonic() > deadline:
                 raise RuntimeError(f"swarm not {count} ready nodes after {timeout_s}s")
             time.sleep(0.2)
+
+    def wait_schedulable(self, *, image: str, timeout_s: float = 120, via: Node | None = None) -> None:
+        """Every node runs a task again: a global service of `image` has a running task on each node, then goes.
+
+        "ready" in the node list is the manager's view; after a partition or a node's restart a node can read ready
+        while its dispatcher session is still being re-made and tasks sent to it sit at "assigned". A drill that
+        changed the cluster waits for this before the next test gets it.
+        """
+        deadline = time.monotonic() + timeout_s
+        name = f"{PREFIX}{self.run}-probe-{secrets.token_hex(3)}"
+        node = via or self.nodes[0]
+        with closing(node.client(timeout=20)) as c:
+            c.api.create_service(
+                docker.types.TaskTemplate(container_spec=docker.types.ContainerSpec(image=image)),
+                name=name, mode=docker.types.ServiceMode("global"), labels={f"{PREFIX}probe": self.run},
+            )
+            tasks: list[dict[str, object]] = []
+            try:
+                while True:
+                    try:
+                        tasks = c.api.tasks(filters={"service": name, "desired-state": "running"})
+                        running = {t["NodeID"] for t in tasks if t["Status"]["State"] == "running"}
+                        if len(running) >= len(self.nodes):
+                            return
+                    except (docker.errors.DockerException, requests.exceptions.RequestException):
+                        pass  # a manager still settling raft, or slow under load: ask again
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"swarm: a task did not run on every node within {timeout_s:g}s: {tasks}")
+                    time.sleep(0.3)
+            finally:
+                with suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+                    c.api.remove_service(name)  # else the run's teardown removes it with every other service
 
     def load_images(self, source: docker.DockerClient, tags: list[str]) -> None:
         """`docker save` from the main engine (cached by image id), `docker load` onto every node in parallel."""

@@ -102,7 +102,7 @@ class Orchestrator:
         self.sampler = UsageSampler(
             runtime=self.runtime, scope=settings.scope, interval_s=settings.usage_sample_interval_s,
             concurrency=settings.usage_sample_concurrency, clock=clock,
-            members=lambda: [m["name"] for m in self.pool.snapshot()["members"]] if self.pool is not None else [],
+            members=lambda: self.pool.idle_names() if self.pool is not None else [],  # the pool is made below
             on_error=lambda dependency: self.metrics.dependency_errors.labels(dependency=dependency).inc(),
         )
         self.view = AgentView()  # watch-fed: reuse and limits answered without engine calls once synced

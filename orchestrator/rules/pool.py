@@ -263,3 +263,11 @@ def with_memory(snapshot: Mapping[str, Any], memory: Mapping[str, int]) -> dict[
             used[m["domain"]] = used.get(m["domain"], 0) + m["memory_bytes"]
     pools = [{**p, "memory_used_bytes": used.get(p["pool"])} for p in snapshot.get("pools", [])]
     return {**snapshot, "pools": pools, "members": members}
+
+
+def stamp_age(stamp: str | None, now: datetime) -> float:
+    """Seconds since an ISO created-at label; 0 when it is missing or does not parse (treated as new, so kept)."""
+    try:
+        return max(0.0, (now - datetime.fromisoformat(stamp or "")).total_seconds())
+    except (TypeError, ValueError):
+        return 0.0

@@ -263,9 +263,9 @@ class WarmPool:
                     self._templates[pool] = ContainerSpec.model_validate_json(info.labels[TEMPLATE])
                 except ValueError:
                     pass
-            age = _age(info.labels.get(Label.CREATED_AT), now)
+            age = rules.stamp_age(info.labels.get(Label.CREATED_AT), now)
             facts = rules.MemberFacts(
-                name=info.name, has_record=record is not None, age_s=age, record_age_s=_age((record or {}).get(Label.CREATED_AT), now),
+                name=info.name, has_record=record is not None, age_s=age, record_age_s=rules.stamp_age((record or {}).get(Label.CREATED_AT), now),
                 running=rules.alive(gone=info.status.gone, created=info.status is ContainerStatus.created, age_s=age),
                 image_id=info.labels.get(rules.POOL_IMAGE, ""), pool=pool)
             v = rules.verdict(
@@ -292,6 +292,10 @@ class WarmPool:
         self._idle = {p: sorted(ms, key=lambda m: m.created_at or now) for p, ms in idle.items()}
         self._wake.set()
         return dict(verdicts)
+
+    def idle_names(self) -> list[str]:
+        """The idle members' names (the usage sampler reads their memory; claimed ones are agents)."""
+        return [m.name for members in self._idle.values() for m in members]
 
     def snapshot(self) -> dict[str, Any]:
         """For `ps --pool`, the admin API, the dashboard and metrics."""
@@ -339,12 +343,3 @@ class WarmPool:
         with contextlib.suppress(OrchestratorError, TimeoutError):
             async with asyncio.timeout(10):  # a slow engine must not hold the shutdown
                 await asyncio.gather(*(self._engine.remove_member(m) for m in idle))
-
-
-def _age(stamp: str | None, now: datetime) -> float:
-    if not stamp:
-        return 0.0
-    try:
-        return max(0.0, (now - datetime.fromisoformat(stamp)).total_seconds())
-    except (TypeError, ValueError):
-        return 0.0

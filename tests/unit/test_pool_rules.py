@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
 from orchestrator.rules import pool as rules
@@ -205,3 +207,14 @@ def test_with_memory_sums_each_pools_sampled_members_and_leaves_unsampled_ones_u
     assert [(p["pool"], p["memory_used_bytes"]) for p in shown["pools"]] == [("a", 52 << 20), ("b", None), ("c", None)]
     assert [(m["name"], m["memory_bytes"]) for m in shown["members"]] == [("m1", 25 << 20), ("m2", 27 << 20), ("m3", None)]
     assert shown["claims"] == {"warm": 3} and "memory_used_bytes" not in snapshot["pools"][0]  # the snapshot is not changed
+
+
+@pytest.mark.parametrize(("stamp", "age"), [
+    ("2026-01-01T00:00:00+00:00", 90.0),
+    ("2026-01-01T00:02:00+00:00", 0.0),  # a clock ahead of ours: new, never negative
+    ("", 0.0),
+    (None, 0.0),
+    ("yesterday", 0.0),  # unparseable: treated as new (kept), never an error
+])
+def test_stamp_age(stamp: str | None, age: float) -> None:
+    assert rules.stamp_age(stamp, datetime(2026, 1, 1, 0, 1, 30, tzinfo=timezone.utc)) == age

@@ -180,6 +180,9 @@ def test_the_newest_task_speaks_for_the_service() -> None:
 @pytest.mark.parametrize(("reason", "expected"), [
     ("no suitable node (insufficient resources on 3 nodes)", "resources"),
     ("no suitable node (scheduling constraints not satisfied on 3 nodes)", "constraints"),
+    ("no suitable node (3 nodes not available for new tasks)", "unavailable"),
+    ("no suitable node (scheduling constraints not satisfied on 1 node; 2 nodes not available for new tasks)", "unavailable"),
+    ("no suitable node (insufficient resources on 2 nodes; 1 node not available for new tasks)", "unavailable"),
     ("pending task scheduling", None),
     (None, None),
 ])

@@ -195,6 +195,12 @@ class ServiceLaunch:
                     )
                 raise ContainerFailed(f"service {info.name} did not reach running: {reason or status.value}")
             if time.monotonic() > deadline:
+                if why == "unavailable":
+                    raise DependencyUnavailable(
+                        f"no swarm node took this agent within {self._start_timeout_s:g} s: {reason} "
+                        "(nodes down, draining or still rejoining)",
+                        retry_after=self._no_room_retry_after_s, details={"reason": reason},
+                    )
                 raise ContainerFailed(
                     f"service {info.name} not running after {self._start_timeout_s:g} s (task: {reason or status.value})"
                 )

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from datetime import datetime
 from typing import Any
 
 from docker.errors import APIError, NotFound
@@ -145,7 +144,7 @@ class PooledSwarmRuntime(SwarmRuntime):
                 info = self._info(svc, by_service.get(svc["ID"], []))
                 if not _claimed(info.labels):
                     out.append((info, None))
-                elif svc["ID"] in aliases or _age(info.labels.get(Label.CREATED_AT), now) < STRAY_AFTER_S:
+                elif svc["ID"] in aliases or rules.stamp_age(info.labels.get(Label.CREATED_AT), now) < STRAY_AFTER_S:
                     out.append((info, dict(info.labels)))
                 else:
                     log.warning("pool: removing %s, claimed for %s by a claimer that never made its alias", svc["Spec"]["Name"], info.name)
@@ -229,10 +228,3 @@ class PooledSwarmRuntime(SwarmRuntime):
             self._remove_alias(svc)
 
         await self._call("remove", remove)
-
-
-def _age(stamp: str | None, now: datetime) -> float:
-    try:
-        return max(0.0, (now - datetime.fromisoformat(stamp or "")).total_seconds())
-    except (TypeError, ValueError):
-        return 0.0

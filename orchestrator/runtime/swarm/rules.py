@@ -230,7 +230,14 @@ def task_status(task: Mapping[str, Any] | None, *, earlier_tasks: int = 0, repli
 
 
 def unschedulable(reason: str | None) -> str | None:
-    """'resources' or 'constraints' when the scheduler says no node can take the task, else None."""
+    """'resources' or 'constraints' when the scheduler says no node can take the task, else None.
+
+    'unavailable' when some node is down, draining or not yet back ("N nodes not available for new tasks"): the
+    scheduler checks readiness first, so such a node may fit once it returns (a partition healing, a restart),
+    and the task is worth waiting for, not failed at once.
+    """
     if not reason or "no suitable node" not in reason:
         return None
+    if "not available for new tasks" in reason:
+        return "unavailable"
     return "resources" if "insufficient resources" in reason else "constraints"
