@@ -58,6 +58,16 @@ async def test_killed_between_claim_and_handover_converges(pool_settings: Callab
             return None
 
         await eventually(stuck_gone, timeout=30, what="the never-handed-over member removed")
-        events = (await c.get("/api/v1/admin/events")).json()
-    # Named by the startup rule a cold agent that never joins gets: replaced, since a human waits.
-    assert any("RestartAgent" in e["message"] and "did not join within 5 s" in e["message"] for e in events["events"]), events["events"][-10:]
+
+        # Named by the startup rule a cold agent that never joins gets: replaced, since a human waits. The action's
+        # event follows its last step (the removal), so the engine's `destroy` can reach the feed first (seen in CI).
+        seen: list[str] = []
+
+        async def named() -> bool:
+            seen[:] = [e["message"] for e in (await c.get("/api/v1/admin/events")).json()["events"]]
+            return any("RestartAgent" in m and "did not join within 5 s" in m for m in seen)
+
+        try:
+            await eventually(named, timeout=10, what="a RestartAgent event naming the startup rule", interval=0.1)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the feed's last events: {seen[-10:]}") from None
