@@ -43,6 +43,8 @@ from devtools.swarm_teardown import destroy_run, sweep_stale
 
 __all__ = ["HubLiveKit", "Node", "SwarmCluster", "sweep_stale"]
 LIVEKIT_PORT, LIVEKIT_TCP, LIVEKIT_UDP = 7880, 7881, 7882
+# What a node's engine answers while raft re-elects or the machine is loaded (a 5 s read timeout seen in CI): ask again.
+UNSETTLED = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
 @dataclass
@@ -225,8 +227,8 @@ class SwarmCluster:
                              and n["Spec"].get("Availability") == "active"]
                 if len(ready) >= count:
                     return
-            except (docker.errors.DockerException, requests.exceptions.RequestException):
-                pass  # a manager re-electing a leader or slow under load (a 5 s read timeout seen in CI): ask again
+            except UNSETTLED:
+                pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"swarm not {count} ready nodes after {timeout_s}s")
             time.sleep(0.2)
@@ -254,13 +256,13 @@ class SwarmCluster:
                         running = {t["NodeID"] for t in tasks if t["Status"]["State"] == "running"}
                         if len(running) >= len(self.nodes):
                             return
-                    except (docker.errors.DockerException, requests.exceptions.RequestException):
-                        pass  # a manager still settling raft, or slow under load: ask again
+                    except UNSETTLED:
+                        pass
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"swarm: a task did not run on every node within {timeout_s:g}s: {tasks}")
                     time.sleep(0.3)
             finally:
-                with suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+                with suppress(*UNSETTLED):
                     c.api.remove_service(name)  # else the run's teardown removes it with every other service
 
     def load_images(self, source: docker.DockerClient, tags: list[str]) -> None:

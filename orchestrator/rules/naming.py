@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Mapping
 
 from orchestrator.core.errors import InvalidInput
@@ -144,6 +144,19 @@ def container_labels(
         Label.SPEC_HASH: spec,
         Label.CREATED_AT: created_at.isoformat(),
     }
+
+
+@functools.lru_cache(maxsize=KEY_CACHE)
+def label_time(label: str | None) -> datetime | None:
+    """A time we wrote into a label (`created_at.isoformat()`, a claim's time) as aware UTC; None when missing or
+    unreadable. One reading for the planner and the pool; cached, as the same labels are read on every pass."""
+    if not label:
+        return None
+    try:
+        value = datetime.fromisoformat(label)
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def key_from_labels(labels: Mapping[str, str]) -> ContainerKey | None:

@@ -7,7 +7,6 @@ It only ever names containers that carry this deployment's scope label.
 from __future__ import annotations
 
 import enum
-import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -15,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from orchestrator.core.models import ContainerInfo, ContainerKey, ContainerStatus, Health
-from orchestrator.rules.naming import KEY_CACHE, Label, agent_identity, container_name, key_from_labels
+from orchestrator.rules.naming import Label, agent_identity, container_name, key_from_labels, label_time
 from orchestrator.rules import room_metadata
 from orchestrator.rules.rooms import Due, Room, RoomSnapshot, RoomState, deadline, due
 from orchestrator.settings import Settings
@@ -139,16 +138,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def created(c: ContainerInfo) -> datetime | None:
     """Our own created-at label first (exact), the engine's time otherwise."""
-    label = c.labels.get(Label.CREATED_AT)
-    return (label and _created_label(label)) or _aware(c.created_at)
-
-
-@functools.lru_cache(maxsize=KEY_CACHE)
-def _created_label(label: str) -> datetime | None:
-    try:
-        return _aware(datetime.fromisoformat(label))
-    except ValueError:
-        return None
+    return label_time(c.labels.get(Label.CREATED_AT)) or _aware(c.created_at)
 
 
 def backoff_s(attempts: int, *, settings: Settings) -> float:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
-from orchestrator.rules.naming import LABEL_PREFIX, NAME_PREFIX, Label
+from orchestrator.rules.naming import LABEL_PREFIX, NAME_PREFIX, Label, label_time
 
 POOL = LABEL_PREFIX + "pool"  # on a member: the pool's hash (its isolation domain)
 POOL_IMAGE = LABEL_PREFIX + "pool-image"  # the image id the member was made from (drift when the tag moves)
@@ -108,12 +108,8 @@ HEALTH_SETTLE_S = 10.0
 
 def health_predates_claim(claimed_at: str | None, *, now: datetime) -> bool:
     """Whether a claimed member's health verdict may still be from before its claim (then it counts as starting)."""
-    if not claimed_at:
-        return False
-    try:
-        return (now - datetime.fromisoformat(claimed_at)).total_seconds() < HEALTH_SETTLE_S
-    except (TypeError, ValueError):
-        return False
+    claimed = label_time(claimed_at)
+    return claimed is not None and (now - claimed).total_seconds() < HEALTH_SETTLE_S
 
 
 # ---- sizing -------------------------------------------------------------------------------------------------
@@ -267,7 +263,5 @@ def with_memory(snapshot: Mapping[str, Any], memory: Mapping[str, int]) -> dict[
 
 def stamp_age(stamp: str | None, now: datetime) -> float:
     """Seconds since an ISO created-at label; 0 when it is missing or does not parse (treated as new, so kept)."""
-    try:
-        return max(0.0, (now - datetime.fromisoformat(stamp or "")).total_seconds())
-    except (TypeError, ValueError):
-        return 0.0
+    at = label_time(stamp)
+    return 0.0 if at is None else max(0.0, (now - at).total_seconds())

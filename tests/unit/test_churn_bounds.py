@@ -9,8 +9,7 @@ import pytest
 from orchestrator.core.bounded import Newest
 from orchestrator.core.models import ContainerInfo, ContainerStatus, WatchEvent, WebhookNotice
 from orchestrator.observability.starts import JOINS_MAX, Starts, settled
-from orchestrator.rules.naming import KEY_CACHE, _key, container_name
-from orchestrator.rules.planner import _created_label
+from orchestrator.rules.naming import KEY_CACHE, _key, container_name, label_time
 from orchestrator.rules.rooms import RoomRegistry
 from orchestrator.rules.view import TOMBSTONE_S, AgentView
 from orchestrator.runtime.docker.runtime import LAST_EXITS_KEPT, DockerRuntime
@@ -118,7 +117,7 @@ def test_an_exit_noted_after_its_removal_is_no_leak() -> None:
 
 def _churn(cached: str, room: str) -> None:
     key = _key("c1", "farah", room)
-    {"key": lambda: key, "name": lambda: container_name(key), "created": lambda: _created_label(f"2026-01-01T00:00:00.{room[1:]:0>6}")}[cached]()
+    {"key": lambda: key, "name": lambda: container_name(key), "created": lambda: label_time(f"2026-01-01T00:00:00.{room[1:]:0>6}")}[cached]()
 
 
 @pytest.mark.parametrize(("cached", "rooms"), [
@@ -126,7 +125,7 @@ def _churn(cached: str, room: str) -> None:
 ])
 def test_per_key_caches_stay_bounded_under_churn(cached: str, rooms: int) -> None:
     """Every room of a soak is a new key: the caches must not keep thousands of them (each held up to 8,192)."""
-    cache = {"key": _key, "name": container_name, "created": _created_label}[cached]
+    cache = {"key": _key, "name": container_name, "created": label_time}[cached]
     cache.cache_clear()
     for i in range(rooms):
         _churn(cached, f"r{i}")

@@ -212,6 +212,7 @@ def test_with_memory_sums_each_pools_sampled_members_and_leaves_unsampled_ones_u
 @pytest.mark.parametrize(("stamp", "age"), [
     ("2026-01-01T00:00:00+00:00", 90.0),
     ("2026-01-01T00:02:00+00:00", 0.0),  # a clock ahead of ours: new, never negative
+    ("2026-01-01T00:01:00", 30.0),  # no offset: read as UTC, as the planner reads the same label
     ("", 0.0),
     (None, 0.0),
     ("yesterday", 0.0),  # unparseable: treated as new (kept), never an error
